@@ -7,6 +7,7 @@ list; the sharded, compact store replaces it behind the same methods.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from collector.query import Query
@@ -41,14 +42,49 @@ class Store:
     def __len__(self) -> int:
         return len(self._recs)
 
-    def add_many(self, records: list[Record]) -> None:
-        """Store a batch of records, evicting the oldest beyond the bounds."""
+    def add_many(self, records: list[Record]) -> int:
+        """Store a batch, evicting the oldest beyond the bounds.
+
+        The batch takes consecutive sequence numbers; returns the first one
+        (the write-ahead log records them so that ids survive a restart)."""
+        first = self._seq + 1
         for rec in records:
             self._seq += 1
-            key = (rec.timestamp, self._seq)
-            i = bisect.bisect(self._keys, key)
-            self._keys.insert(i, key)
-            self._recs.insert(i, rec)
+            self._insert(self._seq, rec)
+        self._evict()
+        return first
+
+    def restore(self, items: Iterable[tuple[int, Record]]) -> None:
+        """Put back (seq, record) pairs from a snapshot or log, ids unchanged."""
+        for seq, rec in items:
+            self._insert(seq, rec)
+            self._seq = max(self._seq, seq)
+        self._evict()
+
+    def snapshot_items(self) -> Iterator[tuple[int, Record]]:
+        """Every (seq, record) in time order, for a snapshot."""
+        for (_, seq), rec in zip(self._keys, self._recs, strict=True):
+            yield seq, rec
+
+    def get(self, rec_id: str) -> Record | None:
+        """The record with this id, or None (also for a malformed id)."""
+        try:
+            ts_hex, seq_hex = rec_id.split("-")
+            key = (int(ts_hex, 16), int(seq_hex, 16))
+        except ValueError:
+            return None
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            return self._recs[i]
+        return None
+
+    def _insert(self, seq: int, rec: Record) -> None:
+        key = (rec.timestamp, seq)
+        i = bisect.bisect(self._keys, key)
+        self._keys.insert(i, key)
+        self._recs.insert(i, rec)
+
+    def _evict(self) -> None:
         over = len(self._recs) - self.max_records
         if over > 0:
             del self._keys[:over], self._recs[:over]
