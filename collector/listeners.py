@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,24 +143,39 @@ class Listener:
 
 
 async def start_listener(
-    cfg: ListenerConfig, sink: Sink, opts: ParseOptions, max_message_bytes: int
+    cfg: ListenerConfig,
+    sink: Sink,
+    opts: ParseOptions,
+    max_message_bytes: int,
+    sock: socket.socket | None = None,
 ) -> Listener:
-    """Bind and start one listener; OSError when the address cannot be bound."""
+    """Bind and start one listener; OSError when the address cannot be bound.
+
+    With `sock` (an inherited, already bound socket: systemd socket
+    activation, or a reload keeping it) the listener serves on it instead."""
     loop = asyncio.get_running_loop()
     ingest = _Ingest(cfg, sink, opts, max_message_bytes)
     if cfg.transport == "udp":
         host, port = parse_host_port(cfg.bind)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(ingest), local_addr=(host, port)
-        )
+        if sock is not None:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(ingest), sock=sock
+            )
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(ingest), local_addr=(host, port)
+            )
         listener = Listener(cfg, ingest, transport.close)
         listener.address = transport.get_extra_info("sockname")[:2]
         return listener
     if cfg.transport == "tcp":
         host, port = parse_host_port(cfg.bind)
-        server = await loop.create_server(
-            lambda: TcpProtocol(ingest), host, port, reuse_address=True
-        )
+        if sock is not None:
+            server = await loop.create_server(lambda: TcpProtocol(ingest), sock=sock)
+        else:
+            server = await loop.create_server(
+                lambda: TcpProtocol(ingest), host, port, reuse_address=True
+            )
         listener = Listener(cfg, ingest, server.close)
         listener.address = server.sockets[0].getsockname()[:2]
         return listener

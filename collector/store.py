@@ -39,6 +39,12 @@ class Store:
         self.expired_total = 0
         self.evicted_total = 0
 
+    def configure(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
+        """New bounds (config reload); applied from the next add or expire."""
+        self.ttl_us = ttl_us
+        self.max_records = max_records
+        self.max_memory = max_memory
+
     def __len__(self) -> int:
         return len(self._recs)
 
