@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py

@@ -1,0 +1,73 @@
+"""CLI: check-config exit codes and messages, --version, --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector import __version__
+from collector.cli import main
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
+
+
+def test_check_config_on_the_example_prints_ok_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out == "ok\n"
+
+
+def test_check_config_prints_one_line_per_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('store:\n  ttl: "soon"\n  fsync: maybe\nbogus: 1\n')
+    assert main(["check-config", str(bad)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "bogus: unknown key",
+        'store.ttl: expected a duration like 90s, 15m, 1h; got "soon"',
+        "store.fsync: expected one of never, batch, always; got 'maybe'",
+    ]
+
+
+def test_check_config_on_a_missing_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_run_with_a_bad_config_exits_2_before_binding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("http: {bind: nowhere}\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "http.bind" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_version_and_help_via_python_dash_m() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "collector", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"collector {__version__}"
+    helped = subprocess.run(
+        [sys.executable, "-m", "collector", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert helped.returncode == 0
+    assert "check-config" in helped.stdout
+    assert "run" in helped.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2

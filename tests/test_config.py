@@ -1,0 +1,283 @@
+"""Config: defaults, the shipped example, and every error naming its key."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import pytest
+
+from collector.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    parse_duration,
+    parse_size,
+    resolve_timezone,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
+
+
+def test_the_shipped_example_loads_to_exactly_the_built_in_defaults() -> None:
+    assert load_config(EXAMPLE) == Config()
+
+
+def test_an_empty_file_is_the_default_config(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path) == Config()
+
+
+def test_defaults_match_the_contract() -> None:
+    c = Config()
+    assert [(lc.name, lc.transport, lc.format, lc.bind) for lc in c.listeners] == [
+        ("syslog-udp", "udp", "syslog", "0.0.0.0:5514"),
+        ("syslog-tcp", "tcp", "syslog", "0.0.0.0:5514"),
+        ("json-tcp", "tcp", "json", "0.0.0.0:5515"),
+    ]
+    assert all(lc.max_connections == 1024 and lc.recv_buffer == 8 * 2**20 for lc in c.listeners)
+    assert c.http.bind == "127.0.0.1:9514"
+    assert c.http.auth_token is None
+    assert c.store.ttl == 3600
+    assert c.store.max_records == 5_000_000
+    assert c.store.max_memory == 512 * 2**20
+    assert c.store.persist_dir is None
+    assert c.store.fsync == "batch"
+    assert c.parsing.default_timezone == "UTC"
+    assert c.parsing.max_message_bytes == 65536
+
+
+def test_a_listener_entry_needs_only_name_and_transport() -> None:
+    c = config_from_dict({"listeners": [{"name": "a", "transport": "udp"}]})
+    assert c.listeners[0].bind == "0.0.0.0:5514"
+    assert c.listeners[0].format == "syslog"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        pytest.param("500ms", 0.5, id="milliseconds"),
+        pytest.param("30s", 30, id="seconds"),
+        pytest.param("15m", 900, id="minutes"),
+        pytest.param("1h", 3600, id="hours"),
+        pytest.param("2d", 172800, id="days"),
+        pytest.param(90, 90, id="bare-int-is-seconds"),
+        pytest.param(1.5, 1.5, id="bare-float-is-seconds"),
+        pytest.param("45", 45, id="numeric-string-is-seconds"),
+    ],
+)
+def test_durations_are_read_in_every_contract_form(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        pytest.param("64KiB", 65536, id="KiB"),
+        pytest.param("512MiB", 512 * 2**20, id="MiB"),
+        pytest.param("2GiB", 2 * 2**30, id="GiB"),
+        pytest.param(1000, 1000, id="bare-bytes"),
+        pytest.param("1000", 1000, id="numeric-string-bytes"),
+    ],
+)
+def test_sizes_are_read_in_every_contract_form(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def _problems(data: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            {"store": {"ttl": "soon"}},
+            'store.ttl: expected a duration like 90s, 15m, 1h; got "soon"',
+            id="bad-duration-contract-wording",
+        ),
+        pytest.param({"store": {"ttl": 0}}, "store.ttl: expected a duration > 0", id="zero-ttl"),
+        pytest.param(
+            {"store": {"max_memory": "lots"}}, "store.max_memory: expected a size", id="bad-size"
+        ),
+        pytest.param(
+            {"store": {"max_records": "many"}},
+            "store.max_records: expected an integer",
+            id="bad-int",
+        ),
+        pytest.param(
+            {"store": {"max_records": 0}},
+            "store.max_records: expected an integer >= 1",
+            id="zero-records",
+        ),
+        pytest.param(
+            {"store": {"fsync": "sometimes"}},
+            "store.fsync: expected one of never, batch, always",
+            id="bad-fsync",
+        ),
+        pytest.param({"store": {"color": 1}}, "store.color: unknown key", id="unknown-store-key"),
+        pytest.param({"stor": {}}, "stor: unknown key", id="unknown-top-key"),
+        pytest.param(
+            {"http": {"bind": "localhost"}},
+            'http.bind: expected "host:port"',
+            id="http-bind-without-port",
+        ),
+        pytest.param(
+            {"http": {"bind": "127.0.0.1:70000"}},
+            "http.bind: port 70000 is out of range",
+            id="http-port-range",
+        ),
+        pytest.param(
+            {"http": {"auth_token": 5}},
+            "http.auth_token: expected a non-empty string",
+            id="token-type",
+        ),
+        pytest.param(
+            {"http": []}, "http: expected a mapping; got a list", id="section-not-mapping"
+        ),
+        pytest.param(
+            {"parsing": {"default_timezone": "Mars/Olympus"}},
+            "parsing.default_timezone: expected an IANA zone name",
+            id="bad-zone",
+        ),
+        pytest.param(
+            {"parsing": {"max_message_bytes": 10}},
+            "parsing.max_message_bytes: expected an integer 64..",
+            id="tiny-max-message",
+        ),
+        pytest.param(
+            {"listeners": {"name": "x"}},
+            "listeners: expected a list; got a mapping",
+            id="listeners-not-list",
+        ),
+        pytest.param(
+            {"listeners": [{"transport": "udp"}]},
+            "listeners[0].name: required",
+            id="listener-without-name",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "sctp"}]},
+            "listeners[0].transport: expected one of udp, tcp, unix; got 'sctp'",
+            id="bad-transport",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "tcp", "format": "xml"}]},
+            "listeners[0].format: expected one of syslog, json",
+            id="bad-format",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "tcp", "bind": "nowhere"}]},
+            'listeners[0].bind: expected "host:port"',
+            id="bad-bind",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "tcp", "bind": "[zz::1]:514"}]},
+            "listeners[0].bind:",
+            id="bad-v6-bind",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "unix", "bind": "127.0.0.1:514"}]},
+            "listeners[0].bind: unix needs a socket path",
+            id="unix-needs-path",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "tcp", "max_connections": -1}]},
+            "listeners[0].max_connections: expected an integer >= 1",
+            id="negative-connections",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "udp", "recv_buffer": "big"}]},
+            "listeners[0].recv_buffer: expected a size",
+            id="bad-recv-buffer",
+        ),
+        pytest.param(
+            {"listeners": [{"name": "x", "transport": "udp", "extra": 1}]},
+            "listeners[0].extra: unknown key",
+            id="unknown-listener-key",
+        ),
+        pytest.param([1, 2], "(top level): expected a mapping", id="top-level-list"),
+    ],
+)
+def test_every_error_names_its_dotted_key(data: object, expected: str) -> None:
+    problems = _problems(data)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_duplicate_listener_names_are_an_error_naming_both() -> None:
+    problems = _problems(
+        {
+            "listeners": [
+                {"name": "a", "transport": "udp", "bind": "127.0.0.1:1000"},
+                {"name": "a", "transport": "tcp", "bind": "127.0.0.1:1001"},
+            ]
+        }
+    )
+    assert problems == ["listeners[1].name: duplicate of listeners[0]: 'a'"]
+
+
+def test_two_listeners_of_one_transport_on_one_address_are_an_error() -> None:
+    problems = _problems(
+        {
+            "listeners": [
+                {"name": "a", "transport": "tcp", "bind": "0.0.0.0:5514"},
+                {"name": "b", "transport": "tcp", "bind": "0.0.0.0:5514"},
+            ]
+        }
+    )
+    assert problems == ["listeners[1].bind: tcp 0.0.0.0:5514 is already used by listeners[0]"]
+
+
+def test_udp_and_tcp_may_share_an_address_and_port_zero_never_collides() -> None:
+    c = config_from_dict(
+        {
+            "listeners": [
+                {"name": "a", "transport": "udp", "bind": "0.0.0.0:5514"},
+                {"name": "b", "transport": "tcp", "bind": "0.0.0.0:5514"},
+                {"name": "c", "transport": "tcp", "bind": "127.0.0.1:0"},
+                {"name": "d", "transport": "tcp", "bind": "127.0.0.1:0"},
+            ]
+        }
+    )
+    assert [lc.name for lc in c.listeners] == ["a", "b", "c", "d"]
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    problems = _problems({"store": {"ttl": "x", "fsync": "y"}, "http": {"bind": "z"}})
+    assert len(problems) == 3
+
+
+def test_ipv6_binds_are_accepted() -> None:
+    c = config_from_dict({"listeners": [{"name": "v6", "transport": "udp", "bind": "[::]:5514"}]})
+    assert c.listeners[0].bind == "[::]:5514"
+
+
+def test_unix_mode_accepts_octal_strings_and_yaml_octal() -> None:
+    c = config_from_dict(
+        {"listeners": [{"name": "u", "transport": "unix", "bind": "/tmp/x.sock", "mode": "0660"}]}
+    )
+    assert c.listeners[0].mode == 0o660
+
+
+def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("store:\n  ttl: [1h\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "invalid YAML at line" in info.value.problems[0]
+
+
+def test_a_missing_file_is_reported_not_raised(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "cannot read" in info.value.problems[0]
+
+
+def test_timezones_resolve_by_iana_name_utc_and_local() -> None:
+    assert resolve_timezone("UTC") is _dt.timezone.utc
+    berlin = resolve_timezone("Europe/Berlin")
+    assert _dt.datetime(2026, 7, 1, tzinfo=berlin).utcoffset() == _dt.timedelta(hours=2)
+    assert resolve_timezone("local") is not None
