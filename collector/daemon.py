@@ -347,7 +347,7 @@ async def _rebind(
             await _bind_listener(daemon, lc, opts, max_bytes)
         except OSError as e:
             # 0.0.0.0:X -> 127.0.0.1:X overlaps the old socket: let go first.
-            if e.errno != errno.EADDRINUSE:
+            if e.errno != errno.EADDRINUSE or not _overlaps(old.address, lc):
                 raise
         else:
             old.close()
@@ -365,6 +365,19 @@ async def _rebind(
             daemon.listeners.pop(name, None)
         raise
     log.info("reload: listener %s rebound: %s %s %s", name, lc.transport, lc.format, lc.bind)
+
+
+def _overlaps(bound: object, lc: ListenerConfig) -> bool:
+    """Whether binding `lc` collides with a socket bound at `bound`
+    (same port, and the same host or a wildcard on either side)."""
+    if lc.transport == "unix" or not isinstance(bound, tuple):
+        return False
+    try:
+        host, port = parse_host_port(lc.bind)
+    except ValueError:
+        return False
+    wild = ("", "0.0.0.0", "::")
+    return port == bound[1] and (host == bound[0] or host in wild or bound[0] in wild)
 
 
 async def _reload_listeners(daemon: Daemon, new: Config, opts: ParseOptions) -> list[str]:
@@ -432,7 +445,8 @@ async def _reload_http(daemon: Daemon, old: HttpConfig, new: HttpConfig) -> list
     try:
         server = await _start_http_server(daemon, new.bind)
     except OSError as e:
-        if e.errno != errno.EADDRINUSE:
+        http_lc = ListenerConfig(name="http", transport="tcp", bind=new.bind)
+        if e.errno != errno.EADDRINUSE or not _overlaps(daemon.http_address, http_lc):
             return [f"http: cannot bind {new.bind}: {e.strerror or e}; still on {old.bind}"]
         # Overlapping address: let go of the old port first, then take it back if need be.
         old_server.close()
