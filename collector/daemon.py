@@ -453,7 +453,11 @@ async def _reload_http(daemon: Daemon, old: HttpConfig, new: HttpConfig) -> list
         try:
             server = await _start_http_server(daemon, new.bind)
         except OSError as e2:
-            daemon.http_server = await _start_http_server(daemon, old.bind)
+            try:
+                daemon.http_server = await _start_http_server(daemon, old.bind)
+            except OSError as e3:
+                log.error("reload: http is down: cannot bind %s again: %s", old.bind, e3)
+                daemon.http_server = None
             return [f"http: cannot bind {new.bind}: {e2.strerror or e2}; still on {old.bind}"]
     else:
         old_server.close()
@@ -515,7 +519,12 @@ async def _status_reporter(daemon: Daemon) -> None:
 
 
 async def _on_sighup(daemon: Daemon) -> None:
-    await reload_from_file(daemon)
+    try:
+        await reload_from_file(daemon)
+    except Exception:  # a bug in reload must not take the daemon down
+        log.exception("reload failed; the daemon keeps running")
+        daemon.reloads.failures += 1
+        daemon.reloads.last_successful = False
 
 
 async def serve(

@@ -509,3 +509,60 @@ def test_systemd_analyze_verify_catches_a_bad_setting(tmp_path: Path) -> None:
         [tool, "verify", str(tmp_path / "bad.service")], capture_output=True, timeout=60
     )
     assert b"Failed to parse service type" in r.stderr
+
+
+# --- watchdog and status from the event loop (in-process) -----------------------
+
+
+def _drain(s: socket.socket) -> list[bytes]:
+    s.setblocking(False)
+    out = []
+    try:
+        while True:
+            out.append(s.recv(4096))
+    except BlockingIOError:
+        return out
+    finally:
+        s.setblocking(True)
+
+
+async def test_watchdog_pings_come_from_the_event_loop_and_stop_while_it_is_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector.daemon import _watchdog
+    from tests.support import running_daemon, wait_for
+
+    with _notify_socket(abstract=True) as (ns, name):
+        monkeypatch.setenv("NOTIFY_SOCKET", name)
+        async with running_daemon() as d:
+            d.spawn(_watchdog(d, 0.02))
+            got: list[bytes] = []
+            await wait_for(lambda: got.extend(_drain(ns)) or got.count(b"WATCHDOG=1") >= 3)
+            _drain(ns)
+            # A stuck loop: the blocking call is the point of this test.
+            time.sleep(0.3)  # noqa: ASYNC251
+            assert _drain(ns) == []
+            got.clear()
+            await wait_for(lambda: got.extend(_drain(ns)) or b"WATCHDOG=1" in got)
+
+
+async def test_status_lines_report_records_rate_and_listeners(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import collector.daemon
+    from tests.support import listener_addr, running_daemon, wait_for
+
+    monkeypatch.setattr(collector.daemon, "STATUS_INTERVAL", 0.05)
+    with _notify_socket(abstract=True) as (ns, name):
+        monkeypatch.setenv("NOTIFY_SOCKET", name)
+        async with running_daemon() as d:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(3):
+                    s.sendto(b"<13>1 - h app - - - m%d" % i, listener_addr(d, "udp"))
+            await wait_for(lambda: len(d.store) == 3)
+            d.spawn(collector.daemon._status_reporter(d))
+            seen: list[bytes] = []
+            await wait_for(lambda: seen.extend(_drain(ns)) or seen)
+            line = seen[0].decode()
+            m = re.fullmatch(r"STATUS=3 records, (\d+\.\d) msg/s, 3 listeners", line)
+            assert m is not None, line
