@@ -172,6 +172,10 @@ async def start(
 async def stop(daemon: Daemon) -> None:
     """Ordered shutdown: listeners first (their data is stored), then HTTP."""
     daemon.stop_event.set()
+    # A reload in progress finishes first, so it cannot start listeners after
+    # these are closed (the lock is never released: reload is over).
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(daemon.reload_lock.acquire(), SHUTDOWN_STEP_TIMEOUT)
     for lst in daemon.listeners.values():
         lst.close()
     # Let protocols deliver what their sockets already handed over.
@@ -212,19 +216,33 @@ def _adopt_inherited(daemon: Daemon, inherited: list[tuple[str, socket.socket]])
         sock.close()
 
 
+def _inherited_usable(daemon: Daemon, lc: ListenerConfig) -> bool:
+    """Whether this listener serves from its inherited socket: one matched
+    by name follows its name; one matched by address only while the
+    listener's transport and bind still say that address."""
+    entry = daemon.inherited.get(lc.name)
+    if entry is None:
+        return False
+    fdname, sock = entry
+    return systemd.bound_at(sock, lc) or (fdname == lc.name and systemd.fits(sock, lc.transport))
+
+
 def _inherited_for(daemon: Daemon, lc: ListenerConfig) -> socket.socket | None:
     """A duplicate of the inherited socket this listener may serve from.
 
     The listener closes its duplicate when it stops; the original stays with
-    the daemon, so a rebind on reload can serve from it again. A socket
-    matched by name follows its name; one matched by address only while the
-    listener's transport and bind still say that address."""
-    entry = daemon.inherited.get(lc.name)
-    if entry is None:
+    the daemon, so a rebind on reload can serve from it again."""
+    if not _inherited_usable(daemon, lc):
         return None
-    fdname, sock = entry
-    usable = systemd.bound_at(sock, lc) or (fdname == lc.name and systemd.fits(sock, lc.transport))
-    return sock.dup() if usable else None
+    return daemon.inherited[lc.name][1].dup()
+
+
+def _release_inherited(daemon: Daemon, name: str) -> None:
+    """Close an inherited socket its listener no longer serves from."""
+    entry = daemon.inherited.pop(name, None)
+    if entry is not None:
+        log.info("listener %s: inherited socket %s closed", name, systemd.describe(entry[1]))
+        entry[1].close()
 
 
 # --- reload (SIGHUP) -------------------------------------------------------------
@@ -313,7 +331,13 @@ def _set_parse_options(lst: Listener, opts: ParseOptions) -> None:
 async def _bind_listener(
     daemon: Daemon, lc: ListenerConfig, opts: ParseOptions, max_bytes: int
 ) -> Listener:
-    lst = await start_listener(lc, daemon.sink, opts, max_bytes, sock=_inherited_for(daemon, lc))
+    sock = _inherited_for(daemon, lc)
+    try:
+        lst = await start_listener(lc, daemon.sink, opts, max_bytes, sock=sock)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     daemon.listeners[lc.name] = lst
     daemon.listener_max_bytes[lc.name] = max_bytes
     return lst
@@ -338,7 +362,7 @@ async def _rebind(
     daemon: Daemon, old: Listener, lc: ListenerConfig, opts: ParseOptions, max_bytes: int
 ) -> None:
     name = lc.name
-    moving = daemon.inherited.get(name) is None and (old.cfg.transport, old.cfg.bind) != (
+    moving = not _inherited_usable(daemon, lc) and (old.cfg.transport, old.cfg.bind) != (
         lc.transport,
         lc.bind,
     )
@@ -351,10 +375,13 @@ async def _rebind(
                 raise
         else:
             old.close()
+            _release_inherited(daemon, name)
             log.info("reload: listener %s moved to %s %s", name, lc.transport, lc.bind)
             return
     old_max = daemon.listener_max_bytes.get(name, max_bytes)
     old.close()
+    if not _inherited_usable(daemon, lc):
+        _release_inherited(daemon, name)  # it may hold the very address lc binds
     try:
         await _bind_retrying(daemon, lc, opts, max_bytes)
     except OSError:
@@ -388,9 +415,7 @@ async def _reload_listeners(daemon: Daemon, new: Config, opts: ParseOptions) -> 
     for name in [n for n in daemon.listeners if n not in wanted]:
         daemon.listeners.pop(name).close()
         daemon.listener_max_bytes.pop(name, None)
-        entry = daemon.inherited.pop(name, None)
-        if entry is not None:
-            entry[1].close()
+        _release_inherited(daemon, name)
         log.info("reload: listener %s removed", name)
     for lc in new.listeners:
         old = daemon.listeners.get(lc.name)

@@ -264,3 +264,47 @@ async def test_max_message_bytes_change_rebinds_listeners_with_the_new_limit() -
         logs = (await get_json(d, "/logs?start=0"))["logs"]
         assert logs[0]["fields"] == {"truncated": True}
         assert d.listeners["udp"].stats.truncated == 1
+
+
+async def test_a_reload_racing_shutdown_starts_nothing_after_listeners_closed() -> None:
+    from collector.daemon import start, stop
+
+    d = await start(local_config())
+    added = ListenerConfig(name="late", transport="tcp", bind=f"127.0.0.1:{_free_port()}")
+    new = replace(d.config, listeners=(*d.config.listeners, added))
+    racing = asyncio.ensure_future(reload(d, new))
+    await stop(d)
+    assert await racing is False
+    assert "late" not in d.listeners
+    assert await _refused(("127.0.0.1", int(added.bind.rsplit(":", 1)[1])))
+
+
+async def test_a_listener_on_an_inherited_socket_is_rebound_on_the_same_socket() -> None:
+    from collector.daemon import start, stop
+
+    inherited = socket.socket()
+    inherited.bind(("127.0.0.1", 0))
+    inherited.listen()
+    addr = inherited.getsockname()
+    # Matched by name (FileDescriptorName=syslog-tcp): the configured bind is not used.
+    lc = ListenerConfig(name="syslog-tcp", transport="tcp", bind="127.0.0.1:9")
+    d = await start(local_config(lc), inherited=[("syslog-tcp", inherited)])
+    try:
+        assert listener_addr(d, "syslog-tcp") == addr
+        new = replace(d.config, listeners=(replace(lc, format="json"),))
+        assert await reload(d, new) is True
+        assert d.listeners["syslog-tcp"].cfg.format == "json"
+        assert listener_addr(d, "syslog-tcp") == addr
+        _, w = await asyncio.open_connection(*addr)
+        w.write(b'{"message": "same systemd socket"}\n')
+        await w.drain()
+        await wait_for(lambda: len(d.store) == 1)
+        w.close()
+
+        # Removed from the config: the inherited socket is closed too.
+        assert await reload(d, replace(d.config, listeners=())) is True
+        assert inherited.fileno() == -1
+        assert await _refused(addr)
+    finally:
+        await stop(d)
+        inherited.close()
