@@ -308,3 +308,13 @@ async def test_a_listener_on_an_inherited_socket_is_rebound_on_the_same_socket()
     finally:
         await stop(d)
         inherited.close()
+
+
+async def test_http_settings_other_than_bind_are_named_as_needing_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_daemon() as d:
+        new = replace(d.config, http=replace(d.config.http, auth_token="s3cret", max_body=1024))
+        with caplog.at_level(logging.WARNING, logger="collector.daemon"):
+            assert await reload(d, new) is True
+        assert "http.auth_token, http.max_body changed; takes effect after a restart" in caplog.text
