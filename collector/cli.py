@@ -38,7 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"collector: bad config: {line}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        run(config)
+        run(config, config_path=args.config)
     except StartupError as e:
         print(f"collector: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,54 +1,370 @@
 """Metrics: plain-int counters folded into prometheus-client at scrape time.
 
-The hot path never calls prometheus-client; a custom collector reads the
-listeners' and the store's counters when /metrics is scraped. The registry is
-passed in, so tests read values back with `get_sample_value`.
+The hot path never calls prometheus-client: listeners, the store and HTTP
+keep plain ints, and `DaemonCollector.collect()` reads them when /metrics is
+scraped. The registry is passed in, so tests read values back with
+`get_sample_value`. Fields that other stages may not have yet are read with
+`getattr` defaults; a missing source yields no sample, never an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from collector import __version__
 from collector.listeners import Listener
 from collector.store import Store
 
+# Reasons a listener may count, exposed as 0 before they first happen so that
+# rate() and alerts see the series from the start.
+KNOWN_DROP_REASONS: dict[str, tuple[str, ...]] = {
+    "udp": ("store_full",),
+    "unix": ("store_full",),
+    "tcp": ("connection_limit", "incomplete_frame", "bad_length", "store_full"),
+}
+
+PROC_NET_UDP = ("/proc/net/udp", "/proc/net/udp6")
+
+
+@dataclass(slots=True)
+class ReloadStats:
+    """Config reloads (SIGHUP), kept by the daemon."""
+
+    total: int = 0
+    failures: int = 0
+    last_successful: bool = True
+    last_success_time: float = 0.0  # Unix seconds; the start counts as a load
+
+
+def read_udp_drops(paths: Sequence[str] = PROC_NET_UDP) -> tuple[dict[int, int], dict[int, int]]:
+    """Receive-buffer drops per UDP socket from /proc/net/udp{,6}: maps
+    inode -> drops and local port -> drops (summed over sockets on it).
+
+    Unreadable files (no procfs, another OS) give empty maps."""
+    by_inode: dict[int, int] = {}
+    by_port: dict[int, int] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            parts = line.split()
+            if len(parts) < 13:
+                continue
+            try:
+                port = int(parts[1].rsplit(":", 1)[1], 16)
+                inode, drops = int(parts[9]), int(parts[12])
+            except (ValueError, IndexError):
+                continue
+            by_inode[inode] = by_inode.get(inode, 0) + drops
+            by_port[port] = by_port.get(port, 0) + drops
+    return by_inode, by_port
+
+
+def _socket_inodes(lst: Listener) -> list[int]:
+    """Inodes of a listener's sockets when it exposes them (`sockets` or
+    `socket`); empty otherwise, and then the local port is matched instead."""
+    socks: Any = getattr(lst, "sockets", None)
+    if socks is None:
+        one = getattr(lst, "socket", None)
+        socks = [one] if one is not None else []
+    inodes = []
+    for s in socks:
+        try:
+            inodes.append(os.fstat(s.fileno()).st_ino)
+        except (OSError, AttributeError, ValueError):
+            continue
+    return inodes
+
+
+def _cumulative(
+    bounds: Sequence[float], counts: Sequence[int], total: int
+) -> list[tuple[str, float]]:
+    """Per-bucket counts -> Prometheus cumulative buckets ending in +Inf.
+
+    `counts[i]` is the number of observations <= bounds[i] and above the
+    previous bound; an optional extra last entry counts those above all."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, n in zip(bounds, counts, strict=False):
+        running += int(n)
+        out.append((repr(float(bound)), running))
+    out.append(("+Inf", max(total, running)))
+    return out
+
 
 class DaemonCollector(Collector):
-    """Reads the daemon's counters at scrape time."""
+    """Reads the daemon's counters at scrape time; see docs/operations.md for
+    the list of metric names."""
 
-    def __init__(self, store: Store, listeners: Callable[[], Iterable[Listener]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        listeners: Callable[[], Iterable[Listener]],
+        *,
+        http_stats: Callable[[], Any] = lambda: None,
+        reloads: ReloadStats | None = None,
+        started_at: float | None = None,
+        proc_net_udp: Sequence[str] = PROC_NET_UDP,
+    ) -> None:
         self.store = store
         self.listeners = listeners
+        self.http_stats = http_stats
+        self.reloads = reloads
+        self.started_at = time.time() if started_at is None else started_at
+        self.proc_net_udp = proc_net_udp
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._process()
+        yield from self._listeners()
+        yield from self._store()
+        yield from self._http()
+        yield from self._reloads()
+
+    def _process(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "collector_build_info",
+            "Always 1; the labels name the running version",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "collector_start_time_seconds",
+            "When the daemon started, in Unix seconds",
+            value=self.started_at,
+        )
+        yield GaugeMetricFamily(
+            "collector_uptime_seconds",
+            "Seconds since the daemon started",
+            value=max(0.0, time.time() - self.started_at),
+        )
+
+    def _listeners(self) -> Iterator[Metric]:
+        lab = ["listener"]
+        info = GaugeMetricFamily(
+            "collector_listener_info",
+            "Always 1 per running listener; labels say its transport, format and bind",
+            labels=["listener", "transport", "format", "bind"],
+        )
         received = CounterMetricFamily(
             "collector_messages_received",
-            "Messages received, by listener",
-            labels=["listener", "transport", "format"],
+            "Messages received (frames parsed into records)",
+            labels=lab,
+        )
+        nbytes = CounterMetricFamily(
+            "collector_received_bytes", "Bytes of message frames received", labels=lab
+        )
+        parsed = CounterMetricFamily(
+            "collector_messages_parsed",
+            "Messages by the format they parsed as (rfc5424, rfc3164, json, raw)",
+            labels=["listener", "format"],
+        )
+        raw = CounterMetricFamily(
+            "collector_messages_raw",
+            "Messages that parsed as nothing and were kept raw",
+            labels=lab,
+        )
+        truncated = CounterMetricFamily(
+            "collector_messages_truncated",
+            "Messages longer than parsing.max_message_bytes, cut and flagged",
+            labels=lab,
         )
         dropped = CounterMetricFamily(
             "collector_messages_dropped",
             "Messages lost, by listener and reason",
             labels=["listener", "reason"],
         )
+        conns = GaugeMetricFamily(
+            "collector_connections_open", "TCP connections open now", labels=lab
+        )
+        refused = CounterMetricFamily(
+            "collector_connections_refused",
+            "TCP connections closed at once because max_connections was reached",
+            labels=lab,
+        )
+        udp_drops = CounterMetricFamily(
+            "collector_udp_receive_buffer_drops",
+            "Datagrams the kernel dropped because the socket receive buffer was full (/proc/net/udp)",
+            labels=lab,
+        )
+        drops_by_inode: dict[int, int] | None = None
+        drops_by_port: dict[int, int] = {}
         for lst in self.listeners():
-            cfg = lst.cfg
-            received.add_metric([cfg.name, cfg.transport, cfg.format], lst.stats.received)
-            for reason, n in sorted(lst.stats.dropped.items()):
+            cfg, st = lst.cfg, lst.stats
+            name = [cfg.name]
+            info.add_metric([cfg.name, cfg.transport, cfg.format, cfg.bind], 1)
+            received.add_metric(name, st.received)
+            nbytes.add_metric(name, st.bytes)
+            n_raw = getattr(st, "raw", 0)
+            by_format: Mapping[str, int] | None = getattr(st, "parsed", None)
+            if by_format is None:
+                # Until listeners count per format: all that was not raw parsed as the listener's format.
+                by_format = {
+                    "raw": n_raw,
+                    ("json" if cfg.format == "json" else "syslog"): st.received - n_raw,
+                }
+            for fmt, n in sorted(by_format.items()):
+                parsed.add_metric([cfg.name, fmt], n)
+            raw.add_metric(name, n_raw)
+            truncated.add_metric(name, st.truncated)
+            reasons = dict.fromkeys(KNOWN_DROP_REASONS.get(cfg.transport, ()), 0)
+            reasons.update(st.dropped)
+            for reason, n in sorted(reasons.items()):
                 dropped.add_metric([cfg.name, reason], n)
-        yield received
-        yield dropped
+            if cfg.transport == "tcp":
+                conns.add_metric(name, getattr(st, "connections_open", 0))
+                refused.add_metric(name, getattr(st, "connections_refused", 0))
+            if cfg.transport == "udp":
+                if drops_by_inode is None:
+                    drops_by_inode, drops_by_port = read_udp_drops(self.proc_net_udp)
+                if not drops_by_inode and not drops_by_port:
+                    continue  # no procfs here: no sample rather than a false 0
+                inodes = _socket_inodes(lst)
+                if inodes:
+                    udp_drops.add_metric(name, sum(drops_by_inode.get(i, 0) for i in inodes))
+                elif isinstance(lst.address, tuple):
+                    udp_drops.add_metric(name, drops_by_port.get(int(lst.address[1]), 0))
+        yield from (
+            info,
+            received,
+            nbytes,
+            parsed,
+            raw,
+            truncated,
+            dropped,
+            conns,
+            refused,
+            udp_drops,
+        )
+
+    def _store(self) -> Iterator[Metric]:
+        store = self.store
+        yield GaugeMetricFamily("collector_store_records", "Records in the store", value=len(store))
+        memory = getattr(store, "memory_bytes", None)
+        if callable(memory):
+            yield GaugeMetricFamily(
+                "collector_store_bytes", "Estimated memory held by stored records", value=memory()
+            )
+        shards = getattr(store, "shard_count", None)
+        if callable(shards):
+            shards = shards()
+        if isinstance(shards, int):
+            yield GaugeMetricFamily(
+                "collector_store_shards", "Time shards in the store", value=shards
+            )
+        yield CounterMetricFamily(
+            "collector_store_expired_records",
+            "Records dropped because they outlived store.ttl",
+            value=store.expired_total,
+        )
+        yield CounterMetricFamily(
+            "collector_store_evicted_records",
+            "Oldest records dropped to stay within store.max_records / store.max_memory",
+            value=store.evicted_total,
+        )
+        ooo = getattr(store, "out_of_order_total", None)
+        if isinstance(ooo, int):
+            yield CounterMetricFamily(
+                "collector_store_out_of_order_inserts",
+                "Records that arrived older than the newest record of their shard",
+                value=ooo,
+            )
         yield GaugeMetricFamily(
-            "collector_store_records", "Records in the store", value=len(self.store)
+            "collector_store_ttl_seconds", "Configured store.ttl", value=store.ttl_us / 1e6
+        )
+        yield GaugeMetricFamily(
+            "collector_store_max_records", "Configured store.max_records", value=store.max_records
+        )
+        yield GaugeMetricFamily(
+            "collector_store_max_bytes", "Configured store.max_memory", value=store.max_memory
+        )
+
+    def _http(self) -> Iterator[Metric]:
+        stats = self.http_stats()
+        if stats is None:
+            return
+        requests: Mapping[tuple[str, int], int] | None = getattr(stats, "requests", None)
+        if requests is not None:
+            fam = CounterMetricFamily(
+                "collector_http_requests",
+                "HTTP requests answered, by route and status",
+                labels=["route", "status"],
+            )
+            for (route, status), n in sorted(requests.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+                fam.add_metric([str(route), str(status)], n)
+            yield fam
+        durations: Mapping[str, Any] | None = getattr(stats, "durations", None)
+        if durations is not None:
+            hist = HistogramMetricFamily(
+                "collector_http_request_duration_seconds",
+                "Time to answer an HTTP request, by route",
+                labels=["route"],
+            )
+            shared_bounds = getattr(stats, "duration_buckets", None)
+            for route, h in sorted(durations.items()):
+                bounds = getattr(h, "bounds", None) or shared_bounds or ()
+                total = int(getattr(h, "count", 0))
+                hist.add_metric(
+                    [str(route)],
+                    _cumulative(bounds, getattr(h, "counts", ()), total),
+                    sum_value=float(getattr(h, "sum", 0.0)),
+                )
+            yield hist
+        tails = getattr(stats, "active_tails", None)
+        if isinstance(tails, int):
+            yield GaugeMetricFamily(
+                "collector_http_active_tails", "GET /tail streams open now", value=tails
+            )
+
+    def _reloads(self) -> Iterator[Metric]:
+        r = self.reloads
+        if r is None:
+            return
+        yield CounterMetricFamily(
+            "collector_config_reloads", "Config reloads attempted (SIGHUP)", value=r.total
+        )
+        yield CounterMetricFamily(
+            "collector_config_reload_failures",
+            "Config reloads that failed, wholly or for some listener; the old config kept running",
+            value=r.failures,
+        )
+        yield GaugeMetricFamily(
+            "collector_config_last_reload_successful",
+            "1 when the last reload (or the start) applied fully, else 0",
+            value=1 if r.last_successful else 0,
+        )
+        yield GaugeMetricFamily(
+            "collector_config_last_reload_success_timestamp_seconds",
+            "When the config was last applied fully, in Unix seconds",
+            value=r.last_success_time,
         )
 
 
-def make_registry(store: Store, listeners: Callable[[], Iterable[Listener]]) -> CollectorRegistry:
-    """A fresh registry holding the daemon's collector."""
+def make_registry(
+    store: Store,
+    listeners: Callable[[], Iterable[Listener]],
+    **sources: Any,
+) -> CollectorRegistry:
+    """A fresh registry holding the daemon's collector; `sources` are the
+    optional keyword arguments of DaemonCollector (http_stats, reloads, ...)."""
     registry = CollectorRegistry()
-    registry.register(DaemonCollector(store, listeners))
+    registry.register(DaemonCollector(store, listeners, **sources))
     return registry
