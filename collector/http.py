@@ -1,19 +1,22 @@
 """HTTP stage: one asyncio.Protocol per connection, driven by httptools.
 
-httptools parses; this module only reacts to its callbacks (as uvicorn does),
-routes the finished request to a handler function and writes the answer.
-Handlers are plain functions `(request, app) -> Response`; errors become JSON
-`{"error": ...}` and never a stack trace.
+httptools parses (no hand-written request parsing); this module reacts to its
+callbacks as uvicorn does, routes each finished request to a handler function
+`(request, app) -> Response` and writes answers in request order (RFC 9112
+§9.3.2, pipelining). Every error is JSON `{"error": ...}`, never a trace.
+Counters are plain ints in `HttpStats`; /metrics folds them in at scrape time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hmac
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote
@@ -23,13 +26,40 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector import __version__
-from collector.query import QueryError, parse_logs_query
-from collector.record import record_to_dict
-from collector.store import Store
+from collector.config import HttpConfig
+from collector.jsonlines import record_from_object
+from collector.parse import ParseOptions, apply_clock_skew
+from collector.query import (
+    Query,
+    QueryError,
+    logs_json,
+    matches,
+    parse_logs_query,
+    parse_stats_query,
+    parse_tail_query,
+    record_line,
+    to_json,
+)
+from collector.record import Record, record_to_dict
+from collector.store import Store, make_id
 
 log = logging.getLogger("collector.http")
 
+SERVER = f"collector/{__version__}"
+MAX_URL_BYTES = 16 * 1024  # longer request targets are 414
+MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
+GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
+TAIL_KEEPALIVE = 15.0  # seconds between blank lines on an idle /tail
+TAIL_MAX_BACKLOG = 8 * 1024 * 1024  # bytes a /tail client may fall behind before it is dropped
+TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=
+POST_MAX_ITEM_ERRORS = 50
+LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer  # bad items named in one 400 answer
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
+# Upper bounds (seconds) of the request-duration histogram buckets; +Inf is implicit.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 _REASONS = {
+    100: "Continue",
     200: "OK",
     201: "Created",
     400: "Bad Request",
@@ -38,22 +68,145 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
 
+# --- counters ---------------------------------------------------------------------
+
+
 @dataclass(slots=True)
+class Durations:
+    """One route's request durations: a fixed-bucket histogram.
+
+    `buckets[i]` counts requests that took <= DURATION_BUCKETS[i] seconds and
+    more than the bound before it (not cumulative); slower ones only count
+    in `count`. `cumulative()` gives Prometheus' shape."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    sum: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        self.count += 1
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+                return
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, requests at or under it), ending with (+Inf, count)."""
+        out, running = [], 0
+        for bound, n in zip(DURATION_BUCKETS, self.buckets, strict=True):
+            running += n
+            out.append((bound, running))
+        out.append((float("inf"), self.count))
+        return out
+
+
+@dataclass(slots=True)
+class HttpStats:
+    """Plain-int HTTP counters for the metrics collector.
+
+    `requests[(route, status)]`: route is the pattern (`/logs/{id}`), or
+    `other` for paths that match none."""
+
+    requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    duration: dict[str, Durations] = field(default_factory=dict)
+    active_tails: int = 0
+    tails_dropped: int = 0  # /tail clients cut off for falling too far behind
+    connections_refused: int = 0  # over http.max_connections
+    timeouts: int = 0  # requests not complete within http.idle_timeout (408)
+
+    def count(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        d = self.duration.get(route)
+        if d is None:
+            d = self.duration[route] = Durations()
+        d.observe(seconds)
+
+
+# --- shared state -------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
 class App:
-    """What handlers may read: the small shared server state."""
+    """What handlers may read: the small shared server state.
+
+    `ingest(records) -> first_seq` stores a batch and hands it to live tails
+    (the daemon's sink); without one, the App does both itself."""
 
     store: Store
     registry: CollectorRegistry
     listener_names: Callable[[], list[str]]
     ttl_seconds: float
+    http: HttpConfig = field(default_factory=HttpConfig)
+    parse_options: ParseOptions = field(default_factory=ParseOptions)
+    ingest: Callable[[list[Record]], int] | None = None
+    tail_keepalive: float = TAIL_KEEPALIVE
     started_at: float = field(default_factory=time.monotonic)
     connections: set[HttpProtocol] = field(default_factory=set)
+    stats: HttpStats = field(default_factory=HttpStats)
+    tails: set[Tail] = field(default_factory=set)
+    _pending: list[tuple[int, list[Record]]] = field(default_factory=list)
+    _flush_scheduled: bool = False
+
+    def add_records(self, records: list[Record]) -> int:
+        """Store a batch (through the daemon's sink when there is one)."""
+        if self.ingest is not None:
+            return self.ingest(records)
+        first = self.store.add_many(records)
+        self.publish(first, records)
+        return first
+
+    def publish(self, first_seq: int, records: list[Record]) -> None:
+        """Hand a stored batch to the live tails: O(1) now, one flush per
+        event-loop turn later, so a burst of small batches costs each tail
+        one write. The batch took seqs first_seq, first_seq + 1, ..."""
+        if not self.tails or not records:
+            return
+        self._pending.append((first_seq, records))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batches, self._pending = self._pending, []
+        items = [
+            (make_id(rec.timestamp, first + i), rec)
+            for first, recs in batches
+            for i, rec in enumerate(recs)
+        ]
+        # Each record is rendered at most once, and tails with the same
+        # filter share one chunk: N tails cost N writes, not N renderings.
+        lines: list[bytes | None] = [None] * len(items)
+        chunks: dict[Query, bytes] = {}
+        for tail in list(self.tails):
+            if tail.replaying:
+                tail.buffer_live([it for it in items if matches(it[1], tail.query)])
+                continue
+            chunk = chunks.get(tail.query)
+            if chunk is None:
+                parts = []
+                for i, (rid, rec) in enumerate(items):
+                    if matches(rec, tail.query):
+                        line = lines[i]
+                        if line is None:
+                            line = lines[i] = record_line(rec, rid)
+                        parts.append(line)
+                chunk = chunks[tail.query] = b"".join(parts)
+            if chunk:
+                tail.send(chunk)
+
+
+# --- requests and responses -------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -62,7 +215,8 @@ class Request:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
-    body: bytes
+    body: bytes = b""
+    peer: str | None = None
 
 
 @dataclass(slots=True)
@@ -71,17 +225,23 @@ class Response:
     body: bytes
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    route: str = "other"
+    tail: Query | None = None  # set by /tail: the connection becomes a stream
 
 
 def json_response(status: int, obj: Any) -> Response:
-    return Response(status, json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())
+    return Response(status, to_json(obj))
 
 
-def error(status: int, message: str) -> Response:
-    return json_response(status, {"error": message})
+def error(status: int, message: str, **extra: Any) -> Response:
+    return json_response(status, {"error": message, **extra})
 
 
-# --- handlers ------------------------------------------------------------------
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# --- handlers ---------------------------------------------------------------------
 
 
 def handle_health(req: Request, app: App) -> Response:
@@ -98,10 +258,89 @@ def handle_health(req: Request, app: App) -> Response:
 
 
 def handle_logs(req: Request, app: App) -> Response:
-    q = parse_logs_query(req.query)
-    page = app.store.query(q)
-    logs = [record_to_dict(rec, rid) for rid, rec in page.items]
-    return json_response(200, {"logs": logs, "count": len(logs), "next_cursor": page.next_cursor})
+    page = app.store.query(parse_logs_query(req.query))
+    return Response(200, logs_json(page.items, page.next_cursor))
+
+
+def handle_log(req: Request, app: App, rec_id: str) -> Response:
+    rec = app.store.get(rec_id)
+    if rec is None:
+        return error(404, f"id: no record with id {rec_id!r} (expired, or never stored)")
+    return json_response(200, {"log": record_to_dict(rec, rec_id)})
+
+
+def handle_post_logs(req: Request, app: App) -> Response:
+    """Store a JSON object, an array of objects, or NDJSON; all or nothing."""
+    objs = _decode_post_body(req)
+    bad = [
+        {"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"}
+        for i, o in enumerate(objs)
+        if not isinstance(o, dict)
+    ]
+    records: list[Record] = []
+    if not bad:
+        now = _now_us()
+        opts = app.parse_options
+        for i, obj in enumerate(objs):
+            try:
+                records.append(apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts))
+            except (ValueError, TypeError) as e:
+                bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
+    if bad:
+        named = "; ".join(f"item {b['index']}: {b['error']}" for b in bad[:POST_MAX_ITEM_ERRORS])
+        more = (
+            f" (and {len(bad) - POST_MAX_ITEM_ERRORS} more)"
+            if len(bad) > POST_MAX_ITEM_ERRORS
+            else ""
+        )
+        return error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
+    ids: list[str] = []
+    if records:
+        first = app.add_records(records)
+        ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
+    return json_response(201, {"accepted": len(ids), "ids": ids})
+
+
+def _json_kind(obj: Any) -> str:
+    if isinstance(obj, list):
+        return "an array"
+    if isinstance(obj, str):
+        return "a string"
+    if obj is None:
+        return "null"
+    if isinstance(obj, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _decode_post_body(req: Request) -> list[Any]:
+    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = req.body
+    if not body.strip():
+        raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
+    if ctype in NDJSON_TYPES:
+        objs: list[Any] = []
+        for n, line in enumerate(x for x in body.split(b"\n") if x.strip()):
+            try:
+                objs.append(json.loads(line))
+            except ValueError as e:
+                raise QueryError(f"body: item {n}: not valid JSON: {e}") from None
+        return objs
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        hint = " (send NDJSON as Content-Type: application/x-ndjson)" if b"\n{" in body else ""
+        raise QueryError(f"body: not valid JSON: {e}{hint}") from None
+    return doc if isinstance(doc, list) else [doc]
+
+
+def handle_stats(req: Request, app: App) -> Response:
+    sq = parse_stats_query(req.query)
+    return json_response(200, app.store.stats(sq.query, sq.by, sq.step_us))
+
+
+def handle_tail(req: Request, app: App) -> Response:
+    return Response(200, b"", "application/x-ndjson", tail=parse_tail_query(req.query))
 
 
 def handle_metrics(req: Request, app: App) -> Response:
@@ -111,110 +350,437 @@ def handle_metrics(req: Request, app: App) -> Response:
 Handler = Callable[[Request, App], Response]
 ROUTES: dict[str, dict[str, Handler]] = {
     "/health": {"GET": handle_health},
-    "/logs": {"GET": handle_logs},
+    "/logs": {"GET": handle_logs, "POST": handle_post_logs},
+    "/stats": {"GET": handle_stats},
+    "/tail": {"GET": handle_tail},
     "/metrics": {"GET": handle_metrics},
 }
+LOG_ROUTE = "/logs/{id}"
+OPEN_ROUTES = frozenset({"/health"})  # reachable without http.auth_token
+
+
+def _authorized(req: Request, token: str) -> bool:
+    scheme, _, given = req.headers.get("authorization", "").strip().partition(" ")
+    # compare_digest: the time taken must not tell how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def route(req: Request, app: App) -> Response:
-    """Find and run the handler; every failure becomes a JSON error."""
-    methods = ROUTES.get(req.path)
+    """Authorize, find and run the handler; every failure becomes JSON."""
+    token = app.http.auth_token
+    if token and req.path not in OPEN_ROUTES and not _authorized(req, token):
+        resp = error(401, "authorization: expected the header Authorization: Bearer <token>")
+        resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
+        resp.route = req.path if req.path in ROUTES else "other"
+        return resp
+    pattern, methods, arg = req.path, ROUTES.get(req.path), None
+    if methods is None and req.path.startswith("/logs/") and req.path.count("/") == 2:
+        pattern, arg = LOG_ROUTE, req.path[6:]
+        methods = {"GET": cast(Handler, None)}
     if methods is None:
-        return error(404, f"no route for {req.path}")
-    handler = methods.get(req.method)
-    if handler is None and req.method == "HEAD":
-        handler = methods.get("GET")
-    if handler is None:
-        resp = error(405, f"method {req.method} not allowed on {req.path}")
-        resp.headers.append(("Allow", ", ".join(sorted(methods))))
+        return error(404, f"path: no route for {req.path}")
+    method = "GET" if req.method == "HEAD" else req.method
+    if method not in methods:
+        allowed = sorted({*methods, "HEAD"} if "GET" in methods else methods)
+        resp = error(405, f"method: {req.method} is not allowed on {pattern}")
+        resp.headers.append(("Allow", ", ".join(allowed)))
+        resp.route = pattern
         return resp
     try:
-        return handler(req, app)
+        resp = handle_log(req, app, arg) if arg is not None else methods[method](req, app)
     except QueryError as e:
-        return error(400, str(e))
+        resp = error(400, str(e))
     except Exception:
-        log.exception("handler for %s %s failed", req.method, req.path)
-        return error(500, "internal error; see the daemon log")
+        log.exception("handler for %s %s failed", req.method, pattern)
+        resp = error(500, "internal error; see the daemon log")
+    resp.route = pattern
+    return resp
 
 
-# --- the protocol ----------------------------------------------------------------
+# --- wire format helpers --------------------------------------------------------------
+
+_date_cache: list[Any] = [0, ""]
+
+
+def _http_date() -> str:
+    # One formatdate per second, not per response.
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+    return cast(str, _date_cache[1])
+
+
+def _accepts_gzip(value: str) -> bool:
+    """Accept-Encoding names gzip (or *) with a non-zero q (RFC 9110 §12.5.3)."""
+    for item in value.lower().split(","):
+        name, _, params = item.partition(";")
+        if name.strip() in ("gzip", "x-gzip", "*"):
+            q = params.strip()
+            if q.startswith("q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Server: {SERVER}"]
+    lines.append(f"Date: {_http_date()}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# --- /tail ----------------------------------------------------------------------------
+
+
+class Tail:
+    """One live `/tail` stream on a connection that it has taken over.
+
+    Writes never block ingest: while the socket is backed up, chunks wait in
+    a backlog; a client more than TAIL_MAX_BACKLOG behind is disconnected
+    (counted in `tails_dropped`) rather than letting memory grow."""
+
+    def __init__(self, proto: HttpProtocol, query: Query, chunked: bool) -> None:
+        self.proto = proto
+        self.app = proto.app
+        self.query = replace(query, limit=TAIL_REPLAY_PAGE, order="asc", cursor=None)
+        self.chunked = chunked
+        self.replaying = query.start is not None
+        self.live: list[tuple[str, Record]] = []  # arrivals held back during replay
+        self.live_ids: set[str] = set()
+        self.backlog: list[bytes] = []
+        self.backlog_bytes = 0
+        self.last_write = time.monotonic()
+        self.closed = False
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.app.tail_keepalive, self._keepalive)
+        self.task: asyncio.Task[None] | None = None
+        if self.replaying:
+            self.task = loop.create_task(self._replay())
+
+    def _frame(self, data: bytes) -> list[bytes]:
+        if not self.chunked:
+            return [data]
+        return [b"%x\r\n" % len(data), data, b"\r\n"]
+
+    def send(self, data: bytes) -> None:
+        """Write one chunk of NDJSON lines, or queue it while backed up."""
+        transport = self.proto.transport
+        if self.closed or transport is None:
+            return
+        if self.proto.write_paused:
+            self.backlog.append(data)
+            self.backlog_bytes += len(data)
+            if self.backlog_bytes > TAIL_MAX_BACKLOG:
+                self.app.stats.tails_dropped += 1
+                log.warning("tail client %s fell too far behind; disconnected", self.proto.peer)
+                transport.abort()
+            return
+        transport.writelines(self._frame(data))
+        self.last_write = time.monotonic()
+
+    def resume(self) -> None:
+        """The socket drained: write what waited, in one chunk."""
+        if self.backlog and not self.closed:
+            data = b"".join(self.backlog)
+            self.backlog, self.backlog_bytes = [], 0
+            self.send(data)
+
+    def buffer_live(self, items: list[tuple[str, Record]]) -> None:
+        self.live.extend(items)
+        self.live_ids.update(rid for rid, _ in items)
+        if len(self.live) > TAIL_MAX_BACKLOG // 256 and self.proto.transport is not None:
+            self.app.stats.tails_dropped += 1
+            self.proto.transport.abort()
+
+    async def _replay(self) -> None:
+        """Stored records from `start` on, page by page, waiting for the client
+        to drain between pages; then the live records that came meanwhile
+        (skipped in the replay by id, so none is sent twice)."""
+        q = self.query
+        while not self.closed:
+            page = self.app.store.query(q)
+            lines = [record_line(rec, rid) for rid, rec in page.items if rid not in self.live_ids]
+            if lines:
+                self.send(b"".join(lines))
+            if page.next_cursor is None:
+                break
+            q = replace(q, cursor=page.next_cursor)
+            await self.proto.drained()
+        self.replaying = False
+        if self.live and not self.closed:
+            self.send(b"".join(record_line(rec, rid) for rid, rec in self.live))
+        self.live, self.live_ids = [], set()
+
+    def _keepalive(self) -> None:
+        # Contract: an empty line every 15 s keeps an idle stream alive
+        # through proxies; only when nothing else was written meanwhile.
+        if self.closed:
+            return
+        interval = self.app.tail_keepalive
+        idle = time.monotonic() - self.last_write
+        if idle >= interval * 0.99 and not self.proto.write_paused:
+            self.send(b"\n")
+            idle = 0.0
+        self.timer = asyncio.get_running_loop().call_later(interval - idle, self._keepalive)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        self.app.tails.discard(self)
+        self.app.stats.active_tails -= 1
+        self.backlog = []
+
+
+# --- the protocol ---------------------------------------------------------------------
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection; keep-alive and pipelining in order."""
+    """One HTTP/1.1 connection: keep-alive, pipelining in order, bounded
+    heads and bodies, a deadline per request, and `/tail` streams."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.write_paused = False
+        self.tail: Tail | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_request = False
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._head_bytes = 0
         self._body: list[bytes] = []
-        self._closing = False
+        self._body_bytes = 0
+        self._started = 0.0
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; cast, don't assert.
         self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) else None
+        if len(self.app.connections) >= self.app.http.max_connections:
+            self.app.stats.connections_refused += 1
+            self._reply(error(503, "connections: server is at http.max_connections"), False)
+            return
         self.app.connections.add(self)
+        self._arm(self.app.http.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
+        if self.tail is not None:
+            self.tail.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
         self.transport = None
 
+    def pause_writing(self) -> None:
+        # Backpressure: stop reading requests while answers pile up unread.
+        self.write_paused = True
+        if self.transport is not None and self.tail is None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.tail is not None:
+            self.tail.resume()
+        elif self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    async def drained(self) -> None:
+        """Return once the socket's write buffer is below its high-water mark."""
+        if self.write_paused and self.transport is not None:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
     def data_received(self, data: bytes) -> None:
+        if self._closing or self.tail is not None:
+            return  # a /tail owns the connection; anything pipelined after it is ignored
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._send(error(400, "protocol upgrade is not supported"), keep_alive=False)
+            self._reply(error(400, "upgrade: protocol upgrade is not supported"), False)
         except httptools.HttpParserError as e:
-            self._send(error(400, f"malformed HTTP request: {e}"), keep_alive=False)
+            if not self._closing:
+                self._reply(error(400, f"request: malformed HTTP: {e}"), False)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; a half-closed client gets no more answers
+
+    # the per-connection deadline: idle between requests, whole request otherwise
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+
+    def _timeout(self) -> None:
+        self._timer = None
+        if self.tail is not None or self._closing or self.transport is None:
+            return
+        if self._in_request:
+            # Slowloris: a request must arrive whole within idle_timeout of its
+            # first byte, however slowly it trickles in (RFC 9110 §15.5.9).
+            self.app.stats.timeouts += 1
+            self._reply(error(408, "request: not complete within http.idle_timeout"), False)
+        else:
+            self._closing = True
+            self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        if self._closing or self.tail is not None:
+            return
+        self._in_request = True
+        self._started = time.perf_counter()
         self._url = b""
         self._headers = {}
+        self._head_bytes = 0
         self._body = []
+        self._body_bytes = 0
+        self._arm(self.app.http.idle_timeout)
 
     def on_url(self, url: bytes) -> None:
+        if self._closing or self.tail is not None:
+            return
         self._url += url
+        if len(self._url) > MAX_URL_BYTES and not self._closing:
+            self._reply(error(414, f"url: longer than {MAX_URL_BYTES} bytes"), False)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if self._closing or self.tail is not None:
+            return
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEADER_BYTES:
+            if not self._closing:
+                msg = f"headers: header section larger than {MAX_HEADER_BYTES} bytes"
+                self._reply(error(431, msg), False)
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        # RFC 9110 §5.3: repeated fields combine into a comma list.
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        if self._closing or self.tail is not None:
+            return
+        limit = self.app.http.max_body
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            # Refuse before the body arrives; no point reading it.
+            self._reply(error(413, f"body: larger than {limit} bytes (http.max_body)"), False)
+            return
+        expect = self._headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                self._reply(
+                    error(417, f"expect: only 100-continue is supported; got {expect!r}"), False
+                )
+            elif self.transport is not None:
+                # RFC 9110 §10.1.1: tell the client to send the body it holds back.
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        if self._closing or self.tail is not None:
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self.app.http.max_body:
+            # A chunked body has no length up front: count as it arrives.
+            self._body = []
+            self._reply(
+                error(413, f"body: larger than {self.app.http.max_body} bytes (http.max_body)"),
+                False,
+            )
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._closing:
+        if self._closing or self.tail is not None:
             return
+        self._in_request = False
+        self._arm(self.app.http.idle_timeout)
         url = httptools.parse_url(self._url)
-        path = unquote(url.path.decode("latin-1"))
-        query = parse_qs(url.query.decode("latin-1"), keep_blank_values=True) if url.query else {}
+        path = unquote(url.path.decode("utf-8", "replace"))
+        raw_query = url.query.decode("utf-8", "replace") if url.query else ""
+        query = parse_qs(raw_query, keep_blank_values=True) if raw_query else {}
         method = self.parser.get_method().decode("latin-1")
-        req = Request(method, path, query, self._headers, b"".join(self._body))
+        req = Request(method, path, query, self._headers, b"".join(self._body), self.peer)
+        self._body = []
         resp = route(req, self.app)
-        self._send(resp, keep_alive=self.parser.should_keep_alive(), head=method == "HEAD")
+        keep_alive = self.parser.should_keep_alive()
+        head_only = method == "HEAD"
+        if resp.tail is not None and resp.status == 200 and not head_only:
+            self._start_tail(resp)
+        else:
+            gz = len(resp.body) >= GZIP_MIN_BYTES and _accepts_gzip(
+                self._headers.get("accept-encoding", "")
+            )
+            self._reply(resp, keep_alive, head_only, gz)
+        self.app.stats.count(resp.route, resp.status, time.perf_counter() - self._started)
 
-    def _send(self, resp: Response, keep_alive: bool, head: bool = False) -> None:
-        if self.transport is None or self._closing:
+    # answers
+    def _reply(
+        self, resp: Response, keep_alive: bool, head_only: bool = False, gz: bool = False
+    ) -> None:
+        transport = self.transport
+        if transport is None or self._closing:
             return
-        reason = _REASONS.get(resp.status, "")
-        lines = [
-            f"HTTP/1.1 {resp.status} {reason}",
-            f"Server: collector/{__version__}",
-            f"Date: {formatdate(usegmt=True)}",
-            f"Content-Type: {resp.content_type}",
-            f"Content-Length: {len(resp.body)}",
-        ]
-        lines += [f"{k}: {v}" for k, v in resp.headers]
+        body = resp.body
+        headers = [("Content-Type", resp.content_type), *resp.headers]
+        if gz:
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+            headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+        headers.append(("Content-Length", str(len(body))))
         if not keep_alive:
-            lines.append("Connection: close")
-        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(head_bytes if head else head_bytes + resp.body)
+            headers.append(("Connection", "close"))
+        head = _head(resp.status, headers)
+        transport.write(head if head_only else head + body)
         if not keep_alive:
             self._closing = True
-            self.transport.close()
+            if self._timer is not None:
+                self._timer.cancel()
+            if transport.can_write_eof():
+                # Lingering close: a client still sending (a 413'd body) would
+                # get a RST that can destroy the answer before it is read.
+                transport.write_eof()
+                self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+            else:
+                transport.close()
+
+    def _start_tail(self, resp: Response) -> None:
+        assert resp.tail is not None
+        assert self.transport is not None
+        chunked = self.parser.get_http_version() != "1.0"
+        headers = [
+            ("Content-Type", "application/x-ndjson"),
+            ("Cache-Control", "no-cache"),
+            # An HTTP/1.0 client gets the stream unframed, ended by close.
+            ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close"),
+        ]
+        self.transport.write(_head(200, headers))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.write_paused:
+            self.transport.resume_reading()
+        tail = self.tail = Tail(self, resp.tail, chunked)
+        self.app.tails.add(tail)
+        self.app.stats.active_tails += 1
 
 
 async def start_http(app: App, host: str, port: int) -> asyncio.Server:
