@@ -20,9 +20,10 @@ from collector.query import (
     parse_stats_query,
     parse_tail_query,
     parse_time,
+    record_json,
     record_line,
 )
-from collector.record import Record, datetime_to_us, format_timestamp
+from collector.record import FACILITIES, Record, datetime_to_us, format_timestamp, record_to_dict
 
 T0 = 1_769_774_400_000_000  # 2026-01-30T12:00:00Z
 
@@ -224,3 +225,33 @@ def test_a_lone_surrogate_in_a_message_still_renders() -> None:
     line = record_line(rec(message="bad \ud800 half"), "x-1")
     assert line.endswith(b"\n")
     assert json.loads(line)["message"] == "bad \ud800 half"
+
+
+_text = st.text(st.characters(blacklist_categories=()), max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_records = st.builds(
+    Record,
+    timestamp=st.integers(0, 253_402_300_799_999_999),
+    received_at=st.integers(0, 253_402_300_799_999_999),
+    host=st.none() | _text,
+    service=st.none() | _text,
+    procid=st.none() | _text,
+    msgid=st.none() | _text,
+    facility=st.none() | st.integers(0, len(FACILITIES) - 1),
+    level=st.integers(0, 7),
+    message=_text,
+    structured_data=st.none()
+    | st.dictionaries(_text, st.dictionaries(_text, _text | st.lists(_text, max_size=2))),
+    fields=st.none() | st.dictionaries(_text, _json, max_size=4),
+    format=st.sampled_from(["rfc5424", "rfc3164", "json", "raw"]),
+)
+
+
+@given(_records, _text)
+def test_the_fast_renderer_writes_exactly_record_to_dict(r: Record, rid: str) -> None:
+    assert json.loads(record_json(r, rid)) == record_to_dict(r, rid)
+    assert json.loads(logs_json([(rid, r)], None))["logs"] == [record_to_dict(r, rid)]
