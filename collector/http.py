@@ -315,6 +315,9 @@ def _json_kind(obj: Any) -> str:
 
 def _decode_post_body(req: Request) -> list[Any]:
     ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    coding = req.headers.get("content-encoding", "identity").strip().lower()
+    if coding != "identity":
+        raise QueryError(f"content-encoding: {coding!r} is not supported; send the body as is")
     body = req.body
     if not body.strip():
         raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
@@ -640,7 +643,10 @@ class HttpProtocol(asyncio.Protocol):
             self._reply(error(408, "request: not complete within http.idle_timeout"), False)
         else:
             self._closing = True
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # idle because it stopped reading our answer
+            else:
+                self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -748,6 +754,8 @@ class HttpProtocol(asyncio.Protocol):
         headers.append(("Content-Length", str(len(body))))
         if not keep_alive:
             headers.append(("Connection", "close"))
+        elif self.parser.get_http_version() == "1.0":
+            headers.append(("Connection", "keep-alive"))  # 1.0 assumes close otherwise
         head = _head(resp.status, headers)
         transport.write(head if head_only else head + body)
         if not keep_alive:

@@ -373,6 +373,8 @@ async def test_post_errors_are_400_and_store_nothing() -> None:
             (b'{"a": 1}\n{bad\n', "application/x-ndjson", "item 1: not valid JSON"),
             (b"\xff\xfe\x00", "application/json", "body: "),
         ]
+        a = await post(d, b"\x1f\x8b", "application/json", **{"Content-Encoding": "gzip"})
+        assert a.json()["error"].startswith("content-encoding: ")
         for body, ctype, words in bad:
             a = await post(d, body, ctype)
             assert a.status == 400, body
@@ -491,6 +493,19 @@ async def test_keep_alive_and_pipelining_answer_in_order_on_one_connection() -> 
             await c.close()
 
 
+async def test_a_wrong_method_on_the_wire_is_405_with_allow_and_odd_targets_are_json() -> None:
+    async with running_daemon() as d:
+        a = await http_request(d.http_address, "DELETE", "/logs")
+        assert a.status == 405
+        assert a.headers["allow"] == "GET, HEAD, POST"
+        assert a.json()["error"].startswith("method: ")
+        a = await http_request(d.http_address, "OPTIONS", "*")
+        assert a.status in (400, 404)
+        assert "error" in a.json()
+        a = await http_request(d.http_address, "GET", "http://example.org/health")
+        assert a.status == 200
+
+
 async def test_head_answers_headers_only() -> None:
     async with running_daemon() as d:
         c = await Conn.open(d)
@@ -603,6 +618,20 @@ async def test_two_hundred_concurrent_clients_all_get_answers() -> None:
         )
         assert [a.status for a in answers] == [200] * 200
         assert all(a.json()["count"] == 5 for a in answers)
+
+
+async def test_http_1_0_keep_alive_is_honoured_and_said() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            await c.send(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            (a,) = await c.read()
+            assert a.headers["connection"] == "keep-alive"
+            await c.send(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            (a,) = await c.read()
+            assert a.status == 200
+        finally:
+            await c.close()
 
 
 async def test_http_1_0_without_keep_alive_is_closed_after_the_answer() -> None:
