@@ -560,6 +560,7 @@ class HttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._in_request = False
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -628,12 +629,19 @@ class HttpProtocol(asyncio.Protocol):
 
     # the per-connection deadline: idle between requests, whole request otherwise
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+        # Deadlines only move later, so the timer is not re-created per
+        # request: when it fires early, it re-arms for the current deadline.
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._timeout)
 
     def _timeout(self) -> None:
         self._timer = None
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._timeout)
+            return
         if self.tail is not None or self._closing or self.transport is None:
             return
         if self._in_request:
