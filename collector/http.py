@@ -196,7 +196,7 @@ class App:
             if chunk is None:
                 parts = []
                 for i, (rid, rec) in enumerate(items):
-                    if matches(rec, tail.query):
+                    if tail.everything or matches(rec, tail.query):
                         line = lines[i]
                         if line is None:
                             line = lines[i] = record_line(rec, rid)
@@ -452,6 +452,7 @@ class Tail:
         self.app = proto.app
         self.query = replace(query, limit=TAIL_REPLAY_PAGE, order="asc", cursor=None)
         self.chunked = chunked
+        self.everything = replace(self.query, limit=0) == Query(limit=0, order="asc")
         self.replaying = query.start is not None
         self.live: list[tuple[str, Record]] = []  # arrivals held back during replay
         self.live_ids: set[str] = set()

@@ -14,6 +14,8 @@ from typing import Any
 
 import httptools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector import http
 from collector.config import HttpConfig
@@ -808,3 +810,40 @@ def test_config_replace_keeps_other_http_keys() -> None:
     cfg = small_config(max_body=5)
     assert cfg.http.max_body == 5
     assert replace(cfg.http, max_body=16 * 1024 * 1024) == HttpConfig(bind="127.0.0.1:0")
+
+
+@given(st.binary(max_size=300), st.integers(1, 50))
+@settings(max_examples=150, deadline=None)
+def test_any_bytes_fed_in_any_pieces_never_escape_the_protocol(data: bytes, step: int) -> None:
+    async def feed() -> None:
+        proto, t = fake_conn(make_app(max_body=100))
+        for i in range(0, len(data), step):
+            proto.data_received(data[i : i + step])
+        proto.data_received(PIPELINE)
+        for a in parse_answers(bytes(t.data)) if t.data.startswith(b"HTTP/1.1 ") else []:
+            assert a.status < 500
+        proto.connection_lost(None)
+
+    asyncio.run(feed())
+
+
+async def test_requests_are_counted_by_route_pattern_and_status() -> None:
+    app = make_app()
+    proto, _ = fake_conn(app)
+    proto.data_received(get("/logs/abc-1") + get("/logs/abc-2") + get("/nope") + get("/health"))
+    assert app.stats.requests == {("/logs/{id}", 404): 2, ("other", 404): 1, ("/health", 200): 1}
+    assert app.stats.duration["/logs/{id}"].count == 2
+    proto.connection_lost(None)
+
+
+async def test_a_tail_outlives_the_idle_timeout() -> None:
+    async with running_daemon(small_config(idle_timeout=0.2)) as d:
+        assert d.app is not None
+        d.app.tail_keepalive = 0.1
+        t = await TailReader.open(d, "/tail?service=nothing-matches")
+        try:
+            await t.wait_lines(6)  # 0.6 s of keep-alives, three idle timeouts long
+            assert set(t.lines) == {b""}
+            assert d.app.stats.active_tails == 1
+        finally:
+            await t.conn.close()

@@ -255,3 +255,22 @@ _records = st.builds(
 def test_the_fast_renderer_writes_exactly_record_to_dict(r: Record, rid: str) -> None:
     assert json.loads(record_json(r, rid)) == record_to_dict(r, rid)
     assert json.loads(logs_json([(rid, r)], None))["logs"] == [record_to_dict(r, rid)]
+
+
+_names = st.sampled_from(
+    ["start", "end", "service", "host", "level", "min_level", "facility", "q", "limit",
+     "order", "cursor", "by", "step", "x"]
+)  # fmt: skip
+
+
+@given(st.dictionaries(_names, st.lists(_text, min_size=1, max_size=2), max_size=5))
+def test_any_parameters_give_a_query_or_a_query_error_naming_one(
+    params: dict[str, list[str]],
+) -> None:
+    for parse in (parse_logs_query, parse_stats_query, parse_tail_query):
+        problem = None
+        try:
+            parse(params)
+        except QueryError as e:
+            problem = str(e)
+        assert problem is None or problem.split(":")[0] in params
