@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import http
+from collector import http, tail
 from collector.config import HttpConfig
 from collector.daemon import Daemon
 from collector.http import App, HttpProtocol, Request, route
@@ -765,7 +765,7 @@ async def test_a_client_vanishing_mid_tail_is_forgotten_and_ingest_goes_on() -> 
 async def test_a_tail_that_does_not_read_is_dropped_not_buffered_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(http, "TAIL_MAX_BACKLOG", 64 * 1024)
+    monkeypatch.setattr(tail, "TAIL_MAX_BACKLOG", 64 * 1024)
     async with running_daemon() as d:
         assert d.app is not None
         app = d.app
