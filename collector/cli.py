@@ -84,13 +84,17 @@ def _filters(args: argparse.Namespace) -> dict[str, str]:
     return params
 
 
-def _print_records(records: Iterator[dict[str, Any]], as_json: bool) -> None:
+def _print_records(records: Iterator[dict[str, Any]], as_json: bool, follow: bool) -> None:
     from collector.client import format_record
 
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     for rec in records:
         line = json.dumps(rec, ensure_ascii=False) if as_json else format_record(rec, colour)
-        print(line, flush=True)
+        try:
+            print(line, flush=follow)
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON allows "\ud800") or a terminal that is not UTF-8.
+            print(line.encode("ascii", "backslashreplace").decode("ascii"), flush=follow)
 
 
 def _client_command(
@@ -122,13 +126,14 @@ def _query(args: argparse.Namespace) -> None:
     params = _filters(args)
     params["order"] = args.order
     target = Target(args.url, args.token)
-    _print_records(query_records(target, params, args.limit), args.json)
+    _print_records(query_records(target, params, args.limit), args.json, follow=False)
 
 
 def _tail(args: argparse.Namespace) -> None:
     from collector.client import Target, tail_records
 
-    _print_records(tail_records(Target(args.url, args.token), _filters(args)), args.json)
+    records = tail_records(Target(args.url, args.token), _filters(args))
+    _print_records(records, args.json, follow=True)
 
 
 def _limit(value: str) -> int:

@@ -37,6 +37,11 @@ _COLOURS = {
     "debug": "\x1b[2m",
 }
 _RESET = "\x1b[0m"
+# A log line must not drive the terminal it is printed on (ESC sequences,
+# CR overwriting the line): C0 controls and DEL are shown escaped, tab kept.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 9}
+_CONTROLS[10] = "\\n"
+_CONTROLS[13] = "\\r"
 
 
 class ClientError(Exception):
@@ -153,11 +158,13 @@ def tail_records(target: Target, params: dict[str, str]) -> Iterator[dict[str, A
 
 
 def format_record(rec: dict[str, Any], colour: bool = False) -> str:
-    """One readable line: time, host, service[pid], level, message."""
-    service = rec.get("service") or "-"
+    """One readable line: time, host, service[pid], level, message (control
+    characters escaped)."""
+    service = str(rec.get("service") or "-")
     if rec.get("procid"):
         service = f"{service}[{rec['procid']}]"
     level = str(rec.get("level", ""))
     shown = f"{_COLOURS.get(level, '')}{level}{_RESET}" if colour and _COLOURS.get(level) else level
-    message = str(rec.get("message", "")).replace("\n", "\\n")
-    return f"{rec.get('timestamp')} {rec.get('host') or '-'} {service} {shown}: {message}"
+    message = str(rec.get("message", "")).translate(_CONTROLS)
+    host = str(rec.get("host") or "-").translate(_CONTROLS)
+    return f"{rec.get('timestamp')} {host} {service.translate(_CONTROLS)} {shown}: {message}"

@@ -75,6 +75,8 @@ def test_a_record_reads_as_time_host_service_pid_level_message() -> None:
     coloured = format_record(rec, colour=True)
     assert "\x1b[" in coloured
     assert coloured.replace("\x1b[91m", "").replace("\x1b[0m", "") == line
+    hostile = format_record({**rec, "message": "a\x1b[2Jb\rc\td"})
+    assert hostile.endswith("err: a\\x1b[2Jb\\rc\td")
     assert format_record({**rec, "service": None, "procid": None, "host": None}).startswith(
         "2026-01-30T12:00:00.000000Z - - err: "
     )
