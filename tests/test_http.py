@@ -847,3 +847,44 @@ async def test_a_tail_outlives_the_idle_timeout() -> None:
             assert d.app.stats.active_tails == 1
         finally:
             await t.conn.close()
+
+
+async def test_an_http_1_0_tail_is_unframed_and_ends_by_close() -> None:
+    async with running_daemon() as d:
+        assert d.app is not None
+        app = d.app
+        c = await Conn.open(d)
+        try:
+            await c.send(b"GET /tail HTTP/1.0\r\n\r\n")
+            head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
+            assert b"Transfer-Encoding" not in head
+            assert b"Connection: close" in head
+            await wait_for(lambda: app.stats.active_tails == 1)
+            await post(d, [jl(7)])
+            line = await asyncio.wait_for(c.reader.readline(), 5)
+            assert json.loads(line)["message"] == "event 7"
+        finally:
+            await c.close()
+
+
+async def test_connections_over_max_connections_get_503_on_the_wire() -> None:
+    async with running_daemon(small_config(max_connections=2)) as d:
+        held = [await Conn.open(d) for _ in range(2)]
+        try:
+            for c in held:  # both are served: they count
+                await c.send(get("/health"))
+                assert (await c.read())[0].status == 200
+            extra = await Conn.open(d)
+            try:
+                (a,) = await extra.read()
+                assert a.status == 503
+                assert a.json()["error"].startswith("connections: ")
+            finally:
+                await extra.close()
+        finally:
+            for c in held:
+                await c.close()
+        assert d.app is not None
+        app = d.app
+        await wait_for(lambda: len(app.connections) == 0)
+        assert (await get_json(d, "/health"))["status"] == "ok"
