@@ -131,7 +131,8 @@ class Store:
 
     def stats(self, q: Query, by: tuple[str, ...], step_us: int | None) -> dict[str, Any]:
         """Counts of records matching `q`: total, per value of each `by` field
-        (`"-"` for none), and per `step_us` bucket aligned to the epoch."""
+        (`"-"` for none), and per `step_us` bucket aligned to the epoch, from
+        the first matching record's bucket to the last's, empty ones included."""
         total = 0
         counts: dict[str, dict[str, int]] = {name: {} for name in by}
         buckets: dict[int, int] = {}
@@ -150,5 +151,11 @@ class Store:
             if step_us:
                 b = rec.timestamp - rec.timestamp % step_us
                 buckets[b] = buckets.get(b, 0) + 1
-        histogram = [{"start": format_timestamp(b), "count": n} for b, n in sorted(buckets.items())]
+        histogram = []
+        if buckets and step_us:
+            first, last = min(buckets), max(buckets)
+            histogram = [
+                {"start": format_timestamp(b), "count": buckets.get(b, 0)}
+                for b in range(first, last + step_us, step_us)
+            ]
         return {"total": total, "by": counts, "histogram": histogram}

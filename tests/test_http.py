@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import json
 import socket
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +24,8 @@ from collector.config import HttpConfig
 from collector.daemon import Daemon
 from collector.http import App, HttpProtocol, Request, route
 from collector.metrics import make_registry
+from collector.query import parse_time
+from collector.record import format_timestamp
 from collector.store import Store
 from tests.support import get_json, http_request, local_config, running_daemon, wait_for
 
@@ -441,6 +445,8 @@ async def test_stats_count_by_field_and_step() -> None:
         assert s["by"]["service"] == {"api": 3, "-": 1}
         assert sum(b["count"] for b in s["histogram"]) == 4
         assert all(b["start"].endswith(":00.000000Z") for b in s["histogram"])
+        starts = [parse_time("start", b["start"]) for b in s["histogram"]]
+        assert all(b - a == 60_000_000 for a, b in itertools.pairwise(starts))
         s = await get_json(d, "/stats?level=err")
         assert s["total"] == 2
         a = await http_request(d.http_address, "GET", "/stats?by=colour")
@@ -888,3 +894,18 @@ async def test_connections_over_max_connections_get_503_on_the_wire() -> None:
         app = d.app
         await wait_for(lambda: len(app.connections) == 0)
         assert (await get_json(d, "/health"))["status"] == "ok"
+
+
+async def test_the_stats_histogram_covers_the_matching_span_in_step_buckets() -> None:
+    async with running_daemon() as d:
+        now = int(time.time()) // 60 * 60  # a minute boundary
+        host, port = d.listeners["udp"].address
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for ago in (630, 610, 130):  # minutes -11, -11 and -3
+                stamp = format_timestamp((now - ago) * 1_000_000)
+                s.sendto(f"<34>1 {stamp} web-1 sshd - - - x".encode(), (host, port))
+        await wait_for(lambda: len(d.store) == 3)
+        st_ = await get_json(d, "/stats?step=1m&service=sshd")
+        counts = [b["count"] for b in st_["histogram"]]
+        assert counts == [2, 0, 0, 0, 0, 0, 0, 0, 1]
+        assert st_["histogram"][0]["start"] == format_timestamp((now - 660) * 1_000_000)
