@@ -80,7 +80,15 @@ class Daemon:
         return host, port
 
     def sink(self, records: list[Record]) -> None:
-        self.store.add_many(records)
+        """The listeners' seam: store a batch and hand it to live /tail streams."""
+        self.ingest(records)
+
+    def ingest(self, records: list[Record]) -> int:
+        """`sink` that returns the batch's first seq (POST /logs makes ids of it)."""
+        first = self.store.add_many(records)
+        if self.app is not None:
+            self.app.publish(first, records)
+        return first
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -155,6 +163,9 @@ async def start(
             registry=registry,
             listener_names=lambda: list(daemon.listeners),
             ttl_seconds=config.store.ttl,
+            http=config.http,
+            parse_options=opts,
+            ingest=daemon.ingest,
         )
         host, port = parse_host_port(config.http.bind)
         try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from collector.query import Query
-from collector.record import Record
+from collector.query import Query, QueryError, matches
+from collector.record import FACILITIES, LEVELS, Record, format_timestamp
 
 
 @dataclass(slots=True)
@@ -103,9 +104,58 @@ class Store:
         self.expired_total += i
         return i
 
+    # --- thin; replaced by the sharded store: a linear scan, correct, slow ---
+
     def query(self, q: Query) -> Page:
-        """Records matching `q` in time order, one page."""
-        lo = 0 if q.start is None else bisect.bisect_left(self._keys, (q.start, 0))
-        hi = len(self._keys) if q.end is None else bisect.bisect_right(self._keys, (q.end, 1 << 62))
-        items = [(make_id(*self._keys[i]), self._recs[i]) for i in range(lo, min(hi, lo + q.limit))]
+        """Records matching `q`, one page in `q.order`; the cursor is the id
+        of the last record returned, so paging is stable while records arrive."""
+        after: tuple[int, int] | None = None
+        if q.cursor is not None:
+            try:
+                ts_hex, seq_hex = q.cursor.split("-")
+                after = (int(ts_hex, 16), int(seq_hex, 16))
+            except ValueError:
+                raise QueryError(f"cursor: not a cursor from this server: {q.cursor!r}") from None
+        desc = q.order == "desc"
+        idx = range(len(self._keys) - 1, -1, -1) if desc else range(len(self._keys))
+        items: list[tuple[str, Record]] = []
+        for i in idx:
+            key = self._keys[i]
+            if after is not None and (key >= after if desc else key <= after):
+                continue
+            if matches(self._recs[i], q):
+                if len(items) == q.limit:
+                    return Page(items, items[-1][0])
+                items.append((make_id(*key), self._recs[i]))
         return Page(items, None)
+
+    def stats(self, q: Query, by: tuple[str, ...], step_us: int | None) -> dict[str, Any]:
+        """Counts of records matching `q`: total, per value of each `by` field
+        (`"-"` for none), and per `step_us` bucket aligned to the epoch, from
+        the first matching record's bucket to the last's, empty ones included."""
+        total = 0
+        counts: dict[str, dict[str, int]] = {name: {} for name in by}
+        buckets: dict[int, int] = {}
+        for rec in self._recs:
+            if not matches(rec, q):
+                continue
+            total += 1
+            for name in by:
+                value: Any = getattr(rec, name)
+                if name == "level":
+                    value = LEVELS[value]
+                elif name == "facility" and value is not None:
+                    value = FACILITIES[value]
+                key = "-" if value is None else value
+                counts[name][key] = counts[name].get(key, 0) + 1
+            if step_us:
+                b = rec.timestamp - rec.timestamp % step_us
+                buckets[b] = buckets.get(b, 0) + 1
+        histogram = []
+        if buckets and step_us:
+            first, last = min(buckets), max(buckets)
+            histogram = [
+                {"start": format_timestamp(b), "count": buckets.get(b, 0)}
+                for b in range(first, last + step_us, step_us)
+            ]
+        return {"total": total, "by": counts, "histogram": histogram}

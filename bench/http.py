@@ -1,0 +1,362 @@
+"""Benchmark the HTTP API: page latency and rate, and ingest with /tail clients.
+
+The daemon runs in a child process (this script with --serve), seeded in
+process with `Store.add_many` (posting 1M records would measure POST, not
+the page); the client is this process, an asyncio + httptools client on
+uvloop, so server and client each get their own GIL. Run from the repo root:
+
+    .venv/bin/python bench/http.py            # 1M records, ~2 minutes
+    .venv/bin/python bench/http.py --quick    # ~10 s smoke run
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named http.py: its directory must not shadow the stdlib
+# `http` package (prometheus-client imports http.server), so the repo root
+# takes the script directory's place on sys.path.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [_ROOT] + [
+    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
+]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httptools  # noqa: E402
+
+# --- the server side (child process) -------------------------------------------------
+
+
+def serve(seed: int) -> None:
+    """Start a daemon (one TCP syslog listener), seed `seed` records, print
+    the ports as one JSON line, and run until stdin closes."""
+    from collector.config import ListenerConfig, StoreConfig
+    from collector.daemon import start, stop
+    from collector.record import Record
+    from tests.support import local_config
+
+    async def main() -> None:
+        config = local_config(
+            ListenerConfig(name="tcp", transport="tcp", bind="127.0.0.1:0"),
+            store=StoreConfig(max_records=seed + 10_000_000, max_memory=1 << 40),
+        )
+        d = await start(config)
+        now = time.time_ns() // 1000
+        span = 50 * 60 * 1_000_000  # spread over the last 50 minutes, inside the 1 h TTL
+        services = [f"svc-{i}" for i in range(20)]
+        hosts = [f"web-{i}" for i in range(50)]
+        batch: list[Record] = []
+        t0 = time.perf_counter()
+        for i in range(seed):
+            ts = now - span + (span * i) // max(seed, 1)
+            batch.append(
+                Record(
+                    ts,
+                    ts,
+                    hosts[i % 50],
+                    services[i % 20],
+                    str(1000 + i % 5000),
+                    None,
+                    i % 24,
+                    i % 8,
+                    f"request {i} served in {i % 997} ms",
+                    None,
+                    None,
+                    "rfc5424",
+                )
+            )
+            if len(batch) == 10_000:
+                d.store.add_many(batch)
+                batch = []
+        if batch:
+            d.store.add_many(batch)
+        seeded = time.perf_counter() - t0
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sys.stdin.fileno(), stop_event.set)
+        loop.add_signal_handler(signal.SIGTERM, stop_event.set)
+        info = {
+            "http": d.http_address[1],
+            "tcp": d.listeners["tcp"].address[1],
+            "seeded": seed,
+            "seed_seconds": round(seeded, 1),
+            "store": type(d.store).__module__,
+        }
+        print(json.dumps(info), flush=True)
+        await stop_event.wait()
+        await stop(d)
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+class Daemon:
+    """A child-process daemon; `with Daemon(seed) as d: d.http, d.tcp`."""
+
+    def __init__(self, seed: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", str(seed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("bench daemon failed to start")
+        self.info: dict[str, Any] = json.loads(line)
+        self.http = ("127.0.0.1", int(self.info["http"]))
+        self.tcp = ("127.0.0.1", int(self.info["tcp"]))
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- the client side -------------------------------------------------------------------
+
+
+class _Answers:
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.done = 0
+        self.body = bytearray()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+
+
+async def _client(addr: tuple[str, int], target: str, until: float, lat: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(*addr)
+    request = f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    answers = _Answers()
+    try:
+        while time.perf_counter() < until:
+            t0 = time.perf_counter()
+            writer.write(request)
+            want = answers.done + 1
+            while answers.done < want:
+                chunk = await reader.read(262144)
+                if not chunk:
+                    raise RuntimeError("server closed the connection")
+                answers.parser.feed_data(chunk)
+            lat.append(time.perf_counter() - t0)
+            if answers.parser.get_status_code() != 200:
+                raise RuntimeError(f"{target}: HTTP {answers.parser.get_status_code()}")
+            answers.body.clear()
+    finally:
+        writer.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def pages(d: Daemon, target: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` keep-alive connections asking for `target` back to back.
+
+    `cpu_us` is the daemon's own CPU time per request: on a shared, noisy
+    machine it says more about the server than latency does."""
+    addr = d.http
+    lat: list[float] = []
+    # Warm up (first-touch costs, caches) before measuring.
+    await asyncio.gather(*(_client(addr, target, time.perf_counter() + 0.3, []) for _ in range(4)))
+    cpu0 = cpu_seconds(d.proc.pid)
+    t0 = time.perf_counter()
+    until = t0 + seconds
+    await asyncio.gather(*(_client(addr, target, until, lat) for _ in range(clients)))
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(d.proc.pid) - cpu0
+    lat.sort()
+    return {
+        "cpu_us": cpu / max(len(lat), 1) * 1e6,
+        "n": len(lat),
+        "rps": len(lat) / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+    }
+
+
+class _Lines:
+    """Counts NDJSON records in a chunked /tail answer (blank keep-alives aside)."""
+
+    def __init__(self, got: list[int]) -> None:
+        self.got = got
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        self.got[0] += body.count(b"\n")  # keep-alive blank lines come only after 15 s idle
+
+
+async def _tail(
+    addr: tuple[str, int], got: list[int], ready: asyncio.Event, stop: asyncio.Event
+) -> None:
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(b"GET /tail HTTP/1.1\r\nHost: bench\r\n\r\n")
+    lines = _Lines(got)
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines.parser.feed_data(head)
+        ready.set()
+        while not stop.is_set():
+            chunk = await reader.read(262144)
+            if not chunk:
+                return
+            lines.parser.feed_data(chunk)
+    finally:
+        writer.close()
+
+
+def _health_records(addr: tuple[str, int]) -> int:
+    with socket.create_connection(addr) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(json.loads(data.partition(b"\r\n\r\n")[2])["records"])
+
+
+SENDER = """
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+line = b"<134>1 2026-01-30T12:00:00.000Z web-1 api 42 - - request %d served in 3 ms\\n"
+data = b"".join(line % i for i in range(n))
+s = socket.create_connection((host, port))
+print("go", flush=True)
+s.sendall(data)
+s.close()
+"""
+
+
+async def ingest(d: Daemon, tails: int, n: int) -> dict[str, float]:
+    """Messages/s from one TCP sender, timed from its connect to the last
+    stored record (so the sender's start-up is not counted), with `tails` /tail
+    clients attached and reading; and the daemon's CPU per message, tails'
+    fan-out included."""
+    stop = asyncio.Event()
+    counters = [[0] for _ in range(tails)]
+    readies = [asyncio.Event() for _ in range(tails)]
+    tasks = [
+        asyncio.create_task(_tail(d.http, c, r, stop))
+        for c, r in zip(counters, readies, strict=True)
+    ]
+    for r in readies:
+        await asyncio.wait_for(r.wait(), 10)
+    base = await asyncio.to_thread(_health_records, d.http)
+    cpu0 = cpu_seconds(d.proc.pid)
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SENDER, d.tcp[0], str(d.tcp[1]), str(n),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert sender.stdout is not None
+    await sender.stdout.readline()  # connected, data built: the clock starts
+    t1 = time.perf_counter()
+    while await asyncio.to_thread(_health_records, d.http) < base + n:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - t1
+    await sender.wait()
+    # The tails' share of the work ends when the slowest has every record.
+    deadline = time.perf_counter() + 30
+    while tails and min(c[0] for c in counters) < n and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    cpu = cpu_seconds(d.proc.pid) - cpu0
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "rate": n / elapsed,
+        "cpu_us": cpu / n * 1e6,
+        "tail_min": min((c[0] for c in counters), default=n),
+    }
+
+
+async def bench(args: argparse.Namespace) -> None:
+    seed = 100_000 if args.quick else args.records
+    seconds = 2.0 if args.quick else args.seconds
+    runs = 1 if args.quick else 3
+    print(f"HTTP benchmark: {seed:,} stored records, {seconds:.0f} s per run, median of {runs}")
+    with Daemon(seed) as d:
+        print(f"(daemon seeded in {d.info['seed_seconds']} s; store: {d.info['store']})\n")
+        print(
+            f"{'request':48} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+            f" {'server CPU us/req':>18}"
+        )
+        targets = [
+            ("/logs?limit=100&order=desc", "newest 100-record page"),
+            ("/logs?limit=100", "oldest 100-record page"),
+            ("/health", "health"),
+        ]
+        for target, label in targets:
+            for clients in (1, 50):
+                res = [await pages(d, target, clients, seconds) for _ in range(runs)]
+                med = {k: statistics.median(r[k] for r in res) for k in res[0]}
+                print(
+                    f"{label + ' ' + target:48.48} {clients:>7} {med['rps']:>8.0f}"
+                    f" {med['p50_ms']:>8.2f} {med['p99_ms']:>8.2f} {med['cpu_us']:>18.0f}"
+                )
+    n = 20_000 if args.quick else args.messages
+    print(f"\nIngest over TCP syslog ({n:,} messages per run) with /tail clients attached")
+    print(
+        f"{'tails':>5} {'msgs/s':>9} {'vs 0 tails':>10} {'daemon CPU us/msg':>18}"
+        f" {'vs 0 tails':>10} {'slowest tail got':>17}"
+    )
+    results: dict[int, list[dict[str, float]]] = {0: [], 10: [], 50: []}
+    for _ in range(runs):  # interleaved, so drifting machine load hits all alike
+        for tails in results:
+            with Daemon(0) as d:
+                results[tails].append(await ingest(d, tails, n))
+    base_rate = statistics.median(r["rate"] for r in results[0])
+    base_cpu = statistics.median(r["cpu_us"] for r in results[0])
+    for tails, res in results.items():
+        rate = statistics.median(r["rate"] for r in res)
+        cpu = statistics.median(r["cpu_us"] for r in res)
+        got = min(r["tail_min"] for r in res)
+        print(
+            f"{tails:>5} {rate:>9.0f} {rate / base_rate:>10.2f} {cpu:>18.1f}"
+            f" {cpu / base_cpu:>10.2f} {got:>17,}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="~10 s smoke run")
+    parser.add_argument("--records", type=int, default=1_000_000, help="records to seed")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per page run")
+    parser.add_argument("--messages", type=int, default=100_000, help="messages per ingest run")
+    parser.add_argument("--serve", type=int, metavar="SEED", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
+    import uvloop
+
+    uvloop.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()

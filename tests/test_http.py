@@ -1,0 +1,911 @@
+"""HTTP: routing without sockets, the protocol over a fake transport, and the
+whole API end to end over real sockets on 127.0.0.1 (every error status,
+pipelining, keep-alive, /tail, slow and vanishing clients, auth)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import itertools
+import json
+import socket
+import time
+from dataclasses import replace
+from typing import Any
+
+import httptools
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector import http, tail
+from collector.config import HttpConfig
+from collector.daemon import Daemon
+from collector.http import App, HttpProtocol, Request, route
+from collector.metrics import make_registry
+from collector.query import parse_time
+from collector.record import format_timestamp
+from collector.store import Store
+from tests.support import get_json, http_request, local_config, running_daemon, wait_for
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+class Answer:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _Answers:
+    """httptools response callbacks collecting every answer in a byte stream."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: list[Answer] = []
+        self.cur = Answer()
+
+    def feed(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_begin(self) -> None:
+        self.cur = Answer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.cur.headers[name.decode().lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.cur.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.cur.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append(self.cur)
+
+
+def parse_answers(data: bytes) -> list[Answer]:
+    a = _Answers()
+    a.feed(data)
+    return a.done
+
+
+class Conn:
+    """A raw client connection: write any bytes, read parsed answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.answers = _Answers()
+
+    @classmethod
+    async def open(cls, d: Daemon) -> Conn:
+        return cls(*await asyncio.open_connection(*d.http_address))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read(self, n: int = 1, timeout: float = 5.0) -> list[Answer]:
+        async def fill() -> None:
+            while len(self.answers.done) < n:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise AssertionError(f"closed after {len(self.answers.done)} of {n} answers")
+                self.answers.feed(chunk)
+
+        await asyncio.wait_for(fill(), timeout)
+        out, self.answers.done = self.answers.done[:n], self.answers.done[n:]
+        return out
+
+    async def closed_by_server(self, timeout: float = 5.0) -> bool:
+        async def drain() -> None:
+            while await self.reader.read(65536):
+                pass
+
+        await asyncio.wait_for(drain(), timeout)
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+def get(target: str, *extra: str, close: bool = False) -> bytes:
+    head = [f"GET {target} HTTP/1.1", "Host: t", *extra]
+    if close:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
+async def post(d: Daemon, body: Any, ctype: str = "application/json", **hdr: str) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await http_request(d.http_address, "POST", "/logs", raw, {"Content-Type": ctype, **hdr})
+
+
+def small_config(**http_kw: Any) -> Any:
+    return local_config(http=HttpConfig(bind="127.0.0.1:0", **http_kw))
+
+
+def make_app(**http_kw: Any) -> App:
+    store = Store(ttl_us=3600 * 10**6, max_records=10**6, max_memory=1 << 30)
+    return App(
+        store=store,
+        registry=make_registry(store, list),
+        listener_names=lambda: ["udp"],
+        ttl_seconds=3600,
+        http=HttpConfig(**http_kw),
+    )
+
+
+def req(method: str, path: str, query: dict[str, list[str]] | None = None, **kw: Any) -> Request:
+    return Request(method, path, query or {}, kw.pop("headers", {}), **kw)
+
+
+# --- routing, no sockets ---------------------------------------------------------------
+
+
+def test_route_names_the_pattern_for_counting() -> None:
+    app = make_app()
+    assert route(req("GET", "/logs/abc-1"), app).route == "/logs/{id}"
+    assert route(req("GET", "/nowhere"), app).route == "other"
+    assert route(req("GET", "/health"), app).route == "/health"
+
+
+def test_an_unknown_path_is_404_json() -> None:
+    resp = route(req("GET", "/nowhere"), make_app())
+    assert resp.status == 404
+    assert json.loads(resp.body)["error"].startswith("path: ")
+
+
+def test_a_wrong_method_is_405_with_allow() -> None:
+    resp = route(req("DELETE", "/logs"), make_app())
+    assert resp.status == 405
+    assert ("Allow", "GET, HEAD, POST") in resp.headers
+    resp = route(req("POST", "/logs/x-1"), make_app())
+    assert ("Allow", "GET, HEAD") in resp.headers
+
+
+def test_a_handler_crash_is_500_json_without_a_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+
+    def boom(q: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app.store, "query", boom)
+    resp = route(req("GET", "/logs"), app)
+    assert resp.status == 500
+    assert b"secret" not in resp.body
+    assert b"Traceback" not in resp.body
+
+
+def test_auth_guards_every_route_but_health() -> None:
+    app = make_app(auth_token="s3cret")
+    assert route(req("GET", "/health"), app).status == 200
+    for path in ("/logs", "/logs/x-1", "/stats", "/tail", "/metrics", "/nowhere"):
+        assert route(req("GET", path), app).status == 401, path
+    good = {"authorization": "Bearer s3cret"}
+    assert route(req("GET", "/logs", headers=good), app).status == 200
+    assert route(req("GET", "/logs", headers={"authorization": "bearer s3cret"}), app).status == 200
+    for bad in ("Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret", ""):
+        assert route(req("GET", "/logs", headers={"authorization": bad}), app).status == 401
+
+
+def test_post_is_all_or_nothing_naming_each_bad_item() -> None:
+    app = make_app()
+    body = json.dumps([{"message": "a"}, 5, {"message": "b"}, [1]]).encode()
+    resp = route(req("POST", "/logs", body=body), app)
+    assert resp.status == 400
+    answer = json.loads(resp.body)
+    assert "item 1" in answer["error"]
+    assert "item 3" in answer["error"]
+    assert [i["index"] for i in answer["items"]] == [1, 3]
+    assert len(app.store) == 0
+
+
+def test_durations_count_into_fixed_buckets() -> None:
+    d = http.Durations()
+    for s in (0.0001, 0.003, 0.003, 100.0):
+        d.observe(s)
+    cum = d.cumulative()
+    assert cum[0] == (0.0005, 1)
+    assert dict(cum)[0.005] == 3
+    assert cum[-1] == (float("inf"), 4)
+    assert d.count == 4
+
+
+# --- the protocol over a fake transport ----------------------------------------------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+        self.reading = True
+        self.eof = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def writelines(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self.write(part)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def fake_conn(app: App | None = None) -> tuple[HttpProtocol, FakeTransport]:
+    proto = HttpProtocol(app or make_app())
+    transport = FakeTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    return proto, transport
+
+
+PIPELINE = get("/health") + get("/nowhere") + get("/logs?limit=0") + get("/stats")
+
+
+async def test_pipelined_requests_are_answered_in_order_fed_whole_or_byte_by_byte() -> None:
+    for step in (len(PIPELINE), 1, 7):
+        proto, t = fake_conn()
+        for i in range(0, len(PIPELINE), step):
+            proto.data_received(PIPELINE[i : i + step])
+        statuses = [a.status for a in parse_answers(bytes(t.data))]
+        assert statuses == [200, 404, 400, 200], step
+        assert not t.closed
+        proto.connection_lost(None)
+
+
+async def test_every_answer_carries_server_date_and_length() -> None:
+    proto, t = fake_conn()
+    proto.data_received(get("/health"))
+    (a,) = parse_answers(bytes(t.data))
+    assert a.headers["server"].startswith("collector/")
+    assert a.headers["date"].endswith(" GMT")
+    assert int(a.headers["content-length"]) == len(a.body)
+    proto.connection_lost(None)
+
+
+async def test_a_chunked_body_over_the_limit_is_413_before_it_ends() -> None:
+    proto, t = fake_conn(make_app(max_body=1000))
+    proto.data_received(b"POST /logs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    proto.data_received(b"400\r\n" + b"x" * 0x400 + b"\r\n")
+    (a,) = parse_answers(bytes(t.data))
+    assert a.status == 413
+    assert a.json()["error"].startswith("body: ")
+    assert t.eof  # we said all; the rest of the body is read and dropped
+    before = len(t.data)
+    proto.data_received(b"400\r\n" + b"x" * 0x400 + b"\r\n0\r\n\r\n")
+    assert len(t.data) == before
+    proto.connection_lost(None)
+
+
+async def test_a_declared_length_over_the_limit_is_413_without_reading_the_body() -> None:
+    proto, t = fake_conn(make_app(max_body=1000))
+    proto.data_received(b"POST /logs HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n\r\n")
+    (a,) = parse_answers(bytes(t.data))
+    assert a.status == 413
+    proto.connection_lost(None)
+
+
+async def test_garbage_is_400_json_and_closes() -> None:
+    proto, t = fake_conn()
+    proto.data_received(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello\r\n\r\n")
+    (a,) = parse_answers(bytes(t.data))
+    assert a.status == 400
+    assert a.json()["error"].startswith("request: ")
+    assert t.eof
+    proto.connection_lost(None)
+
+
+async def test_writes_backed_up_pause_reading_until_drained() -> None:
+    proto, t = fake_conn()
+    proto.pause_writing()
+    assert not t.reading
+    proto.resume_writing()
+    assert t.reading
+    proto.connection_lost(None)
+
+
+async def test_a_connection_over_max_connections_gets_503() -> None:
+    app = make_app(max_connections=1)
+    first, _ = fake_conn(app)
+    second, t = fake_conn(app)
+    (a,) = parse_answers(bytes(t.data))
+    assert a.status == 503
+    assert app.stats.connections_refused == 1
+    first.connection_lost(None)
+    second.connection_lost(None)
+
+
+# --- end to end: reading ------------------------------------------------------------------
+
+
+def jl(i: int, **kw: Any) -> dict[str, Any]:
+    return {"message": f"event {i}", "service": "api", "host": "h1", "level": "info", **kw}
+
+
+async def test_posted_records_come_back_by_id_and_in_logs() -> None:
+    async with running_daemon() as d:
+        a = await post(d, jl(0))
+        assert a.status == 201
+        (one,) = a.json()["ids"]
+        b = await post(d, [jl(1), jl(2)])
+        c = await post(
+            d, b'{"message": "event 3"}\n\n{"message": "event 4"}\n', "application/x-ndjson"
+        )
+        ids = [one, *b.json()["ids"], *c.json()["ids"]]
+        assert [a.json()["accepted"], b.json()["accepted"], c.json()["accepted"]] == [1, 2, 2]
+        for i, rid in enumerate(ids):
+            got = (await get_json(d, f"/logs/{rid}"))["log"]
+            assert got["id"] == rid
+            assert got["message"] == f"event {i}"
+            assert got["format"] == "json"
+        page = await get_json(d, "/logs?limit=10")
+        assert page["count"] == 5
+        assert page["next_cursor"] is None
+        assert sorted(r["id"] for r in page["logs"]) == sorted(ids)
+
+
+async def test_post_errors_are_400_and_store_nothing() -> None:
+    async with running_daemon() as d:
+        bad = [
+            (b"{nope", "application/json", "body: not valid JSON"),
+            (b"", "application/json", "body: empty"),
+            (b"[{}, 3]", "application/json", "item 1"),
+            (b'{"a": 1}\n[]\n', "application/x-ndjson", "item 1"),
+            (b'{"a": 1}\n{bad\n', "application/x-ndjson", "item 1: not valid JSON"),
+            (b"\xff\xfe\x00", "application/json", "body: "),
+        ]
+        a = await post(d, b"\x1f\x8b", "application/json", **{"Content-Encoding": "gzip"})
+        assert a.json()["error"].startswith("content-encoding: ")
+        for body, ctype, words in bad:
+            a = await post(d, body, ctype)
+            assert a.status == 400, body
+            assert words in a.json()["error"], (body, a.json())
+        assert len(d.store) == 0
+
+
+async def test_a_missing_id_is_404_and_a_malformed_cursor_is_400() -> None:
+    async with running_daemon() as d:
+        a = await http_request(d.http_address, "GET", "/logs/ffff-1")
+        assert a.status == 404
+        assert a.json()["error"].startswith("id: ")
+        a = await http_request(d.http_address, "GET", "/logs?cursor=garbage")
+        assert a.status == 400
+        assert a.json()["error"].startswith("cursor: ")
+
+
+async def test_filters_and_order_select_and_sort() -> None:
+    async with running_daemon() as d:
+        await post(
+            d,
+            [
+                jl(0, timestamp="2026-01-30T12:00:00Z", level="error", service="db"),
+                jl(1, timestamp="2026-01-30T12:00:01Z", level="warn"),
+                jl(2, timestamp="2026-01-30T12:00:02Z", level="debug", host="h2"),
+            ],
+        )
+        # Whatever the clock-skew rule does to these times, order holds.
+        msgs = lambda page: [r["message"] for r in page["logs"]]  # noqa: E731
+        assert msgs(await get_json(d, "/logs?order=desc")) == ["event 2", "event 1", "event 0"]
+        assert msgs(await get_json(d, "/logs?min_level=warning")) == ["event 0", "event 1"]
+        assert msgs(await get_json(d, "/logs?level=ERR,debug")) == ["event 0", "event 2"]
+        assert msgs(await get_json(d, "/logs?service=db")) == ["event 0"]
+        assert msgs(await get_json(d, "/logs?host=h2")) == ["event 2"]
+        assert msgs(await get_json(d, "/logs?q=EVENT%201")) == ["event 1"]
+        assert msgs(await get_json(d, "/logs?facility=local0")) == []
+
+
+async def test_paging_visits_every_record_once_while_records_arrive() -> None:
+    async with running_daemon() as d:
+        await post(d, [jl(i) for i in range(25)])
+        seen: list[str] = []
+        cursor = None
+        for page_no in range(100):
+            target = "/logs?limit=7" + (f"&cursor={cursor}" if cursor else "")
+            page = await get_json(d, target)
+            seen += [r["message"] for r in page["logs"]]
+            if page_no < 3:
+                await post(d, [jl(100 + page_no)])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)) == 28
+
+
+async def test_stats_count_by_field_and_step() -> None:
+    async with running_daemon() as d:
+        await post(d, [jl(0, level="err"), jl(1, level="err"), jl(2), {"message": "x"}])
+        s = await get_json(d, "/stats?by=level,service&step=1m")
+        assert s["total"] == 4
+        assert s["by"]["level"] == {"err": 2, "info": 2}
+        assert s["by"]["service"] == {"api": 3, "-": 1}
+        assert sum(b["count"] for b in s["histogram"]) == 4
+        assert all(b["start"].endswith(":00.000000Z") for b in s["histogram"])
+        starts = [parse_time("start", b["start"]) for b in s["histogram"]]
+        assert all(b - a == 60_000_000 for a, b in itertools.pairwise(starts))
+        s = await get_json(d, "/stats?level=err")
+        assert s["total"] == 2
+        a = await http_request(d.http_address, "GET", "/stats?by=colour")
+        assert a.status == 400
+        assert a.json()["error"].startswith("by: ")
+
+
+async def test_health_and_metrics_answer() -> None:
+    async with running_daemon() as d:
+        await post(d, jl(0))
+        assert (await get_json(d, "/health"))["records"] == 1
+        a = await http_request(d.http_address, "GET", "/metrics")
+        assert a.status == 200
+        assert a.headers["content-type"].startswith("text/plain")
+        assert b"collector_store_records 1.0" in a.body
+
+
+async def test_large_answers_are_gzipped_when_the_client_accepts_it() -> None:
+    async with running_daemon() as d:
+        await post(d, [jl(i) for i in range(50)])
+        plain = await http_request(d.http_address, "GET", "/logs")
+        zipped = await http_request(
+            d.http_address, "GET", "/logs", headers={"Accept-Encoding": "br, gzip;q=0.5"}
+        )
+        assert "content-encoding" not in plain.headers
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert len(zipped.body) < len(plain.body)
+        assert json.loads(gzip.decompress(zipped.body))["count"] == 50
+        refused = await http_request(
+            d.http_address, "GET", "/logs", headers={"Accept-Encoding": "gzip;q=0"}
+        )
+        assert "content-encoding" not in refused.headers
+
+
+# --- end to end: HTTP/1.1 on the wire -----------------------------------------------------
+
+
+async def test_keep_alive_and_pipelining_answer_in_order_on_one_connection() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            await c.send(get("/health"))
+            (a,) = await c.read()
+            assert a.status == 200
+            await c.send(get("/nowhere") + get("/logs?limit=x") + get("/health"))
+            assert [a.status for a in await c.read(3)] == [404, 400, 200]
+            await c.send(get("/health", close=True))
+            (a,) = await c.read()
+            assert a.headers["connection"] == "close"
+            assert await c.closed_by_server()
+        finally:
+            await c.close()
+
+
+async def test_a_wrong_method_on_the_wire_is_405_with_allow_and_odd_targets_are_json() -> None:
+    async with running_daemon() as d:
+        a = await http_request(d.http_address, "DELETE", "/logs")
+        assert a.status == 405
+        assert a.headers["allow"] == "GET, HEAD, POST"
+        assert a.json()["error"].startswith("method: ")
+        a = await http_request(d.http_address, "OPTIONS", "*")
+        assert a.status in (400, 404)
+        assert "error" in a.json()
+        a = await http_request(d.http_address, "GET", "http://example.org/health")
+        assert a.status == 200
+
+
+async def test_head_answers_headers_only() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            c.writer.write(b"HEAD /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            raw = await asyncio.wait_for(c.reader.read(), 5)
+            head, _, rest = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert b"Content-Length: " in head
+            assert rest == b""
+        finally:
+            await c.close()
+
+
+async def test_a_chunked_request_body_is_accepted() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            body = json.dumps(jl(0)).encode()
+            await c.send(
+                b"POST /logs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (5, body[:5])
+                + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 5, body[5:])
+            )
+            (a,) = await c.read()
+            assert a.status == 201
+        finally:
+            await c.close()
+
+
+async def test_expect_100_continue_gets_continue_before_the_body() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            body = json.dumps(jl(0)).encode()
+            await c.send(
+                b"POST /logs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            (cont,) = await c.read()
+            assert cont.status == 100
+            await c.send(body)
+            (a,) = await c.read()
+            assert a.status == 201
+        finally:
+            await c.close()
+
+
+async def test_oversized_bodies_are_413_and_oversized_headers_431() -> None:
+    async with running_daemon(small_config(max_body=4096)) as d:
+        a = await post(d, [jl(i) for i in range(200)])
+        assert a.status == 413
+        assert a.json()["error"].startswith("body: ")
+        a = await http_request(d.http_address, "GET", "/health", headers={"X-Big": "x" * 70_000})
+        assert a.status == 431
+        assert a.json()["error"].startswith("headers: ")
+        a = await http_request(d.http_address, "GET", "/logs?q=" + "x" * 20_000)
+        assert a.status == 414
+        # The server shrugged all of it off.
+        assert (await get_json(d, "/health"))["status"] == "ok"
+
+
+async def test_auth_on_the_wire() -> None:
+    async with running_daemon(small_config(auth_token="tok")) as d:
+        a = await http_request(d.http_address, "GET", "/logs")
+        assert a.status == 401
+        assert a.json()["error"].startswith("authorization: ")
+        assert "www-authenticate" in a.headers
+        a = await http_request(
+            d.http_address, "GET", "/logs", headers={"Authorization": "Bearer tok"}
+        )
+        assert a.status == 200
+        assert (await http_request(d.http_address, "GET", "/health")).status == 200
+
+
+async def test_a_slowloris_client_gets_408_and_does_not_block_others() -> None:
+    async with running_daemon(small_config(idle_timeout=0.5)) as d:
+        slow = await Conn.open(d)
+        try:
+            await slow.send(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+            for _ in range(3):  # a trickle of header bytes does not reset the deadline
+                assert (await get_json(d, "/health"))["status"] == "ok"
+                await slow.send(b"X-Drip: 1\r\n")
+                await asyncio.sleep(0.1)
+            (a,) = await slow.read(timeout=3)
+            assert a.status == 408
+            assert await slow.closed_by_server()
+            assert d.app is not None
+            assert d.app.stats.timeouts == 1
+        finally:
+            await slow.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_quietly() -> None:
+    async with running_daemon(small_config(idle_timeout=0.3)) as d:
+        c = await Conn.open(d)
+        try:
+            await c.send(get("/health"))
+            await c.read()
+            assert await c.closed_by_server(timeout=3)
+        finally:
+            await c.close()
+
+
+async def test_two_hundred_concurrent_clients_all_get_answers() -> None:
+    async with running_daemon() as d:
+        await post(d, [jl(i) for i in range(10)])
+        answers = await asyncio.gather(
+            *(http_request(d.http_address, "GET", "/logs?limit=5") for _ in range(200))
+        )
+        assert [a.status for a in answers] == [200] * 200
+        assert all(a.json()["count"] == 5 for a in answers)
+
+
+async def test_http_1_0_keep_alive_is_honoured_and_said() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            await c.send(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            (a,) = await c.read()
+            assert a.headers["connection"] == "keep-alive"
+            await c.send(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            (a,) = await c.read()
+            assert a.status == 200
+        finally:
+            await c.close()
+
+
+async def test_http_1_0_without_keep_alive_is_closed_after_the_answer() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            await c.send(b"GET /health HTTP/1.0\r\n\r\n")
+            (a,) = await c.read()
+            assert a.status == 200
+            assert await c.closed_by_server()
+        finally:
+            await c.close()
+
+
+# --- end to end: /tail --------------------------------------------------------------------
+
+
+class TailReader:
+    """A /tail client: reads the chunked NDJSON stream line by line."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.lines: list[bytes] = []
+        self.buf = b""
+        self.status = 0
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.buf += body
+        *done, self.buf = self.buf.split(b"\n")
+        self.lines += done
+
+    @classmethod
+    async def open(cls, d: Daemon, target: str = "/tail") -> TailReader:
+        t = cls(await Conn.open(d))
+        await t.conn.send(get(target))
+        head = await asyncio.wait_for(t.conn.reader.readuntil(b"\r\n\r\n"), 5)
+        t.parser.feed_data(head)
+        return t
+
+    async def wait_lines(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        async def fill() -> None:
+            while len(self.lines) < n:
+                chunk = await self.conn.reader.read(65536)
+                assert chunk, "stream ended"
+                self.parser.feed_data(chunk)
+
+        await asyncio.wait_for(fill(), timeout)
+        return self.lines
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines if line]
+
+
+async def test_tail_streams_new_matching_records() -> None:
+    async with running_daemon() as d:
+        t = await TailReader.open(d, "/tail?service=api")
+        try:
+            assert t.status == 200
+            assert d.app is not None
+            await wait_for(lambda: d.app is not None and d.app.stats.active_tails == 1)
+            await post(d, [jl(0), jl(1, service="other"), jl(2)])
+            await t.wait_lines(2)
+            assert [r["message"] for r in t.records()] == ["event 0", "event 2"]
+            assert all(r["id"] for r in t.records())
+            got = (await get_json(d, f"/logs/{t.records()[0]['id']}"))["log"]
+            assert got["message"] == "event 0"
+        finally:
+            await t.conn.close()
+
+
+async def test_tail_with_start_replays_stored_then_live_without_duplicates() -> None:
+    async with running_daemon() as d:
+        await post(d, [jl(i) for i in range(5)])
+        t = await TailReader.open(d, "/tail?start=0")
+        try:
+            await post(d, [jl(5), jl(6)])
+            await t.wait_lines(7)
+            assert sorted(r["message"] for r in t.records()) == [f"event {i}" for i in range(7)]
+        finally:
+            await t.conn.close()
+
+
+async def test_a_syslog_message_reaches_a_tail() -> None:
+    async with running_daemon() as d:
+        t = await TailReader.open(d)
+        try:
+            await wait_for(lambda: d.app is not None and d.app.stats.active_tails == 1)
+            host, port = d.listeners["udp"].address
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"<34>1 2026-01-01T10:00:00Z web-1 sshd 42 ID1 - via udp", (host, port))
+            await t.wait_lines(1)
+            assert t.records()[0]["message"] == "via udp"
+        finally:
+            await t.conn.close()
+
+
+async def test_an_idle_tail_gets_blank_keepalive_lines() -> None:
+    async with running_daemon() as d:
+        assert d.app is not None
+        d.app.tail_keepalive = 0.05
+        t = await TailReader.open(d)
+        try:
+            await t.wait_lines(2)
+            assert t.lines[:2] == [b"", b""]
+        finally:
+            await t.conn.close()
+
+
+async def test_a_client_vanishing_mid_tail_is_forgotten_and_ingest_goes_on() -> None:
+    async with running_daemon() as d:
+        assert d.app is not None
+        app = d.app
+        tails = [await TailReader.open(d) for _ in range(3)]
+        await wait_for(lambda: app.stats.active_tails == 3)
+        tails[0].conn.writer.transport.abort()  # RST, no goodbye
+        await tails[1].conn.close()
+        await wait_for(lambda: app.stats.active_tails == 1)
+        assert (await post(d, [jl(0)])).status == 201
+        await tails[2].wait_lines(1)
+        assert tails[2].records()[0]["message"] == "event 0"
+        await tails[2].conn.close()
+        await wait_for(lambda: app.stats.active_tails == 0 and not app.tails)
+
+
+async def test_a_tail_that_does_not_read_is_dropped_not_buffered_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tail, "TAIL_MAX_BACKLOG", 64 * 1024)
+    async with running_daemon() as d:
+        assert d.app is not None
+        app = d.app
+        _reader, writer = await asyncio.open_connection(*d.http_address, limit=1024)
+        writer.transport.pause_reading()  # a client that never reads
+        try:
+            writer.write(get("/tail"))
+            await wait_for(lambda: app.stats.active_tails == 1)
+            for conn in app.connections:
+                if conn.tail is not None and conn.transport is not None:
+                    conn.transport.set_write_buffer_limits(high=4096)
+            batch = [jl(i, message="x" * 2000) for i in range(500)]
+            for _ in range(40):
+                await post(d, batch)
+                if app.stats.tails_dropped:
+                    break
+            await wait_for(lambda: app.stats.tails_dropped == 1 and app.stats.active_tails == 0)
+            assert (await get_json(d, "/health"))["status"] == "ok"
+        finally:
+            writer.close()
+
+
+async def test_a_request_pipelined_after_tail_is_not_answered() -> None:
+    async with running_daemon() as d:
+        c = await Conn.open(d)
+        try:
+            await c.send(get("/tail") + get("/health"))
+            assert d.app is not None
+            app = d.app
+            await wait_for(lambda: app.stats.active_tails == 1)
+            await post(d, [jl(0)])
+            data = b""
+            while b"event 0" not in data:
+                data += await asyncio.wait_for(c.reader.read(65536), 5)
+            assert data.count(b"HTTP/1.1 ") == 1
+        finally:
+            await c.close()
+
+
+def test_config_replace_keeps_other_http_keys() -> None:
+    # local_config's HttpConfig keeps every default but bind: guards small_config.
+    cfg = small_config(max_body=5)
+    assert cfg.http.max_body == 5
+    assert replace(cfg.http, max_body=16 * 1024 * 1024) == HttpConfig(bind="127.0.0.1:0")
+
+
+@given(st.binary(max_size=300), st.integers(1, 50))
+@settings(max_examples=150, deadline=None)
+def test_any_bytes_fed_in_any_pieces_never_escape_the_protocol(data: bytes, step: int) -> None:
+    async def feed() -> None:
+        proto, t = fake_conn(make_app(max_body=100))
+        for i in range(0, len(data), step):
+            proto.data_received(data[i : i + step])
+        proto.data_received(PIPELINE)
+        for a in parse_answers(bytes(t.data)) if t.data.startswith(b"HTTP/1.1 ") else []:
+            assert a.status < 500
+        proto.connection_lost(None)
+
+    asyncio.run(feed())
+
+
+async def test_requests_are_counted_by_route_pattern_and_status() -> None:
+    app = make_app()
+    proto, _ = fake_conn(app)
+    proto.data_received(get("/logs/abc-1") + get("/logs/abc-2") + get("/nope") + get("/health"))
+    assert app.stats.requests == {("/logs/{id}", 404): 2, ("other", 404): 1, ("/health", 200): 1}
+    assert app.stats.duration["/logs/{id}"].count == 2
+    proto.connection_lost(None)
+
+
+async def test_a_tail_outlives_the_idle_timeout() -> None:
+    async with running_daemon(small_config(idle_timeout=0.2)) as d:
+        assert d.app is not None
+        d.app.tail_keepalive = 0.1
+        t = await TailReader.open(d, "/tail?service=nothing-matches")
+        try:
+            await t.wait_lines(6)  # 0.6 s of keep-alives, three idle timeouts long
+            assert set(t.lines) == {b""}
+            assert d.app.stats.active_tails == 1
+        finally:
+            await t.conn.close()
+
+
+async def test_an_http_1_0_tail_is_unframed_and_ends_by_close() -> None:
+    async with running_daemon() as d:
+        assert d.app is not None
+        app = d.app
+        c = await Conn.open(d)
+        try:
+            await c.send(b"GET /tail HTTP/1.0\r\n\r\n")
+            head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
+            assert b"Transfer-Encoding" not in head
+            assert b"Connection: close" in head
+            await wait_for(lambda: app.stats.active_tails == 1)
+            await post(d, [jl(7)])
+            line = await asyncio.wait_for(c.reader.readline(), 5)
+            assert json.loads(line)["message"] == "event 7"
+        finally:
+            await c.close()
+
+
+async def test_connections_over_max_connections_get_503_on_the_wire() -> None:
+    async with running_daemon(small_config(max_connections=2)) as d:
+        held = [await Conn.open(d) for _ in range(2)]
+        try:
+            for c in held:  # both are served: they count
+                await c.send(get("/health"))
+                assert (await c.read())[0].status == 200
+            extra = await Conn.open(d)
+            try:
+                (a,) = await extra.read()
+                assert a.status == 503
+                assert a.json()["error"].startswith("connections: ")
+            finally:
+                await extra.close()
+        finally:
+            for c in held:
+                await c.close()
+        assert d.app is not None
+        app = d.app
+        await wait_for(lambda: len(app.connections) == 0)
+        assert (await get_json(d, "/health"))["status"] == "ok"
+
+
+async def test_the_stats_histogram_covers_the_matching_span_in_step_buckets() -> None:
+    async with running_daemon() as d:
+        now = int(time.time()) // 60 * 60  # a minute boundary
+        host, port = d.listeners["udp"].address
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for ago in (630, 610, 130):  # minutes -11, -11 and -3
+                stamp = format_timestamp((now - ago) * 1_000_000)
+                s.sendto(f"<34>1 {stamp} web-1 sshd - - - x".encode(), (host, port))
+        await wait_for(lambda: len(d.store) == 3)
+        st_ = await get_json(d, "/stats?step=1m&service=sshd")
+        counts = [b["count"] for b in st_["histogram"]]
+        assert counts == [2, 0, 0, 0, 0, 0, 0, 0, 1]
+        assert st_["histogram"][0]["start"] == format_timestamp((now - 660) * 1_000_000)
