@@ -154,7 +154,7 @@ async def start(
         registry = make_registry(
             store,
             lambda: list(daemon.listeners.values()),
-            http_stats=lambda: getattr(daemon.app, "http_stats", None),
+            http_stats=lambda: daemon.app.stats if daemon.app is not None else None,
             reloads=daemon.reloads,
             started_at=daemon.started_at,
         )
@@ -466,16 +466,11 @@ async def _start_http_server(daemon: Daemon, bind: str) -> asyncio.Server:
 
 async def _reload_http(daemon: Daemon, old: HttpConfig, new: HttpConfig) -> list[str]:
     """http.bind: bind the new port, then close the old one (its open
-    connections finish on their own). Other http.* keys need a restart."""
-    changed = [
-        f.name
-        for f in dataclasses.fields(HttpConfig)
-        if getattr(old, f.name) != getattr(new, f.name)
-    ]
-    later = [k for k in changed if k != "bind"]
-    if later:
-        log.warning("reload: http.%s changed; takes effect after a restart", ", http.".join(later))
-    if "bind" not in changed or daemon.app is None or daemon.http_server is None:
+    connections finish on their own). The other http.* keys are read per
+    request, so they apply from the next request on."""
+    if daemon.app is not None:
+        daemon.app.http = new
+    if old.bind == new.bind or daemon.app is None or daemon.http_server is None:
         return []
     old_server = daemon.http_server
     try:

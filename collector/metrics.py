@@ -26,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from collector import __version__
+from collector.http import HttpStats
 from collector.listeners import Listener
 from collector.store import Store
 
@@ -94,22 +95,6 @@ def _socket_inodes(lst: Listener) -> list[int]:
     return inodes
 
 
-def _cumulative(
-    bounds: Sequence[float], counts: Sequence[int], total: int
-) -> list[tuple[str, float]]:
-    """Per-bucket counts -> Prometheus cumulative buckets ending in +Inf.
-
-    `counts[i]` is the number of observations <= bounds[i] and above the
-    previous bound; an optional extra last entry counts those above all."""
-    out: list[tuple[str, float]] = []
-    running = 0
-    for bound, n in zip(bounds, counts, strict=False):
-        running += int(n)
-        out.append((repr(float(bound)), running))
-    out.append(("+Inf", max(total, running)))
-    return out
-
-
 class DaemonCollector(Collector):
     """Reads the daemon's counters at scrape time; see docs/operations.md for
     the list of metric names."""
@@ -119,7 +104,7 @@ class DaemonCollector(Collector):
         store: Store,
         listeners: Callable[[], Iterable[Listener]],
         *,
-        http_stats: Callable[[], Any] = lambda: None,
+        http_stats: Callable[[], HttpStats | None] = lambda: None,
         reloads: ReloadStats | None = None,
         started_at: float | None = None,
         proc_net_udp: Sequence[str] = PROC_NET_UDP,
@@ -298,41 +283,44 @@ class DaemonCollector(Collector):
         )
 
     def _http(self) -> Iterator[Metric]:
-        stats = self.http_stats()
+        stats: HttpStats | None = self.http_stats()
         if stats is None:
             return
-        requests: Mapping[tuple[str, int], int] | None = getattr(stats, "requests", None)
-        if requests is not None:
-            fam = CounterMetricFamily(
-                "collector_http_requests",
-                "HTTP requests answered, by route and status",
-                labels=["route", "status"],
-            )
-            for (route, status), n in sorted(requests.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-                fam.add_metric([str(route), str(status)], n)
-            yield fam
-        durations: Mapping[str, Any] | None = getattr(stats, "durations", None)
-        if durations is not None:
-            hist = HistogramMetricFamily(
-                "collector_http_request_duration_seconds",
-                "Time to answer an HTTP request, by route",
-                labels=["route"],
-            )
-            shared_bounds = getattr(stats, "duration_buckets", None)
-            for route, h in sorted(durations.items()):
-                bounds = getattr(h, "bounds", None) or shared_bounds or ()
-                total = int(getattr(h, "count", 0))
-                hist.add_metric(
-                    [str(route)],
-                    _cumulative(bounds, getattr(h, "counts", ()), total),
-                    sum_value=float(getattr(h, "sum", 0.0)),
-                )
-            yield hist
-        tails = getattr(stats, "active_tails", None)
-        if isinstance(tails, int):
-            yield GaugeMetricFamily(
-                "collector_http_active_tails", "GET /tail streams open now", value=tails
-            )
+        fam = CounterMetricFamily(
+            "collector_http_requests",
+            "HTTP requests answered, by route and status",
+            labels=["route", "status"],
+        )
+        for (route, status), n in sorted(stats.requests.items()):
+            fam.add_metric([route, str(status)], n)
+        yield fam
+        hist = HistogramMetricFamily(
+            "collector_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            labels=["route"],
+        )
+        for route, d in sorted(stats.duration.items()):
+            buckets = [("+Inf" if b == float("inf") else repr(b), n) for b, n in d.cumulative()]
+            hist.add_metric([route], buckets, sum_value=d.sum)
+        yield hist
+        yield GaugeMetricFamily(
+            "collector_http_active_tails", "GET /tail streams open now", value=stats.active_tails
+        )
+        yield CounterMetricFamily(
+            "collector_http_tails_dropped",
+            "GET /tail clients cut off for falling too far behind",
+            value=stats.tails_dropped,
+        )
+        yield CounterMetricFamily(
+            "collector_http_connections_refused",
+            "HTTP connections refused over http.max_connections",
+            value=stats.connections_refused,
+        )
+        yield CounterMetricFamily(
+            "collector_http_request_timeouts",
+            "HTTP requests not complete within http.idle_timeout (408)",
+            value=stats.timeouts,
+        )
 
     def _reloads(self) -> Iterator[Metric]:
         r = self.reloads

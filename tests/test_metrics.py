@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from collector import __version__
 from collector.config import ListenerConfig
+from collector.http import HttpStats
 from collector.metrics import DaemonCollector, ReloadStats, make_registry, read_udp_drops
 from collector.store import Store
 from tests.support import http_request, listener_addr, local_config, running_daemon, wait_for
@@ -156,30 +157,15 @@ def test_a_store_without_the_newer_fields_simply_has_no_such_samples() -> None:
     assert _value(reg, "collector_store_out_of_order_inserts_total") is None
 
 
-@dataclass
-class _Histogram:
-    counts: list[int]
-    sum: float = 0.0
-    count: int = 0
-
-
-@dataclass
-class _HttpStats:
-    """Shaped like App.http_stats (the HTTP stage's HttpStats)."""
-
-    requests: dict[tuple[str, int], int] = field(default_factory=dict)
-    duration_buckets: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
-    durations: dict[str, _Histogram] = field(default_factory=dict)
-    active_tails: int = 0
-
-
-def _filled_http_stats() -> _HttpStats:
-    return _HttpStats(
-        requests={("/logs", 200): 5, ("/logs", 400): 2, ("/metrics", 200): 1},
-        # 5 requests: 2 <= 1ms, 1 <= 10ms, 0 <= 100ms, 1 <= 1s, 1 above
-        durations={"/logs": _Histogram([2, 1, 0, 1, 1], sum=2.5, count=5)},
-        active_tails=3,
-    )
+def _filled_http_stats() -> HttpStats:
+    stats = HttpStats(active_tails=3)
+    # 5 /logs requests: 2 <= 1ms, 1 <= 10ms, 0 <= 100ms, 1 <= 1s, 1 above
+    for seconds in (0.0002, 0.0009, 0.007, 0.6, 1.6):
+        stats.count("/logs", 200, seconds)
+    stats.count("/logs", 400, 0.0001)
+    stats.count("/logs", 400, 0.0001)
+    stats.count("/metrics", 200, 0.002)
+    return stats
 
 
 def test_http_requests_duration_histogram_and_tails() -> None:
@@ -189,13 +175,15 @@ def test_http_requests_duration_histogram_and_tails() -> None:
     assert _value(reg, "collector_http_requests_total", route="/logs", status="400") == 2
     assert _value(reg, "collector_http_requests_total", route="/metrics", status="200") == 1
     bucket = "collector_http_request_duration_seconds_bucket"
-    assert _value(reg, bucket, route="/logs", le="0.001") == 2
-    assert _value(reg, bucket, route="/logs", le="0.01") == 3
-    assert _value(reg, bucket, route="/logs", le="0.1") == 3
-    assert _value(reg, bucket, route="/logs", le="1.0") == 4
-    assert _value(reg, bucket, route="/logs", le="+Inf") == 5
-    assert _value(reg, "collector_http_request_duration_seconds_count", route="/logs") == 5
-    assert _value(reg, "collector_http_request_duration_seconds_sum", route="/logs") == 2.5
+    assert _value(reg, bucket, route="/logs", le="0.001") == 4
+    assert _value(reg, bucket, route="/logs", le="0.01") == 5
+    assert _value(reg, bucket, route="/logs", le="0.1") == 5
+    assert _value(reg, bucket, route="/logs", le="1.0") == 6
+    assert _value(reg, bucket, route="/logs", le="+Inf") == 7
+    assert _value(reg, "collector_http_request_duration_seconds_count", route="/logs") == 7
+    assert _value(
+        reg, "collector_http_request_duration_seconds_sum", route="/logs"
+    ) == pytest.approx(2.2083)
     assert _value(reg, "collector_http_active_tails") == 3
 
 

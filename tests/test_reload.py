@@ -310,11 +310,13 @@ async def test_a_listener_on_an_inherited_socket_is_rebound_on_the_same_socket()
         inherited.close()
 
 
-async def test_http_settings_other_than_bind_are_named_as_needing_a_restart(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_a_new_auth_token_and_body_limit_apply_from_the_next_request() -> None:
     async with running_daemon() as d:
+        assert (await http_request(d.http_address, "GET", "/logs")).status == 200
         new = replace(d.config, http=replace(d.config.http, auth_token="s3cret", max_body=1024))
-        with caplog.at_level(logging.WARNING, logger="collector.daemon"):
-            assert await reload(d, new) is True
-        assert "http.auth_token, http.max_body changed; takes effect after a restart" in caplog.text
+        assert await reload(d, new) is True
+        assert (await http_request(d.http_address, "GET", "/logs")).status == 401
+        authed = {"Authorization": "Bearer s3cret"}
+        assert (await http_request(d.http_address, "GET", "/logs", headers=authed)).status == 200
+        big = await http_request(d.http_address, "POST", "/logs", b"x" * 2000, headers=authed)
+        assert big.status == 413
