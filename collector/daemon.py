@@ -117,10 +117,12 @@ async def start(config: Config) -> Daemon:
 async def stop(daemon: Daemon) -> None:
     """Ordered shutdown: listeners first (their data is stored), then HTTP."""
     daemon.stop_event.set()
-    for lst in daemon.listeners.values():
-        lst.close()
-    # Let protocols deliver what their sockets already handed over.
-    await asyncio.sleep(0)
+    # Listeners stop accepting, store every complete frame already read and
+    # close their connections, each bounded.
+    if daemon.listeners:
+        await asyncio.gather(
+            *(lst.aclose(SHUTDOWN_STEP_TIMEOUT) for lst in daemon.listeners.values())
+        )
     if daemon.http_server is not None:
         daemon.http_server.close()
         if daemon.app is not None:
