@@ -34,10 +34,8 @@ Sink = Callable[[list[Record]], None]
 Parser = Callable[[bytes, int, "str | None", ParseOptions, bool], Record]
 
 # Drop reasons (the `reason` label of collector_messages_dropped_total):
-CONNECTION_LIMIT = (
-    "connection_limit"  # a TCP connection over max_connections, closed unread (per connection)
-)
-OVERLOAD = "overload"  # a datagram that found the parse backlog full
+# A TCP connection over max_connections, closed unread (counts connections):
+CONNECTION_LIMIT = "connection_limit"
 SINK_ERROR = "sink_error"  # the store raised on a batch (a bug): the batch is lost
 # ... and from collector.framing: "bad_length", "incomplete_frame".
 
@@ -50,8 +48,9 @@ LOW_WATER = 1024 * 1024
 # Frames parsed per loop iteration at most, so HTTP and other listeners get the
 # loop between chunks of a large backlog (~20 ms at 5 us/message).
 FLUSH_FRAMES = 4096
-# Datagrams waiting for the next flush at most; UDP cannot be paused.
-DGRAM_BACKLOG = 65536
+# Datagrams read per readiness callback at most: the batch for one flush.
+# Reading stops there, so a flood waits in the kernel's receive buffer.
+READ_BATCH = 256
 # Linux: SO_RCVBUFFORCE lets root go past net.core.rmem_max (not in `socket`).
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 LOG_EVERY = 10.0  # seconds between two warnings of one kind from one listener
@@ -161,13 +160,20 @@ class _Ingest:
         if not self.connections and self.all_closed is not None:
             self.all_closed.set()
 
-    def datagram(self, data: bytes, addr: Any) -> None:
-        dgrams = self._dgrams
-        if len(dgrams) >= DGRAM_BACKLOG:
-            self.stats.drop(OVERLOAD)
-            return
-        dgrams.append((data, addr))
-        if not self._scheduled:
+    def read_datagrams(self, sock: socket.socket, bufsize: int) -> None:
+        """Readiness callback: read what the kernel holds (up to READ_BATCH)
+        and parse it as one batch on this loop iteration."""
+        recvfrom = sock.recvfrom
+        append = self._dgrams.append
+        for _ in range(READ_BATCH):
+            try:
+                append(recvfrom(bufsize))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # e.g. an ICMP error reported on the socket
+                self.warn("recv", "receive error: %s", e)
+                break
+        if self._dgrams and not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)
 
@@ -365,20 +371,6 @@ class StreamProtocol(asyncio.Protocol):
         self.transport.close()
 
 
-class DatagramProtocol(asyncio.DatagramProtocol):
-    """UDP and unix datagrams: one message per datagram (RFC 5426 §3.1)."""
-
-    def __init__(self, ingest: _Ingest) -> None:
-        self.datagram_received = ingest.datagram  # type: ignore[method-assign]
-        self.ingest = ingest
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:  # replaced per instance
-        self.ingest.datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.ingest.warn("recv", "receive error: %s", exc)
-
-
 class Listener:
     """A bound listener: its config, counters, address, and how to close it."""
 
@@ -387,7 +379,8 @@ class Listener:
         self.ingest = ingest
         self.address: tuple[str, int] | str | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._transport: asyncio.BaseTransport | None = None
+        self._sock: socket.socket | None = None  # udp/unix: read by add_reader
+        self._bufsize = 65536
         self._unix_path: str | None = None
         self._unix_ino: int | None = None
         self._closed = False
@@ -409,8 +402,8 @@ class Listener:
             proto.finish()
             if proto.transport is not None:
                 proto.transport.close()
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._close_datagram_socket()
         ingest.flush_all()
         self._remove_unix_path()
 
@@ -427,6 +420,21 @@ class Listener:
             if proto.transport is not None:
                 proto.transport.abort()
         ingest.flush_all()
+
+    def _close_datagram_socket(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        self._sock = None
+        ingest = self.ingest
+        ingest.loop.remove_reader(sock.fileno())
+        # Datagrams already in the kernel's buffer are complete messages:
+        # read them (bounded) before closing.
+        for _ in range(64):
+            before = len(ingest._dgrams)
+            ingest.read_datagrams(sock, self._bufsize)
+            if len(ingest._dgrams) == before:
+                break
+        sock.close()
 
     def _remove_unix_path(self) -> None:
         path = self._unix_path
@@ -541,15 +549,17 @@ async def start_listener(
     log.log(
         level, "listener %s: receive buffer %d bytes (asked %d)", cfg.name, granted, cfg.recv_buffer
     )
+    # One recvfrom per datagram: a longer datagram is cut by the kernel and,
+    # being over max_message_bytes, flagged when parsed.
+    listener._bufsize = max(65536, max_message_bytes + 1)
     name = sock.getsockname()
     try:
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: DatagramProtocol(ingest), sock=sock
-        )
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), ingest.read_datagrams, sock, listener._bufsize)
     except BaseException:
         listener._remove_unix_path()
         sock.close()
         raise
-    listener._transport = transport
+    listener._sock = sock
     listener.address = name[:2] if isinstance(name, tuple) else name
     return listener
