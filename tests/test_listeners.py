@@ -22,7 +22,14 @@ from collector.daemon import StartupError
 from collector.listeners import Listener, start_listener
 from collector.parse import ParseOptions
 from collector.record import Record
-from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
+from tests.support import (
+    get_json,
+    http_request,
+    listener_addr,
+    local_config,
+    running_daemon,
+    wait_for,
+)
 
 
 async def _logs(d: Any) -> list[dict[str, Any]]:
@@ -414,3 +421,102 @@ async def test_an_inherited_unix_socket_is_served_and_its_file_left_to_its_owner
             s.sendto(b"<13>inherited unix", str(path))
         await wait_for(lambda: len(records) == 1)
     assert path.exists()  # systemd owns it
+
+
+# -- failures inside the daemon stay inside one frame or batch -------------------
+
+
+async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = listeners_mod.parse_syslog
+
+    def fragile(data: bytes, *args: Any) -> Record:
+        if b"boom" in data:
+            raise ValueError("parser bug")
+        return real(data, *args)
+
+    monkeypatch.setattr(listeners_mod, "parse_syslog", fragile)
+    async with _listener(_tcp_cfg()) as (lst, records):
+        addr = lst.address
+        assert isinstance(addr, tuple)
+        await _send_tcp(addr, b"<13>before\n<13>boom\n<13>after\n")
+        await wait_for(lambda: len(records) == 3)
+        assert [(r.message, r.format) for r in records] == [
+            ("before", "rfc3164"),
+            ("<13>boom", "raw"),
+            ("after", "rfc3164"),
+        ]
+        assert lst.stats.raw == 1
+
+
+async def test_a_failing_sink_loses_that_batch_counted_and_the_listener_carries_on() -> None:
+    calls: list[int] = []
+
+    def sink(recs: list[Record]) -> None:
+        calls.append(len(recs))
+        if len(calls) == 1:
+            raise RuntimeError("store bug")
+
+    cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
+    lst = await start_listener(cfg, sink, ParseOptions(), 1024)
+    try:
+        addr = lst.address
+        assert isinstance(addr, tuple)
+        _send_udp(addr, b"<13>first")
+        await wait_for(lambda: lst.stats.dropped.get("sink_error") == 1)
+        _send_udp(addr, b"<13>second")
+        await wait_for(lambda: len(calls) == 2)
+    finally:
+        await lst.aclose()
+
+
+async def test_drop_counters_reach_the_metrics_endpoint() -> None:
+    async with running_daemon() as d:
+        await _send_tcp(listener_addr(d, "tcp"), b"99999999999 <13>bad\n12 <13>incompl")
+        stats = d.listeners["tcp"].stats
+        await wait_for(lambda: stats.dropped == {"bad_length": 1, "incomplete_frame": 1})
+        answer = await http_request(d.http_address, "GET", "/metrics")
+        text = answer.body.decode()
+        assert 'collector_messages_dropped_total{listener="tcp",reason="bad_length"} 1.0' in text
+        assert (
+            'collector_messages_dropped_total{listener="tcp",reason="incomplete_frame"} 1.0' in text
+        )
+
+
+async def test_json_lines_over_udp_are_one_object_per_datagram() -> None:
+    cfg = local_config(
+        ListenerConfig(name="ju", transport="udp", format="json", bind="127.0.0.1:0")
+    )
+    async with running_daemon(cfg) as d:
+        _send_udp(listener_addr(d, "ju"), b'{"message": "over udp", "service": "api"}\n')
+        (rec,) = await _wait_logs(d, 1)
+        assert (rec["format"], rec["message"], rec["service"]) == ("json", "over udp", "api")
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def test_ipv6_loopback_listeners_take_messages_and_name_the_v6_sender() -> None:
+    if not _has_ipv6():
+        pytest.skip("no IPv6 loopback on this machine")
+    cfg = local_config(
+        ListenerConfig(name="u6", transport="udp", bind="[::1]:0"),
+        ListenerConfig(name="t6", transport="tcp", bind="[::1]:0"),
+    )
+    async with running_daemon(cfg) as d:
+        host, port = listener_addr(d, "u6")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.sendto(b"plain v6 datagram", (host, port))
+        _, writer = await asyncio.open_connection(*listener_addr(d, "t6"))
+        writer.write(b"plain v6 stream\n")
+        writer.close()
+        await writer.wait_closed()
+        logs = await _wait_logs(d, 2)
+        assert {r["host"] for r in logs} == {"::1"}
