@@ -120,6 +120,7 @@ class _Ingest:
         self.all_closed: asyncio.Event | None = None  # set by aclose, fired by the last close
         self._batches: deque[tuple[list[Frame], str | None, int]] = deque()
         self._dgrams: list[tuple[bytes, Any]] = []
+        self._senders: dict[str, str] = {}
         self._backlog = 0  # bytes in _batches
         self._paused: set[StreamProtocol] = set()
         self._scheduled = False
@@ -236,6 +237,7 @@ class _Ingest:
         opts = self.opts
         cap = self.max_bytes
         local = self.local_sender
+        senders = self._senders
         append = recs.append
         nbytes = raw = truncated = 0
         for data, addr in dgrams:
@@ -248,7 +250,16 @@ class _Ingest:
                 # Contract: the whole frame is cut before parsing, flagged, counted.
                 data = data[:cap].rstrip(STRIP)
                 truncated += 1
-            sender = addr[0] if local is None and isinstance(addr, tuple) else local
+            if local is None:
+                # One str per sender, not per datagram: records share it.
+                ip = addr[0]
+                sender = senders.get(ip)
+                if sender is None:
+                    if len(senders) >= 4096:
+                        senders.clear()
+                    sender = senders[ip] = ip
+            else:
+                sender = local
             try:
                 rec = parse(data, now, sender, opts, cut)
             except Exception:
