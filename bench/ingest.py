@@ -499,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="apt-get download + dpkg -x syslog-ng-core into bench/out/peers first",
     )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only the in-process CPU breakdown: listener, parse, store, GC",
+    )
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--tcp-messages", type=int, default=None)
     ap.add_argument("--udp-rate", type=int, default=100_000)
@@ -516,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     udp_s = args.udp_seconds or (1.0 if args.quick else 3.0)
     ramp = [int(x) for x in (args.udp_ramp or "").split(",") if x]
 
+    if args.breakdown:
+        breakdown(args.tcp_messages or (50_000 if args.quick else 200_000), runs)
+        return 0
     loggen = find_loggen()
     print(f"load generator: {'loggen' if loggen else 'python sender (loggen not found)'}")
     targets: list[Callable[[], Target]] = [Collector]
@@ -583,6 +591,84 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BREAKDOWN = [
+    "full",
+    "full,nogc",
+    "noparse",
+    "noparse,nogc",
+    "noparse,nostore",
+    "noparse,nostore,nogc",
+]
+
+
+def breakdown_one(mode: str, n: int) -> None:
+    """In-process (uvloop): one TCP listener fed by loggen/Python, with the
+    parser and/or store replaced and the cyclic GC on or off; prints CPU us/msg.
+    Each mode runs in its own process: GC and patching are process-wide."""
+    import gc
+
+    import uvloop
+
+    from collector import listeners
+    from collector.config import ListenerConfig
+    from collector.parse import ParseOptions
+    from collector.record import Record
+    from collector.store import Store
+
+    if "noparse" in mode:
+
+        def noop(
+            data: bytes, now: int, sender: str | None, opts: object, cut: bool = False
+        ) -> Record:
+            return Record(now, now, sender, None, None, None, 1, 5, "", None, None, "rfc5424")
+
+        listeners.parse_syslog = noop  # type: ignore[assignment]
+    if "nogc" in mode:
+        gc.disable()
+
+    async def run() -> None:
+        store = Store(ttl_us=3600 * 10**6, max_records=10**8, max_memory=1 << 36)
+        store_sink = (lambda recs: None) if "nostore" in mode else store.add_many
+        done = asyncio.Event()
+        seen = 0
+
+        def sink(recs: list[Record]) -> None:
+            nonlocal seen
+            store_sink(recs)
+            seen += len(recs)
+            if seen >= n:
+                done.set()
+
+        cfg = ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0")
+        lst = await listeners.start_listener(cfg, sink, ParseOptions(), 65536)
+        assert isinstance(lst.address, tuple)
+        c0 = time.process_time()
+        sender = tcp_load(lst.address[1], n, find_loggen())
+        await done.wait()
+        cpu = time.process_time() - c0
+        sender.wait()
+        await lst.aclose()
+        print(f"{mode}\t{1e6 * cpu / n:.2f}", flush=True)
+
+    uvloop.run(run())
+
+
+def breakdown(n: int, rounds: int) -> None:
+    """Where a message's CPU goes: the listener path alone vs parse, store, GC."""
+    times: dict[str, list[float]] = {m: [] for m in BREAKDOWN}
+    for _ in range(rounds):
+        for mode in BREAKDOWN:
+            out = subprocess.run(
+                [sys.executable, __file__, "--breakdown-one", mode, str(n)],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout  # fmt: skip
+            times[mode].append(float(out.strip().split("\t")[1]))
+    rows = [["in-process TCP, uvloop", "CPU us/msg (median)", "runs"]]
+    for mode, ts in times.items():
+        rows.append([mode, f"{statistics.median(ts):.2f}", str(len(ts))])
+    print(_table(rows))
+
+
 def serve_noop(config: str) -> int:
     """The daemon with parsing replaced by a constant-cost record builder:
     what remains is the listener path (framing, batching) and the store."""
@@ -603,6 +689,9 @@ def serve_noop(config: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-noop":
         sys.exit(serve_noop(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--breakdown-one":
+        breakdown_one(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--send-tcp":
         send_tcp(int(sys.argv[2]), int(sys.argv[3]))
         sys.exit(0)
