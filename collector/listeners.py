@@ -37,6 +37,7 @@ Parser = Callable[[bytes, int, "str | None", ParseOptions, bool], Record]
 # A TCP connection over max_connections, closed unread (counts connections):
 CONNECTION_LIMIT = "connection_limit"
 SINK_ERROR = "sink_error"  # the store raised on a batch (a bug): the batch is lost
+FRAMING_ERROR = "framing_error"  # the framer raised (a bug): that connection is closed
 # ... and from collector.framing: "bad_length", "incomplete_frame".
 
 # Backpressure ("behind"): bytes framed but not yet parsed and stored. Over
@@ -340,7 +341,20 @@ class StreamProtocol(asyncio.Protocol):
         ingest.stats.bytes += len(data)
         if self._idle is not None:
             self._last = ingest.loop.time()
-        frames = self.framer.feed(data)
+        try:
+            frames = self.framer.feed(data)
+        except Exception:  # a framer bug: this stream's framing is lost, not the daemon
+            ingest.stats.drop(FRAMING_ERROR)
+            ingest.warn(
+                "framing",
+                "framing failed near %r; connection closed",
+                _sanitise(data),
+                exc_info=True,
+            )
+            self._finished = True
+            if self.transport is not None:
+                self.transport.abort()
+            return
         if frames and ingest.submit(frames, self.sender, len(data)):
             ingest.pause(self)
 

@@ -520,3 +520,28 @@ async def test_ipv6_loopback_listeners_take_messages_and_name_the_v6_sender() ->
         await writer.wait_closed()
         logs = await _wait_logs(d, 2)
         assert {r["host"] for r in logs} == {"::1"}
+
+
+async def test_a_framer_crash_closes_only_that_connection_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector.framing import StreamFramer
+
+    real = StreamFramer.feed
+
+    def fragile(self: StreamFramer, data: bytes) -> list[tuple[bytes, bool]]:
+        if b"explode" in data:
+            raise IndexError("framer bug")
+        return real(self, data)
+
+    monkeypatch.setattr(StreamFramer, "feed", fragile)
+    async with _listener(_tcp_cfg()) as (lst, records):
+        addr = lst.address
+        assert isinstance(addr, tuple)
+        async with _tcp(addr) as (_, good):
+            good.write(b"<13>from the good one\n")
+            await _send_tcp(addr, b"<13>explode\n")
+            await wait_for(lambda: lst.stats.dropped.get("framing_error") == 1)
+            good.write(b"<13>still served\n")
+            await wait_for(lambda: len(records) == 2)
+        assert [r.message for r in records] == ["from the good one", "still served"]
