@@ -202,9 +202,18 @@ class StreamFramer:
                         return
                 else:
                     digits = data[pos:sp]
-                    if digits.isdigit():
+                    start = sp + 1
+                    # RFC 6587 §3.4.1: MSG-LEN SP SYSLOG-MSG, and a SYSLOG-MSG
+                    # starts with "<" (PRI). Without it the frame is a line,
+                    # so "500 Internal Server Error" cannot swallow 500 bytes.
+                    if not digits.isdigit():
+                        pass
+                    elif start >= n:
+                        self._prefix = data[pos:n]  # is a "<" next? wait and see
+                        self._state = _PREFIX
+                        return
+                    elif data[start] == 0x3C:
                         count = int(digits)
-                        start = sp + 1
                         end = start + count
                         if count > max_count:
                             # A bad length loses this frame only: skip to a delimiter.

@@ -56,34 +56,41 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
     ),
     (
         "octet counted frames back to back",
-        b"5 hello6 world!",
-        [(b"hello", False), (b"world!", False)],
+        b"6 <hello7 <world!",
+        [(b"<hello", False), (b"<world!", False)],
         {},
     ),
     (
         "an LF at the end inside a counted frame is stripped",
-        b"6 hello\n7 world!\n",
-        [(b"hello", False), (b"world!", False)],
+        b"7 <hello\n8 <world!\n",
+        [(b"<hello", False), (b"<world!", False)],
         {},
     ),
     (
         "an LF in the middle of a counted frame is kept",
-        b"11 hello\nworld",
-        [(b"hello\nworld", False)],
+        b"12 <hello\nworld",
+        [(b"<hello\nworld", False)],
         {},
     ),
     (
         "an LF after a counted frame is skipped",
-        b"5 hello\n5 world\n",
-        [(b"hello", False), (b"world", False)],
+        b"6 <hello\n6 <world\n",
+        [(b"<hello", False), (b"<world", False)],
         {},
     ),
     (
         "counted and delimited mixed per frame",
-        b"5 hello<13>line\n3 abc<13>z\x00",
-        [(b"hello", False), (b"<13>line", False), (b"abc", False), (b"<13>z", False)],
+        b"6 <hello<13>line\n4 <abc<13>z\x00",
+        [(b"<hello", False), (b"<13>line", False), (b"<abc", False), (b"<13>z", False)],
         {},
     ),
+    (
+        "a count not followed by a PRI is a line, not a frame",
+        b"500 Internal Server Error\n<13>next\n",
+        [(b"500 Internal Server Error", False), (b"<13>next", False)],
+        {},
+    ),
+    ("a count and SP at EOF are a line", b"<13>a\n42 ", [(b"<13>a", False), (b"42 ", False)], {}),
     (
         "an unterminated last line is a message",
         b"<13>a\n<13>last",
@@ -92,19 +99,19 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
     ),
     (
         "an incomplete counted frame at EOF is dropped and counted",
-        b"<13>a\n10 abc",
+        b"<13>a\n10 <abc",
         [(b"<13>a", False)],
         {"incomplete_frame": 1},
     ),
     (
         "a huge length loses that frame only",
-        b"99999999999 junk junk\n<13>next\n",
+        b"99999999999 <13>junk junk\n<13>next\n",
         [(b"<13>next", False)],
         {"bad_length": 1},
     ),
     (
         "a huge length at EOF is still one bad frame",
-        b"<13>a\n123456789 junk",
+        b"<13>a\n123456789 <junk",
         [(b"<13>a", False)],
         {"bad_length": 1},
     ),
@@ -130,8 +137,8 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
     ),
     (
         "an over-long counted frame is cut, the rest discarded",
-        b"100 " + X64 + b"z" * 36 + b"<13>ok\n",
-        [(X64, True), (b"<13>ok", False)],
+        b"100 <" + X64[1:] + b"z" * 36 + b"<13>ok\n",
+        [(b"<" + X64[1:], True), (b"<13>ok", False)],
         {},
     ),
     (
@@ -142,8 +149,8 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
     ),
     (
         "a counted frame of max bytes plus its LF is not truncated",
-        b"65 " + X64 + b"\n",
-        [(X64, False)],
+        b"65 <" + X64[1:] + b"\n",
+        [(b"<" + X64[1:], False)],
         {},
     ),
     (
@@ -154,8 +161,8 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
     ),
     (
         "an over-long incomplete counted frame keeps its cut head",
-        b"500 " + X64 + b"more",
-        [(X64, True)],
+        b"500 <" + X64 + b"more",
+        [(b"<" + X64[:63], True)],
         {},
     ),
     (
@@ -236,7 +243,8 @@ def test_a_counted_frame_split_inside_its_length_prefix_is_whole() -> None:
     framer = syslog_framer(1024)
     assert framer.feed(b"1") == []
     assert framer.feed(b"1") == []
-    assert framer.feed(b" <13>hello") == []
+    assert framer.feed(b" ") == []
+    assert framer.feed(b"<13>hello") == []
     assert framer.feed(b"!\n") == [(b"<13>hello!", False)]
 
 
