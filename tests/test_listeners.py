@@ -273,7 +273,7 @@ async def test_an_idle_connection_is_closed_after_idle_timeout() -> None:
         addr = lst.address
         assert isinstance(addr, tuple)
         async with _tcp(addr) as (reader, writer):
-            writer.write(b"<13>hello\n<13>partial")
+            writer.write(b"<13>1 - h app - - - hello\n<13>1 - h app - - - partial")
             assert await asyncio.wait_for(reader.read(), 5) == b""
         assert lst.stats.idle_closed == 1
         assert [r.message for r in records] == ["hello", "partial"]
@@ -289,7 +289,7 @@ async def test_a_backlog_over_the_high_water_mark_pauses_reading_and_loses_nothi
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
-        payload = b"".join(b"<13>message number %d\n" % i for i in range(n))
+        payload = b"".join(b"<13>1 - h app - - - message number %d\n" % i for i in range(n))
         async with _tcp(addr) as (_, writer):
             writer.write(payload)
             await writer.drain()
@@ -305,9 +305,10 @@ async def test_shutdown_delivers_what_was_read_and_closes_connections() -> None:
     addr = lst.address
     assert isinstance(addr, tuple)
     async with _tcp(addr) as (reader, writer):
-        writer.write(b"<13>complete\n<13>no newline yet")
+        payload = b"<13>1 - h app - - - complete\n<13>1 - h app - - - no newline yet"
+        writer.write(payload)
         await writer.drain()
-        await wait_for(lambda: lst.stats.bytes == 31)
+        await wait_for(lambda: lst.stats.bytes == len(payload))
         await lst.aclose(2.0)
         assert await asyncio.wait_for(reader.read(), 5) == b""
     assert [r.message for r in records] == ["complete", "no newline yet"]
@@ -440,12 +441,15 @@ async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
-        await _send_tcp(addr, b"<13>before\n<13>boom\n<13>after\n")
+        await _send_tcp(
+            addr,
+            b"<13>1 - h app - - - before\n<13>1 - h app - - - boom\n<13>1 - h app - - - after\n",
+        )
         await wait_for(lambda: len(records) == 3)
         assert [(r.message, r.format) for r in records] == [
-            ("before", "rfc3164"),
-            ("<13>boom", "raw"),
-            ("after", "rfc3164"),
+            ("before", "rfc5424"),
+            ("<13>1 - h app - - - boom", "raw"),
+            ("after", "rfc5424"),
         ]
         assert lst.stats.raw == 1
 
@@ -539,9 +543,36 @@ async def test_a_framer_crash_closes_only_that_connection_and_is_counted(
         addr = lst.address
         assert isinstance(addr, tuple)
         async with _tcp(addr) as (_, good):
-            good.write(b"<13>from the good one\n")
+            good.write(b"<13>1 - h app - - - from the good one\n")
             await _send_tcp(addr, b"<13>explode\n")
             await wait_for(lambda: lst.stats.dropped.get("framing_error") == 1)
-            good.write(b"<13>still served\n")
+            good.write(b"<13>1 - h app - - - still served\n")
             await wait_for(lambda: len(records) == 2)
         assert [r.message for r in records] == ["from the good one", "still served"]
+
+
+async def test_closing_a_udp_listener_still_stores_datagrams_waiting_in_the_kernel() -> None:
+    records: list[Record] = []
+    cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
+    lst = await start_listener(cfg, records.extend, ParseOptions(), 1024)
+    addr = lst.address
+    assert isinstance(addr, tuple)
+    # Loopback delivers into the receive buffer before sendto returns; no
+    # await in between, so the loop has not read any of them.
+    _send_udp(addr, *(b"<13>1 - h app - - - queued %d" % i for i in range(100)))
+    lst.close()
+    assert [r.message for r in records] == [f"queued {i}" for i in range(100)]
+
+
+async def test_a_unix_datagram_over_64_kib_is_cut_to_max_message_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "big.sock"
+    async with _listener(_unix_cfg(path), max_bytes=65536) as (lst, records):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.sendto(b"<13>" + b"b" * 100_000, str(path))
+        await wait_for(lambda: len(records) == 1)
+        (rec,) = records
+        assert rec.fields == {"truncated": True}
+        assert 65536 - len(b"<13>") <= len(rec.message) <= 65536
+        assert rec.message.endswith("b" * 1000)
+        assert lst.stats.truncated == 1
