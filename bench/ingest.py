@@ -504,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the in-process CPU breakdown: listener, parse, store, GC",
     )
+    ap.add_argument(
+        "--udp-paths",
+        action="store_true",
+        help="only compare UDP receive paths (transport, add_reader, asyncio-dgram) under uvloop and asyncio",
+    )
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--tcp-messages", type=int, default=None)
     ap.add_argument("--udp-rate", type=int, default=100_000)
@@ -521,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     udp_s = args.udp_seconds or (1.0 if args.quick else 3.0)
     ramp = [int(x) for x in (args.udp_ramp or "").split(",") if x]
 
+    if args.udp_paths:
+        udp_paths(args.udp_rate, udp_s, runs)
+        return 0
     if args.breakdown:
         breakdown(args.tcp_messages or (50_000 if args.quick else 200_000), runs)
         return 0
@@ -669,6 +677,118 @@ def breakdown(n: int, rounds: int) -> None:
     print(_table(rows))
 
 
+UDP_PATHS = ["transport", "add_reader", "asyncio-dgram"]
+
+
+def udp_path_one(variant: str, loop_kind: str, rate: int, seconds: float) -> None:
+    """One UDP receive path in-process, no-op sink, fed a paced load; prints
+    received %, CPU us/datagram and datagrams per flush."""
+    import uvloop
+
+    n = int(rate * seconds)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        pending: list[tuple[bytes, object]] = []
+        got = flushes = 0
+        scheduled = False
+
+        def flush() -> None:
+            nonlocal got, flushes, scheduled
+            scheduled = False
+            got += len(pending)
+            flushes += 1
+            pending.clear()
+
+        def schedule() -> None:
+            nonlocal scheduled
+            if not scheduled:
+                scheduled = True
+                loop.call_soon(flush)
+
+        closers: list[Callable[[], None]] = []
+        if variant == "transport":
+
+            class Proto(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: object) -> None:
+                    pending.append((data, addr))
+                    schedule()
+
+            transport, _ = await loop.create_datagram_endpoint(Proto, sock=sock)
+            closers.append(transport.close)
+        elif variant == "add_reader":
+
+            def ready() -> None:
+                recvfrom = sock.recvfrom
+                for _ in range(256):
+                    try:
+                        pending.append(recvfrom(65536))
+                    except BlockingIOError:
+                        break
+                schedule()
+
+            loop.add_reader(sock.fileno(), ready)
+            closers.append(lambda: loop.remove_reader(sock.fileno()))
+        else:
+            import asyncio_dgram
+
+            stream = await asyncio_dgram.from_socket(sock)
+
+            async def rx() -> None:
+                while True:
+                    pending.append(await stream.recv())
+                    schedule()
+
+            task = loop.create_task(rx())
+            closers.append(task.cancel)
+            closers.append(stream.close)
+        c0 = time.process_time()
+        sender = udp_load(sock.getsockname()[1], rate, seconds, find_loggen())
+        await asyncio.to_thread(sender.wait)
+        await asyncio.sleep(0.5)  # drain
+        cpu = time.process_time() - c0
+        sent = _sent_count(sender, n)
+        for close in closers:
+            close()
+        await asyncio.sleep(0)
+        sock.close()
+        print(
+            f"{100 * got / max(sent, 1):.2f}\t{1e6 * cpu / max(got, 1):.2f}\t{got / max(flushes, 1):.1f}",
+            flush=True,
+        )
+
+    if loop_kind == "uvloop":
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+
+
+def udp_paths(rate: int, seconds: float, rounds: int) -> None:
+    """Compare UDP receive paths under uvloop and plain asyncio."""
+    rows = [
+        ["receive path", "loop", "received % (median)", "CPU us/dgram", "dgrams per flush", "runs"]
+    ]
+    for variant in UDP_PATHS:
+        for loop_kind in ("uvloop", "asyncio"):
+            runs = []
+            for _ in range(rounds):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--udp-path-one", variant, loop_kind, str(rate), str(seconds)],
+                    capture_output=True, text=True, check=True, cwd=ROOT,
+                ).stdout  # fmt: skip
+                runs.append([float(x) for x in out.strip().split("\t")])
+            med = [statistics.median(r[i] for r in runs) for i in range(3)]
+            rows.append(
+                [variant, loop_kind, f"{med[0]:.2f}", f"{med[1]:.2f}", f"{med[2]:.1f}", str(rounds)]
+            )
+    print(f"UDP receive paths, {rate:,} msg/s offered for {seconds:g} s, no-op sink:")
+    print(_table(rows))
+
+
 def serve_noop(config: str) -> int:
     """The daemon with parsing replaced by a constant-cost record builder:
     what remains is the listener path (framing, batching) and the store."""
@@ -689,6 +809,9 @@ def serve_noop(config: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-noop":
         sys.exit(serve_noop(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--udp-path-one":
+        udp_path_one(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--breakdown-one":
         breakdown_one(sys.argv[2], int(sys.argv[3]))
         sys.exit(0)
