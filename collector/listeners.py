@@ -139,6 +139,14 @@ class _Ingest:
         suffix = f" ({skipped} similar suppressed)" if skipped else ""
         log.warning("listener %s: " + msg + suffix, self.cfg.name, *args, exc_info=exc_info)
 
+    def sender(self, ip: str) -> str:
+        """One str per peer address, not per datagram or connection: the
+        records of one sender share it (bounded: a spoofing flood resets it)."""
+        senders = self._senders
+        if len(senders) >= 4096:
+            senders.clear()
+        return senders.setdefault(ip, ip)
+
     # -- queueing (called from protocol callbacks) -------------------------
 
     def submit(self, frames: list[Frame], sender: str | None, nbytes: int) -> bool:
@@ -252,13 +260,8 @@ class _Ingest:
                 data = data[:cap].rstrip(STRIP)
                 truncated += 1
             if local is None:
-                # One str per sender, not per datagram: records share it.
                 ip = addr[0]
-                sender = senders.get(ip)
-                if sender is None:
-                    if len(senders) >= 4096:
-                        senders.clear()
-                    sender = senders[ip] = ip
+                sender = senders.get(ip) or self.sender(ip)
             else:
                 sender = local
             try:
@@ -327,7 +330,7 @@ class StreamProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses; cast, don't assert.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.sender = peer[0] if isinstance(peer, tuple) else ingest.local_sender
+        self.sender = ingest.sender(peer[0]) if isinstance(peer, tuple) else ingest.local_sender
         stats.connections_open += 1
         stats.connections_total += 1
         self._counted = True
