@@ -4,6 +4,7 @@ and must give the same frames and the same drop counts each way."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -305,3 +306,22 @@ def test_any_split_of_any_bytes_gives_what_the_whole_gives(
         assert 0 < len(frame) <= 32
         assert not frame.endswith((b"\n", b"\r", b"\x00"))
         assert cut or len(frame) <= 32
+
+
+_json_line = st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3).map(
+    lambda d: json.dumps(d).encode()
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(_json_line, st.sampled_from([b"\n", b"\r\n"])), max_size=12),
+    st.lists(st.integers(0, 10_000), max_size=12),
+)
+def test_any_split_of_json_lines_yields_its_lines(
+    items: list[tuple[bytes, bytes]], points: list[int]
+) -> None:
+    stream = b"".join(line + end for line, end in items)
+    frames, drops = _run(line_framer, _cut(stream, points), 1024)
+    assert frames == [(line, False) for line, _ in items]
+    assert drops == {}
