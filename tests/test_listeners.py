@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from collector import listeners as listeners_mod
-from collector.config import ListenerConfig
+from collector.config import ListenerConfig, ParsingConfig
 from collector.daemon import StartupError
 from collector.listeners import Listener, start_listener
 from collector.parse import ParseOptions
@@ -100,7 +100,7 @@ async def test_udp_takes_one_message_per_datagram_and_strips_trailing_lf_cr_nul(
 
 
 async def test_an_oversized_datagram_is_cut_flagged_and_counted_once() -> None:
-    cfg = local_config(parsing=local_config().parsing.__class__(max_message_bytes=100))
+    cfg = local_config(parsing=ParsingConfig(max_message_bytes=100))
     async with running_daemon(cfg) as d:
         _send_udp(listener_addr(d, "udp"), b"<13>1 - h app - - - " + b"z" * 500)
         (rec,) = await _wait_logs(d, 1)
