@@ -43,10 +43,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def _peer_root() -> Path | None:
     """A directory holding an unpacked syslog-ng-core (usr/bin/loggen)."""
-    for root in (PEERS / "root", Path("/tmp/listen_peers/root")):
-        if (root / "usr/bin/loggen").exists():
-            return root
-    return None
+    root = PEERS / "root"
+    return root if (root / "usr/bin/loggen").exists() else None
 
 
 def _peer_env(root: Path) -> dict[str, str]:
