@@ -593,7 +593,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ours['cpu'] / theirs['cpu']:.2f}x CPU per message"
             )
     tried = sorted({args.udp_rate, *ramp})
-    print(f"UDP: highest offered rate with < 0.1% loss: {ceiling:,} msg/s (tried {tried})")
+    if ceiling:
+        print(f"UDP: highest offered rate with < 0.1% loss: {ceiling:,} msg/s (tried {tried})")
+    else:
+        print(f"UDP: none of the offered rates {tried} held < 0.1% loss")
     return 0
 
 
