@@ -576,3 +576,45 @@ async def test_a_unix_datagram_over_64_kib_is_cut_to_max_message_bytes(tmp_path:
         assert 65536 - len(b"<13>") <= len(rec.message) <= 65536
         assert rec.message.endswith("b" * 1000)
         assert lst.stats.truncated == 1
+
+
+async def test_a_live_connection_frames_exactly_like_the_pure_framer_whatever_the_writes() -> None:
+    import random
+
+    from collector.framing import syslog_framer
+    from collector.parse import parse_syslog
+
+    rng = random.Random(4)  # fixed: a failure is reproducible
+    async with _listener(_tcp_cfg(), max_bytes=200) as (lst, records):
+        addr = lst.address
+        assert isinstance(addr, tuple)
+        for _ in range(20):
+            parts = []
+            for i in range(rng.randint(1, 40)):
+                msg = b"<13>1 - h app - - - m%d " % i + rng.randbytes(rng.randint(0, 300))
+                msg = msg.replace(b"\n", b"_").replace(b"\x00", b"_")
+                how = rng.choice(["count", "lf", "crlf", "nul", "junk"])
+                if how == "count":
+                    parts.append(b"%d %s" % (len(msg), msg))
+                elif how == "junk":
+                    parts.append(rng.randbytes(rng.randint(1, 50)) + b"\n")
+                else:
+                    parts.append(msg + {"lf": b"\n", "crlf": b"\r\n", "nul": b"\x00"}[how])
+            stream = b"".join(parts)
+            framer = syslog_framer(200)
+            expected = framer.feed(stream) + framer.eof()
+            records.clear()
+            async with _tcp(addr) as (_, writer):
+                pos = 0
+                while pos < len(stream):
+                    step = rng.randint(1, 700)
+                    writer.write(stream[pos : pos + step])
+                    await writer.drain()
+                    pos += step
+            want = [parse_syslog(f, 0, None, ParseOptions(), cut).message for f, cut in expected]
+            await wait_for(lambda want=want: len(records) >= len(want))
+            assert [r.message for r in records] == want
+            assert [(r.fields or {}).get("truncated", False) for r in records] == [
+                cut for _, cut in expected
+            ]
+        await wait_for(lambda: lst.stats.connections_open == 0)
