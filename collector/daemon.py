@@ -187,10 +187,12 @@ async def stop(daemon: Daemon) -> None:
     # these are closed (the lock is never released: reload is over).
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(daemon.reload_lock.acquire(), SHUTDOWN_STEP_TIMEOUT)
-    for lst in daemon.listeners.values():
-        lst.close()
-    # Let protocols deliver what their sockets already handed over.
-    await asyncio.sleep(0)
+    # Listeners stop accepting, store every complete frame already read and
+    # close their connections, each bounded.
+    if daemon.listeners:
+        await asyncio.gather(
+            *(lst.aclose(SHUTDOWN_STEP_TIMEOUT) for lst in daemon.listeners.values())
+        )
     if daemon.http_server is not None:
         daemon.http_server.close()
         if daemon.app is not None:

@@ -1,59 +1,270 @@
-"""Framing stage: a byte stream -> frames.
+"""Framing stage: a TCP byte stream -> frames (RFC 6587), no I/O.
 
-Pure, no I/O. Thin version: LF-delimited frames with a size cap; the RFC 6587
-framer (octet counting + LF/NUL) replaces it behind the same interface:
-`feed(data) -> list[(frame, truncated)]` and `eof() -> list[(frame, truncated)]`.
+Octet counting (`MSG-LEN SP MSG`, RFC 6587 §3.4.1) and delimited framing
+(LF, or NUL as Python's SysLogHandler sends; §3.4.2) are told apart per frame.
+Pure and bounded: at most `max_bytes` of a frame are held, the rest of an
+oversized frame is discarded, and each byte is searched once.
 """
 
 from __future__ import annotations
 
-Frame = tuple[bytes, bool]  # (frame without its delimiter, cut to max_bytes?)
+from collections.abc import Callable
+
+Frame = tuple[bytes, bool]  # (frame, stripped of trailing LF/CR/NUL; cut to max_bytes?)
+
+# Contract "Syslog transports": trailing LF, CR and NUL are stripped from every
+# message (rsyslog and syslog-ng put an LF inside octet-counted frames).
+STRIP = b"\n\r\x00"
+
+# Drop reasons this module reports (see `drop` below).
+BAD_LENGTH = "bad_length"  # octet count over the limit: frame skipped to the next delimiter
+INCOMPLETE_FRAME = "incomplete_frame"  # the stream ended inside an octet-counted frame
+
+# Longest MSG-LEN (RFC 6587 §3.4.1: NONZERO-DIGIT *DIGIT) looked at: digits and
+# a SP must appear within this window, else the frame is a delimited one.
+_PREFIX_WINDOW = 20
+
+_IDLE, _COUNTED, _DELIMITED, _PREFIX = range(4)
 
 
-class LineFramer:
-    """LF-delimited frames; CR/NUL at the end of a frame are stripped."""
+def _no_drop(reason: str, n: int = 1) -> None:
+    pass
 
-    def __init__(self, max_bytes: int) -> None:
+
+class StreamFramer:
+    """Incremental framer for one connection: `feed(data)` and `eof()` return
+    the frames completed so far, in stream order.
+
+    `octet_counting=False` gives plain line framing (JSON lines: LF only).
+    `drop(reason, n)` is told about frames that are lost (`bad_length`,
+    `incomplete_frame`); truncation is reported per frame in its flag.
+    An octet count above `max_count` (default: 16 x max_bytes, at least 1 MiB)
+    is taken as a bad length rather than skipping that much of the stream.
+    """
+
+    __slots__ = (
+        "_delims",
+        "_discard",
+        "_held",
+        "_nul",
+        "_over",
+        "_prefix",
+        "_remaining",
+        "_state",
+        "drop",
+        "max_bytes",
+        "max_count",
+        "octet_counting",
+    )
+
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        octet_counting: bool = True,
+        nul_delimits: bool = True,
+        max_count: int | None = None,
+        drop: Callable[[str, int], None] = _no_drop,
+    ) -> None:
         self.max_bytes = max_bytes
-        self._buf = bytearray()
-        self._scan = 0  # where the last search for LF stopped: no quadratic rescans
-        self._discarding = False
+        self.octet_counting = octet_counting
+        self._nul = nul_delimits
+        self.max_count = max_count if max_count is not None else max(16 * max_bytes, 1 << 20)
+        self.drop = drop
+        self._state = _IDLE
+        self._held = bytearray()  # the frame so far, at most max_bytes
+        self._over = False  # bytes beyond max_bytes seen, all of them strippable so far
+        self._discard = False  # the rest of this frame is thrown away
+        self._remaining = 0  # _COUNTED: bytes still to come
+        self._prefix = b""  # _PREFIX: digits of a MSG-LEN split across reads
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an unfinished frame (bounded by max_bytes + 20)."""
+        return len(self._held) + len(self._prefix)
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Frames completed by `data`."""
-        buf = self._buf
-        buf += data
+        """Frames completed by `data` (any split of a stream gives the same frames)."""
         out: list[Frame] = []
-        start = 0
-        while True:
-            nl = buf.find(b"\n", max(start, self._scan))
-            if nl < 0:
-                break
-            frame = bytes(buf[start:nl]).rstrip(b"\r\x00")
-            if self._discarding:
-                self._discarding = False
-            elif frame:
-                if len(frame) > self.max_bytes:
-                    out.append((frame[: self.max_bytes], True))
-                else:
-                    out.append((frame, False))
-            start = nl + 1
-            self._scan = start
-        del buf[:start]
-        self._scan = len(buf)
-        if len(buf) > self.max_bytes and not self._discarding:
-            out.append((bytes(buf[: self.max_bytes]), True))
-            self._discarding = True
-        if self._discarding:
-            buf.clear()
-            self._scan = 0
+        pos = 0
+        state = self._state
+        if state == _PREFIX:
+            data = self._prefix + data
+            self._prefix = b""
+            self._state = _IDLE
+        elif state == _COUNTED:
+            need = self._remaining
+            if len(data) < need:
+                self._absorb(data, out)
+                self._remaining = need - len(data)
+                return out
+            self._absorb(data[:need], out)
+            self._finish(out)
+            pos = need
+        elif state == _DELIMITED:
+            end = self._find_delim(data, 0)
+            if end < 0:
+                self._absorb(data, out)
+                return out
+            self._absorb(data[:end], out)
+            self._finish(out)
+            pos = end + 1
+        self._scan(data, pos, out)
         return out
 
     def eof(self) -> list[Frame]:
-        """The unterminated last line, if any, is a message."""
-        frame = bytes(self._buf).rstrip(b"\r\x00")
-        self._buf.clear()
-        self._scan = 0
-        if self._discarding or not frame:
-            return []
-        return [(frame, False)]
+        """The peer closed: an unterminated last line is a message; an
+        incomplete octet-counted frame is dropped and counted (RFC 6587 has
+        no way to finish it)."""
+        out: list[Frame] = []
+        state = self._state
+        if state == _PREFIX:
+            frame = self._prefix.rstrip(STRIP)
+            if frame:
+                out.append((frame, False))
+        elif state == _DELIMITED:
+            self._finish(out)
+        elif state == _COUNTED and not self._discard:
+            # (a truncated head already stored is not lost)
+            self.drop(INCOMPLETE_FRAME, 1)
+        self._reset()
+        return out
+
+    # -- internals ----------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._state = _IDLE
+        self._held = bytearray()
+        self._over = False
+        self._discard = False
+        self._remaining = 0
+        self._prefix = b""
+
+    def _find_delim(self, data: bytes, start: int) -> int:
+        lf = data.find(b"\n", start)
+        if not self._nul:
+            return lf
+        end = lf if lf >= 0 else len(data)
+        nul = data.find(b"\x00", start, end)
+        return nul if nul >= 0 else lf
+
+    def _absorb(self, seg: bytes, out: list[Frame]) -> None:
+        """Add part of the current frame, holding at most max_bytes of it."""
+        if self._discard or not seg:
+            return
+        held = self._held
+        room = self.max_bytes - len(held)
+        if len(seg) <= room:
+            held += seg
+            return
+        if room > 0:
+            held += seg[:room]
+            seg = seg[room:]
+        # Beyond the cap: only a tail of strippable bytes keeps the frame whole.
+        if seg.strip(STRIP):
+            out.append((bytes(held).rstrip(STRIP), True))
+            self._held = bytearray()
+            self._discard = True
+        else:
+            self._over = True
+
+    def _finish(self, out: list[Frame]) -> None:
+        """The current frame ended."""
+        if not self._discard:
+            frame = bytes(self._held).rstrip(STRIP)
+            if frame:
+                out.append((frame, False))
+        self._reset()
+
+    def _scan(self, data: bytes, pos: int, out: list[Frame]) -> None:
+        """Frames from `data[pos:]`, starting at a frame boundary; whatever is
+        left becomes the pending state. The hot loop: names are bound locally
+        and complete frames are emitted inline (measured: ~40% of the
+        listener path under load)."""
+        n = len(data)
+        find = data.find
+        append = out.append
+        cap = self.max_bytes
+        max_count = self.max_count
+        counting = self.octet_counting
+        # Memoised next-delimiter positions: each byte is searched at most once
+        # per read, however frames and delimiters interleave. n = "none left".
+        lf_at = -1
+        nul_at = -1 if self._nul else n
+        while pos < n:
+            c = data[pos]
+            if counting and 0x30 < c < 0x3A:  # NONZERO-DIGIT: maybe MSG-LEN
+                sp = find(b" ", pos + 1, pos + _PREFIX_WINDOW)
+                if sp < 0:
+                    if n - pos < _PREFIX_WINDOW and data[pos:n].isdigit():
+                        self._prefix = data[pos:n]
+                        self._state = _PREFIX
+                        return
+                else:
+                    digits = data[pos:sp]
+                    start = sp + 1
+                    # RFC 6587 §3.4.1: MSG-LEN SP SYSLOG-MSG, and a SYSLOG-MSG
+                    # starts with "<" (PRI). Without it the frame is a line,
+                    # so "500 Internal Server Error" cannot swallow 500 bytes.
+                    if not digits.isdigit():
+                        pass
+                    elif start >= n:
+                        self._prefix = data[pos:n]  # is a "<" next? wait and see
+                        self._state = _PREFIX
+                        return
+                    elif data[start] == 0x3C:
+                        count = int(digits)
+                        end = start + count
+                        if count > max_count:
+                            # A bad length loses this frame only: skip to a delimiter.
+                            self.drop(BAD_LENGTH, 1)
+                            self._discard = True
+                            self._state = _DELIMITED
+                            pos = start
+                        elif end <= n:
+                            frame = data[start:end].rstrip(STRIP)
+                            if len(frame) > cap:
+                                append((frame[:cap].rstrip(STRIP), True))
+                            elif frame:
+                                append((frame, False))
+                            pos = end
+                            continue
+                        else:
+                            self._state = _COUNTED
+                            self._remaining = end - n
+                            self._absorb(data[start:], out)
+                            return
+            # Delimited frame (RFC 6587 §3.4.2): up to the next LF (or NUL).
+            if lf_at < pos:
+                lf_at = find(b"\n", pos)
+                if lf_at < 0:
+                    lf_at = n
+            if nul_at < pos:
+                nul_at = find(b"\x00", pos, lf_at)
+                if nul_at < 0:
+                    nul_at = lf_at  # none before lf_at: search again only once past it
+            end = lf_at if lf_at < nul_at else nul_at
+            if end >= n:
+                self._state = _DELIMITED
+                self._absorb(data[pos:], out)
+                return
+            if self._discard:
+                self._discard = False
+                self._state = _IDLE
+            elif end > pos:
+                frame = data[pos:end].rstrip(STRIP)
+                if len(frame) > cap:
+                    append((frame[:cap].rstrip(STRIP), True))
+                elif frame:
+                    append((frame, False))
+            pos = end + 1
+
+
+def syslog_framer(max_bytes: int, drop: Callable[[str, int], None] = _no_drop) -> StreamFramer:
+    """RFC 6587 framing for syslog over TCP: octet counting or LF/NUL, per frame."""
+    return StreamFramer(max_bytes, octet_counting=True, nul_delimits=True, drop=drop)
+
+
+def line_framer(max_bytes: int, drop: Callable[[str, int], None] = _no_drop) -> StreamFramer:
+    """LF-delimited lines (JSON lines); a CR before the LF is stripped."""
+    return StreamFramer(max_bytes, octet_counting=False, nul_delimits=False, drop=drop)

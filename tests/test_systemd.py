@@ -319,9 +319,8 @@ def test_daemon_notifies_ready_when_bound_pings_the_watchdog_reloads_and_stops(
             with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as c:
                 c.sendall(b'{"message": "via the rebound tcp"}\n')
             logs = _wait_http(http_port, "/logs?start=0", lambda b: b["count"] == 2)["logs"]
-            messages = sorted(r["message"] for r in logs)
-            assert messages[0] == "via the reloaded udp"
-            assert "via the rebound tcp" in messages[1]  # JSON-parsed once listeners read JSON
+            formats = {r["message"]: r["format"] for r in logs}
+            assert formats == {"via the reloaded udp": "rfc5424", "via the rebound tcp": "json"}
             metrics = urllib.request.urlopen(
                 f"http://127.0.0.1:{http_port}/metrics", timeout=5
             ).read()

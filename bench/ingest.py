@@ -1,0 +1,835 @@
+"""Ingest benchmark: a real daemon subprocess fed over loopback.
+
+Reports end-to-end accepted messages/s (counted through the HTTP API's
+/health `records`, i.e. parsed and queryable), loss %, daemon CPU us/msg and
+peak RSS. TCP load is octet-counted ~250 B RFC 5424 (syslog-ng's `loggen`
+when found, else a Python sender); UDP load is paced. `--vs-peers` runs the
+same TCP load against syslog-ng and rsyslog, interleaved, and prints ratios.
+
+    .venv/bin/python bench/ingest.py [--quick] [--vs-peers] [--noop-parse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+PEERS = OUT / "peers"  # syslog-ng-core unpacked here (see find_loggen)
+MSG_SIZE = 250
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- tools ------------------------------------------------------------------------
+
+
+def _peer_root() -> Path | None:
+    """A directory holding an unpacked syslog-ng-core (usr/bin/loggen)."""
+    root = PEERS / "root"
+    return root if (root / "usr/bin/loggen").exists() else None
+
+
+def _peer_env(root: Path) -> dict[str, str]:
+    libs = [
+        root / "usr/lib/syslog-ng",
+        root / "usr/lib/x86_64-linux-gnu",
+        root / "lib/x86_64-linux-gnu",
+    ]
+    return {
+        **os.environ,
+        "LD_LIBRARY_PATH": ":".join(str(p) for p in libs),
+        "SYSLOGNG_PREFIX": str(root / "usr"),
+    }
+
+
+PEER_DEBS = ["syslog-ng-core", "libivykis0", "libpcre3", "libnet1", "libwrap0"]
+
+
+def fetch_peers() -> None:
+    """Unpack syslog-ng-core (for loggen and syslog-ng) into bench/out/peers
+    without installing it: it conflicts with rsyslog as a Debian package."""
+    PEERS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", *PEER_DEBS], cwd=PEERS, check=True)
+    for deb in PEERS.glob("*.deb"):
+        subprocess.run(["dpkg", "-x", str(deb), str(PEERS / "root")], check=True)
+
+
+def find_loggen() -> tuple[list[str], dict[str, str]] | None:
+    """loggen on PATH, or from a syslog-ng-core .deb unpacked into bench/out/peers:
+    apt-get download syslog-ng-core libivykis0 libpcre3; dpkg -x each into bench/out/peers/root."""
+    path = shutil.which("loggen")
+    if path:
+        return [path], dict(os.environ)
+    root = _peer_root()
+    if root is None:
+        return None
+    return [str(root / "usr/bin/loggen")], _peer_env(root)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- targets: something that receives and a way to count what it accepted ----
+
+
+class Target:
+    name = "?"
+    proc: subprocess.Popen[bytes]
+    tcp_port: int
+    udp_port: int
+
+    def start(self, work: Path) -> None:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Collector(Target):
+    def __init__(self, noop_parse: bool = False) -> None:
+        self.noop = noop_parse
+        self.name = "collector(noop-parse)" if noop_parse else "collector"
+
+    def start(self, work: Path) -> None:
+        self.tcp_port, self.udp_port, self.http_port = (
+            free_port(),
+            free_port(socket.SOCK_DGRAM),
+            free_port(),
+        )
+        cfg = work / "collector.yaml"
+        cfg.write_text(
+            textwrap.dedent(
+                f"""\
+                listeners:
+                  - {{name: tcp, transport: tcp, bind: "127.0.0.1:{self.tcp_port}"}}
+                  - {{name: udp, transport: udp, bind: "127.0.0.1:{self.udp_port}", recv_buffer: 32MiB}}
+                http: {{bind: "127.0.0.1:{self.http_port}"}}
+                store: {{ttl: 1h, max_records: 50000000, max_memory: 16GiB}}
+                """
+            )
+        )
+        if self.noop:
+            cmd = [sys.executable, __file__, "--serve-noop", str(cfg)]
+        else:
+            cmd = [sys.executable, "-m", "collector", "run", "--config", str(cfg)]
+        self.log = open(work / "collector.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=self.log, stdout=self.log)
+        wait_port(self.http_port, self.proc)
+
+    def count(self) -> int:
+        url = f"http://127.0.0.1:{self.http_port}/health"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return int(json.load(r)["records"])
+
+    def stop(self) -> None:
+        super().stop()
+        self.log.close()
+
+
+class _FileCounter:
+    """Counts lines appended to a file, reading only what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.lines = 0
+
+    def count(self) -> int:
+        with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as f:
+            f.seek(self.offset)
+            while chunk := f.read(1 << 20):
+                self.lines += chunk.count(b"\n")
+                self.offset += len(chunk)
+        return self.lines
+
+
+class SyslogNg(Target):
+    name = "syslog-ng"
+
+    def start(self, work: Path) -> None:
+        root = _peer_root()
+        assert root is not None
+        self.tcp_port, self.udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+        out = work / "syslog-ng.out"
+        out.unlink(missing_ok=True)
+        cfg = work / "syslog-ng.conf"
+        cfg.write_text(
+            textwrap.dedent(
+                f"""\
+                @version: 3.38
+                options {{ threaded(yes); use-dns(no); stats-freq(0); keep-hostname(yes); }};
+                source s_net {{
+                  syslog(ip(127.0.0.1) port({self.tcp_port}) transport("tcp") max-connections(100) log-iw-size(100000));
+                  syslog(ip(127.0.0.1) port({self.udp_port}) transport("udp") so-rcvbuf(33554432));
+                }};
+                destination d_file {{ file("{out}"); }};
+                log {{ source(s_net); destination(d_file); }};
+                """
+            )
+        )
+        binary = root / "usr/sbin/syslog-ng"
+        cmd = [
+            str(binary), "-F", "--no-caps", "-f", str(cfg),
+            f"--module-path={root}/usr/lib/syslog-ng/3.38",
+            "-p", str(work / "sng.pid"), "-R", str(work / "sng.persist"),
+            "-c", str(work / "sng.ctl"),
+        ]  # fmt: skip
+        self.log = open(work / "syslog-ng.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env=_peer_env(root), stderr=self.log, stdout=self.log)
+        wait_port(self.tcp_port, self.proc)
+        self.counter = _FileCounter(out)
+
+    def count(self) -> int:
+        return self.counter.count()
+
+    def stop(self) -> None:
+        super().stop()
+        self.log.close()
+
+
+class Rsyslog(Target):
+    name = "rsyslog"
+
+    def start(self, work: Path) -> None:
+        self.tcp_port, self.udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+        out = work / "rsyslog.out"
+        out.unlink(missing_ok=True)
+        state = work / "rsyslog-state"
+        state.mkdir(exist_ok=True)
+        cfg = work / "rsyslog.conf"
+        cfg.write_text(
+            textwrap.dedent(
+                f"""\
+                global(workDirectory="{state}")
+                module(load="imtcp")
+                module(load="imudp")
+                input(type="imtcp" address="127.0.0.1" port="{self.tcp_port}")
+                input(type="imudp" address="127.0.0.1" port="{self.udp_port}" rcvbufSize="32m")
+                *.* action(type="omfile" file="{out}")
+                """
+            )
+        )
+        cmd = [
+            shutil.which("rsyslogd") or "rsyslogd",
+            "-n",
+            "-f",
+            str(cfg),
+            "-i",
+            str(work / "rs.pid"),
+        ]
+        self.log = open(work / "rsyslog.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stderr=self.log, stdout=self.log)
+        wait_port(self.tcp_port, self.proc)
+        self.counter = _FileCounter(out)
+
+    def count(self) -> int:
+        return self.counter.count()
+
+    def stop(self) -> None:
+        super().stop()
+        self.log.close()
+
+
+# -- loads ------------------------------------------------------------------------
+
+
+def _message(i: int) -> bytes:
+    head = b"<38>1 2026-01-01T00:00:00.000000Z bench-host benchapp 1234 ID47 - "
+    body = b"seq %010d " % i
+    return head + body + b"x" * (MSG_SIZE - len(head) - len(body))
+
+
+def tcp_load(
+    port: int, n: int, loggen: tuple[list[str], dict[str, str]] | None
+) -> subprocess.Popen[bytes]:
+    """n octet-counted ~250 B RFC 5424 messages on one connection, as fast as possible."""
+    if loggen is not None:
+        cmd, env = loggen
+        args = ["-i", "-S", "-P", "-s", str(MSG_SIZE), "-r", "100000000", "-n", str(n), "-Q"]
+        return subprocess.Popen(
+            [*cmd, *args, "127.0.0.1", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return subprocess.Popen([sys.executable, __file__, "--send-tcp", str(port), str(n)])
+
+
+def udp_load(
+    port: int, rate: int, seconds: float, loggen: tuple[list[str], dict[str, str]] | None
+) -> subprocess.Popen[bytes]:
+    """A paced stream of ~250 B RFC 5424 datagrams; the sender prints how many it sent."""
+    if loggen is not None:
+        cmd, env = loggen
+        n = int(rate * seconds)
+        args = ["-i", "-D", "-P", "-F", "-s", str(MSG_SIZE), "-r", str(rate), "-n", str(n)]
+        return subprocess.Popen(
+            [*cmd, *args, "127.0.0.1", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    return subprocess.Popen(
+        [sys.executable, __file__, "--send-udp", str(port), str(rate), str(seconds)],
+        stdout=subprocess.PIPE,
+    )
+
+
+def send_tcp(port: int, n: int) -> None:
+    """Python fallback sender: pre-built octet-counted frames, sendall in chunks."""
+    frames = [b"%d %s" % (len(m), m) for m in (_message(i) for i in range(min(n, 10000)))]
+    block = b"".join(frames)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        sent = 0
+        while sent < n:
+            k = min(len(frames), n - sent)
+            s.sendall(block if k == len(frames) else b"".join(frames[:k]))
+            sent += k
+    print(f"count={n}")
+
+
+async def send_udp(port: int, rate: int, seconds: float) -> None:
+    """Python fallback sender: asyncio-dgram, paced in 1 ms slices."""
+    import asyncio_dgram
+
+    stream = await asyncio_dgram.connect(("127.0.0.1", port))
+    msgs = [_message(i) for i in range(1000)]
+    total = int(rate * seconds)
+    t0 = time.perf_counter()
+    sent = 0
+    try:
+        while sent < total:
+            due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+            while sent < due:
+                await stream.send(msgs[sent % 1000])
+                sent += 1
+            await asyncio.sleep(0.001)
+    finally:
+        stream.close()
+    print(f"count={sent}")
+
+
+# -- measuring ----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    target: str
+    load: str
+    offered: int
+    accepted: int
+    seconds: float
+    cpu_us_per_msg: float
+    rss_mib: float
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def loss(self) -> float:
+        return 100.0 * (self.offered - self.accepted) / self.offered if self.offered else 0.0
+
+
+def _drain_count(
+    target: Target, sender: subprocess.Popen[bytes], expected: int, settle: float
+) -> tuple[int, float]:
+    """Poll the target's count until the sender is done and the count has
+    stopped moving for `settle` s (or reached `expected`); returns the count
+    and the time of its last change."""
+    last, last_change = 0, time.perf_counter()
+    while True:
+        time.sleep(0.05)
+        n = target.count()
+        now = time.perf_counter()
+        if n != last:
+            last, last_change = n, now
+        if sender.poll() is not None and (n >= expected or now - last_change > settle):
+            return last, last_change
+
+
+def _sent_count(sender: subprocess.Popen[bytes], default: int) -> int:
+    if sender.stdout is None:
+        return default
+    text = sender.stdout.read().decode(errors="replace")
+    counts = [t for t in text.replace(",", " ").split() if t.startswith("count=")]
+    return int(counts[-1].split("=")[1]) if counts else default  # the last is the total
+
+
+def run_one(
+    target: Target, kind: str, work: Path, *, n: int = 0, rate: int = 0, seconds: float = 0.0
+) -> Result:
+    loggen = find_loggen()
+    target.start(work)
+    try:
+        pid = target.proc.pid
+        cpu0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+        if kind == "tcp":
+            sender = tcp_load(target.tcp_port, n, loggen)
+            expected = n
+            label = f"tcp {n // 1000}k x{MSG_SIZE}B"
+        else:
+            sender = udp_load(target.udp_port, rate, seconds, loggen)
+            expected = int(rate * seconds)
+            label = f"udp {rate // 1000}k/s x{seconds:g}s"
+        accepted, t_end = _drain_count(target, sender, expected, settle=1.5)
+        offered = _sent_count(sender, expected) if kind == "udp" else n
+        cpu = cpu_seconds(pid) - cpu0
+        rss = peak_rss_mib(pid)
+        # For a paced load the rate is the offered one; the clock starts at send.
+        elapsed = max(t_end - t0, 1e-9) if kind == "tcp" else seconds
+        return Result(
+            target.name, label, offered, accepted, elapsed, 1e6 * cpu / max(accepted, 1), rss
+        )
+    finally:
+        target.stop()
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summarise(results: list[Result]) -> dict[tuple[str, str], dict[str, float]]:
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.target, r.load), []).append(r)
+    out = {}
+    rows = [["target", "load", "runs", "msg/s (median)", "loss %", "CPU us/msg", "peak RSS MiB"]]
+    for (target, load), rs in groups.items():
+        med = {
+            "rate": statistics.median(r.rate for r in rs),
+            "loss": statistics.median(r.loss for r in rs),
+            "cpu": statistics.median(r.cpu_us_per_msg for r in rs),
+            "rss": max(r.rss_mib for r in rs),
+        }
+        out[(target, load)] = med
+        rows.append(
+            [
+                target,
+                load,
+                str(len(rs)),
+                f"{med['rate']:,.0f}",
+                f"{med['loss']:.3f}",
+                f"{med['cpu']:.1f}",
+                f"{med['rss']:.0f}",
+            ]
+        )
+    print(_table(rows))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="~10 s smoke run")
+    ap.add_argument(
+        "--vs-peers",
+        action="store_true",
+        help="same TCP load against syslog-ng and rsyslog, interleaved",
+    )
+    ap.add_argument(
+        "--noop-parse",
+        action="store_true",
+        help="also run the daemon with a no-op parser (listener path cost)",
+    )
+    ap.add_argument(
+        "--fetch-peers",
+        action="store_true",
+        help="apt-get download + dpkg -x syslog-ng-core into bench/out/peers first",
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only the in-process CPU breakdown: listener, parse, store, GC",
+    )
+    ap.add_argument(
+        "--udp-paths",
+        action="store_true",
+        help="only compare UDP receive paths (transport, add_reader, asyncio-dgram) under uvloop and asyncio",
+    )
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--tcp-messages", type=int, default=None)
+    ap.add_argument("--udp-rate", type=int, default=100_000)
+    ap.add_argument("--udp-seconds", type=float, default=None)
+    ap.add_argument(
+        "--udp-ramp",
+        default=None,
+        help="comma list of rates (msg/s) to find the <0.1%% loss ceiling",
+    )
+    args = ap.parse_args(argv)
+    if args.fetch_peers:
+        fetch_peers()
+    runs = args.runs or (1 if args.quick else 3)
+    n_tcp = args.tcp_messages or (50_000 if args.quick else 300_000)
+    udp_s = args.udp_seconds or (1.0 if args.quick else 3.0)
+    ramp = [int(x) for x in (args.udp_ramp or "").split(",") if x]
+
+    if args.udp_paths:
+        udp_paths(args.udp_rate, udp_s, runs)
+        return 0
+    if args.breakdown:
+        breakdown(args.tcp_messages or (50_000 if args.quick else 200_000), runs)
+        return 0
+    loggen = find_loggen()
+    print(f"load generator: {'loggen' if loggen else 'python sender (loggen not found)'}")
+    targets: list[Callable[[], Target]] = [Collector]
+    if args.noop_parse:
+        targets.append(lambda: Collector(noop_parse=True))
+    if args.vs_peers:
+        if _peer_root() is not None:
+            targets.append(SyslogNg)
+        else:
+            print("syslog-ng: not found (unpack syslog-ng-core into bench/out/peers/root)")
+        if shutil.which("rsyslogd"):
+            targets.append(Rsyslog)
+        else:
+            print("rsyslog: not found (apt-get install rsyslog)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        work = Path(tmp)
+        for i in range(runs):  # interleaved: every target once per round
+            for make in targets:
+                r = run_one(make(), "tcp", work, n=n_tcp)
+                results.append(r)
+                print(
+                    f"  round {i + 1}: {r.target:22s} {r.load}: {r.rate:,.0f} msg/s, loss {r.loss:.2f}%, {r.cpu_us_per_msg:.1f} us/msg",
+                    flush=True,
+                )
+        ceiling = 0
+        for make in targets:
+            r = run_one(make(), "udp", work, rate=args.udp_rate, seconds=udp_s)
+            results.append(r)
+            print(
+                f"  {r.target:22s} {r.load}: accepted {r.accepted:,}/{r.offered:,}, loss {r.loss:.3f}%",
+                flush=True,
+            )
+            if r.target == "collector" and r.loss < 0.1:
+                ceiling = args.udp_rate
+        if not ramp and not args.quick:  # up from the target rate if it held, else down
+            ramp = [150_000, 200_000, 300_000] if ceiling else [75_000, 50_000, 25_000]
+        for rate in ramp:
+            r = run_one(Collector(), "udp", work, rate=rate, seconds=udp_s)
+            results.append(r)
+            print(
+                f"  collector {r.load}: accepted {r.accepted:,}/{r.offered:,}, loss {r.loss:.3f}%",
+                flush=True,
+            )
+            if r.loss < 0.1:
+                ceiling = max(ceiling, rate)
+                if rate < args.udp_rate:
+                    break  # going down: the first rate that holds is the answer
+            elif rate > args.udp_rate:
+                break
+    print()
+    med = summarise(results)
+    tcp_load_name = f"tcp {n_tcp // 1000}k x{MSG_SIZE}B"
+    ours = med.get(("collector", tcp_load_name))
+    for peer in ("syslog-ng", "rsyslog"):
+        theirs = med.get((peer, tcp_load_name))
+        if ours and theirs:
+            print(
+                f"collector vs {peer} (TCP): {ours['rate'] / theirs['rate']:.2f}x msg/s, "
+                f"{ours['cpu'] / theirs['cpu']:.2f}x CPU per message"
+            )
+    tried = sorted({args.udp_rate, *ramp})
+    if ceiling:
+        print(f"UDP: highest offered rate with < 0.1% loss: {ceiling:,} msg/s (tried {tried})")
+    else:
+        print(f"UDP: none of the offered rates {tried} held < 0.1% loss")
+    return 0
+
+
+BREAKDOWN = [
+    "full",
+    "full,nogc",
+    "full,gcfreeze",
+    "noparse",
+    "noparse,nogc",
+    "noparse,nostore",
+    "noparse,nostore,nogc",
+]
+
+
+def breakdown_one(mode: str, n: int) -> None:
+    """In-process (uvloop): one TCP listener fed by loggen/Python, with the
+    parser and/or store replaced and the cyclic GC on or off; prints CPU us/msg.
+    Each mode runs in its own process: GC and patching are process-wide."""
+    import gc
+
+    import uvloop
+
+    from collector import listeners
+    from collector.config import ListenerConfig
+    from collector.parse import ParseOptions
+    from collector.record import Record
+    from collector.store import Store
+
+    if "noparse" in mode:
+
+        def noop(
+            data: bytes, now: int, sender: str | None, opts: object, cut: bool = False
+        ) -> Record:
+            return Record(now, now, sender, None, None, None, 1, 5, "", None, None, "rfc5424")
+
+        listeners.parse_syslog = noop  # type: ignore[assignment]
+    if "nogc" in mode:
+        gc.disable()
+
+    async def run() -> None:
+        if "gcfreeze" in mode:
+            # What a daemon could do on every sweep: move every live object
+            # to the permanent generation. Records hold no cycles, so
+            # refcounting still frees them; the GC just stops rescanning them.
+            def freeze() -> None:
+                gc.freeze()
+                asyncio.get_running_loop().call_later(1.0, freeze)
+
+            freeze()
+        store = Store(ttl_us=3600 * 10**6, max_records=10**8, max_memory=1 << 36)
+        store_sink = (lambda recs: None) if "nostore" in mode else store.add_many
+        done = asyncio.Event()
+        seen = 0
+
+        def sink(recs: list[Record]) -> None:
+            nonlocal seen
+            store_sink(recs)
+            seen += len(recs)
+            if seen >= n:
+                done.set()
+
+        cfg = ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0")
+        lst = await listeners.start_listener(cfg, sink, ParseOptions(), 65536)
+        assert isinstance(lst.address, tuple)
+        c0 = time.process_time()
+        sender = tcp_load(lst.address[1], n, find_loggen())
+        await done.wait()
+        cpu = time.process_time() - c0
+        sender.wait()
+        await lst.aclose()
+        print(f"{mode}\t{1e6 * cpu / n:.2f}", flush=True)
+
+    uvloop.run(run())
+
+
+def breakdown(n: int, rounds: int) -> None:
+    """Where a message's CPU goes: the listener path alone vs parse, store, GC."""
+    times: dict[str, list[float]] = {m: [] for m in BREAKDOWN}
+    for _ in range(rounds):
+        for mode in BREAKDOWN:
+            out = subprocess.run(
+                [sys.executable, __file__, "--breakdown-one", mode, str(n)],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout  # fmt: skip
+            times[mode].append(float(out.strip().split("\t")[1]))
+    rows = [["in-process TCP, uvloop", "CPU us/msg (median)", "runs"]]
+    for mode, ts in times.items():
+        rows.append([mode, f"{statistics.median(ts):.2f}", str(len(ts))])
+    print(_table(rows))
+
+
+UDP_PATHS = ["transport", "add_reader", "asyncio-dgram"]
+
+
+def udp_path_one(variant: str, loop_kind: str, rate: int, seconds: float) -> None:
+    """One UDP receive path in-process, no-op sink, fed a paced load; prints
+    received %, CPU us/datagram and datagrams per flush."""
+    import uvloop
+
+    n = int(rate * seconds)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        pending: list[tuple[bytes, object]] = []
+        got = flushes = 0
+        scheduled = False
+
+        def flush() -> None:
+            nonlocal got, flushes, scheduled
+            scheduled = False
+            got += len(pending)
+            flushes += 1
+            pending.clear()
+
+        def schedule() -> None:
+            nonlocal scheduled
+            if not scheduled:
+                scheduled = True
+                loop.call_soon(flush)
+
+        closers: list[Callable[[], None]] = []
+        if variant == "transport":
+
+            class Proto(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: object) -> None:
+                    pending.append((data, addr))
+                    schedule()
+
+            transport, _ = await loop.create_datagram_endpoint(Proto, sock=sock)
+            closers.append(transport.close)
+        elif variant == "add_reader":
+
+            def ready() -> None:
+                recvfrom = sock.recvfrom
+                for _ in range(256):
+                    try:
+                        pending.append(recvfrom(65536))
+                    except BlockingIOError:
+                        break
+                schedule()
+
+            loop.add_reader(sock.fileno(), ready)
+            closers.append(lambda: loop.remove_reader(sock.fileno()))
+        else:
+            import asyncio_dgram
+
+            stream = await asyncio_dgram.from_socket(sock)
+
+            async def rx() -> None:
+                while True:
+                    pending.append(await stream.recv())
+                    schedule()
+
+            task = loop.create_task(rx())
+            closers.append(task.cancel)
+            closers.append(stream.close)
+        c0 = time.process_time()
+        sender = udp_load(sock.getsockname()[1], rate, seconds, find_loggen())
+        await asyncio.to_thread(sender.wait)
+        await asyncio.sleep(0.5)  # drain
+        cpu = time.process_time() - c0
+        sent = _sent_count(sender, n)
+        for close in closers:
+            close()
+        await asyncio.sleep(0)
+        sock.close()
+        print(
+            f"{100 * got / max(sent, 1):.2f}\t{1e6 * cpu / max(got, 1):.2f}\t{got / max(flushes, 1):.1f}",
+            flush=True,
+        )
+
+    if loop_kind == "uvloop":
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+
+
+def udp_paths(rate: int, seconds: float, rounds: int) -> None:
+    """Compare UDP receive paths under uvloop and plain asyncio."""
+    rows = [
+        ["receive path", "loop", "received % (median)", "CPU us/dgram", "dgrams per flush", "runs"]
+    ]
+    for variant in UDP_PATHS:
+        for loop_kind in ("uvloop", "asyncio"):
+            runs = []
+            for _ in range(rounds):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--udp-path-one", variant, loop_kind, str(rate), str(seconds)],
+                    capture_output=True, text=True, check=True, cwd=ROOT,
+                ).stdout  # fmt: skip
+                runs.append([float(x) for x in out.strip().split("\t")])
+            med = [statistics.median(r[i] for r in runs) for i in range(3)]
+            rows.append(
+                [variant, loop_kind, f"{med[0]:.2f}", f"{med[1]:.2f}", f"{med[2]:.1f}", str(rounds)]
+            )
+    print(f"UDP receive paths, {rate:,} msg/s offered for {seconds:g} s, no-op sink:")
+    print(_table(rows))
+
+
+def serve_noop(config: str) -> int:
+    """The daemon with parsing replaced by a constant-cost record builder:
+    what remains is the listener path (framing, batching) and the store."""
+    from collector import cli, listeners
+    from collector.record import Record
+
+    def noop_parse(
+        data: bytes, received_at: int, sender: str | None, opts: object, truncated: bool = False
+    ) -> Record:
+        return Record(
+            received_at, received_at, sender, None, None, None, 1, 5, "", None, None, "rfc5424"
+        )
+
+    listeners.parse_syslog = noop_parse  # type: ignore[assignment]
+    return cli.main(["run", "--config", config])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-noop":
+        sys.exit(serve_noop(sys.argv[2]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--udp-path-one":
+        udp_path_one(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--breakdown-one":
+        breakdown_one(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--send-tcp":
+        send_tcp(int(sys.argv[2]), int(sys.argv[3]))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--send-udp":
+        asyncio.run(send_udp(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
+        sys.exit(0)
+    sys.exit(main())
