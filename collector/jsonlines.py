@@ -65,19 +65,28 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 def epoch_to_us(value: float) -> int | None:
     """Unix seconds, milliseconds (or µs, ns) -> microseconds, None if absurd."""
     a = abs(value)
-    if a < _MS_FROM:
-        us = value * 1_000_000
-    elif a < _US_FROM:
-        us = value * 1_000
-    elif a < _NS_FROM:
-        us = value
+    if isinstance(value, int):
+        # Integers stay exact: no float rounding of nanoseconds.
+        if a < _MS_FROM:
+            us = value * 1_000_000
+        elif a < _US_FROM:
+            us = value * 1_000
+        elif a < _NS_FROM:
+            us = value
+        else:
+            us = value // 1_000
     else:
-        us = value / 1_000
-    if isinstance(us, float):
-        if not math.isfinite(us):
+        if not math.isfinite(value):
             return None
-        us = round(us)
-    us = int(us)
+        if a < _MS_FROM:
+            f = value * 1_000_000
+        elif a < _US_FROM:
+            f = value * 1_000
+        elif a < _NS_FROM:
+            f = value
+        else:
+            f = value / 1_000
+        us = round(f)
     return us if _MIN_US <= us <= _MAX_US else None
 
 
