@@ -135,8 +135,13 @@ def parse_timestamp(s: str, tz: _dt.tzinfo) -> int | None:
             secs = _SECONDS_CACHE.get(s[:19] + s[-6:])
         else:
             secs = None
-        if secs is not None and len(frac) == 6 and frac.isdecimal():
-            return secs * 1_000_000 + int(frac)
+        if secs is not None and frac.isdecimal():
+            n = len(frac)
+            if n == 6:
+                return secs * 1_000_000 + int(frac)
+            if n > 6:
+                return secs * 1_000_000 + int(frac[:6])
+            return secs * 1_000_000 + int(frac) * _FRACTION_SCALE[n]
     return _parse_timestamp(s, tz)
 
 
@@ -205,10 +210,9 @@ def local_cache(tz: _dt.tzinfo) -> dict[str, int]:
 #
 # Speed: one `str.split('"')` cuts the text into structure and values (a
 # regular expression over whole elements costs several times more). Even
-# parts are structure, odd parts are values. A value ending in an odd run of
-# backslashes had its closing quote escaped (`\"`) and is joined to the next
-# part, so `\"` and `\]` never end a value and an unescaped `]` inside quotes
-# does not end the element (syslog-ng sends them). Structure parts repeat
+# parts are structure, odd parts are values; escaped quotes are dealt with
+# first (below), so `\"` and `\]` never end a value and an unescaped `]`
+# inside quotes does not end the element (syslog-ng sends them). Structure parts repeat
 # across messages (` isSynced=`, `][origin ip=`), so what each one means is
 # read once by _SEGMENT and cached.
 # SD-NAME length is not enforced: a long name from a sloppy sender is more
@@ -255,38 +259,64 @@ def _read_segment(seg: str, first: bool) -> _Continue | int | None:
 
 
 def _join_escaped(parts: list[str]) -> list[str] | None:
-    """Undo splits at escaped quotes: a value part ending in an odd run of
-    backslashes continues in the next part. None if a value never closes."""
-    out = [parts[0]]
-    last = len(parts) - 1
-    i = 1
-    while i <= last:
-        value = parts[i]
-        while value[-1:] == "\\" and (len(value) - len(value.rstrip("\\"))) & 1:
-            if i + 1 > last:
-                return None
-            i += 1
-            value += '"' + parts[i]
-        out.append(value)
-        if i + 1 <= last:
-            out.append(parts[i + 1])
-        i += 2
-    return out
+    """Undo splits at escaped quotes: a part ending in an odd run of
+    backslashes continues in the next part. None if a value never closes.
+
+    (Joining structure parts too is harmless: they never end in a backslash
+    in well-formed SD, and lengths plus separators still add up.)"""
+    out: list[str] = []
+    held: str | None = None
+    for part in parts:
+        if held is not None:
+            part = held + '"' + part
+            held = None
+        if part[-1:] == "\\" and (len(part) - len(part.rstrip("\\"))) & 1:
+            held = part
+        else:
+            out.append(part)
+    return None if held is not None else out
 
 
-def split_structured_data(rest: str) -> tuple[StructuredData, int] | None:
+# Escapes are hidden before the split when the text allows it: `\\` -> NUL,
+# `\"` -> SOH, so that every remaining quote is a real one and `split` alone
+# finds the values; both are put back (unescaped in values, as sent in MSG).
+_HIDE_BACKSLASH = "\x00"
+_HIDE_QUOTE = "\x01"
+
+
+def _unhide_value(value: str) -> str:
+    # §6.3.3: `\]` -> `]` (a hidden `\\` cannot pair with it any more), then
+    # the hidden `\\` and `\"`; a backslash before anything else stays.
+    return value.replace("\\]", "]").replace(_HIDE_BACKSLASH, "\\").replace(_HIDE_QUOTE, '"')
+
+
+def _unhide_msg(msg: str) -> str:
+    return msg.replace(_HIDE_BACKSLASH, "\\\\").replace(_HIDE_QUOTE, '\\"')
+
+
+def split_structured_data(rest: str) -> tuple[StructuredData, str] | None:
     """Read the SD-ELEMENTs that open `rest` (which starts with `[`).
 
-    Returns the structured data and the index just past the last `]` (there
-    `rest` ends or has SP before MSG), or None when `rest` does not open with
-    well-formed SD. Values are unescaped (§6.3.3); a name repeated in one
-    element keeps every value as a list (§6.3.3 allows it, e.g. several `ip`
-    in `origin`); an SD-ID repeated in one message (forbidden, §6.3.2) is
-    merged the same way."""
-    parts = rest.split('"')
-    escaped = "\\" in rest
-    if escaped and (parts := _join_escaped(parts)) is None:  # type: ignore[assignment]
-        return None
+    Returns the structured data and what follows it after one SP (the MSG,
+    "" if none), or None when `rest` does not open with well-formed SD.
+    Values are unescaped (§6.3.3); a name repeated in one element keeps
+    every value as a list (§6.3.3 allows it, e.g. several `ip` in `origin`);
+    an SD-ID repeated in one message (forbidden, §6.3.2) is merged the same
+    way."""
+    hidden = escaped = False
+    text = rest
+    if "\\" not in rest:
+        parts = rest.split('"')
+    elif _HIDE_BACKSLASH not in rest and _HIDE_QUOTE not in rest:
+        hidden = True
+        text = rest.replace("\\\\", _HIDE_BACKSLASH).replace('\\"', _HIDE_QUOTE)
+        parts = text.split('"')
+    else:
+        escaped = True  # NUL or SOH in the text: join at escaped quotes instead
+        joined = _join_escaped(rest.split('"'))
+        if joined is None:
+            return None
+        parts = joined
     last = len(parts) - 1
     out: StructuredData = {}
     params: dict[str, str | list[str]] = {}
@@ -307,17 +337,16 @@ def split_structured_data(rest: str) -> tuple[StructuredData, int] | None:
                 for sd_id in _SD_IDS.findall(seg, 0, found):
                     if sd_id not in out:
                         out[sd_id] = {}
-                return out, sum(map(len, parts[:k])) + k + found
+                msg = text[sum(map(len, parts[:k])) + k + found + 1 :]
+                return out, _unhide_msg(msg) if hidden else msg
             meaning = found
-            if k == last:
-                return None  # PARAM-NAME "=" and no value
             if len(cache) >= 4096:
                 cache.clear()
             cache[seg] = meaning
-        elif k == last or (k == 0) != (seg[0] == "["):
-            return None
         ids, sd_id, name = meaning
         if sd_id is not None:
+            if (k == 0) != (seg[0] == "["):
+                return None  # `"[`: an element opened inside another
             for empty in ids:
                 if empty not in out:
                     out[empty] = {}
@@ -325,21 +354,29 @@ def split_structured_data(rest: str) -> tuple[StructuredData, int] | None:
             if known is None:
                 known = out[sd_id] = {}
             params = known
-        value = parts[k + 1]
-        if escaped and "\\" in value:
+        try:
+            value = parts[k + 1]
+        except IndexError:
+            return None  # PARAM-NAME "=" and no value
+        if hidden:
+            value = _unhide_value(value)
+        elif escaped and "\\" in value:
             value = _SD_ESCAPE.sub(_group1, value)
         old = params.get(name)
         if old is None:
             params[name] = value
+        elif isinstance(old, list):
+            old.append(value)
         else:
-            if isinstance(old, list):
-                old.append(value)
-            else:
-                params[name] = [old, value]
+            params[name] = [old, value]
         k += 2
         if k > last:
             return None  # no closing quote
-    return out, sum(map(len, parts[:k])) + k + 1
+    if k == last:
+        msg = seg[2:]  # no quote in MSG: no need to find where it starts
+    else:
+        msg = text[sum(map(len, parts[:k])) + k + 2 :]
+    return out, _unhide_msg(msg) if hidden else msg
 
 
 # --- SYSLOG-MSG (§6) ----------------------------------------------------------
@@ -398,8 +435,7 @@ def parse_rfc5424(
         else:
             msg = rest  # "-text": SD left out, MSG starts with "-"
     elif c == "[" and (found := split_structured_data(rest)) is not None:
-        sd, end = found
-        msg = rest[end + 1 :]
+        sd, msg = found
     else:
         # STRUCTURED-DATA omitted (seen from hand-rolled senders: `... ID
         # text`): keep everything after MSGID as MSG rather than lose it.

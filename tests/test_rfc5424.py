@@ -344,13 +344,16 @@ def test_malformed_structured_data_is_refused(rest: str) -> None:
     assert got["message"] == rest  # kept, as MSG, not lost
 
 
-def test_structured_data_end_index_points_at_the_space_before_msg() -> None:
+def test_structured_data_hands_back_the_msg_after_it_quotes_and_all() -> None:
     rest = '[a x="1" y="a \\" b"][b] he said "hi" [x]'
     found = split_structured_data(rest)
     assert found is not None
-    sd, end = found
-    assert rest[end:] == ' he said "hi" [x]'
+    sd, msg = found
+    assert msg == 'he said "hi" [x]'
     assert sd == {"a": {"x": "1", "y": 'a " b'}, "b": {}}
+    assert split_structured_data('[a x="1"]') == ({"a": {"x": "1"}}, "")
+    assert split_structured_data('[a x="1"] ') == ({"a": {"x": "1"}}, "")
+    assert split_structured_data("[a] [b]") == ({"a": {}}, "[b]")
 
 
 # --- generated messages -------------------------------------------------------
@@ -436,6 +439,6 @@ def test_arbitrary_bytes_after_a_5424_header_never_raise(tail: bytes) -> None:
 def test_structured_data_splitting_never_raises_on_bracket_soup(rest: str) -> None:
     found = split_structured_data("[" + rest)
     if found is not None:
-        sd, end = found
-        assert end <= len(rest) + 1
+        sd, msg = found
+        assert ("[" + rest).endswith(msg)
         assert all(isinstance(v, dict) for v in sd.values())
