@@ -294,7 +294,9 @@ def _unhide_msg(msg: str) -> str:
     return msg.replace(_HIDE_BACKSLASH, "\\\\").replace(_HIDE_QUOTE, '\\"')
 
 
-def split_structured_data(rest: str) -> tuple[StructuredData, str] | None:
+def split_structured_data(
+    rest: str, join_escaped: bool = False
+) -> tuple[StructuredData, str] | None:
     """Read the SD-ELEMENTs that open `rest` (which starts with `[`).
 
     Returns the structured data and what follows it after one SP (the MSG,
@@ -302,12 +304,12 @@ def split_structured_data(rest: str) -> tuple[StructuredData, str] | None:
     Values are unescaped (§6.3.3); a name repeated in one element keeps
     every value as a list (§6.3.3 allows it, e.g. several `ip` in `origin`);
     an SD-ID repeated in one message (forbidden, §6.3.2) is merged the same
-    way."""
+    way. `join_escaped` forces the slower way of handling escaped quotes."""
     hidden = escaped = False
     text = rest
     if "\\" not in rest:
         parts = rest.split('"')
-    elif _HIDE_BACKSLASH not in rest and _HIDE_QUOTE not in rest:
+    elif not join_escaped and _HIDE_BACKSLASH not in rest and _HIDE_QUOTE not in rest:
         hidden = True
         text = rest.replace("\\\\", _HIDE_BACKSLASH).replace('\\"', _HIDE_QUOTE)
         parts = text.split('"')
@@ -328,6 +330,10 @@ def split_structured_data(rest: str) -> tuple[StructuredData, str] | None:
         if meaning is None:
             if seg[:2] == "] ":
                 break  # the common end: "]" SP MSG
+            if hidden and (_HIDE_BACKSLASH in seg or _HIDE_QUOTE in seg):
+                # A backslash in an SD-NAME (PRINTUSASCII allows it): names
+                # must be read as sent, so take the slower joining path.
+                return split_structured_data(rest, join_escaped=True)
             found = _read_segment(seg, k == 0)
             if found is None:
                 return None
@@ -372,10 +378,8 @@ def split_structured_data(rest: str) -> tuple[StructuredData, str] | None:
         k += 2
         if k > last:
             return None  # no closing quote
-    if k == last:
-        msg = seg[2:]  # no quote in MSG: no need to find where it starts
-    else:
-        msg = text[sum(map(len, parts[:k])) + k + 2 :]
+    # With no quote in MSG there is no need to find where it starts.
+    msg = seg[2:] if k == last else text[sum(map(len, parts[:k])) + k + 2 :]
     return out, _unhide_msg(msg) if hidden else msg
 
 

@@ -309,6 +309,15 @@ SD_CASES = [
     pytest.param(
         '[a x="caf\u00e9 \u65e5\u672c"]', {"a": {"x": "caf\u00e9 \u65e5\u672c"}}, id="utf8-value"
     ),
+    pytest.param(r'[a\b x="1"]', {"a\\b": {"x": "1"}}, id="backslash-in-sd-id-kept-as-sent"),
+    pytest.param(
+        r'[a y\z="\"" w="]"]', {"a": {"y\\z": '"', "w": "]"}}, id="backslash-in-param-name"
+    ),
+    pytest.param(
+        r'[a x="\\\"\]\n"][b y="2"]',
+        {"a": {"x": '\\"]\\n'}, "b": {"y": "2"}},
+        id="every-escape-in-one-value",
+    ),
 ]
 
 
@@ -318,6 +327,10 @@ def test_structured_data_is_unescaped_and_grouped(sd: str, want: dict[str, Any])
     assert got["structured_data"] == want
     assert got["message"] == "the msg"
     assert parsed(f"<13>1 2026-01-02T03:04:00Z h a - - {sd}".encode())["message"] == ""
+    # A NUL in MSG forces the other way of handling escaped quotes: same result.
+    got = parsed(f'<13>1 2026-01-02T03:04:00Z h a - - {sd} \\" q\x00'.encode())
+    assert got["structured_data"] == want
+    assert got["message"] == '\\" q\x00'
 
 
 @pytest.mark.parametrize(
