@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import json.scanner
 import math
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from collector.parse import ParseOptions, apply_clock_skew, raw_record
+from collector.parse import MAX_FUTURE_US, ParseOptions, apply_clock_skew, raw_record
 from collector.record import (
     CRIT,
     DEBUG,
     ERR,
     INFO,
+    LEVEL_BY_NAME,
     WARNING,
     Record,
     facility_from_name,
@@ -59,6 +62,9 @@ def _nonfinite(name: str) -> str:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_nonfinite)
+# typeshed types make_scanner's argument oddly; it takes the decoder, as
+# JSONDecoder.__init__ does.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
@@ -142,14 +148,30 @@ def _from_fields(
     timestamp = received_at  # contract: no time key -> receipt time
     for key in TIME_KEYS:
         v = get(key, _MISSING)
-        if v is not _MISSING and (t := _time_value(v, tz)) is not None:
+        if v is _MISSING:
+            continue
+        cls = v.__class__
+        if cls is str:
+            t = parse_timestamp(v, tz)
+            if t is None:
+                t = _time_value(v, tz)
+        elif cls is int:
+            t = epoch_to_us(v)
+        else:
+            t = _time_value(v, tz)
+        if t is not None:
             del fields[key]
             timestamp = t
             break
     level = INFO  # contract: no level means info
     for key in LEVEL_KEYS:
         v = get(key, _MISSING)
-        if v is not _MISSING and (lv := _level_value(v)) is not None:
+        if v is _MISSING:
+            continue
+        lv = LEVEL_BY_NAME.get(v) if v.__class__ is str else None
+        if lv is None:
+            lv = _level_value(v)
+        if lv is not None:
             del fields[key]
             level = lv
             break
@@ -236,12 +258,17 @@ def parse_json_line(
     if text[:1] == "\ufeff":
         text = text[1:]  # a BOM that editors and Windows tools put first
     obj: Any = None
-    if text.lstrip(" \t")[:1] == "{":
+    if text[:1] == "{" or text.lstrip(" \t")[:1] == "{":
+        # The C scanner directly (what json.loads runs underneath, minus two
+        # Python layers); then only whitespace may follow the object.
         try:
-            obj = _DECODER.decode(text)
-        except (ValueError, RecursionError):
+            obj, end = _SCAN(text, text.find("{"))
+        except (StopIteration, ValueError, RecursionError):
             obj = None
-    if isinstance(obj, dict):
+        else:
+            if end != len(text) and not text[end:].isspace():
+                obj = None  # `{...} trailing`: not one JSON object
+    if obj.__class__ is dict:
         if "\\u" in text and _SURROGATE_ESCAPE.search(text):
             obj = _fix_surrogates(obj)
         rec = _from_fields(obj, received_at, sender, opts.tz)
@@ -249,4 +276,7 @@ def parse_json_line(
         rec = raw_record(text, received_at, sender)
     if truncated:
         rec.fields = {**(rec.fields or {}), "truncated": True}
-    return apply_clock_skew(rec, opts)
+    ts = rec.timestamp
+    if ts < received_at - opts.ttl_us or ts > received_at + MAX_FUTURE_US:
+        apply_clock_skew(rec, opts)
+    return rec

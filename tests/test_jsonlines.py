@@ -304,7 +304,11 @@ def test_an_object_host_like_ecs_stays_in_fields_and_hostname_is_used() -> None:
         pytest.param(b'{"a": 1} trailing', id="trailing-garbage"),
         pytest.param(b"plain text line", id="plain-text"),
         pytest.param(b"", id="empty"),
-        pytest.param(b"{" * 100_000, id="deeply-nested-open"),
+        pytest.param(b"{" * 100_000, id="many-open-braces"),
+        pytest.param(
+            b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="nesting-deeper-than-the-stack"
+        ),
+        pytest.param(b'{"a": 1}{"b": 2}', id="two-objects-on-one-line"),
         pytest.param(b"\xff\xfe{garbage", id="invalid-utf8"),
     ],
 )
