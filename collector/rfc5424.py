@@ -328,8 +328,8 @@ def split_structured_data(
         seg = parts[k]
         meaning: _Continue | None = cache.get(seg)
         if meaning is None:
-            if seg[:2] == "] ":
-                break  # the common end: "]" SP MSG
+            if seg[:2] == "] " or (seg == "]" and k == last):
+                break  # the common end: "]" SP MSG, or "]" and nothing
             if hidden and (_HIDE_BACKSLASH in seg or _HIDE_QUOTE in seg):
                 # A backslash in an SD-NAME (PRINTUSASCII allows it): names
                 # must be read as sent, so take the slower joining path.

@@ -455,3 +455,29 @@ def test_structured_data_splitting_never_raises_on_bracket_soup(rest: str) -> No
         sd, msg = found
         assert ("[" + rest).endswith(msg)
         assert all(isinstance(v, dict) for v in sd.values())
+
+
+def test_a_repeated_sd_shape_is_read_the_same_from_the_segment_cache() -> None:
+    shape = '[origin ip="{0}" software="{1}"][meta sequenceId="{2}"][x@1][y z="{3}"]'
+    first = shape.format("10.0.0.1", "rsyslogd", "1", "a")
+    second = shape.format("10.0.0.2", 'say \\"hi\\"', "2", "b\\]c")
+    want_first = {
+        "origin": {"ip": "10.0.0.1", "software": "rsyslogd"},
+        "meta": {"sequenceId": "1"},
+        "x@1": {},
+        "y": {"z": "a"},
+    }
+    want_second = {
+        "origin": {"ip": "10.0.0.2", "software": 'say "hi"'},
+        "meta": {"sequenceId": "2"},
+        "x@1": {},
+        "y": {"z": "b]c"},
+    }
+    for _ in range(2):
+        assert split_structured_data(first + " m1") == (want_first, "m1")
+        assert split_structured_data(second + " m2") == (want_second, "m2")
+        assert split_structured_data(second) == (want_second, "")
+    # Repeated names keep their lists when read from cached segments too.
+    rep = '[a x="1" x="2"]'
+    assert split_structured_data(rep + " m") == ({"a": {"x": ["1", "2"]}}, "m")
+    assert split_structured_data(rep + " m") == ({"a": {"x": ["1", "2"]}}, "m")
