@@ -222,15 +222,22 @@ def record_from_object(
 ) -> Record:
     """A decoded JSON object (a JSON line, or an item of POST /logs) -> Record.
 
-    `obj` is not modified. Clock skew is not applied here: callers apply
+    `obj` is not modified nor shared: `fields` gets a deep copy, with lone
+    surrogates (`"\\ud800"` decodes to one) made U+FFFD so the API can
+    encode it. Clock skew is not applied here: callers apply
     `collector.parse.apply_clock_skew(rec, opts)` once per record (it
     re-stamps and keeps `fields.original_timestamp`)."""
-    return _from_fields(dict(obj), received_at, sender, opts.tz)
+    try:
+        fields = _fix_surrogates(obj)
+    except RecursionError:
+        fields = dict(obj)
+    return _from_fields(fields, received_at, sender, opts.tz)
 
 
 def _fix_surrogates(v: Any) -> Any:
-    """`\\ud800` alone decodes to a lone surrogate, which cannot be encoded as
-    UTF-8 later; turn each into U+FFFD (pairs were already joined by json)."""
+    """A copy of a decoded JSON value where each lone surrogate (`\\ud800`
+    alone decodes to one, and it cannot be encoded as UTF-8 later) is U+FFFD.
+    Pairs were already joined by the decoder."""
     if isinstance(v, str):
         try:
             v.encode("utf-8")
@@ -242,6 +249,25 @@ def _fix_surrogates(v: Any) -> Any:
     if isinstance(v, list):
         return [_fix_surrogates(x) for x in v]
     return v
+
+
+# Objects nested deeper than this are kept as raw lines: a record whose
+# fields the API cannot print (json.dumps recursion) is worse than text.
+MAX_DEPTH = 100
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Is any value nested more than `limit` levels deep? (Iterative.)"""
+    stack = [(obj, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, (dict, list)))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v if isinstance(x, (dict, list)))
+    return False
 
 
 def parse_json_line(
@@ -268,9 +294,15 @@ def parse_json_line(
         else:
             if end != len(text) and not text[end:].isspace():
                 obj = None  # `{...} trailing`: not one JSON object
-    if obj.__class__ is dict:
+    if obj.__class__ is dict and (
+        text.count("[") + text.count("{") <= MAX_DEPTH or not _deeper_than(obj, MAX_DEPTH)
+    ):
         if "\\u" in text and _SURROGATE_ESCAPE.search(text):
-            obj = _fix_surrogates(obj)
+            try:
+                obj = _fix_surrogates(obj)
+            except RecursionError:
+                # Nested as deep as the decoder allows: keep it as text.
+                obj = {"message": text}
         rec = _from_fields(obj, received_at, sender, opts.tz)
     else:
         rec = raw_record(text, received_at, sender)

@@ -149,10 +149,19 @@ def parse_rfc3164(
     With a PRI this always returns a record (a PRI followed by plain text is
     a message with receipt time, as a relay would stamp it, §4.3.3). Without
     a PRI it returns None unless a timestamp opens the line."""
-    c = text[pos : pos + 1]
-    if c.isdigit() and (seq := _SEQUENCE.match(text, pos)) is not None:
+    seq = None
+    if text[pos : pos + 1].isdigit() and (seq := _SEQUENCE.match(text, pos)) is not None:
         pos = seq.end()
     m = _HEADER.match(text, pos)
+    origin = None
+    if m is None and seq is not None:
+        # IOS `logging origin-id hostname` names the device after the
+        # sequence number: `<189>101: R1: *Mar  1 00:28:51.263: %SYS-5-...`.
+        colon = text.find(": ", pos, pos + 256)
+        if colon > pos and " " not in text[pos:colon]:
+            m = _HEADER.match(text, colon + 2)
+            if m is not None:
+                origin = text[pos:colon]
     fields = None
     ts: int | None = received_at
     if m is not None:
@@ -174,7 +183,7 @@ def parse_rfc3164(
             timestamp = ts
         pos = m.end()
 
-    host = sender
+    host = sender if origin is None or m is None else _intern(origin)
     service = None
     procid = None
     if text.startswith("%", pos):

@@ -321,8 +321,16 @@ def test_lines_that_are_not_json_objects_are_kept_raw(line: bytes) -> None:
 
 
 def test_deep_nesting_that_parses_is_still_a_record() -> None:
-    line = '{"a": ' + "[" * 50 + "]" * 50 + ', "msg": "deep"}'
+    line = '{"a": ' + "[" * 99 + "]" * 99 + ', "msg": "deep"}'
     assert parsed(line)["message"] == "deep"
+    brackets = '{"s": "' + "[" * 500 + '", "msg": "many brackets in a string"}'
+    assert parsed(brackets)["format"] == "json"
+
+
+def test_objects_nested_deeper_than_the_api_can_print_are_kept_raw() -> None:
+    line = '{"msg": "deep", "a": ' + "[" * 101 + "]" * 101 + "}"
+    got = parsed(line)
+    assert (got["format"], got["message"]) == ("raw", line)
 
 
 def test_unicode_escapes_and_surrogate_pairs_decode() -> None:
@@ -411,3 +419,30 @@ def test_any_object_becomes_a_json_record_and_loses_no_key(obj: dict[str, Any]) 
     # Every key that left `fields` was consumed by exactly one record field.
     assert len(used) <= 6
     json.dumps(record_to_dict(rec, "x"), allow_nan=False)  # the API can print it
+
+
+def test_record_from_object_copies_nested_values_and_fixes_lone_surrogates() -> None:
+    nested = {"a": [1, {"b": "\ud800"}]}
+    obj: dict[str, Any] = {"msg": "m\udfff", "x": nested}
+    rec = record_from_object(obj, NOW, SENDER, OPTS)
+    assert rec.message == "m\ufffd"
+    assert rec.fields == {"x": {"a": [1, {"b": "\ufffd"}]}}
+    assert rec.fields is not None
+    rec.fields["x"]["a"].append(2)
+    assert nested == {"a": [1, {"b": "\ud800"}]}  # the caller's object is untouched
+
+
+def test_record_from_object_survives_nesting_deeper_than_the_stack() -> None:
+    deep: Any = []
+    for _ in range(5000):
+        deep = [deep]
+    rec = record_from_object({"msg": "deep", "d": deep}, NOW, SENDER, OPTS)
+    assert rec.message == "deep"
+
+
+def test_a_lone_surrogate_in_a_line_nested_to_the_decoders_limit_does_not_raise() -> None:
+    for depth in (500, 900, 990, 2000):
+        line = b'{"msg": "\\ud800", "d": ' + b"[" * depth + b"]" * depth + b"}"
+        rec = parse_json_line(line, NOW, SENDER, OPTS)
+        assert rec.format in ("json", "raw")
+        json.dumps(record_to_dict(rec, "x"), ensure_ascii=False).encode()

@@ -305,6 +305,21 @@ CISCO_CASES = [
         id="ios-underscore-facility",
     ),
     pytest.param(
+        b"<189>101: R1: *Jan  2 03:04:00.263: %SYS-5-CONFIG_I: Configured from console by console",
+        {
+            "timestamp": "2026-01-02T03:04:00.263000Z",
+            "host": "R1",
+            "service": "SYS",
+            "message": "%SYS-5-CONFIG_I: Configured from console by console",
+        },
+        id="ios-origin-id-hostname",
+    ),
+    pytest.param(
+        b"<189>102: R1: not a date after all",
+        {"host": SENDER, "service": "R1", "message": "not a date after all"},
+        id="ios-sequence-then-tag-without-date",
+    ),
+    pytest.param(
         b'<164>%ASA-4-106023: Deny tcp src outside:192.0.2.1/1234 dst inside:10.0.0.1/22 by access-group "outside_in"',
         {
             "timestamp": "2026-01-02T03:04:05.500000Z",
