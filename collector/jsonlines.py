@@ -282,7 +282,7 @@ def parse_json_line(
     a `raw` record with the whole line as message."""
     text = data.decode("utf-8", "replace")
     if text[:1] == "\ufeff":
-        text = text[1:]  # a BOM that editors and Windows tools put first
+        text = text[1:]  # a BOM, as Windows editors save UTF-8 text
     obj: Any = None
     if text[:1] == "{" or text.lstrip(" \t")[:1] == "{":
         # The C scanner directly (what json.loads runs underneath, minus two

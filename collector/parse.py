@@ -65,7 +65,8 @@ def raw_record(text: str, received_at: int, sender: str | None) -> Record:
 
 # PRI = "<" PRIVAL ">"; PRIVAL = 1*3DIGIT ; range 0 .. 191 (RFC 5424 §6.2.1).
 # Every spelling of 0..191 in one to three digits, leading zeros included
-# (`<013>`, seen from old Solaris syslogd), so PRI costs one dict lookup.
+# (`<013>`: not what the ABNF means, but harmless to read), so PRI costs one
+# dict lookup.
 _PRIVALS: dict[str, int] = {
     s: int(s)
     for width in (1, 2, 3)
@@ -143,7 +144,8 @@ def parse_syslog(
                 text, received_at, sender
             )
     elif text[:1] == "\ufeff":
-        # A BOM before the whole line: Windows senders (NXLog, some agents).
+        # A BOM before the whole line instead of before MSG: defensive, it is
+        # never text, wherever a sender puts it.
         return parse_syslog(data[3:], received_at, sender, opts, truncated)
     else:
         rec = _without_pri(text, received_at, sender, opts.tz)

@@ -34,7 +34,7 @@ _SEQUENCE = re.compile(r"\d{1,10}: ", re.ASCII)
 
 # HEADER's TIMESTAMP (§4.1.2): "Mmm dd hh:mm:ss", dd space-padded ("Nov  3").
 # Also accepted, in this order:
-#   `Nov 3`, `Nov 03`      busybox, network gear that does not pad;
+#   `Nov 3`, `Nov 03`      senders formatting the day with %d or %-d;
 #   `Nov 23 2026 12:...`   Cisco ASA (`logging timestamp`), IOS `datetime year`;
 #   `.921`                 IOS `datetime msec` (milliseconds; up to 6 digits);
 #   ` UTC:` zone word      IOS `show-timezone` (UTC/GMT honoured, others read
@@ -147,7 +147,7 @@ def parse_rfc3164(
 
     HEADER = TIMESTAMP SP HOSTNAME SP (§4.1.2), then MSG = TAG CONTENT (§4.1.3).
     With a PRI this always returns a record (a PRI followed by plain text is
-    a message with receipt time, as a relay would stamp it, §4.3.3). Without
+    a message with receipt time, as a relay would stamp it, §4.3.2). Without
     a PRI it returns None unless a timestamp opens the line."""
     seq = None
     if text[pos : pos + 1].isdigit() and (seq := _SEQUENCE.match(text, pos)) is not None:

@@ -265,6 +265,7 @@ def _received(sock: socket.socket) -> bytes:
 @pytest.mark.parametrize(
     ("flags", "fmt"),
     [
+        pytest.param([], "rfc3164", id="logger-unix-default-without-hostname"),
         pytest.param(["--rfc3164"], "rfc3164", id="logger-rfc3164"),
         pytest.param(
             ["--rfc5424", "--msgid", "ID9", "--sd-id", "zoo@123", "--sd-param", 'tiger="hungry"'],
@@ -303,6 +304,8 @@ def test_util_linux_logger_lines_parse(unix_dgram: Any, flags: list[str], fmt: s
     assert got["message"] == "caf\u00e9 message", data
     assert str(got["procid"]).isdigit(), data
     assert got["fields"] == {}, data  # a current time: no skew, nothing invalid
+    # Without a format flag logger leaves HOSTNAME out on a unix socket.
+    assert (got["host"] == "this-host") == (not flags), data
     if fmt == "rfc5424":
         assert got["msgid"] == "ID9"
         assert got["structured_data"]["zoo@123"] == {"tiger": "hungry"}
