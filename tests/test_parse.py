@@ -152,6 +152,11 @@ def test_truncated_frames_are_flagged_whatever_the_format() -> None:
     assert rec.fields == {"invalid_timestamp": "bad", "truncated": True}
 
 
+def test_a_frame_cut_inside_a_utf8_character_ends_in_a_replacement_character() -> None:
+    rec = parse_syslog(b"<13>1 - h a - - - caf\xc3", NOW, SENDER, OPTS, truncated=True)
+    assert (rec.message, rec.fields) == ("caf\ufffd", {"truncated": True})
+
+
 SKEW_CASES = [
     pytest.param(
         b"<13>1 2026-01-02T01:04:05Z h a - - - old",

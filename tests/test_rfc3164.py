@@ -200,6 +200,24 @@ DATE_CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"<13>Feb 30 12:00:00 h a: m", id="feb-30"),
+        pytest.param(b"<13>Jan  2 25:00:00 h a: m", id="hour-25"),
+        pytest.param(b"<13>Jan 32 12:00:00 h a: m", id="day-32"),
+        pytest.param(b"<13>Jan 02 2026 12:61:00: %ASA-6-1: x", id="asa-minute-61"),
+        pytest.param(b"<13>2026-13-02T03:04:00Z h a: m", id="rfc3339-month-13"),
+    ],
+)
+def test_impossible_dates_get_receipt_time_and_say_so(data: bytes) -> None:
+    got = parsed(data)
+    assert got["format"] == "rfc3164"
+    assert got["timestamp"] == "2026-01-02T03:04:05.500000Z"
+    assert set(got["fields"]) == {"invalid_timestamp"}
+    assert got["fields"]["invalid_timestamp"] in data.decode()
+
+
 @pytest.mark.parametrize(("data", "now", "want"), DATE_CASES)
 def test_dates_without_year_get_the_year_nearest_to_receipt(
     data: bytes, now: int, want: str

@@ -238,6 +238,9 @@ TIMESTAMP_CASES = [
     pytest.param("2025-12-31T23:59:59.999999Z", "2025-12-31T23:59:59.999999Z", id="year-end"),
     pytest.param("2024-02-29T12:00:00Z", "2024-02-29T12:00:00.000000Z", id="leap-day"),
     pytest.param(
+        "2016-12-31T23:59:60Z", "2017-01-01T00:00:00.000000Z", id="leap-second-rolls-over"
+    ),
+    pytest.param(
         "2026-01-01T00:30:00+01:00", "2025-12-31T23:30:00.000000Z", id="offset-crosses-year"
     ),
 ]
