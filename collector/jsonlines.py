@@ -61,7 +61,13 @@ def _nonfinite(name: str) -> str:
     return name
 
 
-_DECODER = json.JSONDecoder(parse_constant=_nonfinite)
+def _finite_float(text: str) -> float | str:
+    # `1e999` is valid JSON that overflows a double to inf: kept as text too.
+    f = float(text)
+    return f if f - f == 0.0 else text
+
+
+_DECODER = json.JSONDecoder(parse_constant=_nonfinite, parse_float=_finite_float)
 # typeshed types make_scanner's argument oddly; it takes the decoder, as
 # JSONDecoder.__init__ does.
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
@@ -222,32 +228,35 @@ def record_from_object(
 ) -> Record:
     """A decoded JSON object (a JSON line, or an item of POST /logs) -> Record.
 
-    `obj` is not modified nor shared: `fields` gets a deep copy, with lone
-    surrogates (`"\\ud800"` decodes to one) made U+FFFD so the API can
-    encode it. Clock skew is not applied here: callers apply
+    `obj` is not modified nor shared: `fields` gets a deep copy that the API
+    can always print (lone surrogates -> U+FFFD, NaN/inf floats -> text). Clock skew is not applied here: callers apply
     `collector.parse.apply_clock_skew(rec, opts)` once per record (it
     re-stamps and keeps `fields.original_timestamp`)."""
     try:
-        fields = _fix_surrogates(obj)
+        fields = _sanitized(obj)
     except RecursionError:
         fields = dict(obj)
     return _from_fields(fields, received_at, sender, opts.tz)
 
 
-def _fix_surrogates(v: Any) -> Any:
-    """A copy of a decoded JSON value where each lone surrogate (`\\ud800`
-    alone decodes to one, and it cannot be encoded as UTF-8 later) is U+FFFD.
-    Pairs were already joined by the decoder."""
+def _sanitized(v: Any) -> Any:
+    """A copy of a decoded JSON value that the API can always print: each
+    lone surrogate (`\\ud800` alone decodes to one; it cannot be encoded as
+    UTF-8) is U+FFFD, and a NaN or infinite float (json.loads makes them from
+    `NaN` or `1e999`) is its JSON spelling as text. Surrogate pairs were
+    already joined by the decoder."""
     if isinstance(v, str):
         try:
             v.encode("utf-8")
         except UnicodeEncodeError:
             return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         return v
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
     if isinstance(v, dict):
-        return {_fix_surrogates(k): _fix_surrogates(x) for k, x in v.items()}
+        return {_sanitized(k): _sanitized(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_fix_surrogates(x) for x in v]
+        return [_sanitized(x) for x in v]
     return v
 
 
@@ -299,7 +308,7 @@ def parse_json_line(
     ):
         if "\\u" in text and _SURROGATE_ESCAPE.search(text):
             try:
-                obj = _fix_surrogates(obj)
+                obj = _sanitized(obj)
             except RecursionError:
                 # Nested as deep as the decoder allows: keep it as text.
                 obj = {"message": text}

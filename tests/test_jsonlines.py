@@ -351,8 +351,22 @@ def test_invalid_utf8_inside_a_json_string_is_replaced() -> None:
 
 
 def test_nan_and_infinity_are_kept_as_text() -> None:
-    got = parsed(b'{"msg": "m", "a": NaN, "b": -Infinity}')
-    assert got["fields"] == {"a": "NaN", "b": "-Infinity"}
+    got = parsed(
+        b'{"msg": "m", "a": NaN, "b": -Infinity, "c": 1e999, "d": -1'
+        + b"0" * 400
+        + b'.5, "e": 2.5}'
+    )
+    assert got["fields"] == {
+        "a": "NaN",
+        "b": "-Infinity",
+        "c": "1e999",
+        "d": "-1" + "0" * 400 + ".5",
+        "e": 2.5,
+    }
+    json.dumps(got, allow_nan=False)
+    assert (
+        parsed(b'{"ts": 1e999, "time": 1767323040}')["timestamp"] == "2026-01-02T03:04:00.000000Z"
+    )
 
 
 def test_a_bom_and_leading_blanks_before_the_object_are_ignored() -> None:
@@ -430,6 +444,14 @@ def test_record_from_object_copies_nested_values_and_fixes_lone_surrogates() -> 
     assert rec.fields is not None
     rec.fields["x"]["a"].append(2)
     assert nested == {"a": [1, {"b": "\ud800"}]}  # the caller's object is untouched
+
+
+def test_record_from_object_turns_non_finite_floats_into_text() -> None:
+    obj = {"msg": "m", "a": float("nan"), "b": [float("inf"), float("-inf")], "c": 1.5}
+    rec = record_from_object(obj, NOW, SENDER, OPTS)
+    assert rec.fields == {"a": "NaN", "b": ["Infinity", "-Infinity"], "c": 1.5}
+    rec = record_from_object({"ts": float("inf"), "time": 1767323040}, NOW, SENDER, OPTS)
+    assert rec.timestamp == 1767323040_000000
 
 
 def test_record_from_object_survives_nesting_deeper_than_the_stack() -> None:
