@@ -21,7 +21,7 @@ _MONTHS: dict[str, int] = {}
 for _i, _name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
 ):
-    # RFC 3164 §4.1.2 spells months "Jan".."Dec"; some appliances shout them.
+    # RFC 3164 §4.1.2 spells months "Jan".."Dec"; other cases cost nothing to accept.
     _MONTHS[_name] = _MONTHS[_name.upper()] = _MONTHS[_name.lower()] = _i
 
 _UTC_WORDS = frozenset({"UTC", "GMT", "UT", "Z"})

@@ -2,9 +2,9 @@
 TIMESTAMP reader every parser shares.
 
 Pure: receipt time, sender and default timezone come in as arguments. The
-header is split on single spaces as the ABNF (§6) lays it out; only the
-STRUCTURED-DATA part uses a regular expression. Leniencies are named where
-they are made, with the sender that needs them.
+header is split on single spaces as the ABNF (§6) lays it out, and
+STRUCTURED-DATA on its quotes; each ABNF rule is quoted above the code that
+reads it, and each leniency is named where it is made.
 """
 
 from __future__ import annotations
