@@ -12,6 +12,9 @@ bytes each, as the senders named below put them on the wire:
                                   bunyan, logrus, ECS-ish), one object a line
     mixed(n, seed=0)              what one syslog port sees: 5424 and 3164
                                   interleaved (about 40/60)
+    malformed(n, seed=0)          bad input a collector must survive: cut
+                                  frames, invalid UTF-8, bad PRI, binary junk,
+                                  broken JSON (every one still a record)
 
 `start` (Unix seconds, default: now) is the time of the first message; each
 next one is 0-2 ms later, so the records land inside any sensible TTL.
@@ -36,6 +39,7 @@ import time
 __all__ = [
     "json_lines",
     "lf_framed",
+    "malformed",
     "mixed",
     "octet_counted",
     "rfc3164_messages",
@@ -335,6 +339,33 @@ def mixed(n: int, seed: int = 0, start: float | None = None) -> list[bytes]:
     r = random.Random(seed)
     c = _Clock(start, r, 0)
     return [(_one_5424(r, c) if r.random() < 0.4 else _one_3164(r, c)).encode() for _ in range(n)]
+
+
+def malformed(n: int, seed: int = 0, start: float | None = None) -> list[bytes]:
+    """`n` messages that are wrong in the ways real traffic is wrong."""
+    r = random.Random(seed)
+    good = mixed(64, seed=seed, start=start) + json_lines(16, seed=seed, start=start)
+    out = []
+    for i in range(n):
+        m = good[i % len(good)]
+        kind = r.randrange(7)
+        if kind == 0:
+            m = m[: r.randrange(1, len(m))]  # cut anywhere, even inside a character
+        elif kind == 1:
+            i = r.randrange(len(m))
+            m = m[:i] + b"\xff\xfe\xc3" + m[i:]  # invalid UTF-8
+        elif kind == 2:
+            m = r.choice((b"<999>", b"<abc>", b"<192>", b"<", b"<13")) + m.partition(b">")[2]
+        elif kind == 3:
+            m = bytes(r.randrange(256) for _ in range(r.randrange(1, 200)))  # junk
+        elif kind == 4:
+            m = m.replace(b'"', b"", 1)  # a quote lost: broken SD or JSON
+        elif kind == 5:
+            m = m.partition(b">")[2]  # PRI lost
+        else:
+            m = b"x" * r.randrange(1000, 5000)  # one long token
+        out.append(m.rstrip(b"\n\r\x00") or b"-")
+    return out
 
 
 def lf_framed(msgs: list[bytes]) -> bytes:

@@ -23,7 +23,7 @@ from collector.parse import ParseOptions, parse_syslog, raw_record
 from collector.record import record_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.messages import json_lines, mixed, rfc3164_messages, rfc5424_messages
+from bench.messages import json_lines, malformed, mixed, rfc3164_messages, rfc5424_messages
 
 NOW = 1767323045_500000  # 2026-01-02T03:04:05.5Z
 OPTS = ParseOptions(ttl_us=100 * 365 * 86400 * 1_000_000)
@@ -246,6 +246,16 @@ def test_every_benchmark_message_parses_as_its_format() -> None:
         "rfc3164",
     }
     assert all(m.startswith(b"{") for m in json_lines(50, seed=3, start=start))
+
+
+def test_every_malformed_benchmark_message_is_still_a_record() -> None:
+    from collector.jsonlines import parse_json_line
+
+    formats = set()
+    for data in malformed(500, seed=5, start=(NOW - 60_000_000) / 1e6):
+        formats.add(parse_syslog(data, NOW, SENDER, OPTS).format)
+        assert parse_json_line(data, NOW, SENDER, OPTS).format in ("json", "raw")
+    assert {"raw", "rfc3164", "rfc5424"} <= formats
 
 
 # --- real clients -------------------------------------------------------------
