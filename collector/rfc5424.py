@@ -261,9 +261,10 @@ def _read_segment(seg: str, first: bool) -> _Continue | int | None:
     return ids, m[4], m[5]
 
 
-def _join_escaped(parts: list[str]) -> list[str] | None:
+def _join_escaped(parts: list[str]) -> list[str]:
     """Undo splits at escaped quotes: a part ending in an odd run of
-    backslashes continues in the next part. None if a value never closes.
+    backslashes continues in the next part (the last part has no quote after
+    it to escape).
 
     (Joining structure parts too is harmless: they never end in a backslash
     in well-formed SD, and lengths plus separators still add up.)"""
@@ -277,7 +278,9 @@ def _join_escaped(parts: list[str]) -> list[str] | None:
             held = part
         else:
             out.append(part)
-    return None if held is not None else out
+    if held is not None:
+        out.append(held)
+    return out
 
 
 # Escapes are hidden before the split when the text allows it: `\\` -> NUL,
@@ -318,10 +321,7 @@ def split_structured_data(
         parts = text.split('"')
     else:
         escaped = True  # NUL or SOH in the text: join at escaped quotes instead
-        joined = _join_escaped(rest.split('"'))
-        if joined is None:
-            return None
-        parts = joined
+        parts = _join_escaped(rest.split('"'))
     last = len(parts) - 1
     out: StructuredData = {}
     params: dict[str, str | list[str]] = {}

@@ -330,7 +330,10 @@ def test_structured_data_is_unescaped_and_grouped(sd: str, want: dict[str, Any])
     assert got["structured_data"] == want
     assert got["message"] == "the msg"
     assert parsed(f"<13>1 2026-01-02T03:04:00Z h a - - {sd}".encode())["message"] == ""
-    # A NUL in MSG forces the other way of handling escaped quotes: same result.
+    # A NUL in MSG forces the other way of handling escaped quotes: same result,
+    # also when MSG ends in a backslash.
+    got = parsed(f"<13>1 2026-01-02T03:04:00Z h a - - {sd} q\x00\\".encode())
+    assert (got["structured_data"], got["message"]) == (want, "q\x00\\")
     got = parsed(f'<13>1 2026-01-02T03:04:00Z h a - - {sd} \\" q\x00'.encode())
     assert got["structured_data"] == want
     assert got["message"] == '\\" q\x00'
@@ -381,7 +384,12 @@ _NAME = st.text(
     max_size=32,
 )
 _FIELD = st.one_of(st.just("-"), st.text(_PRINTUSASCII, min_size=1, max_size=48))
-_VALUE = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=30)
+# Values lean on the characters the SD reader treats specially: quotes,
+# backslashes, brackets, and the NUL/SOH it borrows when hiding escapes.
+_VALUE = st.text(
+    st.one_of(st.sampled_from('"\\]= [\x00\x01'), st.characters(exclude_categories=("Cs",))),
+    max_size=30,
+)
 _SD = st.dictionaries(
     _NAME, st.dictionaries(_NAME, st.lists(_VALUE, min_size=1, max_size=3), max_size=4), max_size=3
 )
