@@ -4,6 +4,7 @@ lines (RFC 5424 §6.5 examples first) and a round trip of generated messages."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -492,3 +493,62 @@ def test_a_repeated_sd_shape_is_read_the_same_from_the_segment_cache() -> None:
     rep = '[a x="1" x="2"]'
     assert split_structured_data(rep + " m") == ({"a": {"x": ["1", "2"]}}, "m")
     assert split_structured_data(rep + " m") == ({"a": {"x": ["1", "2"]}}, "m")
+
+
+# A slow, obviously-right reading of §6.3 as one regular expression: the
+# oracle the fast reader is compared with.
+_REF_NAME = r'[^ \]"=]+'
+_REF_VALUE = r'[^"\\]*(?:\\.[^"\\]*)*'
+_REF_ELEMENTS = re.compile(rf'(?:\[{_REF_NAME}(?: {_REF_NAME}="{_REF_VALUE}")*\])+', re.DOTALL)
+_REF_TOKENS = re.compile(rf'\[({_REF_NAME})|({_REF_NAME})="({_REF_VALUE})"', re.DOTALL)
+_REF_ESCAPE = re.compile(r'\\(["\\\]])')
+
+
+def _reference_sd(rest: str) -> tuple[dict[str, dict[str, Any]], str] | None:
+    m = _REF_ELEMENTS.match(rest)
+    if m is None or not (m.end() == len(rest) or rest[m.end()] == " "):
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    params: dict[str, Any] = {}
+    for sd_id, name, value in _REF_TOKENS.findall(m.group()):
+        if sd_id:
+            params = out.setdefault(sd_id, {})
+            continue
+        value = _REF_ESCAPE.sub(r"\1", value)
+        old = params.get(name)
+        params[name] = (
+            value if old is None else [*old, value] if isinstance(old, list) else [old, value]
+        )
+    return out, rest[m.end() + 1 :]
+
+
+_SD_PIECES = st.sampled_from(
+    [
+        "[",
+        "[a",
+        "[b@1",
+        "[c\\d",
+        "]",
+        " ",
+        "x=",
+        "y\\=",
+        '"',
+        "v",
+        "\\",
+        '\\"',
+        "\\]",
+        "\\\\",
+        "=",
+        "\x00",
+        "\x01",
+        "m",
+    ]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_SD_PIECES, min_size=1, max_size=16))
+def test_structured_data_agrees_with_a_regex_reading_of_the_abnf(pieces: list[str]) -> None:
+    rest = "[" + "".join(pieces)
+    assert split_structured_data(rest) == _reference_sd(rest)
+    assert split_structured_data(rest, join_escaped=True) == _reference_sd(rest)
