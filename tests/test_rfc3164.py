@@ -102,6 +102,11 @@ TAG_CASES = [
         id="lone-token-is-message",
     ),
     pytest.param(
+        b"<13>Jan  2 03:00:01 % sshd[12]: x",
+        {"host": SENDER, "service": None, "message": "% sshd[12]: x"},
+        id="percent-token-is-not-a-hostname",
+    ),
+    pytest.param(
         b"<13>Jan  2 03:00:01 fe80::1 app: v6 host",
         {"host": "fe80::1", "service": "app", "message": "v6 host"},
         id="ipv6-hostname",
