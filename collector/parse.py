@@ -1,8 +1,9 @@
 """Parse stage: one syslog frame (bytes) -> one Record.
 
-Picks RFC 5424 or RFC 3164 per message and falls back to `raw`, so nothing
-that arrives is lost. Pure: receipt time, sender and timezone come in as
-arguments; no clock, no I/O.
+Reads PRI, then picks RFC 5424 (VERSION 1) or RFC 3164 per message, and falls
+back to `raw`, so nothing that arrives is lost. Bytes are decoded once (invalid
+UTF-8 -> U+FFFD) and never raise. Pure: receipt time, sender and timezone come
+in as arguments; no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 
-from collector.record import FACILITY_USER, NOTICE, Record, datetime_to_us
+from collector.record import FACILITY_USER, NOTICE, Record, format_timestamp, level_from_name
+from collector.rfc3164 import parse_rfc3164
+from collector.rfc5424 import parse_rfc5424, parse_timestamp
 
 # Contract: a parsed time more than 5 minutes ahead would never expire.
 MAX_FUTURE_US = 300_000_000
@@ -26,26 +29,17 @@ class ParseOptions:
     ttl_us: int = 3600 * 1_000_000
 
 
-_PRI = re.compile(rb"<(\d{1,3})>")
-_5424 = re.compile(
-    rb"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) ?(.*)\Z",
-    re.DOTALL,
-)
-
-
-def _nil(b: bytes) -> str | None:
-    return None if b == b"-" else b.decode("utf-8", "replace")
-
-
 def apply_clock_skew(rec: Record, opts: ParseOptions) -> Record:
     """Re-stamp an event time that would vanish or never expire (contract:
-    clock skew), keeping the sender's time in `fields.original_timestamp`."""
-    now = rec.received_at
-    if rec.timestamp < now - opts.ttl_us or rec.timestamp > now + MAX_FUTURE_US:
-        from collector.record import format_timestamp
+    clock skew), keeping the sender's time in `fields.original_timestamp`.
 
-        fields = dict(rec.fields or {})
-        fields["original_timestamp"] = format_timestamp(rec.timestamp)
+    Every parser here applies it; `record_from_object` callers (POST /logs)
+    call it themselves, once per record."""
+    now = rec.received_at
+    ts = rec.timestamp
+    if ts < now - opts.ttl_us or ts > now + MAX_FUTURE_US:
+        fields = dict(rec.fields) if rec.fields else {}
+        fields["original_timestamp"] = format_timestamp(ts)
         rec.fields = fields
         rec.timestamp = now
     return rec
@@ -69,6 +63,56 @@ def raw_record(text: str, received_at: int, sender: str | None) -> Record:
     )
 
 
+# PRI = "<" PRIVAL ">"; PRIVAL = 1*3DIGIT ; range 0 .. 191 (RFC 5424 §6.2.1).
+# Every spelling of 0..191 in one to three digits, leading zeros included
+# (`<013>`: not what the ABNF means, but harmless to read), so PRI costs one
+# dict lookup.
+_PRIVALS: dict[str, int] = {
+    s: int(s)
+    for width in (1, 2, 3)
+    for s in (f"{i:0{width}d}" for i in range(10**width))
+    if int(s) <= 191
+}
+
+# The contract's application log line, sent without PRI by apps writing to a
+# socket directly (Python logging's default asctime has a comma fraction):
+#   2026-01-30 12:01:05 INFO User logged in
+#   2026-01-30T12:01:05.123+01:00 [WARN] disk almost full
+_APP_LOG = re.compile(
+    r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:[Zz]|[+-]\d\d:?\d\d)?)"
+    r" +\[?([A-Za-z]{3,11})\]?:?(?: +|\Z)",
+    re.ASCII,
+)
+
+
+def _app_log_record(
+    text: str, received_at: int, sender: str | None, tz: _dt.tzinfo
+) -> Record | None:
+    m = _APP_LOG.match(text)
+    if m is None:
+        return None
+    level = level_from_name(m[2])
+    if level is None:
+        return None
+    ts = parse_timestamp(m[1].replace(",", "."), tz)
+    if ts is None:
+        return None
+    return Record(
+        ts,
+        received_at,
+        sender,
+        None,
+        None,
+        None,
+        FACILITY_USER,
+        level,
+        text[m.end() :],
+        None,
+        None,
+        "raw",
+    )
+
+
 def parse_syslog(
     data: bytes,
     received_at: int,
@@ -76,59 +120,53 @@ def parse_syslog(
     opts: ParseOptions,
     truncated: bool = False,
 ) -> Record:
-    """Parse one syslog message (trailing LF/CR/NUL already stripped)."""
-    rec = _parse(data, received_at, sender, opts)
+    """Parse one syslog message (trailing LF/CR/NUL already stripped by the
+    transport). Never raises: what parses as nothing is a `raw` record.
+
+    `sender` is the host for messages that carry none (peer IP, or this
+    machine's hostname for the unix socket); `truncated` marks a frame cut to
+    max_message_bytes (`fields.truncated`)."""
+    text = data.decode("utf-8", "replace")
+    if text[:1] == "<":
+        # PRI = "<" PRIVAL ">" (RFC 5424 §6.2.1, RFC 3164 §4.1.1)
+        gt = text.find(">", 1, 5)
+        pri = _PRIVALS.get(text[1:gt]) if gt > 1 else None
+        if pri is None:
+            # `<999>`, `<abc>`, `<192>`, or no closing `>`: not syslog.
+            rec = raw_record(text, received_at, sender)
+        elif text.startswith("1 ", gt + 1) and (
+            r5424 := parse_rfc5424(text, pri, received_at, sender, opts.tz)
+        ):
+            rec = r5424
+        else:
+            # RFC 3164 takes any line after a valid PRI (never None then).
+            rec = parse_rfc3164(text, gt + 1, pri, received_at, sender, opts.tz) or raw_record(
+                text, received_at, sender
+            )
+    elif text[:1] == "\ufeff":
+        # A BOM before the whole line instead of before MSG: defensive, it is
+        # never text, wherever a sender puts it.
+        return parse_syslog(data[3:], received_at, sender, opts, truncated)
+    else:
+        rec = _without_pri(text, received_at, sender, opts.tz)
     if truncated:
         rec.fields = {**(rec.fields or {}), "truncated": True}
-    return apply_clock_skew(rec, opts)
+    ts = rec.timestamp
+    if ts < received_at - opts.ttl_us or ts > received_at + MAX_FUTURE_US:
+        apply_clock_skew(rec, opts)
+    return rec
 
 
-def _parse(data: bytes, received_at: int, sender: str | None, opts: ParseOptions) -> Record:
-    m = _5424.match(data)
-    if m is not None and int(m[1]) < 192:
-        pri = int(m[1])
-        ts = received_at
-        if m[2] != b"-":
-            try:
-                t = _dt.datetime.fromisoformat(m[2].decode().replace("Z", "+00:00"))
-                ts = datetime_to_us(t if t.tzinfo else t.replace(tzinfo=opts.tz))
-            except ValueError:
-                pass
-        rest = m[7]
-        if rest.startswith(b"- "):
-            rest = rest[2:]
-        elif rest == b"-":
-            rest = b""
-        return Record(
-            ts,
-            received_at,
-            _nil(m[3]) or sender,
-            _nil(m[4]),
-            _nil(m[5]),
-            _nil(m[6]),
-            pri >> 3,
-            pri & 7,
-            rest.decode("utf-8", "replace"),
-            None,
-            None,
-            "rfc5424",
-        )
-    m = _PRI.match(data)
-    if m is not None and int(m[1]) < 192:
-        pri = int(m[1])
-        body = data[m.end() :].decode("utf-8", "replace")
-        return Record(
-            received_at,
-            received_at,
-            sender,
-            None,
-            None,
-            None,
-            pri >> 3,
-            pri & 7,
-            body,
-            None,
-            None,
-            "rfc3164",
-        )
-    return raw_record(data.decode("utf-8", "replace"), received_at, sender)
+def _without_pri(text: str, received_at: int, sender: str | None, tz: _dt.tzinfo) -> Record:
+    """No PRI: an application log line, or a 3164 header without PRI (RFC 3164
+    §4.3.3: a relay treats it as user.notice), else raw."""
+    c = text[:1]
+    if c.isdigit():
+        rec = _app_log_record(text, received_at, sender, tz)
+        if rec is not None:
+            return rec
+    if c.isalnum() or c in "*.":
+        rec = parse_rfc3164(text, 0, None, received_at, sender, tz)
+        if rec is not None:
+            return rec
+    return raw_record(text, received_at, sender)

@@ -8,6 +8,7 @@ microseconds since the Unix epoch (UTC) so that the store can keep them in
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,10 @@ _LEVEL_BY_NAME.update(
     }
 )
 _FACILITY_BY_NAME: dict[str, int] = {name: code for code, name in enumerate(FACILITIES)}
+
+# For hot paths that try the exact spelling before calling level_from_name
+# (which also tries lower case). Read-only by type; a proxy would cost a call.
+LEVEL_BY_NAME: Mapping[str, int] = _LEVEL_BY_NAME
 
 
 def level_from_name(name: str) -> int | None:
