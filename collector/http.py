@@ -27,7 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector import __version__
 from collector.config import HttpConfig
-from collector.jsonlines import record_from_object
+from collector.jsonlines import MAX_DEPTH, nested_deeper_than, record_from_object
 from collector.parse import ParseOptions, apply_clock_skew
 from collector.query import (
     Query,
@@ -236,6 +236,14 @@ def handle_post_logs(req: Request, app: App) -> Response:
         for i, o in enumerate(objs)
         if not isinstance(o, dict)
     ]
+    # A record whose fields the API could not print would break every page
+    # it falls in; the JSON-lines listener keeps such lines as raw text.
+    bad += [
+        {"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"}
+        for i, o in enumerate(objs)
+        if isinstance(o, dict) and nested_deeper_than(o)
+    ]
+    bad.sort(key=lambda b: int(b["index"]))
     records: list[Record] = []
     if not bad:
         now = _now_us()
@@ -287,9 +295,13 @@ def _decode_post_body(req: Request) -> list[Any]:
                 objs.append(json.loads(line))
             except ValueError as e:
                 raise QueryError(f"body: item {n}: not valid JSON: {e}") from None
+            except RecursionError:
+                raise QueryError(f"body: item {n}: nested too deeply") from None
         return objs
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise QueryError("body: JSON nested too deeply") from None
     except ValueError as e:
         hint = " (send NDJSON as Content-Type: application/x-ndjson)" if b"\n{" in body else ""
         raise QueryError(f"body: not valid JSON: {e}{hint}") from None

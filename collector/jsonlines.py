@@ -265,7 +265,7 @@ def _sanitized(v: Any) -> Any:
 MAX_DEPTH = 100
 
 
-def _deeper_than(obj: Any, limit: int) -> bool:
+def nested_deeper_than(obj: Any, limit: int = MAX_DEPTH) -> bool:
     """Is any value nested more than `limit` levels deep? (Iterative.)"""
     stack = [(obj, 1)]
     while stack:
@@ -304,7 +304,7 @@ def parse_json_line(
             if end != len(text) and not text[end:].isspace():
                 obj = None  # `{...} trailing`: not one JSON object
     if obj.__class__ is dict and (
-        text.count("[") + text.count("{") <= MAX_DEPTH or not _deeper_than(obj, MAX_DEPTH)
+        text.count("[") + text.count("{") <= MAX_DEPTH or not nested_deeper_than(obj, MAX_DEPTH)
     ):
         if "\\u" in text and _SURROGATE_ESCAPE.search(text):
             try:

@@ -378,6 +378,14 @@ async def test_post_errors_are_400_and_store_nothing() -> None:
             (b'{"a": 1}\n[]\n', "application/x-ndjson", "item 1"),
             (b'{"a": 1}\n{bad\n', "application/x-ndjson", "item 1: not valid JSON"),
             (b"\xff\xfe\x00", "application/json", "body: "),
+            (b"[" * 100_000, "application/json", "body: JSON nested too deeply"),
+            (b'{"a":' * 5000 + b"1" + b"}" * 5000, "application/json", "nested too deeply"),
+            (b'{"a":1}\n' + b"[" * 100_000 + b"\n", "application/x-ndjson", "item 1: nested"),
+            (
+                b'{"m": 1, "f": ' + b"[" * 900 + b"]" * 900 + b"}",
+                "application/json",
+                "item 0: nested deeper than 100 levels",
+            ),
         ]
         a = await post(d, b"\x1f\x8b", "application/json", **{"Content-Encoding": "gzip"})
         assert a.json()["error"].startswith("content-encoding: ")
