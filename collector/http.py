@@ -231,19 +231,14 @@ def handle_log(req: Request, app: App, rec_id: str) -> Response:
 def handle_post_logs(req: Request, app: App) -> Response:
     """Store a JSON object, an array of objects, or NDJSON; all or nothing."""
     objs = _decode_post_body(req)
-    bad = [
-        {"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"}
-        for i, o in enumerate(objs)
-        if not isinstance(o, dict)
-    ]
     # A record whose fields the API could not print would break every page
     # it falls in; the JSON-lines listener keeps such lines as raw text.
-    bad += [
-        {"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"}
-        for i, o in enumerate(objs)
-        if isinstance(o, dict) and nested_deeper_than(o)
-    ]
-    bad.sort(key=lambda b: int(b["index"]))
+    bad: list[dict[str, Any]] = []
+    for i, o in enumerate(objs):
+        if not isinstance(o, dict):
+            bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
+        elif nested_deeper_than(o):
+            bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
     records: list[Record] = []
     if not bad:
         now = _now_us()
