@@ -54,6 +54,7 @@ class _Ingest:
         self.opts = opts
         self.max_bytes = max_bytes
         self.stats = ListenerStats()
+        self.connections: set[TcpProtocol] = set()  # open TCP connections, for the shutdown drain
 
     def frames(self, frames: list[tuple[bytes, bool]], sender: str | None) -> None:
         if not frames:
@@ -106,6 +107,7 @@ class TcpProtocol(asyncio.Protocol):
         self.framer = LineFramer(ingest.max_bytes)
         self.sender: str | None = None
         self.transport: asyncio.Transport | None = None
+        self.bytes_in = 0  # bytes read so far; the shutdown drain reads up to a target
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; cast, don't assert.
@@ -113,8 +115,10 @@ class TcpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.sender = peer[0] if isinstance(peer, tuple) else None
         self.ingest.stats.connections_open += 1
+        self.ingest.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         self.ingest.frames(self.framer.feed(data), self.sender)
 
     def eof_received(self) -> bool | None:
@@ -123,6 +127,7 @@ class TcpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ingest.stats.connections_open -= 1
+        self.ingest.connections.discard(self)
 
 
 class Listener:
