@@ -113,6 +113,9 @@ class WriteAheadLog:
         segment's torn tail is skipped and counted; a foreign file moved aside."""
         out: list[tuple[int, Record]] = []
         self.last_seq = max(self.last_seq, after_seq)
+        # New segments are numbered above the snapshot's, even when its
+        # segments are gone: a reused number would be skipped as covered.
+        self.segment = max(self.segment, after_segment)
         with no_gc():
             self._replay_segments(after_segment, out)
         if out:
