@@ -51,13 +51,24 @@ def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 class DaemonProcess:
     """`python -m collector run` with a generated config; stderr kept in a file."""
 
-    def __init__(self, workdir: Path, store: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        store: dict[str, Any] | None = None,
+        listeners: tuple[tuple[str, str, str], ...] = (("tcp", "tcp", "syslog"),),
+    ) -> None:
         self.workdir = workdir
         self.store = store or {}
+        self.listeners = listeners  # (name, transport, format)
+        self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
-        self.tcp_port = 0
         self.http_port = 0
+
+    @property
+    def tcp_port(self) -> int:
+        """The port of the listener named `tcp`."""
+        return self.ports["tcp"]
 
     @property
     def log_path(self) -> Path:
@@ -65,10 +76,12 @@ class DaemonProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         self.runs += 1
-        self.tcp_port, self.http_port = free_ports(2)
+        *ports, self.http_port = free_ports(len(self.listeners) + 1)
+        self.ports = {name: port for (name, _, _), port in zip(self.listeners, ports, strict=True)}
         cfg = {
             "listeners": [
-                {"name": "tcp", "transport": "tcp", "bind": f"127.0.0.1:{self.tcp_port}"}
+                {"name": name, "transport": transport, "format": fmt, "bind": f"127.0.0.1:{port}"}
+                for (name, transport, fmt), port in zip(self.listeners, ports, strict=True)
             ],
             "http": {"bind": f"127.0.0.1:{self.http_port}"},
             "store": self.store,
@@ -96,10 +109,26 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, target: str) -> Any:
+    def get_text(self, target: str) -> str:
         url = f"http://127.0.0.1:{self.http_port}{target}"
         with urllib.request.urlopen(url, timeout=30) as resp:
-            return json.loads(resp.read())
+            return str(resp.read().decode())
+
+    def get(self, target: str) -> Any:
+        return json.loads(self.get_text(target))
+
+    def counted(self, listener: str) -> int:
+        """Messages received plus dropped for `listener`, from /metrics."""
+        total = 0.0
+        for line in self.get_text("/metrics").splitlines():
+            if (
+                line.startswith(
+                    ("collector_messages_received_total{", "collector_messages_dropped_total{")
+                )
+                and f'listener="{listener}"' in line
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
     def records(self) -> int:
         return int(self.get("/health")["records"])
