@@ -1,9 +1,12 @@
-"""Snapshot encoding: records/s written and read, marshal chunks vs JSON lines.
+"""Persistence costs: snapshot encoding (marshal chunks vs JSON lines) and
+the daemon's TCP ingest rate with the write-ahead log off / never / batch / always.
 
 Run: .venv/bin/python bench/persist.py [--records N] [--runs R] [--quick]
 The chosen format (collector/persist.py: marshal tuples in CRC32 chunks) is
 measured through its real functions; JSON lines through the same tuples with
-json.dumps/loads per line, the safe alternative. Medians of R runs.
+json.dumps/loads per line, the safe alternative. Ingest: a daemon process,
+one blasting TCP sender, messages/s received over a few seconds, each mode
+in turn, repeated R times (medians; the machine is shared, so compare ratios).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from collector.persist import no_gc, read_snapshot, record_from_tuple, record_tuple, write_snapshot
 from collector.record import Record
@@ -80,11 +84,54 @@ def bench_json(items: list[tuple[int, Record]], path: str) -> tuple[float, float
     return t1 - t0, t2 - t1, os.path.getsize(path)
 
 
+def ingest_rate(workdir: str, fsync: str | None, seconds: float) -> float:
+    """Messages/s one blasting TCP sender gets into a daemon process."""
+    from pathlib import Path
+
+    from soak import Sender, received
+
+    from tests.faults_support import DaemonProcess, poll
+
+    w = Path(tempfile.mkdtemp(dir=workdir))
+    store: dict[str, object] = {"ttl": "1m"}
+    if fsync is not None:
+        store.update(persist_dir=str(w / "state"), fsync=fsync)
+    d = DaemonProcess(w, store)
+    d.start()
+    try:
+        sender = Sender(d.tcp_port, 0)
+        poll(lambda: received(d) > 1000, 30, "first messages")
+        r0, t0 = received(d), time.perf_counter()
+        time.sleep(seconds)
+        r1, t1 = received(d), time.perf_counter()
+        sender.stop()
+    finally:
+        d.stop()
+    return (r1 - r0) / (t1 - t0)
+
+
+def bench_ingest(runs: int, seconds: float) -> None:
+    modes: list[str | None] = [None, "never", "batch", "always"]
+    rates: dict[str | None, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(runs):
+            for m in modes:
+                rates[m].append(ingest_rate(d, m, seconds))
+    base = statistics.median(rates[None])
+    print(f"TCP ingest into a daemon process, {seconds:g}s per mode, median of {runs} runs")
+    print(f"{'persistence':<14} {'msg/s':>10} {'vs off':>7}")
+    for m in modes:
+        med = statistics.median(rates[m])
+        print(f"{'off' if m is None else 'fsync ' + m:<14} {med:>10,.0f} {med / base:>7.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="100k records, 1 run")
+    ap.add_argument("--seconds", type=float, default=4.0, help="per ingest mode")
+    ap.add_argument("--no-ingest", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.records, args.runs = 100_000, 1
@@ -108,6 +155,9 @@ def main() -> None:
         print(f"{name:<16} {n / w:>12,.0f} {n / r:>12,.0f} {w:>8.2f} {r:>8.2f} {size / n:>9.1f}")
     base = rows[1]
     print(f"marshal vs JSON: write x{base[1] / rows[0][1]:.1f}, read x{base[2] / rows[0][2]:.1f}")
+    if not args.no_ingest:
+        print()
+        bench_ingest(args.runs, 2.0 if args.quick else args.seconds)
 
 
 if __name__ == "__main__":
