@@ -310,7 +310,7 @@ class PersistenceStats:
     snapshot_records: int = 0  # records in the last snapshot
     restored_records: int = 0  # records in the store after start-up restore
     replayed_records: int = 0  # of which from the log
-    replay_skipped: int = 0  # log records already in the snapshot (seq <= its last_seq)
+    replay_skipped: int = 0  # log segments (or records) already in the snapshot, not replayed
     corrupt_files: int = 0  # files moved aside
 
 
@@ -350,6 +350,13 @@ class Persistence:
         if snap.error is not None:
             self.stats.corrupt_files += 1
         replayed = self.wal.replay(after_segment=snap.wal_segment, after_seq=snap.last_seq)
+        if snap.error is not None and snap.items and replayed:
+            # The damaged snapshot lost its record of which log segments it
+            # covers: a segment it covered may still be here. Ids stay unique.
+            in_snapshot = {seq for seq, _ in snap.items}
+            kept = [item for item in replayed if item[0] not in in_snapshot]
+            self.stats.replay_skipped += len(replayed) - len(kept)
+            replayed = kept
         self.stats.replayed_records = len(replayed)
         # Expired records go in too, then expire(): the store's sequence then
         # continues above every seq ever logged, so new ids never repeat one.

@@ -210,7 +210,8 @@ class WriteAheadLog:
         if not n:
             return
         self.last_seq = first_seq + n - 1
-        self._pending.append((first_seq, records))
+        # A copy of the list (not of the records): the caller may reuse its list.
+        self._pending.append((first_seq, records[:]))
         self._pending_records += n
         if self.fsync_mode == "always":
             self.write_pending()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,63 @@ def test_the_log_keys_are_validated_naming_the_key() -> None:
     assert "store.fsync: expected one of never, batch, always" in problems
     cfg = config_from_dict({"store": {"wal_max_bytes": "64MiB", "wal_flush_interval": "50ms"}})
     assert (cfg.store.wal_max_bytes, cfg.store.wal_flush_interval) == (64 * 1024 * 1024, 0.05)
+
+
+async def test_stop_reads_what_the_kernel_already_holds_before_snapshotting(
+    tmp_path: Path,
+) -> None:
+    from collector.config import StoreConfig
+    from collector.daemon import start, stop
+
+    d = await start(local_config(store=StoreConfig(persist_dir=str(tmp_path))))
+    tcp = socket.create_connection(listener_addr(d, "tcp"))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await wait_for(lambda: d.listeners["tcp"].stats.connections_open == 1)
+        # Blocking sends with no await after them: the daemon has read none of it.
+        tcp.sendall(b"".join(b"<14>1 - h app - - - tcp %d\n" % i for i in range(1000)))
+        for i in range(50):
+            udp.sendto(b"<14>1 - h app - - - udp %d" % i, listener_addr(d, "udp"))
+        assert len(d.store) == 0
+        await stop(d)
+    finally:
+        tcp.close()
+        udp.close()
+    assert len(d.store) == 1050
+    s = store()
+    p = Persistence(str(tmp_path), s)
+    p.open(NOW)
+    assert len(list(s.snapshot_items())) == 1050
+    assert p.stats.replayed_records == 0  # all of it came from the snapshot
+    await p.close()
+
+
+async def test_an_unusable_persist_dir_is_a_one_line_startup_error(tmp_path: Path) -> None:
+    from collector.config import StoreConfig
+    from collector.daemon import StartupError, start
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StartupError, match=r"^store.persist_dir: cannot use .*file/state"):
+        await start(local_config(store=StoreConfig(persist_dir=str(blocker / "state"))))
+
+
+def test_a_damaged_snapshot_and_a_leftover_log_segment_double_no_id(tmp_path: Path) -> None:
+    s1 = store()
+    p1 = Persistence(str(tmp_path), s1)
+    p1.open(NOW)
+    a = [rec(i) for i in range(5000)]
+    p1.log(s1.add_many(a), a)
+    sealed = p1.wal.rotate(reopen=False)
+    p1._write_snapshot(s1.snapshot_items(), p1.wal.last_seq, sealed[-1])
+    # crash before the log is removed, and the snapshot's end is damaged later
+    snap = tmp_path / "snapshot.bin"
+    snap.write_bytes(snap.read_bytes()[:-10])
+
+    s2 = store()
+    p2 = Persistence(str(tmp_path), s2)
+    p2.open(NOW)
+    seqs = [seq for seq, _ in s2.snapshot_items()]
+    assert sorted(seqs) == list(range(1, 5001))  # from snapshot + log, each once
+    assert p2.stats.replay_skipped == 5000
+    asyncio.run(p2.close())
