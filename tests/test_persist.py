@@ -351,3 +351,33 @@ def test_a_damaged_snapshot_and_a_leftover_log_segment_double_no_id(tmp_path: Pa
     assert sorted(seqs) == list(range(1, 5001))  # from snapshot + log, each once
     assert p2.stats.replay_skipped == 5000
     asyncio.run(p2.close())
+
+
+@pytest.mark.parametrize(("fsync", "on_disk"), [("always", 500), ("batch", 0)])
+async def test_with_fsync_always_whatever_a_query_sees_is_already_in_the_log(
+    tmp_path: Path, fsync: str, on_disk: int
+) -> None:
+    """With the flush timer out of the way (60 s), `always` has logged every
+    visible record by the time it is visible; `batch` still buffers them."""
+    import shutil
+
+    from collector.config import StoreConfig
+    from collector.persist import PersistenceStats
+    from collector.wal import WriteAheadLog
+
+    state = tmp_path / "state"
+    cfg = StoreConfig(persist_dir=str(state), fsync=fsync, wal_flush_interval=60.0)
+    async with running_daemon(local_config(store=cfg)) as d:
+        _, writer = await asyncio.open_connection(*listener_addr(d, "tcp"))
+        for i in range(50):  # 50 writes: many reads, many log batches
+            writer.write(b"".join(b"<14>1 - h app - - - m %d\n" % (i * 10 + j) for j in range(10)))
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await wait_for(lambda: len(d.store) == 500)
+        assert (await get_json(d, "/health"))["records"] == 500
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        for p in state.glob("wal-*.log"):
+            shutil.copy(p, copy / p.name)  # what a kill -9 right now would leave
+        assert len(WriteAheadLog(str(copy), PersistenceStats()).replay(after_segment=0)) == on_disk
