@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
     ap.add_argument("--tails", type=int, default=2)
     ap.add_argument("--no-persist", action="store_true")
+    ap.add_argument("--wal-max", default="256MiB", help="store.wal_max_bytes")
     ap.add_argument("--quick", action="store_true", help="30 s, ttl 10s, samples every 5 s")
     args = ap.parse_args()
     if args.quick:
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
         top = measure_max_rate(workdir, 3.0 if args.quick else 5.0)
         rate = top / 2
         print(f"max TCP rate measured: {top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s")
-    store: dict[str, Any] = {"ttl": args.ttl}
+    store: dict[str, Any] = {"ttl": args.ttl, "wal_max_bytes": args.wal_max}
     if not args.no_persist:
         store["persist_dir"] = str(workdir / "state")
     d = DaemonProcess(workdir, store)
@@ -322,9 +323,20 @@ def summarise(
         print("  (run shorter than the TTL window: RSS flatness not judged)")
     print(f"  query errors {querier.errors}; tails: {', '.join(t.status for t in tails)}")
     print(f"  shutdown: exit {code} in {stop_s:.1f}s (drain + snapshot)")
-    snap = [line for line in d.log().splitlines() if "snapshot:" in line]
+    lines = d.log().splitlines()
+    snap = [line for line in lines if " snapshot: " in line and "early" not in line]
     if snap:
         print(f"  last snapshot: {snap[-1].split('snapshot: ', 1)[1]} ({len(snap)} snapshots)")
+    copies = [
+        float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in lines if "early snapshot" in line
+    ]
+    if copies:
+        print(
+            f"  early snapshots: {len(copies)}, item copy on the event loop max {max(copies):.2f}s"
+        )
+    bound = [line for line in lines if "at its bound" in line]
+    if bound:
+        print(f"  the log reached its bound {len(bound)} times (records then kept in memory only)")
 
 
 if __name__ == "__main__":

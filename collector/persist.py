@@ -405,7 +405,16 @@ class Persistence:
         try:
             sealed = self.wal.rotate()
             last_seq = self.wal.last_seq
-            items = list(self.store.snapshot_items())
+            t0 = time.monotonic()
+            with no_gc():  # millions of new tuples would trigger full-heap scans
+                items = list(self.store.snapshot_items())
+            log.info(
+                "early snapshot: the log is at %d of %d bytes; %d records copied in %.2fs",
+                self.wal.size,
+                self.wal.max_bytes,
+                len(items),
+                time.monotonic() - t0,
+            )
             ok = await asyncio.to_thread(self._write_snapshot, items, last_seq, sealed[-1])
             if ok:
                 self.wal.remove_segments(sealed)
