@@ -360,11 +360,12 @@ class Persistence:
         self.stats.replayed_records = len(replayed)
         # Expired records go in too, then expire(): the store's sequence then
         # continues above every seq ever logged, so new ids never repeat one.
-        if snap.items:
-            self.store.restore(snap.items)
-        if replayed:
-            self.store.restore(replayed)
-        self.store.expire(now_us)
+        with no_gc():
+            if snap.items:
+                self.store.restore(snap.items)
+            if replayed:
+                self.store.restore(replayed)
+            self.store.expire(now_us)
         self.stats.restored_records = len(self.store)
         if snap.items or replayed or snap.error:
             log.info(
