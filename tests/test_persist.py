@@ -381,3 +381,12 @@ async def test_with_fsync_always_whatever_a_query_sees_is_already_in_the_log(
         for p in state.glob("wal-*.log"):
             shutil.copy(p, copy / p.name)  # what a kill -9 right now would leave
         assert len(WriteAheadLog(str(copy), PersistenceStats()).replay(after_segment=0)) == on_disk
+
+
+def test_a_snapshot_cut_short_by_a_crash_leaves_no_temp_file_behind(tmp_path: Path) -> None:
+    (tmp_path / "snapshot.bin.tmp").write_bytes(b"half")
+    (tmp_path / "snapshot.bin.tmp-4242").write_bytes(b"half")
+    p = Persistence(str(tmp_path), store())
+    p.open(NOW)
+    assert not list(tmp_path.glob("snapshot.bin.tmp*"))
+    asyncio.run(p.close())
