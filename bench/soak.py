@@ -327,12 +327,12 @@ def summarise(
     snap = [line for line in lines if " snapshot: " in line and "early" not in line]
     if snap:
         print(f"  last snapshot: {snap[-1].split('snapshot: ', 1)[1]} ({len(snap)} snapshots)")
-    copies = [
-        float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in lines if "early snapshot" in line
-    ]
-    if copies:
+    early = [line for line in lines if "(child process)" in line]
+    if early:
+        secs = [float(line.split(" records in ", 1)[1].split("s", 1)[0]) for line in early]
         print(
-            f"  early snapshots: {len(copies)}, item copy on the event loop max {max(copies):.2f}s"
+            f"  early snapshots (forked child): {len(early)}, median {statistics.median(secs):.2f}s,"
+            f" max {max(secs):.2f}s"
         )
     bound = [line for line in lines if "at its bound" in line]
     if bound:
