@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="100k records, 1 run")
-    ap.add_argument("--seconds", type=float, default=4.0, help="per ingest mode")
+    ap.add_argument("--seconds", type=float, default=3.0, help="per ingest mode")
     ap.add_argument("--no-ingest", action="store_true")
     args = ap.parse_args()
     if args.quick:
