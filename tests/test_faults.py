@@ -199,3 +199,33 @@ def test_a_truncated_log_tail_is_ignored_and_earlier_batches_are_replayed(
     assert_prefix(numbers)
     assert len(numbers) == 5_000
     assert "ignored the last" in daemon.log()
+
+
+def test_a_clean_stop_then_a_crash_in_the_next_run_keeps_both_runs_records(
+    workdir: Path,
+) -> None:
+    state = workdir / "state"
+    daemon = DaemonProcess(workdir, {"persist_dir": str(state)})
+    base = now_us()
+    daemon.start()
+    first = Sender(daemon.tcp_port, base, 3_000)
+    first.start()
+    first.join(30)
+    poll(lambda: daemon.records() == 3_000, 30, "first run stored")
+    first.close()
+    assert daemon.stop() == 0  # snapshot, log truncated
+
+    daemon.start()
+    second = Sender(daemon.tcp_port, base, 0)
+    second.sock.sendall(b"".join(message(i, base) for i in range(3_000, 5_000)))
+    poll(lambda: durable_records(state, workdir / "copy") == 2_000, 10, "second run logged")
+    second.sock.close()
+    daemon.kill()  # kill -9: the second run's records are only in the log
+
+    daemon.start()
+    try:
+        numbers = stored_numbers(daemon, base)
+    finally:
+        daemon.stop()
+    assert_prefix(numbers)
+    assert len(numbers) == 5_000
