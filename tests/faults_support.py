@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import fcntl
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -56,7 +57,9 @@ class DaemonProcess:
         workdir: Path,
         store: dict[str, Any] | None = None,
         listeners: tuple[tuple[str, str, str], ...] = (("tcp", "tcp", "syslog"),),
+        max_file_bytes: int | None = None,
     ) -> None:
+        self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: writes past it fail, like a full disk
         self.workdir = workdir
         self.store = store or {}
         self.listeners = listeners  # (name, transport, format)
@@ -94,8 +97,14 @@ class DaemonProcess:
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                preexec_fn=self._limit_files if self.max_file_bytes is not None else None,
             )
         poll(self._ready, timeout, f"daemon up (log: {self.log_path})")
+
+    def _limit_files(self) -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
+        limit = self.max_file_bytes or 0
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     def _ready(self) -> bool:
         assert self.proc is not None
@@ -199,7 +208,8 @@ class Sender(threading.Thread):
 
     def close(self) -> None:
         self.stop_sending.set()
-        self.join(15)
+        if self.ident is not None:  # started
+            self.join(15)
         self.sock.close()
 
 

@@ -229,3 +229,38 @@ def test_a_clean_stop_then_a_crash_in_the_next_run_keeps_both_runs_records(
         daemon.stop()
     assert_prefix(numbers)
     assert len(numbers) == 5_000
+
+
+def test_a_full_disk_is_counted_and_the_daemon_keeps_serving_from_memory(
+    workdir: Path,
+) -> None:
+    """RLIMIT_FSIZE fails every write past 256 KiB (EFBIG), as a full disk fails
+    with ENOSPC: the log and the shutdown snapshot fail, nothing else does."""
+    state = workdir / "state"
+    daemon = DaemonProcess(workdir, {"persist_dir": str(state)}, max_file_bytes=256 * 1024)
+    daemon.start()
+    base = now_us()
+    sender = Sender(daemon.tcp_port, base, 0)
+    try:
+        sender.sock.sendall(b"".join(message(i, base) for i in range(2_000)))
+        poll(lambda: durable_records(state, workdir / "copy") == 2_000, 10, "logged before full")
+        sender.sock.sendall(b"".join(message(i, base) for i in range(2_000, 20_000)))
+        poll(lambda: daemon.records() == 20_000, 30, "all stored while the disk is full")
+        assert len(stored_numbers(daemon, base)) == 20_000
+    finally:
+        sender.close()
+        assert daemon.stop() == 0
+    log = daemon.log()
+    assert "write-ahead log write failed" in log
+    assert "snapshot" in log
+    assert "failed" in log
+    assert all(p.stat().st_size <= 256 * 1024 for p in state.iterdir())
+
+    daemon.max_file_bytes = None
+    daemon.start()  # what was logged before the disk filled comes back, in order
+    try:
+        numbers = stored_numbers(daemon, base)
+    finally:
+        daemon.stop()
+    assert_prefix(numbers)
+    assert 2_000 <= len(numbers) < 20_000
