@@ -49,6 +49,10 @@ def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.01)
 
 
+class PortTaken(Exception):
+    """Another process bound one of our free ports before the daemon did."""
+
+
 class DaemonProcess:
     """`python -m collector run` with a generated config; stderr kept in a file."""
 
@@ -78,6 +82,17 @@ class DaemonProcess:
         return self.workdir / f"daemon-{self.runs}.log"
 
     def start(self, timeout: float = 15.0) -> None:
+        """Start on fresh free ports; again (3 tries) if one was taken meanwhile
+        (a shared machine's clients draw local ports from the same range)."""
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                return
+            except PortTaken:
+                if attempt == 2:
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         self.runs += 1
         *ports, self.http_port = free_ports(len(self.listeners) + 1)
         self.ports = {name: port for (name, _, _), port in zip(self.listeners, ports, strict=True)}
@@ -109,6 +124,8 @@ class DaemonProcess:
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
+            if self.proc.returncode == 2 and "address already in use" in self.log():
+                raise PortTaken(self.log())
             raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log()}")
         try:
             return bool(self.get("/health"))
