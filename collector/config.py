@@ -68,6 +68,8 @@ class StoreConfig:
     fsync: str = "batch"
     shard_span: float = 60.0
     sweep_interval: float = 1.0
+    wal_max_bytes: int = 256 * 1024 * 1024  # write-ahead log bound; snapshot early at half
+    wal_flush_interval: float = 0.2  # write (and, with fsync: batch, fsync) the log this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +288,20 @@ def _opt_duration(v: Any) -> float | None:
     return None if v is None else _positive_duration(v)
 
 
+def _wal_max_bytes(v: Any) -> int:
+    size = parse_size(v)
+    if size < 1024 * 1024:
+        raise ValueError(f"expected a size >= 1MiB; got {v!r}")
+    return size
+
+
+def _wal_flush_interval(v: Any) -> float:
+    seconds = parse_duration(v)
+    if not 0.001 <= seconds <= 60:
+        raise ValueError(f"expected a duration between 1ms and 60s; got {v!r}")
+    return seconds
+
+
 def _mode(v: Any) -> int:
     if isinstance(v, str) and re.fullmatch(r"0?o?[0-7]{3,4}", v):
         return int(v.replace("o", ""), 8)
@@ -330,6 +346,8 @@ _STORE_CONVERT: dict[str, Any] = {
     "fsync": _choice(FSYNC_MODES),
     "shard_span": _positive_duration,
     "sweep_interval": _positive_duration,
+    "wal_max_bytes": _wal_max_bytes,
+    "wal_flush_interval": _wal_flush_interval,
 }
 _PARSING_CONVERT: dict[str, Any] = {
     "default_timezone": _timezone,

@@ -35,6 +35,7 @@ from collector.http import App, start_http
 from collector.listeners import Listener, start_listener
 from collector.metrics import ReloadStats, make_registry
 from collector.parse import ParseOptions
+from collector.persist import Persistence
 from collector.record import Record
 from collector.store import Store
 
@@ -72,6 +73,7 @@ class Daemon:
     reloads: ReloadStats = field(default_factory=ReloadStats)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started_at: float = field(default_factory=time.time)
+    persistence: Persistence | None = None
 
     @property
     def http_address(self) -> tuple[str, int]:
@@ -86,6 +88,8 @@ class Daemon:
     def ingest(self, records: list[Record]) -> int:
         """`sink` that returns the batch's first seq (POST /logs makes ids of it)."""
         first = self.store.add_many(records)
+        if self.persistence is not None:
+            self.persistence.log(first, records)
         if self.app is not None:
             self.app.publish(first, records)
         return first
@@ -135,6 +139,7 @@ async def start(
     opts = daemon.opts = _parse_options(config)
     daemon.reloads.last_success_time = daemon.started_at
     _adopt_inherited(daemon, inherited or [])
+    _open_persistence(daemon)
     try:
         for lc in config.listeners:
             try:
@@ -181,7 +186,8 @@ async def start(
 
 
 async def stop(daemon: Daemon) -> None:
-    """Ordered shutdown: listeners first (their data is stored), then HTTP."""
+    """Ordered shutdown: listeners drained (their data is stored), HTTP, then
+    the snapshot."""
     daemon.stop_event.set()
     # A reload in progress finishes first, so it cannot start listeners after
     # these are closed (the lock is never released: reload is over).
@@ -205,6 +211,7 @@ async def stop(daemon: Daemon) -> None:
         await asyncio.wait(daemon.tasks, timeout=SHUTDOWN_STEP_TIMEOUT)
     for _, sock in daemon.inherited.values():
         sock.close()
+    await _close_persistence(daemon)
 
 
 # --- socket activation ---------------------------------------------------------
@@ -256,6 +263,50 @@ def _release_inherited(daemon: Daemon, name: str) -> None:
     if entry is not None:
         log.info("listener %s: inherited socket %s closed", name, systemd.describe(entry[1]))
         entry[1].close()
+
+
+# --- persistence ------------------------------------------------------------------
+
+
+def _open_persistence(daemon: Daemon) -> None:
+    """With store.persist_dir: restore snapshot + log into the store (before any
+    listener binds) and start the log flusher."""
+    cfg = daemon.config.store
+    if cfg.persist_dir is None:
+        return
+    persistence = Persistence(
+        cfg.persist_dir, daemon.store, fsync=cfg.fsync, wal_max_bytes=cfg.wal_max_bytes
+    )
+    try:
+        persistence.open(_now_us())
+    except OSError as e:
+        raise StartupError(
+            f"store.persist_dir: cannot use {cfg.persist_dir}: {e.strerror or e}"
+        ) from None
+    daemon.persistence = persistence
+    daemon.spawn(_wal_flusher(daemon, persistence))
+
+
+async def _wal_flusher(daemon: Daemon, persistence: Persistence) -> None:
+    interval = daemon.config.store.wal_flush_interval
+    while not daemon.stop_event.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), interval)
+        try:
+            await persistence.flush()
+        except Exception:  # never lose the daemon over the log
+            log.exception("write-ahead log flush failed")
+
+
+async def _close_persistence(daemon: Daemon) -> None:
+    """After the drain: write the log buffer, the snapshot, truncate the log."""
+    if daemon.persistence is None:
+        return
+    try:
+        await daemon.persistence.close()
+    except Exception:
+        log.exception("persistence: shutdown snapshot failed; the write-ahead log is kept")
+    daemon.persistence = None
 
 
 # --- reload (SIGHUP) -------------------------------------------------------------

@@ -8,14 +8,17 @@ the peer's bytes sanitised, and a bad frame never costs its neighbours.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
 import stat
 import sys
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -119,6 +122,10 @@ class _Ingest:
         self.closing = False
         self.connections: set[StreamProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set by aclose, fired by the last close
+        # Shutdown drain: connections still reading what the kernel held when
+        # it began, and the event the last of them fires.
+        self.draining: set[StreamProtocol] = set()
+        self.drained: asyncio.Event | None = None
         self._batches: deque[tuple[list[Frame], str | None, int]] = deque()
         self._dgrams: list[tuple[bytes, Any]] = []
         self._senders: dict[str, str] = {}
@@ -167,8 +174,14 @@ class _Ingest:
     def forget(self, proto: StreamProtocol) -> None:
         self._paused.discard(proto)
         self.connections.discard(proto)
+        self.done_draining(proto)
         if not self.connections and self.all_closed is not None:
             self.all_closed.set()
+
+    def done_draining(self, proto: StreamProtocol) -> None:
+        self.draining.discard(proto)
+        if not self.draining and self.drained is not None:
+            self.drained.set()
 
     def read_datagrams(self, sock: socket.socket, bufsize: int) -> None:
         """Readiness callback: read what the kernel holds (up to READ_BATCH)
@@ -315,6 +328,8 @@ class StreamProtocol(asyncio.Protocol):
         self._idle = ingest.cfg.idle_timeout
         self._last = 0.0
         self._idle_handle: asyncio.TimerHandle | None = None
+        self.bytes_in = 0
+        self._drain_to: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ingest = self.ingest
@@ -342,6 +357,9 @@ class StreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         ingest = self.ingest
         ingest.stats.bytes += len(data)
+        self.bytes_in += len(data)
+        if self._drain_to is not None and self.bytes_in >= self._drain_to:
+            ingest.done_draining(self)
         if self._idle is not None:
             self._last = ingest.loop.time()
         try:
@@ -377,6 +395,15 @@ class StreamProtocol(asyncio.Protocol):
         self.ingest.forget(self)
         self.transport = None
 
+    def start_drain(self) -> bool:
+        """Shutdown: read on until what the kernel holds for this connection
+        now has been read. True when there is nothing left to wait for."""
+        unread = _unread_bytes(self.transport)
+        if unread <= 0 or self._finished:
+            return True
+        self._drain_to = self.bytes_in + unread
+        return False
+
     def finish(self) -> None:
         """End of this stream: the framer's last line (if any) is queued."""
         if self._finished:
@@ -397,6 +424,19 @@ class StreamProtocol(asyncio.Protocol):
         self.ingest.stats.idle_closed += 1
         self.finish()
         self.transport.close()
+
+
+def _unread_bytes(transport: asyncio.Transport | None) -> int:
+    """Bytes the kernel holds for this connection that we have not read."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    except (OSError, ValueError):
+        return 0
+    return buf[0]
 
 
 class Listener:
@@ -445,8 +485,10 @@ class Listener:
         self._remove_unix_path()
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """Ordered shutdown, bounded by `timeout`: stop accepting, deliver every
-        complete frame already read, close connections and wait for them."""
+        """Ordered shutdown, bounded by `timeout`: stop accepting, read what
+        the kernel already received on each connection, deliver every
+        complete frame, close connections and wait for them."""
+        await self._drain_streams(timeout)
         self.close()
         ingest = self.ingest
         if ingest.connections:  # connection_lost runs on a later iteration
@@ -457,6 +499,24 @@ class Listener:
             if proto.transport is not None:
                 proto.transport.abort()
         ingest.flush_all()
+
+    async def _drain_streams(self, timeout: float) -> None:
+        """Stop accepting, then keep reading each connection up to the bytes
+        its kernel buffer held at this moment (FIONREAD): those were
+        delivered before the stop. A frame cut at that point was not."""
+        if self._server is None or self._closed:
+            return
+        ingest = self.ingest
+        ingest.closing = True  # connections racing the close are refused
+        self._server.close()
+        ingest.draining = {p for p in ingest.connections if not p.start_drain()}
+        if not ingest.draining:
+            return
+        ingest.drained = asyncio.Event()
+        try:
+            await asyncio.wait_for(ingest.drained.wait(), timeout)
+        except asyncio.TimeoutError:
+            ingest.warn("drain", "drain stopped after %.1fs with data unread", timeout)
 
     def _close_datagram_socket(self) -> None:
         sock = self._sock

@@ -1,0 +1,343 @@
+"""Soak: the daemon as a real process for minutes under steady TCP load,
+steady queries and /tail clients; samples RSS, loss and query latency.
+
+Run: .venv/bin/python bench/soak.py [--minutes 10] [--rate N] [--ttl 2m] [--quick]
+The default rate is 50% of a max TCP rate measured first (5 s blast into a
+scratch daemon). TTL is small so the store's window fills early and RSS
+flatness afterwards is visible. Persistence (snapshot + write-ahead log,
+fsync batch) is on unless --no-persist. Loss is messages the sender's kernel
+accepted minus messages the daemon counted received; over TCP it must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from collector.config import parse_duration
+from tests.faults_support import DaemonProcess, poll
+
+SERVICES = ("sshd", "nginx", "cron", "app", "db")
+
+
+def _lines(start: int, n: int) -> bytes:
+    return b"".join(
+        b"<%d>1 - soak-%d %s %d - - soak message %d user=u%d took=%dms\n"
+        % (
+            8 + (i % 8),
+            i % 13,
+            SERVICES[i % 5].encode(),
+            1000 + i % 50,
+            i,
+            i % 97,
+            i % 1000,
+        )
+        for i in range(start, start + n)
+    )
+
+
+def sender_main(port: int, rate: float, stop: Any, sent: Any, connections: int) -> None:
+    """Child process: `connections` TCP streams, paced to `rate` msg/s total
+    (0 = as fast as possible); `sent` counts messages the kernel accepted."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    batch = 100
+    i = 0
+    t0 = time.monotonic()
+    try:
+        while not stop.is_set():
+            if rate > 0:
+                ahead = i / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(min(ahead, 0.05))
+                    continue
+            socks[(i // batch) % connections].sendall(_lines(i, batch))
+            i += batch
+            sent.value = i
+    except OSError:
+        pass
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Sender:
+    """The paced sender in its own process (the GIL stays out of the figures)."""
+
+    def __init__(self, port: int, rate: float, connections: int = 2) -> None:
+        ctx = mp.get_context("spawn")
+        self.stop_event = ctx.Event()
+        self.sent = ctx.Value("q", 0, lock=False)
+        self.proc = ctx.Process(
+            target=sender_main, args=(port, rate, self.stop_event, self.sent, connections)
+        )
+        self.proc.start()
+
+    def stop(self) -> int:
+        self.stop_event.set()
+        self.proc.join(30)
+        return int(self.sent.value)
+
+
+def received(d: DaemonProcess) -> int:
+    total = 0.0
+    for line in d.get_text("/metrics").splitlines():
+        if line.startswith("collector_messages_received_total{") and 'listener="tcp"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Querier:
+    """Steady queries (about `per_second`), latency recorded per request."""
+
+    d: DaemonProcess
+    per_second: float = 5.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        targets = ["/logs?limit=100", "/health", "/logs?limit=1000", "/metrics"]
+        n = 0
+        while not self.stop.wait(1 / self.per_second):
+            target = targets[n % len(targets)]
+            n += 1
+            t0 = time.perf_counter()
+            try:
+                self.d.get_text(target)
+            except OSError:
+                self.errors += 1
+                continue
+            self.latencies.append((time.perf_counter() - t0) * 1000)
+
+    def take(self) -> list[float]:
+        out, self.latencies = self.latencies, []
+        return out
+
+
+@dataclass
+class Tail:
+    """One GET /tail client counting the lines it is streamed."""
+
+    port: int
+    lines: int = 0
+    status: str = "starting"
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"GET /tail HTTP/1.1\r\nHost: soak\r\n\r\n")
+                head = s.recv(65536)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    self.status = "unavailable (" + head[:12].decode(errors="replace") + ")"
+                    return
+                self.status = "streaming"
+                self.lines += head.count(b"\n") - head.split(b"\r\n\r\n")[0].count(b"\n")
+                while not self.stop.is_set():
+                    try:
+                        chunk = s.recv(1 << 20)
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        self.status = "closed by server"
+                        return
+                    self.lines += chunk.count(b"\n")
+        except OSError as e:
+            self.status = f"error: {e}"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def measure_max_rate(workdir: Path, seconds: float) -> float:
+    """Messages/s the daemon takes from one blasting sender, on a scratch daemon."""
+    d = DaemonProcess(workdir / "max", {"ttl": "1m"})
+    (workdir / "max").mkdir()
+    d.start()
+    try:
+        sender = Sender(d.tcp_port, 0)
+        poll(lambda: received(d) > 1000, 30, "first messages")
+        r0, t0 = received(d), time.monotonic()
+        time.sleep(seconds)
+        r1, t1 = received(d), time.monotonic()
+        sender.stop()
+    finally:
+        d.stop()
+    return (r1 - r0) / (t1 - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=0.0, help="msg/s (default: 50%% of max)")
+    ap.add_argument("--ttl", default="2m", help="store.ttl of the soaked daemon")
+    ap.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
+    ap.add_argument("--tails", type=int, default=2)
+    ap.add_argument("--no-persist", action="store_true")
+    ap.add_argument("--wal-max", default="256MiB", help="store.wal_max_bytes")
+    ap.add_argument("--quick", action="store_true", help="30 s, ttl 10s, samples every 5 s")
+    args = ap.parse_args()
+    if args.quick:
+        args.minutes, args.ttl, args.interval = 0.5, "10s", 5.0
+    ttl = parse_duration(args.ttl)
+    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    try:
+        run(args, ttl, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
+    rate = args.rate
+    if rate <= 0:
+        top = measure_max_rate(workdir, 3.0 if args.quick else 5.0)
+        rate = top / 2
+        print(f"max TCP rate measured: {top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s")
+    store: dict[str, Any] = {"ttl": args.ttl, "wal_max_bytes": args.wal_max}
+    if not args.no_persist:
+        store["persist_dir"] = str(workdir / "state")
+    d = DaemonProcess(workdir, store)
+    d.start()
+    assert d.proc is not None
+    pid = d.proc.pid
+    sender = Sender(d.tcp_port, rate)
+    querier = Querier(d)
+    tails = [Tail(d.http_port) for _ in range(args.tails)]
+    threads = [threading.Thread(target=querier.run, daemon=True)]
+    threads += [threading.Thread(target=t.run, daemon=True) for t in tails]
+    for t in threads:
+        t.start()
+    rows: list[dict[str, float]] = []
+    t_start = time.monotonic()
+    end = t_start + args.minutes * 60
+    last_sent, last_t = 0, t_start
+    print(
+        f"soaking {args.minutes:g} min at {rate:,.0f} msg/s, ttl {args.ttl}, "
+        f"persist {'off' if args.no_persist else 'on'}; a row every {args.interval:g}s"
+    )
+    header = (
+        f"{'t s':>6} {'sent/s':>9} {'behind':>8} {'records':>9} {'RSS MiB':>8} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'queries':>7} {'tailed':>9} {'wal MiB':>7}"
+    )
+    print(header)
+    try:
+        while time.monotonic() < end:
+            time.sleep(min(args.interval, max(0.0, end - time.monotonic())))
+            got = received(d)  # before reading `sent`, so `behind` is never negative
+            now = time.monotonic()
+            sent = int(sender.sent.value)
+            lat = querier.take()
+            row = {
+                "t": now - t_start,
+                "rate": (sent - last_sent) / (now - last_t),
+                "behind": sent - got,
+                "records": d.records(),
+                "rss": rss_mib(pid),
+                "p50": pct(lat, 50),
+                "p95": pct(lat, 95),
+                "p99": pct(lat, 99),
+                "queries": len(lat),
+                "tailed": sum(t.lines for t in tails),
+                "wal": sum(p.stat().st_size for p in (workdir / "state").glob("wal-*.log")) / 2**20
+                if not args.no_persist
+                else 0.0,
+            }
+            last_sent, last_t = sent, now
+            rows.append(row)
+            print(
+                f"{row['t']:>6.0f} {row['rate']:>9,.0f} {row['behind']:>8,.0f} {row['records']:>9,.0f} "
+                f"{row['rss']:>8.1f} {row['p50']:>7.1f} {row['p95']:>7.1f} {row['p99']:>7.1f} "
+                f"{row['queries']:>7.0f} {row['tailed']:>9,.0f} {row['wal']:>7.1f}",
+                flush=True,
+            )
+    finally:
+        sent = sender.stop()
+        querier.stop.set()
+        for t in tails:
+            t.stop.set()
+    with contextlib.suppress(AssertionError):
+        poll(lambda: received(d) >= sent, 60, "daemon caught up")
+    got = received(d)
+    t0 = time.monotonic()
+    code = d.stop()
+    stop_s = time.monotonic() - t0
+    summarise(args, ttl, rows, sent, got, code, stop_s, tails, querier, d)
+
+
+def summarise(
+    args: argparse.Namespace,
+    ttl: float,
+    rows: list[dict[str, float]],
+    sent: int,
+    got: int,
+    code: int,
+    stop_s: float,
+    tails: list[Tail],
+    querier: Querier,
+    d: DaemonProcess,
+) -> None:
+    filled = [r for r in rows if r["t"] >= ttl + args.interval]
+    print()
+    print("summary")
+    print(f"  messages sent (kernel accepted) {sent:>12,}")
+    print(f"  messages received by daemon     {got:>12,}")
+    print(f"  loss over TCP                   {sent - got:>12,}  (must be 0)")
+    if filled:
+        rss = [r["rss"] for r in filled]
+        print(
+            f"  RSS after the TTL window filled  min {min(rss):.1f} / max {max(rss):.1f} MiB"
+            f" (growth {100 * (rss[-1] - rss[0]) / rss[0]:+.1f}% first->last, {len(rss)} samples)"
+        )
+        half = len(filled) // 2 or 1
+        p99a = statistics.median([r["p99"] for r in filled[:half]])
+        p99b = statistics.median([r["p99"] for r in filled[half:]] or [p99a])
+        print(f"  query p99 median, first/second half after fill: {p99a:.1f} / {p99b:.1f} ms")
+    else:
+        print("  (run shorter than the TTL window: RSS flatness not judged)")
+    print(f"  query errors {querier.errors}; tails: {', '.join(t.status for t in tails)}")
+    print(f"  shutdown: exit {code} in {stop_s:.1f}s (drain + snapshot)")
+    lines = d.log().splitlines()
+    snap = [line for line in lines if " snapshot: " in line and "early" not in line]
+    if snap:
+        print(f"  last snapshot: {snap[-1].split('snapshot: ', 1)[1]} ({len(snap)} snapshots)")
+    early = [line for line in lines if "(child process)" in line]
+    if early:
+        secs = [float(line.split(" records in ", 1)[1].split("s", 1)[0]) for line in early]
+        print(
+            f"  early snapshots (forked child): {len(early)}, median {statistics.median(secs):.2f}s,"
+            f" max {max(secs):.2f}s"
+        )
+    bound = [line for line in lines if "at its bound" in line]
+    if bound:
+        print(f"  the log reached its bound {len(bound)} times (records then kept in memory only)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Persistence stage: the write-ahead log of records handed to the store.
+
+Appends are buffered and written as one checksummed chunk per flush (one
+write() per timer tick or per 1 MiB, never per message); `fsync` decides when
+the chunk reaches the disk. The log is a series of numbered segment files; a
+snapshot names the last segment it covers, which is then deleted. A torn tail
+(after kill -9 or power loss) fails its CRC at replay and is ignored, counted.
+Write errors are counted and logged rate-limited, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from collector.persist import (
+    HEADER,
+    WAL_MAGIC,
+    BadFile,
+    DamagedChunk,
+    check_header,
+    encode_chunk,
+    fsync_dir,
+    header,
+    move_aside,
+    no_gc,
+    read_chunks,
+    record_from_tuple,
+    record_tuple,
+)
+from collector.record import Record
+
+if TYPE_CHECKING:
+    from collector.persist import PersistenceStats
+
+log = logging.getLogger("collector.wal")
+
+_SEGMENT = re.compile(r"^wal-(\d{8})\.log$")
+FLUSH_BYTES = 1024 * 1024
+_LOG_EVERY = 10.0
+
+
+def segment_name(n: int) -> str:
+    """File name of log segment `n`."""
+    return f"wal-{n:08d}.log"
+
+
+class WriteAheadLog:
+    """Numbered segment files in one directory; one open for appending."""
+
+    def __init__(
+        self,
+        directory: str,
+        stats: PersistenceStats,
+        *,
+        fsync: str = "batch",
+        max_bytes: int = 256 * 1024 * 1024,
+        flush_bytes: int = FLUSH_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.stats = stats
+        self.fsync_mode = fsync
+        self.max_bytes = max_bytes
+        self.flush_bytes = flush_bytes
+        self.segment = 0  # number of the segment appended to (or last one used)
+        self.segments: dict[int, int] = {}  # segment number -> bytes on disk
+        self.last_seq = 0  # highest seq appended (or replayed)
+        self.needs_fsync = False
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()  # sync() runs in a thread; close() must wait for it
+        self._pending: list[tuple[int, list[Record]]] = []
+        self._pending_records = 0
+        self._bytes_per_record = 256.0  # running estimate, for the 1 MiB trigger
+        self._last_log = 0.0
+        self._suppressed = 0
+        self._reopen_after = 0.0
+
+    @property
+    def size(self) -> int:
+        """Bytes of all segments on disk."""
+        return sum(self.segments.values())
+
+    def _path(self, n: int) -> str:
+        return os.path.join(self.directory, segment_name(n))
+
+    def _existing(self) -> list[int]:
+        return sorted(
+            int(m[1]) for name in os.listdir(self.directory) if (m := _SEGMENT.match(name))
+        )
+
+    def _warn(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_log < _LOG_EVERY:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += f" ({self._suppressed} similar messages suppressed)"
+        self._suppressed = 0
+        self._last_log = now
+        log.error(msg, *args)
+
+    # --- start-up ---------------------------------------------------------
+
+    def replay(self, *, after_segment: int, after_seq: int = 0) -> list[tuple[int, Record]]:
+        """Records of every segment after `after_segment`, in log order.
+
+        Segments up to `after_segment` are in the snapshot: deleted, not read
+        (a crash between snapshot rename and log truncation leaves them). A
+        segment's torn tail is skipped and counted; a foreign file moved aside."""
+        out: list[tuple[int, Record]] = []
+        self.last_seq = max(self.last_seq, after_seq)
+        # New segments are numbered above the snapshot's, even when its
+        # segments are gone: a reused number would be skipped as covered.
+        self.segment = max(self.segment, after_segment)
+        with no_gc():
+            self._replay_segments(after_segment, out)
+        if out:
+            self.last_seq = max(self.last_seq, max(seq for seq, _ in out))
+        self.stats.wal_bytes = self.size
+        return out
+
+    def _replay_segments(self, after_segment: int, out: list[tuple[int, Record]]) -> None:
+        for n in self._existing():
+            self.segment = max(self.segment, n)
+            path = self._path(n)
+            if n <= after_segment:
+                self.stats.replay_skipped += 1
+                try:
+                    os.unlink(path)
+                except OSError as e:
+                    log.warning("cannot remove %s, already in the snapshot: %s", path, e)
+                continue
+            self._replay_segment(path, n, out)
+
+    def _replay_segment(self, path: str, n: int, out: list[tuple[int, Record]]) -> None:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 -- closed below, before a move aside
+        except OSError as e:
+            log.error("cannot read write-ahead log %s: %s", path, e)
+            return
+        size = os.fstat(f.fileno()).st_size
+        before = len(out)
+        try:
+            check_header(f, WAL_MAGIC)
+            for chunk in read_chunks(f):
+                out.extend(record_from_tuple(t) for t in chunk)
+        except BadFile as e:
+            f.close()
+            if size == 0 or (size < HEADER.size and n == max(self._existing())):
+                # Killed between creating the segment and writing its header.
+                os.unlink(path)
+                return
+            self.stats.corrupt_files += 1
+            move_aside(path, str(e))
+            return
+        except DamagedChunk as e:
+            torn = size - e.offset
+            self.stats.wal_torn_bytes += torn
+            log.warning(
+                "write-ahead log %s: %s; ignored the last %d bytes (a write cut short by a crash), kept %d records",
+                path,
+                e,
+                torn,
+                len(out) - before,
+            )
+        except (TypeError, ValueError) as e:
+            self.stats.wal_torn_bytes += size - f.tell()
+            log.error("write-ahead log %s: records do not decode (%s); kept those before", path, e)
+        finally:
+            f.close()
+        self.segments[n] = size
+
+    def open_segment(self) -> None:
+        """Start a fresh segment for appends (numbered after every existing one)."""
+        self.segment += 1
+        path = self._path(self.segment)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as e:
+            self._fd_failed(path, e)
+            return
+        try:
+            os.write(fd, header(WAL_MAGIC))
+            if self.fsync_mode != "never":
+                os.fsync(fd)
+                fsync_dir(self.directory)
+        except OSError as e:
+            os.close(fd)
+            self._fd_failed(path, e)
+            return
+        self._fd = fd
+        self.segments[self.segment] = HEADER.size
+        self.stats.wal_bytes = self.size
+
+    def _fd_failed(self, path: str, e: OSError) -> None:
+        self.stats.wal_write_errors += 1
+        self._reopen_after = time.monotonic() + 1.0
+        self._warn("cannot open write-ahead log %s: %s; serving from memory only", path, e)
+
+    # --- appending ----------------------------------------------------------
+
+    def append(self, first_seq: int, records: list[Record]) -> None:
+        """Buffer a batch the store numbered first_seq...; in `always` mode
+        write and fsync it now, before the caller returns to the event loop."""
+        n = len(records)
+        if not n:
+            return
+        self.last_seq = first_seq + n - 1
+        # A copy of the list (not of the records): the caller may reuse its list.
+        self._pending.append((first_seq, records[:]))
+        self._pending_records += n
+        if self.fsync_mode == "always":
+            self.write_pending()
+            self.sync()
+        elif self._pending_records * self._bytes_per_record >= self.flush_bytes:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the buffered batches as one chunk (one write() call)."""
+        if not self._pending:
+            return
+        pending, n = self._pending, self._pending_records
+        self._pending, self._pending_records = [], 0
+        if self._fd is None and time.monotonic() >= self._reopen_after:
+            self.open_segment()
+        if self._fd is None:
+            self.stats.wal_dropped_records += n
+            return
+        tuples = [record_tuple(first + i, r) for first, recs in pending for i, r in enumerate(recs)]
+        chunk = encode_chunk(tuples)
+        self._bytes_per_record = len(chunk) / n
+        if self.size + len(chunk) > self.max_bytes:
+            self.stats.wal_dropped_records += n
+            self._warn(
+                "write-ahead log is at its bound (%d bytes): %d records kept in memory only until the next snapshot",
+                self.max_bytes,
+                n,
+            )
+            return
+        fd = self._fd
+        good = self.segments[self.segment]
+        try:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as e:
+            self.stats.wal_write_errors += 1
+            self.stats.wal_dropped_records += n
+            self._warn("write-ahead log write failed: %s; %d records in memory only", e, n)
+            try:  # cut the partial chunk so the next one follows a clean end
+                os.ftruncate(fd, good)
+            except OSError:
+                self._close_fd()  # the next write starts a new segment
+                self._reopen_after = time.monotonic() + 1.0
+            return
+        self.segments[self.segment] = good + len(chunk)
+        self.stats.wal_records += n
+        self.stats.wal_bytes = self.size
+        self.needs_fsync = True
+
+    def sync(self) -> None:
+        """fsync the open segment (from a thread in `batch` mode)."""
+        with self._fd_lock:
+            if self._fd is None or not self.needs_fsync:
+                return
+            self.needs_fsync = False
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                self.stats.wal_write_errors += 1
+                self._warn("write-ahead log fsync failed: %s", e)
+                return
+            self.stats.wal_fsyncs += 1
+
+    # --- truncation -----------------------------------------------------------
+
+    def rotate(self, *, reopen: bool = True) -> list[int]:
+        """Write the buffer, seal the open segment and (reopen) start a new one.
+
+        Returns the sealed segment numbers, the open one last: a snapshot of
+        the store taken now covers them all."""
+        self.write_pending()
+        self._close_fd()
+        sealed = sorted(set(self.segments) | {self.segment})
+        if reopen:
+            self.open_segment()
+        return sealed
+
+    def remove_segments(self, numbers: list[int]) -> None:
+        """Delete segments a durable snapshot covers."""
+        for n in numbers:
+            if n == self.segment and self._fd is not None:
+                continue
+            try:
+                os.unlink(self._path(n))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self._warn("cannot remove write-ahead log segment %s: %s", self._path(n), e)
+                continue
+            self.segments.pop(n, None)
+        self.stats.wal_bytes = self.size
+
+    def _close_fd(self) -> None:
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+                self.needs_fsync = False
+
+    def close(self) -> None:
+        """Close the open segment (the buffer is not written; call rotate first)."""
+        self._close_fd()
