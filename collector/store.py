@@ -1,17 +1,52 @@
-"""Store stage: records kept in memory, ordered by event time.
+"""Store stage: records in memory, in time-sharded compact columns.
 
-Pure: no asyncio, no clock (callers pass `now`). Thin version: one sorted
-list; the sharded, compact store replaces it behind the same methods.
+Pure: no asyncio, no clock (callers pass `now`). A shard holds a fixed span of
+event time. Its columns grow in arrival order only (append, never insert); a
+sorted (timestamp, seq) key index orders them, so a late arrival costs one
+bisect and a memmove inside its own shard. TTL, max_records and max_memory
+drop or evict oldest first and count what they drop.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Iterator
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import attrgetter, le
+from typing import Any
 
-from collector.query import Query
-from collector.record import Record
+from collector.query import Query, QueryError
+from collector.record import FACILITIES, LEVELS, Record, format_timestamp
+
+DEFAULT_SHARD_SPAN_US = 60_000_000
+MAX_BUCKETS = 10_000
+STATS_FIELDS = ("level", "service", "host", "facility")
+
+# Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
+# per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
+# msgid codes) + 4 (message offset) + 4 (key index) + 3 (level, facility,
+# format) plus ~10% array over-allocation; the message is counted twice (its
+# text and its lower-cased search copy). A shard's empty columns, dicts and
+# summaries cost a few KiB.
+RECORD_BYTES = 56
+SHARD_BYTES = 4096
+_NO_FACILITY = 255
+
+_TS = attrgetter("timestamp")
+_RECV = attrgetter("received_at")
+_HOST = attrgetter("host")
+_SERVICE = attrgetter("service")
+_PROCID = attrgetter("procid")
+_MSGID = attrgetter("msgid")
+_FACILITY = attrgetter("facility")
+_LEVEL = attrgetter("level")
+_MESSAGE = attrgetter("message")
+_SD = attrgetter("structured_data")
+_FIELDS = attrgetter("fields")
+_FORMAT = attrgetter("format")
 
 
 @dataclass(slots=True)
@@ -23,89 +58,976 @@ class Page:
 
 
 def make_id(ts: int, seq: int) -> str:
+    """The record id: event time and sequence number, in hex."""
     return f"{ts:x}-{seq:x}"
 
 
-class Store:
-    """In-memory records; `add_many` from listeners, queries from HTTP."""
+def parse_id(text: str) -> tuple[int, int] | None:
+    """(timestamp, seq) of an id made by `make_id`, or None when malformed."""
+    ts_hex, sep, seq_hex = text.rpartition("-")
+    if not sep:
+        return None
+    try:
+        key = (int(ts_hex, 16), int(seq_hex, 16))
+    except ValueError:
+        return None
+    # int() also accepts "0x", "+", "_" and spaces: only the canonical form names a record.
+    return key if make_id(*key) == text else None
 
-    def __init__(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
-        self.ttl_us = ttl_us
-        self.max_records = max_records
-        self.max_memory = max_memory
-        self._keys: list[tuple[int, int]] = []
-        self._recs: list[Record] = []
-        self._seq = 0
-        self.expired_total = 0
-        self.evicted_total = 0
 
-    def configure(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
-        """New bounds (config reload); applied from the next add or expire."""
-        self.ttl_us = ttl_us
-        self.max_records = max_records
-        self.max_memory = max_memory
+def _str_bytes(value: str | None) -> int:
+    # A compact str object plus its dict and list slots.
+    return 0 if value is None else 100 + len(value)
+
+
+def _extras_bytes(sd: Any, fields: Any) -> int:
+    # Rough: a dict is ~230 bytes small, each entry a key and a value of ~60.
+    size = 120
+    for d in (sd, fields):
+        if d:
+            size += 230 + 130 * len(d)
+    return size
+
+
+class _Table:
+    """Interned values of one column in one shard, with how many live records use each.
+
+    Code 0 is None. The counts are the shard summary that lets a query skip a
+    shard holding no wanted value, and `/stats` count without a scan.
+    """
+
+    __slots__ = ("counts", "index", "nbytes", "values")
+
+    def __init__(self) -> None:
+        self.values: list[str | None] = [None]
+        self.index: dict[str | None, int] = {None: 0}
+        self.counts: list[int] = [0]
+        self.nbytes = 0
+
+    def encode(self, values: list[str | None]) -> list[int]:
+        """Codes for `values`, interning new ones; counts them as live."""
+        codes: list[Any] = list(map(self.index.get, values))
+        if None in codes:
+            for i, code in enumerate(codes):
+                if code is None:
+                    value = values[i]
+                    code = self.index.get(value)
+                    if code is None:
+                        code = len(self.values)
+                        self.values.append(value)
+                        self.index[value] = code
+                        self.counts.append(0)
+                        self.nbytes += _str_bytes(value)
+                    codes[i] = code
+        counts = self.counts
+        for code, n in Counter(codes).items():
+            counts[code] += n
+        return codes
+
+    def wanted(self, values: frozenset[str]) -> set[int]:
+        """Codes of those `values` that live records of this shard hold."""
+        out = set()
+        for v in values:
+            code = self.index.get(v)
+            if code is not None and self.counts[code] > 0:
+                out.add(code)
+        return out
+
+
+# One filter over one shard: a column (None = the physical index itself) and
+# the set of values that pass.
+_Filter = tuple[Any, set[int]]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A Query resolved once: bounds as (timestamp, seq) keys and the filters."""
+
+    start: int | None
+    end: int | None
+    services: frozenset[str] | None
+    hosts: frozenset[str] | None
+    levels: frozenset[int] | None
+    facilities: frozenset[int] | None
+    needle: bytes | None  # lower-cased UTF-8, searched in the ASCII-lowered text
+    q: str | None
+    after: tuple[int, int] | None  # asc cursor: keys strictly greater
+    before: tuple[int, int] | None  # desc cursor: keys strictly smaller
+    reverse: bool
+
+
+def _plan(q: Query, use_cursor: bool = True) -> _Plan:
+    after = before = None
+    reverse = q.order == "desc"
+    if q.order not in ("asc", "desc"):
+        raise QueryError(f"order: expected asc or desc; got {q.order!r}")
+    if use_cursor and q.cursor is not None:
+        key = parse_id(q.cursor)
+        if key is None:
+            raise QueryError(f"cursor: not a cursor from this server: {q.cursor[:100]!r}")
+        if reverse:
+            before = key
+        else:
+            after = key
+    if q.start is not None and q.end is not None and q.end < q.start:
+        raise QueryError("end: is before start")
+    text = q.q or None
+    return _Plan(
+        start=q.start,
+        end=q.end,
+        services=q.services,
+        hosts=q.hosts,
+        levels=q.levels,
+        facilities=q.facilities,
+        needle=None if text is None else text.encode("utf-8", "surrogatepass"),
+        q=text,
+        after=after,
+        before=before,
+        reverse=reverse,
+    )
+
+
+class _Shard:
+    """Records whose event time falls in [key * span, (key + 1) * span).
+
+    Physical columns (received_at ... message) are indexed by arrival number
+    `p` and only ever appended. The logical index `i` runs over live records
+    in (timestamp, seq) order: `ts[i]`, `seqs[i]`, and `p = order[i]`, or
+    `p = base + i` while every record arrived in order (`order` is None).
+    Records trimmed from the front stay in the physical columns as dead
+    bytes until the shard is dropped or compacted.
+    """
+
+    __slots__ = (
+        "base",
+        "blob",
+        "dead_bytes",
+        "extras",
+        "fac",
+        "fac_counts",
+        "fmt",
+        "host",
+        "key",
+        "low",
+        "lvl",
+        "lvl_counts",
+        "msgid",
+        "nbytes",
+        "offs",
+        "order",
+        "procid",
+        "recv",
+        "seqs",
+        "service",
+        "tables",
+        "ts",
+        "uni",
+    )
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.ts = array("q")
+        self.seqs = array("q")
+        self.order: array[int] | None = None
+        self.base = 0
+        self.recv = array("q")
+        self.lvl = bytearray()
+        self.fac = bytearray()
+        self.fmt = bytearray()
+        self.host = array("I")
+        self.service = array("I")
+        self.procid = array("I")
+        self.msgid = array("I")
+        # host, service, procid, msgid, format
+        self.tables = (_Table(), _Table(), _Table(), _Table(), _Table())
+        self.blob = bytearray()  # messages, UTF-8, back to back
+        self.low = bytearray()  # the same bytes with ASCII lower-cased (same offsets)
+        self.offs = array("I", [0])
+        self.extras: dict[int, tuple[Any, Any]] = {}  # p -> (structured_data, fields)
+        self.uni: dict[int, str] = {}  # p -> message.lower() for non-ASCII messages
+        self.lvl_counts = [0] * 256
+        self.fac_counts = [0] * 256
+        self.nbytes = SHARD_BYTES
+        self.dead_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._recs)
+        return len(self.ts)
+
+    # -- writing -----------------------------------------------------------
+
+    def add(self, recs: list[Record], ts: list[int], seqs: Sequence[int]) -> int:
+        """Store records sorted by (timestamp, seq); returns how many went in late."""
+        n = len(recs)
+        p0 = len(self.recv)
+        self._append_columns(recs)
+        # Records after the current last key append; the others go in by bisect.
+        split = 0
+        if len(self.ts):
+            last = (self.ts[-1], self.seqs[-1])
+            while split < n and (ts[split], seqs[split]) < last:
+                split += 1
+                if split == 8 and n > 16:
+                    # Many late ones: find the end of the late run by bisection.
+                    lo, hi = split, n
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if (ts[mid], seqs[mid]) < last:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    split = lo
+                    break
+        if split:
+            self._insert_late(ts[:split], seqs[:split], range(p0, p0 + split))
+        if split < n:
+            self.ts.extend(ts[split:] if split else ts)
+            self.seqs.extend(seqs[split:] if split else seqs)
+            if self.order is not None:
+                self.order.extend(range(p0 + split, p0 + n))
+        return split
+
+    def _insert_late(self, ts: list[int], seqs: Sequence[int], phys: range) -> None:
+        if self.order is None:
+            self.order = array("I", range(self.base, self.base + len(self.ts)))
+        kts, kseqs, order = self.ts, self.seqs, self.order
+        if len(ts) * 16 > len(kts):
+            # A big late batch: one merge beats many memmoves.
+            merged = sorted(
+                chain(zip(kts, kseqs, order, strict=True), zip(ts, seqs, phys, strict=True)),
+            )
+            self.ts = array("q", [m[0] for m in merged])
+            self.seqs = array("q", [m[1] for m in merged])
+            self.order = array("I", [m[2] for m in merged])
+            return
+        for t, s, p in zip(ts, seqs, phys, strict=True):
+            i = bisect_right(kts, t)
+            while i and kts[i - 1] == t and kseqs[i - 1] > s:
+                i -= 1
+            kts.insert(i, t)
+            kseqs.insert(i, s)
+            order.insert(i, p)
+
+    def _append_columns(self, recs: list[Record]) -> None:
+        n = len(recs)
+        p0 = len(self.recv)
+        host_t, service_t, procid_t, msgid_t, format_t = self.tables
+        before = sum(t.nbytes for t in self.tables)
+        self.recv.extend(map(_RECV, recs))
+        levels = bytes(map(_LEVEL, recs))
+        self.lvl += levels
+        lvl_counts = self.lvl_counts
+        for code, k in Counter(levels).items():
+            lvl_counts[code] += k
+        facs: list[Any] = list(map(_FACILITY, recs))
+        if None in facs:
+            facs = [_NO_FACILITY if f is None else f for f in facs]
+        fac_bytes = bytes(facs)
+        self.fac += fac_bytes
+        fac_counts = self.fac_counts
+        for code, k in Counter(fac_bytes).items():
+            fac_counts[code] += k
+        self.fmt += bytes(format_t.encode(list(map(_FORMAT, recs))))
+        self.host.extend(host_t.encode(list(map(_HOST, recs))))
+        self.service.extend(service_t.encode(list(map(_SERVICE, recs))))
+        self.procid.extend(procid_t.encode(list(map(_PROCID, recs))))
+        self.msgid.extend(msgid_t.encode(list(map(_MSGID, recs))))
+
+        msgs: list[str] = list(map(_MESSAGE, recs))
+        joined = "".join(msgs)
+        extra = 0
+        lens: Iterable[int]
+        if joined.isascii():
+            data = joined.encode("ascii")
+            lens = map(len, msgs)
+        else:
+            encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
+            data = b"".join(encoded)
+            lens = map(len, encoded)
+            # bytes.lower() folds ASCII only: non-ASCII messages keep their
+            # full str.lower() for `q`, and the ASCII copy is not used for them.
+            for i, m in enumerate(msgs):
+                if not m.isascii():
+                    low = m.lower()
+                    self.uni[p0 + i] = low
+                    extra += 80 + 4 * len(low)
+        start = len(self.blob)
+        self.blob += data
+        self.low += data.lower()
+        if len(self.blob) >= 1 << 32 and self.offs.typecode == "I":
+            self.offs = array("q", self.offs)
+        ends = accumulate(lens, initial=start)
+        next(ends)
+        self.offs.extend(ends)
+
+        sds = list(map(_SD, recs))
+        fields = list(map(_FIELDS, recs))
+        if sds.count(None) != n or fields.count(None) != n:
+            for i, (sd, fd) in enumerate(zip(sds, fields, strict=True)):
+                if sd is not None or fd is not None:
+                    self.extras[p0 + i] = (sd, fd)
+                    extra += _extras_bytes(sd, fd)
+        grown = sum(t.nbytes for t in self.tables) - before
+        self.nbytes += n * RECORD_BYTES + 2 * len(data) + extra + grown
+
+    def trim(self, k: int) -> None:
+        """Forget the `k` oldest live records (their bytes stay, as dead)."""
+        if k <= 0:
+            return
+        k = min(k, len(self.ts))
+        if self.order is None:
+            a, b = self.base, self.base + k
+            phys: Sequence[int] = range(a, b)
+            msg_bytes = self.offs[b] - self.offs[a]
+
+            def column(col: Any) -> Iterable[int]:
+                return col[a:b]  # type: ignore[no-any-return]
+        else:
+            phys = self.order[:k]
+            offs = self.offs
+            msg_bytes = sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(
+                map(offs.__getitem__, phys)
+            )
+
+            def column(col: Any) -> Iterable[int]:
+                return map(col.__getitem__, phys)
+
+        for counts, col in (
+            (self.lvl_counts, self.lvl),
+            (self.fac_counts, self.fac),
+            (self.tables[0].counts, self.host),
+            (self.tables[1].counts, self.service),
+        ):
+            for code, n in Counter(column(col)).items():
+                counts[code] -= n
+        for counts, col in (
+            (self.tables[2].counts, self.procid),
+            (self.tables[3].counts, self.msgid),
+            (self.tables[4].counts, self.fmt),
+        ):
+            for code, n in Counter(column(col)).items():
+                counts[code] -= n
+        extra = 0
+        if self.extras or self.uni:
+            for p in phys:
+                ex = self.extras.get(p)
+                if ex is not None:
+                    extra += _extras_bytes(*ex)
+                u = self.uni.get(p)
+                if u is not None:
+                    extra += 80 + 4 * len(u)
+        self.dead_bytes += k * RECORD_BYTES + 2 * msg_bytes + extra
+        del self.ts[:k], self.seqs[:k]
+        if self.order is None:
+            self.base += k
+        else:
+            del self.order[:k]
+
+    def record_bytes(self, i: int) -> int:
+        """The accounted bytes of live record `i` (what evicting it frees)."""
+        p = self.phys(i)
+        size = RECORD_BYTES + 2 * (self.offs[p + 1] - self.offs[p])
+        ex = self.extras.get(p)
+        if ex is not None:
+            size += _extras_bytes(*ex)
+        u = self.uni.get(p)
+        if u is not None:
+            size += 80 + 4 * len(u)
+        return size
+
+    # -- reading -----------------------------------------------------------
+
+    def phys(self, i: int) -> int:
+        return self.base + i if self.order is None else self.order[i]
+
+    def record(self, i: int) -> Record:
+        """The live record at logical index `i`, rebuilt from the columns."""
+        p = self.base + i if self.order is None else self.order[i]
+        hosts, services, procids, msgids, formats = self.tables
+        fac = self.fac[p]
+        offs = self.offs
+        ex = self.extras.get(p)
+        sd, fields = (None, None) if ex is None else ex
+        return Record(
+            timestamp=self.ts[i],
+            received_at=self.recv[p],
+            host=hosts.values[self.host[p]],
+            service=services.values[self.service[p]],
+            procid=procids.values[self.procid[p]],
+            msgid=msgids.values[self.msgid[p]],
+            facility=None if fac == _NO_FACILITY else fac,
+            level=self.lvl[p],
+            message=self.blob[offs[p] : offs[p + 1]].decode("utf-8", "surrogatepass"),
+            structured_data=sd,
+            fields=fields,
+            format=formats.values[self.fmt[p]] or "",
+        )
+
+    def position(self, ts: int, seq: int) -> int:
+        """The logical index of the first key >= (ts, seq)."""
+        lo = bisect_left(self.ts, ts)
+        hi = bisect_left(self.ts, ts + 1, lo)
+        if hi - lo <= 1:
+            return lo if lo == hi or self.seqs[lo] >= seq else hi
+        return bisect_left(self.seqs, seq, lo, hi)
+
+    def bounds(self, plan: _Plan) -> tuple[int, int]:
+        """The logical range [a, b) of the plan's time bounds and cursor."""
+        n = len(self.ts)
+        a = 0 if plan.start is None else bisect_left(self.ts, plan.start)
+        b = n if plan.end is None else bisect_right(self.ts, plan.end)
+        if plan.after is not None:
+            a = max(a, self.position(plan.after[0], plan.after[1] + 1))
+        if plan.before is not None:
+            b = min(b, self.position(*plan.before))
+        return a, b
+
+    def filters(self, plan: _Plan, a: int, b: int) -> list[_Filter] | None:
+        """Per-record filters still needed here; None when nothing here can match.
+
+        The summaries decide first: a wanted value no live record holds skips
+        the shard, and a filter every live record passes is dropped.
+        """
+        n = len(self.ts)
+        out: list[_Filter] = []
+        for values, col, table in (
+            (plan.services, self.service, self.tables[1]),
+            (plan.hosts, self.host, self.tables[0]),
+        ):
+            if values is not None:
+                codes = table.wanted(values)
+                hits = sum(table.counts[c] for c in codes)
+                if not hits:
+                    return None
+                if hits < n:
+                    out.append((col, codes))
+        for ints, small_col, counts in (
+            (plan.levels, self.lvl, self.lvl_counts),
+            (plan.facilities, self.fac, self.fac_counts),
+        ):
+            if ints is not None:
+                codes = {c for c in ints if 0 <= c < _NO_FACILITY and counts[c]}
+                hits = sum(counts[c] for c in codes)
+                if not hits:
+                    return None
+                if hits < n:
+                    out.append((small_col, codes))
+        if plan.needle is not None:
+            found = self._search(plan, a, b)
+            if not found:
+                return None
+            out.append((None, found))
+        return out
+
+    def _search(self, plan: _Plan, a: int, b: int) -> set[int]:
+        """Physical indices whose message contains the plan's `q`.
+
+        The search runs over the shard's lower-cased text with bytes.find, at
+        C speed; only hits cost Python work.
+        """
+        needle = plan.needle
+        text = plan.q
+        assert needle is not None
+        assert text is not None
+        offs, low = self.offs, self.low
+        if self.order is None:
+            pa, pb = self.base + a, self.base + b
+        else:
+            pa, pb = 0, len(offs) - 1
+        found: set[int] = set()
+        if needle.isascii():
+            end = offs[pb]
+            size = len(needle)
+            pos = low.find(needle, offs[pa], end)
+            while pos >= 0:
+                p = bisect_right(offs, pos, pa, pb + 1) - 1
+                stop = offs[p + 1]
+                if pos + size <= stop:
+                    found.add(p)
+                    pos = low.find(needle, stop, end)
+                else:  # the match runs into the next message
+                    pos = low.find(needle, pos + 1, end)
+        if self.uni:
+            found.difference_update(self.uni)
+            found.update(p for p, m in self.uni.items() if pa <= p < pb and text in m)
+        return found
+
+    def select(self, plan: _Plan, a: int, b: int) -> Iterator[int]:
+        """Logical indices in [a, b) matching the plan, in the plan's order."""
+        if a >= b:
+            return iter(())
+        filters = self.filters(plan, a, b)
+        if filters is None:
+            return iter(())
+        reverse = plan.reverse
+        idx = range(b - 1, a - 1, -1) if reverse else range(a, b)
+        if not filters:
+            return iter(idx)
+        view: Callable[[Any], Iterable[int]]
+        if self.order is None:
+            pa, pb = self.base + a, self.base + b
+            prange = range(pb - 1, pa - 1, -1) if reverse else range(pa, pb)
+
+            def view(col: Any) -> Iterable[int]:
+                if col is None:
+                    return prange
+                part = col[pa:pb]
+                return part[::-1] if reverse else part  # type: ignore[no-any-return]
+        else:
+            phys = self.order[a:b]
+            if reverse:
+                phys.reverse()
+
+            def view(col: Any) -> Iterable[int]:
+                return phys if col is None else map(col.__getitem__, phys)
+
+        sels = [map(codes.__contains__, view(col)) for col, codes in filters]
+        sel = sels[0] if len(sels) == 1 else map(all, zip(*sels, strict=True))
+        return compress(idx, sel)
+
+    def column_of(self, field: str) -> tuple[Any, Callable[[int], str]]:
+        """A column and how its codes read as `/stats` keys."""
+        if field == "level":
+            return self.lvl, _level_name
+        if field == "facility":
+            return self.fac, _facility_name
+        table = self.tables[0] if field == "host" else self.tables[1]
+        col = self.host if field == "host" else self.service
+        values = table.values
+
+        def name(code: int) -> str:
+            v = values[code]
+            return "-" if v is None else v
+
+        return col, name
+
+    def summary(self, field: str) -> dict[int, int]:
+        """Live-record counts by code for `field`, from the shard summary."""
+        if field == "level":
+            counts = self.lvl_counts
+        elif field == "facility":
+            counts = self.fac_counts
+        else:
+            counts = self.tables[0 if field == "host" else 1].counts
+        return {c: n for c, n in enumerate(counts) if n}
+
+
+def _level_name(code: int) -> str:
+    return LEVELS[code] if code < len(LEVELS) else str(code)
+
+
+def _facility_name(code: int) -> str:
+    if code == _NO_FACILITY:
+        return "-"
+    return FACILITIES[code] if code < len(FACILITIES) else str(code)
+
+
+def _is_sorted(xs: list[int]) -> bool:
+    return all(map(le, xs, islice(xs, 1, None)))
+
+
+class Store:
+    """In-memory records; `add_many` from listeners, queries from HTTP.
+
+    Ids and cursors encode (timestamp, seq). Paging with `next_cursor` visits
+    every record that matches and is stored while paging exactly once, in
+    order; a record arriving during paging is seen when it sorts after the
+    cursor (asc: a later time, or the same time, since seqs only grow; desc:
+    an earlier time). Late arrivals that sort before an asc cursor (or
+    after a desc one) are not returned by the remaining pages.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_us: int,
+        max_records: int,
+        max_memory: int,
+        shard_span_us: int = DEFAULT_SHARD_SPAN_US,
+    ) -> None:
+        if shard_span_us <= 0:
+            raise ValueError("shard_span_us must be positive")
+        self.ttl_us = ttl_us
+        self.max_records = max_records
+        self.max_memory = max_memory
+        self.shard_span_us = shard_span_us
+        self._shards: dict[int, _Shard] = {}
+        self._keys: list[int] = []  # shard keys, sorted
+        self._seq = 0
+        self._count = 0
+        self._bytes = 0
+        self.expired_total = 0
+        self.evicted_total = 0
+        self.out_of_order_total = 0
+
+    def configure(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
+        """New bounds (config reload); smaller ones evict at once, TTL at the next expire."""
+        self.ttl_us = ttl_us
+        self.max_records = max_records
+        self.max_memory = max_memory
+        self._enforce()
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards hold records."""
+        return len(self._keys)
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes the stored records take (dead space included)."""
+        return self._bytes
+
+    # -- writing -----------------------------------------------------------
 
     def add_many(self, records: list[Record]) -> int:
         """Store a batch, evicting the oldest beyond the bounds.
 
         The batch takes consecutive sequence numbers; returns the first one
-        (the write-ahead log records them so that ids survive a restart)."""
+        (the write-ahead log records them so that ids survive a restart).
+        Records evicted at once to stay within max_records/max_memory,
+        even ones of this batch, are counted in `evicted_total`."""
         first = self._seq + 1
-        for rec in records:
-            self._seq += 1
-            self._insert(self._seq, rec)
-        self._evict()
+        n = len(records)
+        if not n:
+            return first
+        self._seq += n
+        if not isinstance(records, list):
+            records = list(records)
+        self._ingest(records, list(map(_TS, records)), range(first, first + n))
+        self._enforce()
         return first
 
     def restore(self, items: Iterable[tuple[int, Record]]) -> None:
-        """Put back (seq, record) pairs from a snapshot or log, ids unchanged."""
-        for seq, rec in items:
-            self._insert(seq, rec)
-            self._seq = max(self._seq, seq)
-        self._evict()
+        """Put back (seq, record) pairs from a snapshot or log, ids unchanged.
+
+        New records then take seqs above the highest restored one."""
+        batch: list[tuple[int, Record]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= 65536:
+                self._restore_batch(batch)
+                batch = []
+        if batch:
+            self._restore_batch(batch)
+        self._enforce()
+
+    def _restore_batch(self, batch: list[tuple[int, Record]]) -> None:
+        seqs = [s for s, _ in batch]
+        recs = [r for _, r in batch]
+        ts = list(map(_TS, recs))
+        keys = list(zip(ts, seqs, strict=True))
+        if not all(map(le, keys, islice(keys, 1, None))):
+            perm = sorted(range(len(recs)), key=keys.__getitem__)
+            recs = [recs[i] for i in perm]
+            ts = [ts[i] for i in perm]
+            seqs = [seqs[i] for i in perm]
+        # Replayed records may duplicate stored ones (snapshot + log): keep one.
+        fresh = [
+            i for i, (t, s) in enumerate(zip(ts, seqs, strict=True)) if self._find(t, s) is None
+        ]
+        if len(fresh) < len(recs):
+            recs = [recs[i] for i in fresh]
+            ts = [ts[i] for i in fresh]
+            seqs = [seqs[i] for i in fresh]
+        dedup = [
+            i for i in range(len(ts)) if i == 0 or (ts[i], seqs[i]) != (ts[i - 1], seqs[i - 1])
+        ]
+        if len(dedup) < len(ts):
+            recs = [recs[i] for i in dedup]
+            ts = [ts[i] for i in dedup]
+            seqs = [seqs[i] for i in dedup]
+        if recs:
+            self._ingest(recs, ts, seqs, presorted=True)
+            self._seq = max(self._seq, max(seqs))
+
+    def _ingest(
+        self,
+        recs: list[Record],
+        ts: list[int],
+        seqs: Sequence[int],
+        presorted: bool = False,
+    ) -> None:
+        n = len(recs)
+        if not presorted and not _is_sorted(ts):
+            # seqs grow with the batch, so a stable sort by time sorts by key.
+            perm = sorted(range(n), key=ts.__getitem__)
+            recs = [recs[i] for i in perm]
+            ts = [ts[i] for i in perm]
+            seqs = [seqs[i] for i in perm]
+        span = self.shard_span_us
+        shards = self._shards
+        i = 0
+        while i < n:
+            key = ts[i] // span
+            j = n if ts[-1] < (key + 1) * span else bisect_left(ts, (key + 1) * span, i)
+            shard = shards.get(key)
+            if shard is None:
+                shard = shards[key] = _Shard(key)
+                if not self._keys or key > self._keys[-1]:
+                    self._keys.append(key)
+                else:
+                    self._keys.insert(bisect_left(self._keys, key), key)
+                self._bytes += shard.nbytes
+            before = shard.nbytes
+            if i == 0 and j == n:
+                late = shard.add(recs, ts, seqs)
+            else:
+                late = shard.add(recs[i:j], ts[i:j], seqs[i:j])
+            self.out_of_order_total += late
+            self._bytes += shard.nbytes - before
+            self._count += j - i
+            i = j
+
+    # -- bounds ------------------------------------------------------------
+
+    def _drop_oldest_shard(self) -> _Shard:
+        key = self._keys.pop(0)
+        shard = self._shards.pop(key)
+        self._count -= len(shard)
+        self._bytes -= shard.nbytes
+        return shard
+
+    def _trim(self, shard: _Shard, k: int) -> None:
+        shard.trim(k)
+        self._count -= k
+        if not len(shard):
+            self._keys.remove(shard.key)
+            del self._shards[shard.key]
+            self._bytes -= shard.nbytes
+
+    def _compact(self, shard: _Shard) -> None:
+        """Rebuild a shard from its live records: frees dead bytes and stale table entries."""
+        n = len(shard)
+        fresh = _Shard(shard.key)
+        fresh.add([shard.record(i) for i in range(n)], list(shard.ts), shard.seqs)
+        self._shards[shard.key] = fresh
+        self._bytes += fresh.nbytes - shard.nbytes
+
+    def _enforce(self) -> None:
+        over = self._count - self.max_records
+        while over > 0 and self._keys:
+            shard = self._shards[self._keys[0]]
+            if len(shard) <= over:
+                over -= len(shard)
+                self.evicted_total += len(shard)
+                self._drop_oldest_shard()
+            else:
+                self.evicted_total += over
+                self._trim(shard, over)
+                over = 0
+                if shard.dead_bytes > shard.nbytes - shard.dead_bytes:
+                    self._compact(shard)
+        if self._bytes > self.max_memory:
+            # Evict down to 7/8 of the bound so that the compaction this
+            # costs is paid once per eighth of the store, not per batch.
+            target = self.max_memory - self.max_memory // 8
+            while self._bytes > target and self._keys:
+                shard = self._shards[self._keys[0]]
+                need = self._bytes - target
+                if shard.nbytes <= need or len(shard) == 0:
+                    self.evicted_total += len(shard)
+                    self._drop_oldest_shard()
+                    continue
+                freed = shard.dead_bytes
+                k = 0
+                n = len(shard)
+                while freed < need and k < n:
+                    freed += shard.record_bytes(k)
+                    k += 1
+                self.evicted_total += k
+                self._trim(shard, k)
+                if len(shard):
+                    self._compact(shard)
+
+    def expire(self, now: int) -> int:
+        """Drop records older than `now - ttl`; returns how many.
+
+        Whole shards go at once; the boundary shard is trimmed by one bisect."""
+        cutoff = now - self.ttl_us
+        m = bisect_left(self._keys, cutoff // self.shard_span_us)
+        dropped = 0
+        for _ in range(m):
+            dropped += len(self._drop_oldest_shard())
+        if self._keys:
+            shard = self._shards[self._keys[0]]
+            k = bisect_left(shard.ts, cutoff)
+            if k:
+                self._trim(shard, k)
+                dropped += k
+        self.expired_total += dropped
+        return dropped
+
+    # -- reading -----------------------------------------------------------
 
     def snapshot_items(self) -> Iterator[tuple[int, Record]]:
         """Every (seq, record) in time order, for a snapshot."""
-        for (_, seq), rec in zip(self._keys, self._recs, strict=True):
-            yield seq, rec
+        for key in list(self._keys):
+            shard = self._shards.get(key)
+            if shard is None:
+                continue
+            for i in range(len(shard)):
+                yield shard.seqs[i], shard.record(i)
+
+    def _find(self, ts: int, seq: int) -> tuple[_Shard, int] | None:
+        shard = self._shards.get(ts // self.shard_span_us)
+        if shard is None:
+            return None
+        i = shard.position(ts, seq)
+        if i < len(shard) and shard.ts[i] == ts and shard.seqs[i] == seq:
+            return shard, i
+        return None
 
     def get(self, rec_id: str) -> Record | None:
         """The record with this id, or None (also for a malformed id)."""
-        try:
-            ts_hex, seq_hex = rec_id.split("-")
-            key = (int(ts_hex, 16), int(seq_hex, 16))
-        except ValueError:
+        key = parse_id(rec_id)
+        if key is None:
             return None
-        i = bisect.bisect_left(self._keys, key)
-        if i < len(self._keys) and self._keys[i] == key:
-            return self._recs[i]
-        return None
+        found = self._find(*key)
+        return None if found is None else found[0].record(found[1])
 
-    def _insert(self, seq: int, rec: Record) -> None:
-        key = (rec.timestamp, seq)
-        i = bisect.bisect(self._keys, key)
-        self._keys.insert(i, key)
-        self._recs.insert(i, rec)
-
-    def _evict(self) -> None:
-        over = len(self._recs) - self.max_records
-        if over > 0:
-            del self._keys[:over], self._recs[:over]
-            self.evicted_total += over
-
-    def expire(self, now: int) -> int:
-        """Drop records older than `now - ttl`; returns how many."""
-        i = bisect.bisect_left(self._keys, (now - self.ttl_us, 0))
-        del self._keys[:i], self._recs[:i]
-        self.expired_total += i
-        return i
+    def _shards_for(self, plan: _Plan) -> list[_Shard]:
+        """Shards overlapping the plan's time range and cursor, in its order."""
+        span = self.shard_span_us
+        lo_t = plan.start
+        hi_t = plan.end
+        if plan.after is not None:
+            lo_t = plan.after[0] if lo_t is None else max(lo_t, plan.after[0])
+        if plan.before is not None:
+            hi_t = plan.before[0] if hi_t is None else min(hi_t, plan.before[0])
+        keys = self._keys
+        a = 0 if lo_t is None else bisect_left(keys, lo_t // span)
+        b = len(keys) if hi_t is None else bisect_right(keys, hi_t // span)
+        shards = [self._shards[k] for k in keys[a:b]]
+        if plan.reverse:
+            shards.reverse()
+        return shards
 
     def query(self, q: Query) -> Page:
-        """Records matching `q` in time order, one page."""
-        lo = 0 if q.start is None else bisect.bisect_left(self._keys, (q.start, 0))
-        hi = len(self._keys) if q.end is None else bisect.bisect_right(self._keys, (q.end, 1 << 62))
-        items = [(make_id(*self._keys[i]), self._recs[i]) for i in range(lo, min(hi, lo + q.limit))]
-        return Page(items, None)
+        """One page of records matching `q`, in its order, and the cursor to the next.
+
+        `next_cursor` is None exactly when no further record matches now.
+        A malformed cursor raises QueryError naming `cursor`.
+        """
+        plan = _plan(q)
+        limit = max(1, q.limit)
+        found = list(
+            islice(
+                chain.from_iterable(
+                    zip(repeat(shard), shard.select(plan, *shard.bounds(plan)))
+                    for shard in self._shards_for(plan)
+                ),
+                limit + 1,
+            )
+        )
+        more = len(found) > limit
+        if more:
+            del found[limit:]
+        items = [(make_id(sh.ts[i], sh.seqs[i]), sh.record(i)) for sh, i in found]
+        return Page(items, items[-1][0] if more else None)
+
+    def stats(
+        self, q: Query, by: tuple[str, ...] = (), step_us: int | None = None
+    ) -> dict[str, Any]:
+        """Counts of records matching `q`: total, by field values, and a histogram.
+
+        `by` names fields of STATS_FIELDS; values read as in the API (level
+        and facility names), records without one count under "-". With
+        `step_us`, the histogram has one bucket per multiple of the step
+        (since the epoch) from the first matching record's to the last's,
+        empty buckets included. Shards whose every record passes the filters
+        are counted from their summaries, without a scan.
+        """
+        for field in by:
+            if field not in STATS_FIELDS:
+                raise QueryError(f"by: expected {', '.join(STATS_FIELDS)}; got {field!r}")
+        if step_us is not None and step_us <= 0:
+            raise QueryError("step: must be positive")
+        plan = _plan(q, use_cursor=False)
+        plan.reverse = False
+        total = 0
+        counts: dict[str, Counter[str]] = {f: Counter() for f in by}
+        buckets: Counter[int] = Counter()
+        for shard in self._shards_for(plan):
+            a, b = shard.bounds(plan)
+            if a >= b:
+                continue
+            filters = shard.filters(plan, a, b)
+            if filters is None:
+                continue
+            whole = a == 0 and b == len(shard)
+            if not filters:
+                total += b - a
+                for field in by:
+                    col, name = shard.column_of(field)
+                    if whole:
+                        tally: dict[int, int] = shard.summary(field)
+                    elif shard.order is None:
+                        tally = Counter(col[shard.base + a : shard.base + b])
+                    else:
+                        tally = Counter(map(col.__getitem__, shard.order[a:b]))
+                    for code, n in tally.items():
+                        counts[field][name(code)] += n
+                if step_us is not None:
+                    _count_buckets(buckets, shard.ts, a, b, step_us)
+                continue
+            matched = list(shard.select(plan, a, b))
+            if not matched:
+                continue
+            total += len(matched)
+            if shard.order is None:
+                phys: Sequence[int] = list(map(shard.base.__add__, matched))
+            else:
+                phys = list(map(shard.order.__getitem__, matched))
+            for field in by:
+                col, name = shard.column_of(field)
+                for code, n in Counter(map(col.__getitem__, phys)).items():
+                    counts[field][name(code)] += n
+            if step_us is not None:
+                buckets.update(map(step_us.__rfloordiv__, map(shard.ts.__getitem__, matched)))
+                if len(buckets) > MAX_BUCKETS:
+                    _check_buckets(buckets)
+        histogram: list[dict[str, Any]] = []
+        if step_us is not None and buckets:
+            first, last = _check_buckets(buckets)
+            histogram = [
+                {"start": format_timestamp(k * step_us), "count": buckets.get(k, 0)}
+                for k in range(first, last + 1)
+            ]
+        return {
+            "total": total,
+            "by": {f: dict(sorted(c.items(), key=_by_count)) for f, c in counts.items()},
+            "histogram": histogram,
+        }
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def _check_buckets(buckets: Counter[int]) -> tuple[int, int]:
+    first, last = min(buckets), max(buckets)
+    if last - first + 1 > MAX_BUCKETS:
+        raise QueryError(
+            f"step: too small for the matching time range ({last - first + 1} buckets;"
+            f" at most {MAX_BUCKETS})"
+        )
+    return first, last
+
+
+def _count_buckets(buckets: Counter[int], ts: array[int], a: int, b: int, step: int) -> None:
+    """Histogram counts of ts[a:b] (sorted): by bisect when buckets are few."""
+    first, last = ts[a] // step, ts[b - 1] // step
+    if last - first + 1 > MAX_BUCKETS:
+        raise QueryError(
+            f"step: too small for the matching time range (over {MAX_BUCKETS} buckets)"
+        )
+    if (last - first + 1) * 16 < b - a:
+        lo = a
+        for k in range(first, last + 1):
+            hi = bisect_left(ts, (k + 1) * step, lo, b)
+            if hi > lo:
+                buckets[k] += hi - lo
+            lo = hi
+    else:
+        buckets.update(map(step.__rfloordiv__, ts[a:b]))
