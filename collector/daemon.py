@@ -77,6 +77,7 @@ async def start(config: Config) -> Daemon:
         ttl_us=int(config.store.ttl * 1_000_000),
         max_records=config.store.max_records,
         max_memory=config.store.max_memory,
+        shard_span_us=int(config.store.shard_span * 1_000_000),
     )
     daemon = Daemon(config, store)
     opts = ParseOptions(

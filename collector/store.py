@@ -698,10 +698,14 @@ class Store:
         self._enforce()
         return first
 
-    def restore(self, items: Iterable[tuple[int, Record]]) -> None:
+    def restore(self, items: Iterable[tuple[int, Record]], *, last_seq: int = 0) -> None:
         """Put back (seq, record) pairs from a snapshot or log, ids unchanged.
 
-        New records then take seqs above the highest restored one."""
+        Pairs may come in any order and repeat (snapshot + log replay). New
+        records then take seqs above the highest restored one and above
+        `last_seq` (pass the highest seq ever handed out, so that a new
+        record never reuses an evicted one's id)."""
+        self._seq = max(self._seq, last_seq)
         batch: list[tuple[int, Record]] = []
         for item in items:
             batch.append(item)
