@@ -75,6 +75,16 @@ def parse_id(text: str) -> tuple[int, int] | None:
     return key if make_id(*key) == text else None
 
 
+def _count_bytes(counts: list[int], data: bytes) -> None:
+    # A few memchr-speed passes beat Counter's dict update per element.
+    for code in set(data):
+        counts[code] += data.count(code)
+
+
+def _zeros(n: int) -> array[int]:
+    return array("I", bytes(4 * n))
+
+
 def _str_bytes(value: str | None) -> int:
     # A compact str object plus its dict and list slots.
     return 0 if value is None else 100 + len(value)
@@ -92,7 +102,7 @@ def _extras_bytes(sd: Any, fields: Any) -> int:
 class _Table:
     """Interned values of one column in one shard, with how many live records use each.
 
-    Code 0 is None. The counts are the shard summary that lets a query skip a
+    Code 0 is None. The counts (kept for host and service) are the shard summary that lets a query skip a
     shard holding no wanted value, and `/stats` count without a scan.
     """
 
@@ -104,8 +114,12 @@ class _Table:
         self.counts: list[int] = [0]
         self.nbytes = 0
 
-    def encode(self, values: list[str | None]) -> list[int]:
-        """Codes for `values`, interning new ones; counts them as live."""
+    def encode(self, values: list[str | None], count: bool = True) -> Sequence[int]:
+        """Codes for `values`, interning new ones; counts them as live if `count`."""
+        n = len(values)
+        if values.count(None) == n:  # e.g. RFC 5424 MSGID is mostly "-"
+            self.counts[0] += n
+            return _zeros(n)
         codes: list[Any] = list(map(self.index.get, values))
         if None in codes:
             for i, code in enumerate(codes):
@@ -119,9 +133,13 @@ class _Table:
                         self.counts.append(0)
                         self.nbytes += _str_bytes(value)
                     codes[i] = code
-        counts = self.counts
-        for code, n in Counter(codes).items():
-            counts[code] += n
+        if count:
+            try:
+                _count_bytes(self.counts, bytes(codes))
+            except ValueError:  # codes above 255: a shard with many distinct values
+                counts = self.counts
+                for code, k in Counter(codes).items():
+                    counts[code] += k
         return codes
 
     def wanted(self, values: frozenset[str]) -> set[int]:
@@ -315,22 +333,18 @@ class _Shard:
         self.recv.extend(map(_RECV, recs))
         levels = bytes(map(_LEVEL, recs))
         self.lvl += levels
-        lvl_counts = self.lvl_counts
-        for code, k in Counter(levels).items():
-            lvl_counts[code] += k
+        _count_bytes(self.lvl_counts, levels)
         facs: list[Any] = list(map(_FACILITY, recs))
         if None in facs:
             facs = [_NO_FACILITY if f is None else f for f in facs]
         fac_bytes = bytes(facs)
         self.fac += fac_bytes
-        fac_counts = self.fac_counts
-        for code, k in Counter(fac_bytes).items():
-            fac_counts[code] += k
-        self.fmt += bytes(format_t.encode(list(map(_FORMAT, recs))))
+        _count_bytes(self.fac_counts, fac_bytes)
+        self.fmt += bytes(format_t.encode(list(map(_FORMAT, recs)), count=False))
         self.host.extend(host_t.encode(list(map(_HOST, recs))))
         self.service.extend(service_t.encode(list(map(_SERVICE, recs))))
-        self.procid.extend(procid_t.encode(list(map(_PROCID, recs))))
-        self.msgid.extend(msgid_t.encode(list(map(_MSGID, recs))))
+        self.procid.extend(procid_t.encode(list(map(_PROCID, recs)), count=False))
+        self.msgid.extend(msgid_t.encode(list(map(_MSGID, recs)), count=False))
 
         msgs: list[str] = list(map(_MESSAGE, recs))
         joined = "".join(msgs)
@@ -396,13 +410,6 @@ class _Shard:
             (self.fac_counts, self.fac),
             (self.tables[0].counts, self.host),
             (self.tables[1].counts, self.service),
-        ):
-            for code, n in Counter(column(col)).items():
-                counts[code] -= n
-        for counts, col in (
-            (self.tables[2].counts, self.procid),
-            (self.tables[3].counts, self.msgid),
-            (self.tables[4].counts, self.fmt),
         ):
             for code, n in Counter(column(col)).items():
                 counts[code] -= n
