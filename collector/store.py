@@ -9,6 +9,7 @@ drop or evict oldest first and count what they drop.
 
 from __future__ import annotations
 
+import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
@@ -33,6 +34,12 @@ STATS_FIELDS = ("level", "service", "host", "facility")
 # summaries cost a few KiB.
 RECORD_BYTES = 56
 SHARD_BYTES = 4096
+# Sealing folds a shard's message text into its lower-cased copy plus a
+# case mask (0x20 where an ASCII letter was upper case), zlib-compressed in
+# chunks of this many bytes: ~10 bytes per 250-byte message instead of 250.
+SEAL_CHUNK = 16 * 1024
+SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
+_CASE_MASK = bytes(0x20 if 65 <= b <= 90 else 0 for b in range(256))
 _NO_FACILITY = 255
 
 _TS = attrgetter("timestamp")
@@ -219,6 +226,8 @@ class _Shard:
     __slots__ = (
         "base",
         "blob",
+        "blob_base",
+        "blob_p",
         "dead_bytes",
         "extras",
         "fac",
@@ -229,12 +238,16 @@ class _Shard:
         "low",
         "lvl",
         "lvl_counts",
+        "mask_cache",
+        "mask_starts",
+        "masks",
         "msgid",
         "nbytes",
         "offs",
         "order",
         "procid",
         "recv",
+        "sealed",
         "seqs",
         "service",
         "tables",
@@ -258,7 +271,13 @@ class _Shard:
         self.msgid = array("I")
         # host, service, procid, msgid, format
         self.tables = (_Table(), _Table(), _Table(), _Table(), _Table())
-        self.blob = bytearray()  # messages, UTF-8, back to back
+        self.blob = bytearray()  # messages from offset blob_base on, UTF-8, back to back
+        self.blob_base = 0  # messages before it are sealed: low + case mask
+        self.blob_p = 0  # the first physical record whose text is in blob
+        self.sealed = 0  # masks cover [0, sealed)
+        self.mask_starts = array("q")
+        self.masks: list[bytes] = []
+        self.mask_cache: dict[int, bytes] = {}
         self.low = bytearray()  # the same bytes with ASCII lower-cased (same offsets)
         self.offs = array("I", [0])
         self.extras: dict[int, tuple[Any, Any]] = {}  # p -> (structured_data, fields)
@@ -364,10 +383,10 @@ class _Shard:
                     low = m.lower()
                     self.uni[p0 + i] = low
                     extra += 80 + 4 * len(low)
-        start = len(self.blob)
+        start = len(self.low)
         self.blob += data
         self.low += data.lower()
-        if len(self.blob) >= 1 << 32 and self.offs.typecode == "I":
+        if len(self.low) >= 1 << 32 and self.offs.typecode == "I":
             self.offs = array("q", self.offs)
         ends = accumulate(lens, initial=start)
         next(ends)
@@ -392,6 +411,8 @@ class _Shard:
             a, b = self.base, self.base + k
             phys: Sequence[int] = range(a, b)
             msg_bytes = self.offs[b] - self.offs[a]
+            if b > self.blob_p:
+                msg_bytes += self.offs[b] - self.offs[max(a, self.blob_p)]
 
             def column(col: Any) -> Iterable[int]:
                 return col[a:b]  # type: ignore[no-any-return]
@@ -401,6 +422,8 @@ class _Shard:
             msg_bytes = sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(
                 map(offs.__getitem__, phys)
             )
+            blob_p = self.blob_p
+            msg_bytes += sum(offs[p + 1] - offs[p] for p in phys if p >= blob_p)
 
             def column(col: Any) -> Iterable[int]:
                 return map(col.__getitem__, phys)
@@ -422,7 +445,7 @@ class _Shard:
                 u = self.uni.get(p)
                 if u is not None:
                     extra += 80 + 4 * len(u)
-        self.dead_bytes += k * RECORD_BYTES + 2 * msg_bytes + extra
+        self.dead_bytes += k * RECORD_BYTES + msg_bytes + extra
         del self.ts[:k], self.seqs[:k]
         if self.order is None:
             self.base += k
@@ -432,7 +455,7 @@ class _Shard:
     def record_bytes(self, i: int) -> int:
         """The accounted bytes of live record `i` (what evicting it frees)."""
         p = self.phys(i)
-        size = RECORD_BYTES + 2 * (self.offs[p + 1] - self.offs[p])
+        size = RECORD_BYTES + (self.offs[p + 1] - self.offs[p]) * (2 if p >= self.blob_p else 1)
         ex = self.extras.get(p)
         if ex is not None:
             size += _extras_bytes(*ex)
@@ -440,6 +463,66 @@ class _Shard:
         if u is not None:
             size += 80 + 4 * len(u)
         return size
+
+    def seal(self, budget: int, chunk: int = SEAL_CHUNK) -> int:
+        """Replace message text by case-mask chunks, up to `budget` bytes; returns how many.
+
+        The lower-cased copy stays (for `q`), so the text is kept once plus
+        the compressed mask. Text appended later stays plain until the next seal.
+        """
+        end = self.blob_base + len(self.blob)
+        done = 0
+        bb = self.blob_base
+        while self.sealed < end and done < budget:
+            start = self.sealed
+            stop = min(end, start + chunk)
+            mask = zlib.compress(self.blob[start - bb : stop - bb].translate(_CASE_MASK), 1)
+            self.mask_starts.append(start)
+            self.masks.append(mask)
+            self.nbytes += len(mask) + 50
+            self.sealed = stop
+            done += stop - start
+        if self.sealed == end and self.blob:
+            self.nbytes -= len(self.blob)
+            self.blob = bytearray()
+            self.blob_base = end
+            self.blob_p = len(self.recv)
+        return done
+
+    def unsealed_bytes(self) -> int:
+        return len(self.blob)
+
+    def message(self, p: int) -> str:
+        """Message `p` from the plain text, or from the lower-cased copy and the case mask."""
+        o0, o1 = self.offs[p], self.offs[p + 1]
+        bb = self.blob_base
+        if o0 >= bb:
+            return self.blob[o0 - bb : o1 - bb].decode("utf-8", "surrogatepass")
+        mask = self._mask(o0, o1)
+        low = self.low[o0:o1]
+        size = o1 - o0
+        data = (int.from_bytes(low, "little") ^ int.from_bytes(mask, "little")).to_bytes(
+            size, "little"
+        )
+        return data.decode("utf-8", "surrogatepass")
+
+    def _mask(self, o0: int, o1: int) -> bytes:
+        starts = self.mask_starts
+        j = bisect_right(starts, o0) - 1
+        parts = []
+        pos = o0
+        while pos < o1:
+            data = self.mask_cache.get(j)
+            if data is None:
+                if len(self.mask_cache) >= 4:
+                    self.mask_cache.clear()
+                data = self.mask_cache[j] = zlib.decompress(self.masks[j])
+            start = starts[j]
+            stop = min(o1, start + len(data))
+            parts.append(data[pos - start : stop - start])
+            pos = stop
+            j += 1
+        return b"".join(parts)
 
     # -- reading -----------------------------------------------------------
 
@@ -451,7 +534,6 @@ class _Shard:
         p = self.base + i if self.order is None else self.order[i]
         hosts, services, procids, msgids, formats = self.tables
         fac = self.fac[p]
-        offs = self.offs
         ex = self.extras.get(p)
         sd, fields = (None, None) if ex is None else ex
         return Record(
@@ -463,7 +545,7 @@ class _Shard:
             msgid=msgids.values[self.msgid[p]],
             facility=None if fac == _NO_FACILITY else fac,
             level=self.lvl[p],
-            message=self.blob[offs[p] : offs[p + 1]].decode("utf-8", "surrogatepass"),
+            message=self.message(p),
             structured_data=sd,
             fields=fields,
             format=formats.values[self.fmt[p]] or "",
@@ -650,9 +732,13 @@ class Store:
         max_records: int,
         max_memory: int,
         shard_span_us: int = DEFAULT_SHARD_SPAN_US,
+        seal_budget: int = SEAL_BUDGET,
+        seal_chunk: int = SEAL_CHUNK,
     ) -> None:
-        if shard_span_us <= 0:
-            raise ValueError("shard_span_us must be positive")
+        if shard_span_us <= 0 or seal_chunk <= 0:
+            raise ValueError("shard_span_us and seal_chunk must be positive")
+        self.seal_budget = seal_budget
+        self.seal_chunk = seal_chunk
         self.ttl_us = ttl_us
         self.max_records = max_records
         self.max_memory = max_memory
@@ -867,7 +953,29 @@ class Store:
                 self._trim(shard, k)
                 dropped += k
         self.expired_total += dropped
+        self.seal(self.seal_budget)
         return dropped
+
+    def seal(self, max_bytes: int | None = None) -> int:
+        """Seal older shards' message text, at most `max_bytes` of it (None: all).
+
+        Every shard but the newest two (by event time) is eligible: their
+        text is kept once, lower-cased, plus a compressed case mask. Called
+        by `expire`, so the sweeper does it a budget at a time. Returns the
+        bytes sealed."""
+        budget = (1 << 62) if max_bytes is None else max_bytes
+        done = 0
+        for key in self._keys[:-2]:
+            if done >= budget:
+                break
+            shard = self._shards[key]
+            if shard.unsealed_bytes():
+                before = shard.nbytes
+                done += shard.seal(budget - done, self.seal_chunk)
+                self._bytes += shard.nbytes - before
+        if self._bytes > self.max_memory:  # tiny chunks can cost more than they save
+            self._enforce()
+        return done
 
     # -- reading -----------------------------------------------------------
 

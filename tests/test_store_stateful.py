@@ -132,10 +132,17 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
     @initialize(
         max_records=st.sampled_from([10**9, 40, 7]),
         max_memory=st.sampled_from([1 << 40, 1 << 40, 64 * 1024, 12_000]),
+        seal_budget=st.sampled_from([0, 10, 1 << 40]),
+        seal_chunk=st.sampled_from([5, 64, 16384]),
     )
-    def start(self, max_records: int, max_memory: int) -> None:
+    def start(self, max_records: int, max_memory: int, seal_budget: int, seal_chunk: int) -> None:
         self.store = Store(
-            ttl_us=TTL, max_records=max_records, max_memory=max_memory, shard_span_us=SPAN
+            ttl_us=TTL,
+            max_records=max_records,
+            max_memory=max_memory,
+            shard_span_us=SPAN,
+            seal_budget=seal_budget,
+            seal_chunk=seal_chunk,
         )
         self.model: dict[Key, Record] = {}
         self.clock = 1_000
@@ -188,6 +195,12 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
         self.store.configure(ttl_us=TTL, max_records=max_records, max_memory=self.store.max_memory)
         self._settle_evictions()
 
+    @rule(budget=st.sampled_from([1, 30, None]))
+    def seal(self, budget: int | None) -> None:
+        before = self.store.memory_bytes()
+        self.store.seal(budget)
+        assert self.store.memory_bytes() <= before + 4096
+
     @rule()
     def restore_into_a_new_store(self) -> None:
         fresh = Store(
@@ -195,6 +208,7 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
             max_records=self.store.max_records,
             max_memory=self.store.max_memory,
             shard_span_us=SPAN,
+            seal_chunk=self.store.seal_chunk,
         )
         items = list(self.store.snapshot_items())
         # Restore in shuffled-by-shard order and with duplicates (snapshot + log replay).
