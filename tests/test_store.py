@@ -322,23 +322,26 @@ def test_memory_estimate_grows_with_messages() -> None:
 def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
     s = store(seal_chunk=300)
     added = [
-        rec(t * 10, f"User {t} FAILED to log in from 10.0.0.{t % 256} via SSH; ÉTÉ {t}")
+        rec(
+            t * 10,
+            f"User {t} FAILED to log in from 10.0.0.{t % 256} via SSH; {'ÉTÉ' if t % 100 == 0 else 'ete'} {t}",
+        )
         for t in range(1_000)
     ]
     s.add_many(added)
     s.add_many([rec(5_005, "Late ARRIVAL")])  # lands in a shard sealed below
     before = s.memory_bytes()
     assert s.seal() > 0
-    assert s.memory_bytes() < before * 0.9  # 8 of 10 shards sealed; 60-byte messages
+    assert s.memory_bytes() < before * 0.85  # 8 of 10 shards sealed; 60-byte messages
     s.add_many([rec(5_006, "Later STILL")])  # appended after sealing: plain text again
     got = [r for _, r in s.query(Query(limit=10_000)).items]
     want = sorted(
         [*added, rec(5_005, "Late ARRIVAL"), rec(5_006, "Later STILL")], key=lambda r: r.timestamp
     )
     assert got == want
-    assert [r.message for _, r in s.query(Query(q="failed to log in from 10.0.0.77 ")).items] == [
-        "User 77 FAILED to log in from 10.0.0.77 via SSH; ÉTÉ 77"
-    ]
+    assert [
+        r.message for _, r in s.query(Query(q="user 77 failed to log in from 10.0.0.77 ")).items
+    ] == ["User 77 FAILED to log in from 10.0.0.77 via SSH; ete 77"]
     assert s.get(make_id(5_005, 1_001)) == rec(5_005, "Late ARRIVAL")
     s.seal()
     assert [r for _, r in s.snapshot_items()] == want
