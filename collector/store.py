@@ -161,7 +161,9 @@ class _Table:
 
 # One filter over one shard: a column (None = the physical index itself) and
 # the set of values that pass.
-_Filter = tuple[Any, set[int]]
+# How many live records of the shard pass it orders the filters: the most
+# selective runs at C speed over the range, the others only over its hits.
+_Filter = tuple[Any, set[int], int]
 
 
 @dataclass(slots=True)
@@ -588,7 +590,7 @@ class _Shard:
                 if not hits:
                     return None
                 if hits < n:
-                    out.append((col, codes))
+                    out.append((col, codes, hits))
         for ints, small_col, counts in (
             (plan.levels, self.lvl, self.lvl_counts),
             (plan.facilities, self.fac, self.fac_counts),
@@ -599,12 +601,12 @@ class _Shard:
                 if not hits:
                     return None
                 if hits < n:
-                    out.append((small_col, codes))
+                    out.append((small_col, codes, hits))
         if plan.needle is not None:
             found = self._search(plan, a, b)
             if not found:
                 return None
-            out.append((None, found))
+            out.append((None, found, len(found)))
         return out
 
     def _search(self, plan: _Plan, a: int, b: int) -> set[int]:
@@ -669,9 +671,27 @@ class _Shard:
             def view(col: Any) -> Iterable[int]:
                 return phys if col is None else map(col.__getitem__, phys)
 
-        sels = [map(codes.__contains__, view(col)) for col, codes in filters]
+        if len(filters) > 1 and min(f[2] for f in filters) * 4 <= len(self.ts):
+            filters.sort(key=_hits)
+            col, codes, _ = filters[0]
+            found: Iterator[int] = compress(idx, map(codes.__contains__, view(col)))
+            for col, codes, _ in filters[1:]:
+                found = filter(self._passes(col, codes), found)
+            return found
+        sels = [map(codes.__contains__, view(col)) for col, codes, _ in filters]
         sel = sels[0] if len(sels) == 1 else map(all, zip(*sels, strict=True))
         return compress(idx, sel)
+
+    def _passes(self, col: Any, codes: set[int]) -> Callable[[int], bool]:
+        """Whether logical record i passes one filter (for the few that passed another)."""
+        order, base = self.order, self.base
+        if col is None:
+            if order is None:
+                return lambda i: base + i in codes
+            return lambda i: order[i] in codes
+        if order is None:
+            return lambda i: col[base + i] in codes
+        return lambda i: col[order[i]] in codes
 
     def column_of(self, field: str) -> tuple[Any, Callable[[int], str]]:
         """A column and how its codes read as `/stats` keys."""
@@ -698,6 +718,10 @@ class _Shard:
         else:
             counts = self.tables[0 if field == "host" else 1].counts
         return {c: n for c, n in enumerate(counts) if n}
+
+
+def _hits(f: _Filter) -> int:
+    return f[2]
 
 
 def _level_name(code: int) -> str:
