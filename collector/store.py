@@ -124,9 +124,17 @@ class _Table:
     def encode(self, values: list[str | None], count: bool = True) -> Sequence[int]:
         """Codes for `values`, interning new ones; counts them as live if `count`."""
         n = len(values)
-        if values.count(None) == n:  # e.g. RFC 5424 MSGID is mostly "-"
-            self.counts[0] += n
-            return _zeros(n)
+        if not n:
+            return []
+        first = values[0]
+        if values.count(first) == n:
+            # One value for the batch: MSGID "-", one format, one host per connection.
+            code = self.index.get(first)
+            if code is None:
+                code = self._intern(first)
+            if count:
+                self.counts[code] += n
+            return array("I", [code]) * n if code else _zeros(n)
         codes: list[Any] = list(map(self.index.get, values))
         if None in codes:
             for i, code in enumerate(codes):
@@ -134,11 +142,7 @@ class _Table:
                     value = values[i]
                     code = self.index.get(value)
                     if code is None:
-                        code = len(self.values)
-                        self.values.append(value)
-                        self.index[value] = code
-                        self.counts.append(0)
-                        self.nbytes += _str_bytes(value)
+                        code = self._intern(value)
                     codes[i] = code
         if count:
             try:
@@ -148,6 +152,14 @@ class _Table:
                 for code, k in Counter(codes).items():
                     counts[code] += k
         return codes
+
+    def _intern(self, value: str | None) -> int:
+        code = len(self.values)
+        self.values.append(value)
+        self.index[value] = code
+        self.counts.append(0)
+        self.nbytes += _str_bytes(value)
+        return code
 
     def wanted(self, values: frozenset[str]) -> set[int]:
         """Codes of those `values` that live records of this shard hold."""
@@ -361,7 +373,8 @@ class _Shard:
         fac_bytes = bytes(facs)
         self.fac += fac_bytes
         _count_bytes(self.fac_counts, fac_bytes)
-        self.fmt += bytes(format_t.encode(list(map(_FORMAT, recs)), count=False))
+        formats = format_t.encode(list(map(_FORMAT, recs)), count=False)
+        self.fmt += bytes(formats.tolist() if isinstance(formats, array) else formats)
         self.host.extend(host_t.encode(list(map(_HOST, recs))))
         self.service.extend(service_t.encode(list(map(_SERVICE, recs))))
         self.procid.extend(procid_t.encode(list(map(_PROCID, recs)), count=False))
