@@ -310,7 +310,11 @@ class _Shard:
         """Store records sorted by (timestamp, seq); returns how many went in late."""
         n = len(recs)
         p0 = len(self.recv)
-        self._append_columns(recs)
+        try:
+            self._append_columns(recs)
+        except BaseException:
+            self._truncate(p0)  # a bad value (a level of 300) must not misalign the columns
+            raise
         # Records after the current last key append; the others go in by bisect.
         split = 0
         if len(self.ts):
@@ -336,6 +340,27 @@ class _Shard:
             if self.order is not None:
                 self.order.extend(range(p0 + split, p0 + n))
         return split
+
+    def _truncate(self, p0: int) -> None:
+        o0 = self.offs[p0]
+        for col in (
+            self.recv,
+            self.lvl,
+            self.fac,
+            self.fmt,
+            self.host,
+            self.service,
+            self.procid,
+            self.msgid,
+        ):
+            del col[p0:]
+        del self.offs[p0 + 1 :]
+        del self.low[o0:]
+        del self.blob[max(0, o0 - self.blob_base) :]
+        for p in [p for p in self.extras if p >= p0]:
+            del self.extras[p]
+        for p in [p for p in self.uni if p >= p0]:
+            del self.uni[p]
 
     def _insert_late(self, ts: list[int], seqs: Sequence[int], phys: range) -> None:
         if self.order is None:
@@ -363,34 +388,38 @@ class _Shard:
         p0 = len(self.recv)
         host_t, service_t, procid_t, msgid_t, format_t = self.tables
         before = sum(t.nbytes for t in self.tables)
-        self.recv.extend(map(_RECV, recs))
+        # What can fail (a level of 300, a message that is not text) runs
+        # before anything is counted; _truncate undoes the appends.
         levels = bytes(map(_LEVEL, recs))
-        self.lvl += levels
-        _count_bytes(self.lvl_counts, levels)
         facs: list[Any] = list(map(_FACILITY, recs))
         if None in facs:
             facs = [_NO_FACILITY if f is None else f for f in facs]
         fac_bytes = bytes(facs)
+        msgs: list[str] = list(map(_MESSAGE, recs))
+        joined = "".join(msgs)
+        lens: Iterable[int]
+        non_ascii = not joined.isascii()
+        if non_ascii:
+            encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
+            data = b"".join(encoded)
+            lens = map(len, encoded)
+        else:
+            data = joined.encode("ascii")
+            lens = map(len, msgs)
+        self.recv.extend(map(_RECV, recs))
+        self.lvl += levels
         self.fac += fac_bytes
-        _count_bytes(self.fac_counts, fac_bytes)
         formats = format_t.encode(list(map(_FORMAT, recs)), count=False)
         self.fmt += bytes(formats.tolist() if isinstance(formats, array) else formats)
+        _count_bytes(self.lvl_counts, levels)
+        _count_bytes(self.fac_counts, fac_bytes)
         self.host.extend(host_t.encode(list(map(_HOST, recs))))
         self.service.extend(service_t.encode(list(map(_SERVICE, recs))))
         self.procid.extend(procid_t.encode(list(map(_PROCID, recs)), count=False))
         self.msgid.extend(msgid_t.encode(list(map(_MSGID, recs)), count=False))
 
-        msgs: list[str] = list(map(_MESSAGE, recs))
-        joined = "".join(msgs)
         extra = 0
-        lens: Iterable[int]
-        if joined.isascii():
-            data = joined.encode("ascii")
-            lens = map(len, msgs)
-        else:
-            encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
-            data = b"".join(encoded)
-            lens = map(len, encoded)
+        if non_ascii:
             # bytes.lower() folds ASCII only: non-ASCII messages keep their
             # full str.lower() for `q`, and the ASCII copy is not used for them.
             for i, m in enumerate(msgs):

@@ -345,3 +345,13 @@ def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
     assert s.get(make_id(5_005, 1_001)) == rec(5_005, "Late ARRIVAL")
     s.seal()
     assert [r for _, r in s.snapshot_items()] == want
+
+
+def test_a_record_with_an_impossible_value_is_refused_and_leaves_the_store_intact() -> None:
+    s = store()
+    s.add_many([rec(1, "before")])
+    with pytest.raises(ValueError, match="range"):
+        s.add_many([rec(2, "fine"), rec(3, "bad", level=300)])
+    s.add_many([rec(4, "after")])
+    assert [r.message for _, r in s.query(Query()).items] == ["before", "after"]
+    assert len(s) == 2
