@@ -39,6 +39,9 @@ SHARD_BYTES = 4096
 # chunks of this many bytes: ~10 bytes per 250-byte message instead of 250.
 SEAL_CHUNK = 16 * 1024
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
+# Message text lives in frozen chunks of at least this many bytes plus an
+# open tail: one growing buffer would be copied at every reallocation.
+FREEZE_BYTES = 64 * 1024
 _CASE_MASK = bytes(0x20 if 65 <= b <= 90 else 0 for b in range(256))
 _NO_FACILITY = 255
 
@@ -239,38 +242,43 @@ class _Shard:
 
     __slots__ = (
         "base",
-        "blob",
-        "blob_base",
-        "blob_p",
+        "chunk_starts",
         "dead_bytes",
         "extras",
         "fac",
         "fac_counts",
         "fmt",
+        "freeze_bytes",
         "host",
         "key",
-        "low",
+        "low_tail",
+        "lows",
         "lvl",
         "lvl_counts",
         "mask_cache",
         "mask_starts",
         "masks",
         "msgid",
+        "n_sealed",
         "nbytes",
         "offs",
         "order",
+        "plain_p",
         "procid",
         "recv",
-        "sealed",
         "seqs",
         "service",
         "tables",
+        "tail",
+        "tail_start",
+        "texts",
         "ts",
         "uni",
     )
 
-    def __init__(self, key: int) -> None:
+    def __init__(self, key: int, freeze_bytes: int = FREEZE_BYTES) -> None:
         self.key = key
+        self.freeze_bytes = freeze_bytes
         self.ts = array("q")
         self.seqs = array("q")
         self.order: array[int] | None = None
@@ -285,14 +293,21 @@ class _Shard:
         self.msgid = array("I")
         # host, service, procid, msgid, format
         self.tables = (_Table(), _Table(), _Table(), _Table(), _Table())
-        self.blob = bytearray()  # messages from offset blob_base on, UTF-8, back to back
-        self.blob_base = 0  # messages before it are sealed: low + case mask
-        self.blob_p = 0  # the first physical record whose text is in blob
-        self.sealed = 0  # masks cover [0, sealed)
-        self.mask_starts = array("q")
+        # Messages, UTF-8, back to back: `offs[p]` is where message p starts.
+        # Frozen chunks hold whole messages from `chunk_starts[j]` on: the
+        # text (None once sealed) and its ASCII-lower-cased copy (same
+        # offsets, for `q`). Then the open tail from `tail_start` on.
+        self.texts: list[bytes | None] = []
+        self.lows: list[bytes] = []
+        self.chunk_starts = array("q")
+        self.tail = bytearray()
+        self.low_tail = bytearray()
+        self.tail_start = 0
+        self.n_sealed = 0  # chunks [0, n_sealed) are sealed
+        self.plain_p = 0  # the first physical record whose text is not sealed
+        self.mask_starts = array("q")  # masks cover the sealed chunks in pieces
         self.masks: list[bytes] = []
         self.mask_cache: dict[int, bytes] = {}
-        self.low = bytearray()  # the same bytes with ASCII lower-cased (same offsets)
         self.offs = array("I", [0])
         self.extras: dict[int, tuple[Any, Any]] = {}  # p -> (structured_data, fields)
         self.uni: dict[int, str] = {}  # p -> message.lower() for non-ASCII messages
@@ -355,8 +370,8 @@ class _Shard:
         ):
             del col[p0:]
         del self.offs[p0 + 1 :]
-        del self.low[o0:]
-        del self.blob[max(0, o0 - self.blob_base) :]
+        if o0 >= self.tail_start:
+            del self.tail[o0 - self.tail_start :], self.low_tail[o0 - self.tail_start :]
         for p in [p for p in self.extras if p >= p0]:
             del self.extras[p]
         for p in [p for p in self.uni if p >= p0]:
@@ -402,9 +417,11 @@ class _Shard:
         if non_ascii:
             encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
             data = b"".join(encoded)
+            low_data = data.lower()
             lens = map(len, encoded)
         else:
             data = joined.encode("ascii")
+            low_data = joined.lower().encode("ascii")  # str.lower is faster on ASCII
             lens = map(len, msgs)
         self.recv.extend(map(_RECV, recs))
         self.lvl += levels
@@ -427,10 +444,18 @@ class _Shard:
                     low = m.lower()
                     self.uni[p0 + i] = low
                     extra += 80 + 4 * len(low)
-        start = len(self.low)
-        self.blob += data
-        self.low += data.lower()
-        if len(self.low) >= 1 << 32 and self.offs.typecode == "I":
+        start = self.offs[-1]
+        if self.tail or len(data) < self.freeze_bytes:
+            self.tail += data
+            self.low_tail += low_data
+            if len(self.tail) >= self.freeze_bytes:
+                self.freeze()
+        else:  # a big batch is a chunk as it is, without a copy
+            self.texts.append(data)
+            self.lows.append(low_data)
+            self.chunk_starts.append(start)
+            self.tail_start = start + len(data)
+        if start + len(data) >= 1 << 32 and self.offs.typecode == "I":
             self.offs = array("q", self.offs)
         ends = accumulate(lens, initial=start)
         next(ends)
@@ -455,8 +480,8 @@ class _Shard:
             a, b = self.base, self.base + k
             phys: Sequence[int] = range(a, b)
             msg_bytes = self.offs[b] - self.offs[a]
-            if b > self.blob_p:
-                msg_bytes += self.offs[b] - self.offs[max(a, self.blob_p)]
+            if b > self.plain_p:
+                msg_bytes += self.offs[b] - self.offs[max(a, self.plain_p)]
 
             def column(col: Any) -> Iterable[int]:
                 return col[a:b]  # type: ignore[no-any-return]
@@ -466,8 +491,8 @@ class _Shard:
             msg_bytes = sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(
                 map(offs.__getitem__, phys)
             )
-            blob_p = self.blob_p
-            msg_bytes += sum(offs[p + 1] - offs[p] for p in phys if p >= blob_p)
+            plain_p = self.plain_p
+            msg_bytes += sum(offs[p + 1] - offs[p] for p in phys if p >= plain_p)
 
             def column(col: Any) -> Iterable[int]:
                 return map(col.__getitem__, phys)
@@ -499,7 +524,7 @@ class _Shard:
     def record_bytes(self, i: int) -> int:
         """The accounted bytes of live record `i` (what evicting it frees)."""
         p = self.phys(i)
-        size = RECORD_BYTES + (self.offs[p + 1] - self.offs[p]) * (2 if p >= self.blob_p else 1)
+        size = RECORD_BYTES + (self.offs[p + 1] - self.offs[p]) * (2 if p >= self.plain_p else 1)
         ex = self.extras.get(p)
         if ex is not None:
             size += _extras_bytes(*ex)
@@ -508,45 +533,61 @@ class _Shard:
             size += 80 + 4 * len(u)
         return size
 
-    def seal(self, budget: int, chunk: int = SEAL_CHUNK) -> int:
-        """Replace message text by case-mask chunks, up to `budget` bytes; returns how many.
+    def freeze(self) -> None:
+        """Close the open tail into a chunk."""
+        if self.tail:
+            self.texts.append(bytes(self.tail))
+            self.lows.append(bytes(self.low_tail))
+            self.chunk_starts.append(self.tail_start)
+            self.tail_start += len(self.tail)
+            self.tail = bytearray()
+            self.low_tail = bytearray()
+
+    def seal(self, budget: int, piece: int = SEAL_CHUNK) -> int:
+        """Replace message text by case masks, chunk by chunk, until `budget` bytes; returns how many.
 
         The lower-cased copy stays (for `q`), so the text is kept once plus
-        the compressed mask. Text appended later stays plain until the next seal.
+        the compressed mask (in pieces of `piece` bytes, so that reading a
+        record decompresses a little). Text appended later stays plain
+        until the next seal.
         """
-        end = self.blob_base + len(self.blob)
+        self.freeze()
         done = 0
-        bb = self.blob_base
-        while self.sealed < end and done < budget:
-            start = self.sealed
-            stop = min(end, start + chunk)
-            mask = zlib.compress(self.blob[start - bb : stop - bb].translate(_CASE_MASK), 1)
-            self.mask_starts.append(start)
-            self.masks.append(mask)
-            self.nbytes += len(mask) + 50
-            self.sealed = stop
-            done += stop - start
-        if self.sealed == end and self.blob:
-            self.nbytes -= len(self.blob)
-            self.blob = bytearray()
-            self.blob_base = end
-            self.blob_p = len(self.recv)
+        while self.n_sealed < len(self.texts) and done < budget:
+            j = self.n_sealed
+            data = self.texts[j]
+            assert data is not None
+            base = self.chunk_starts[j]
+            for k in range(0, len(data), piece):
+                mask = zlib.compress(data[k : k + piece].translate(_CASE_MASK), 1)
+                self.mask_starts.append(base + k)
+                self.masks.append(mask)
+                self.nbytes += len(mask) + 50
+            self.texts[j] = None
+            self.nbytes -= len(data)
+            done += len(data)
+            self.n_sealed = j + 1
+            self.plain_p = bisect_left(self.offs, base + len(data), self.plain_p)
         return done
 
     def unsealed_bytes(self) -> int:
-        return len(self.blob)
+        return len(self.tail) + sum(len(t) for t in self.texts[self.n_sealed :] if t is not None)
 
     def message(self, p: int) -> str:
         """Message `p` from the plain text, or from the lower-cased copy and the case mask."""
         o0, o1 = self.offs[p], self.offs[p + 1]
-        bb = self.blob_base
-        if o0 >= bb:
-            return self.blob[o0 - bb : o1 - bb].decode("utf-8", "surrogatepass")
+        if o0 >= self.tail_start:
+            t = self.tail_start
+            return self.tail[o0 - t : o1 - t].decode("utf-8", "surrogatepass")
+        j = bisect_right(self.chunk_starts, o0) - 1
+        base = self.chunk_starts[j]
+        text = self.texts[j]
+        if text is not None:
+            return text[o0 - base : o1 - base].decode("utf-8", "surrogatepass")
+        low = self.lows[j][o0 - base : o1 - base]
         mask = self._mask(o0, o1)
-        low = self.low[o0:o1]
-        size = o1 - o0
         data = (int.from_bytes(low, "little") ^ int.from_bytes(mask, "little")).to_bytes(
-            size, "little"
+            o1 - o0, "little"
         )
         return data.decode("utf-8", "surrogatepass")
 
@@ -661,24 +702,35 @@ class _Shard:
         text = plan.q
         assert needle is not None
         assert text is not None
-        offs, low = self.offs, self.low
+        offs = self.offs
         if self.order is None:
             pa, pb = self.base + a, self.base + b
         else:
             pa, pb = 0, len(offs) - 1
         found: set[int] = set()
         if needle.isascii():
-            end = offs[pb]
+            lo, hi = offs[pa], offs[pb]
             size = len(needle)
-            pos = low.find(needle, offs[pa], end)
-            while pos >= 0:
-                p = bisect_right(offs, pos, pa, pb + 1) - 1
-                stop = offs[p + 1]
-                if pos + size <= stop:
-                    found.add(p)
-                    pos = low.find(needle, stop, end)
-                else:  # the match runs into the next message
-                    pos = low.find(needle, pos + 1, end)
+            starts = self.chunk_starts
+            j = max(0, bisect_right(starts, lo) - 1)
+            # Chunks hold whole messages, so a match never spans two of them.
+            spans: list[tuple[bytes | bytearray, int]]
+            spans = [(self.lows[k], starts[k]) for k in range(j, len(starts))]
+            spans.append((self.low_tail, self.tail_start))
+            for low, base in spans:
+                if base >= hi:
+                    break
+                end = min(hi, base + len(low)) - base
+                pos = low.find(needle, max(lo - base, 0), end)
+                while pos >= 0:
+                    at = base + pos
+                    p = bisect_right(offs, at, pa, pb + 1) - 1
+                    stop = offs[p + 1]
+                    if at + size <= stop:
+                        found.add(p)
+                        pos = low.find(needle, stop - base, end)
+                    else:  # the match runs into the next message
+                        pos = low.find(needle, pos + 1, end)
         if self.uni:
             found.difference_update(self.uni)
             found.update(p for p, m in self.uni.items() if pa <= p < pb and text in m)
@@ -800,11 +852,13 @@ class Store:
         shard_span_us: int = DEFAULT_SHARD_SPAN_US,
         seal_budget: int = SEAL_BUDGET,
         seal_chunk: int = SEAL_CHUNK,
+        freeze_bytes: int = FREEZE_BYTES,
     ) -> None:
         if shard_span_us <= 0 or seal_chunk <= 0:
             raise ValueError("shard_span_us and seal_chunk must be positive")
         self.seal_budget = seal_budget
         self.seal_chunk = seal_chunk
+        self.freeze_bytes = freeze_bytes
         self.ttl_us = ttl_us
         self.max_records = max_records
         self.max_memory = max_memory
@@ -926,7 +980,7 @@ class Store:
             j = n if ts[-1] < (key + 1) * span else bisect_left(ts, (key + 1) * span, i)
             shard = shards.get(key)
             if shard is None:
-                shard = shards[key] = _Shard(key)
+                shard = shards[key] = _Shard(key, self.freeze_bytes)
                 if not self._keys or key > self._keys[-1]:
                     self._keys.append(key)
                 else:
@@ -962,7 +1016,7 @@ class Store:
     def _compact(self, shard: _Shard) -> None:
         """Rebuild a shard from its live records: frees dead bytes and stale table entries."""
         n = len(shard)
-        fresh = _Shard(shard.key)
+        fresh = _Shard(shard.key, self.freeze_bytes)
         fresh.add([shard.record(i) for i in range(n)], list(shard.ts), shard.seqs)
         self._shards[shard.key] = fresh
         self._bytes += fresh.nbytes - shard.nbytes

@@ -134,8 +134,16 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
         max_memory=st.sampled_from([1 << 40, 1 << 40, 64 * 1024, 12_000]),
         seal_budget=st.sampled_from([0, 10, 1 << 40]),
         seal_chunk=st.sampled_from([5, 64, 16384]),
+        freeze_bytes=st.sampled_from([1, 100, 1 << 16]),
     )
-    def start(self, max_records: int, max_memory: int, seal_budget: int, seal_chunk: int) -> None:
+    def start(
+        self,
+        max_records: int,
+        max_memory: int,
+        seal_budget: int,
+        seal_chunk: int,
+        freeze_bytes: int,
+    ) -> None:
         self.store = Store(
             ttl_us=TTL,
             max_records=max_records,
@@ -143,6 +151,7 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
             shard_span_us=SPAN,
             seal_budget=seal_budget,
             seal_chunk=seal_chunk,
+            freeze_bytes=freeze_bytes,
         )
         self.model: dict[Key, Record] = {}
         self.clock = 1_000
@@ -208,6 +217,7 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
             max_memory=self.store.max_memory,
             shard_span_us=SPAN,
             seal_chunk=self.store.seal_chunk,
+            freeze_bytes=self.store.freeze_bytes,
         )
         items = list(self.store.snapshot_items())
         # Restore in shuffled-by-shard order and with duplicates (snapshot + log replay).
