@@ -138,15 +138,15 @@ class _Table:
             if count:
                 self.counts[code] += n
             return array("I", [code]) * n if code else _zeros(n)
-        codes: list[Any] = list(map(self.index.get, values))
-        if None in codes:
-            for i, code in enumerate(codes):
-                if code is None:
-                    value = values[i]
-                    code = self.index.get(value)
-                    if code is None:
-                        code = self._intern(value)
-                    codes[i] = code
+        codes: list[Any]
+        try:
+            codes = list(map(self.index.__getitem__, values))
+        except KeyError:  # new values: intern them (rare once a shard has seen its hosts)
+            index = self.index
+            codes = []
+            for value in values:
+                code = index.get(value)
+                codes.append(self._intern(value) if code is None else code)
         if count:
             try:
                 _count_bytes(self.counts, bytes(codes))
