@@ -141,12 +141,10 @@ class _Table:
         codes: list[Any]
         try:
             codes = list(map(self.index.__getitem__, values))
-        except KeyError:  # new values: intern them (rare once a shard has seen its hosts)
-            index = self.index
-            codes = []
-            for value in values:
-                code = index.get(value)
-                codes.append(self._intern(value) if code is None else code)
+        except KeyError:  # new values: intern them, then look up again at C speed
+            for value in set(values).difference(self.index):
+                self._intern(value)
+            codes = list(map(self.index.__getitem__, values))
         if count:
             try:
                 _count_bytes(self.counts, bytes(codes))
