@@ -3,11 +3,17 @@ bad parameters, cursors across expiry, desc paging, bounds, stats."""
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
+from dataclasses import replace
+
 import pytest
 
+from collector.config import StoreConfig
 from collector.query import Query, QueryError
 from collector.record import Record
 from collector.store import Store, make_id
+from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
 
 SPAN = 1_000
 
@@ -355,3 +361,46 @@ def test_a_record_with_an_impossible_value_is_refused_and_leaves_the_store_intac
     s.add_many([rec(4, "after")])
     assert [r.message for _, r in s.query(Query()).items] == ["before", "after"]
     assert len(s) == 2
+
+
+async def test_the_daemon_shards_by_the_configured_span_and_serves_records_in_time_order() -> None:
+    config = local_config(store=replace(StoreConfig(), shard_span=5.0))
+    async with running_daemon(config) as d:
+        assert d.store.shard_span_us == 5_000_000
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        times = [now - dt.timedelta(seconds=2 * i) for i in range(20)]  # newest first: all late
+        host, port = listener_addr(d, "udp")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i, t in enumerate(times):
+                stamp = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+                s.sendto(f"<14>1 {stamp} web-1 app - - - message {i}".encode(), (host, port))
+
+        async def all_stored() -> list[dict[str, object]] | None:
+            logs = (await get_json(d, "/logs?start=0&limit=100"))["logs"]
+            return logs if len(logs) == 20 else None
+
+        logs = await wait_for(all_stored)
+        assert [r["message"] for r in logs] == [f"message {i}" for i in range(19, -1, -1)]
+        assert d.store.shard_count >= 8
+        assert all(d.store.get(str(r["id"])) is not None for r in logs)
+
+
+def test_a_smaller_max_memory_on_reload_evicts_the_oldest_at_once() -> None:
+    s = store()
+    s.add_many([rec(t, "z" * 200) for t in range(0, 5_000, 5)])
+    assert s.evicted_total == 0
+    s.configure(ttl_us=s.ttl_us, max_records=s.max_records, max_memory=s.memory_bytes() // 2)
+    assert s.memory_bytes() <= s.max_memory
+    assert 0 < len(s) < 1_000
+    assert len(s) + s.evicted_total == 1_000
+    assert [r.timestamp for _, r in s.snapshot_items()][-1] == 4_995
+
+
+def test_a_cursor_is_a_position_whichever_order_reads_from_it() -> None:
+    s = store()
+    s.add_many([rec(t) for t in range(10)])
+    cursor = s.query(Query(limit=4)).next_cursor
+    assert cursor == make_id(3, 4)
+    older = s.query(Query(order="desc", cursor=cursor))
+    assert [r.timestamp for _, r in older.items] == [2, 1, 0]
+    assert older.next_cursor is None
