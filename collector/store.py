@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, islice, repeat
-from operator import attrgetter, le
+from operator import attrgetter, itemgetter, le
 from typing import Any
 
 from collector.query import Query, QueryError
@@ -45,6 +45,10 @@ FREEZE_BYTES = 64 * 1024
 _CASE_MASK = bytes(0x20 if 65 <= b <= 90 else 0 for b in range(256))
 _NO_FACILITY = 255
 
+_NO_EXTRAS = (None, None)
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+_FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
 _TS = attrgetter("timestamp")
 _RECV = attrgetter("received_at")
 _HOST = attrgetter("host")
@@ -634,6 +638,36 @@ class _Shard:
             format=formats.values[self.fmt[p]] or "",
         )
 
+    def records(self, idx: Sequence[int]) -> list[Record]:
+        """The live records at logical indices `idx`, column by column (C-speed maps)."""
+        if self.order is None:
+            phys: Sequence[int] = list(map(self.base.__add__, idx))
+        else:
+            phys = list(map(self.order.__getitem__, idx))
+
+        def column(col: Any) -> Iterator[Any]:
+            return map(col.__getitem__, phys)
+
+        hosts, services, procids, msgids, formats = self.tables
+        extras = list(map(self.extras.get, phys, repeat(_NO_EXTRAS)))
+        return list(
+            map(
+                Record,
+                map(self.ts.__getitem__, idx),
+                column(self.recv),
+                map(hosts.values.__getitem__, column(self.host)),
+                map(services.values.__getitem__, column(self.service)),
+                map(procids.values.__getitem__, column(self.procid)),
+                map(msgids.values.__getitem__, column(self.msgid)),
+                map(_FACILITY_OUT.__getitem__, column(self.fac)),
+                column(self.lvl),
+                map(self.message, phys),
+                map(_FIRST, extras),
+                map(_SECOND, extras),
+                map(formats.values.__getitem__, column(self.fmt)),
+            )
+        )
+
     def position(self, ts: int, seq: int) -> int:
         """The logical index of the first key >= (ts, seq)."""
         lo = bisect_left(self.ts, ts)
@@ -1103,8 +1137,9 @@ class Store:
             shard = self._shards.get(key)
             if shard is None:
                 continue
-            for i in range(len(shard)):
-                yield shard.seqs[i], shard.record(i)
+            for a in range(0, len(shard), 4096):
+                idx = range(a, min(a + 4096, len(shard)))
+                yield from zip(shard.seqs[a : idx.stop], shard.records(idx), strict=True)
 
     def _find(self, ts: int, seq: int) -> tuple[_Shard, int] | None:
         shard = self._shards.get(ts // self.shard_span_us)
@@ -1160,7 +1195,17 @@ class Store:
         more = len(found) > limit
         if more:
             del found[limit:]
-        items = [(make_id(sh.ts[i], sh.seqs[i]), sh.record(i)) for sh, i in found]
+        items: list[tuple[str, Record]] = []
+        start = 0
+        while start < len(found):
+            shard = found[start][0]
+            stop = start + 1
+            while stop < len(found) and found[stop][0] is shard:
+                stop += 1
+            idx = [i for _, i in found[start:stop]]
+            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+            items.extend(zip(ids, shard.records(idx), strict=True))
+            start = stop
         return Page(items, items[-1][0] if more else None)
 
     def stats(
