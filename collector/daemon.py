@@ -134,6 +134,7 @@ async def start(
         ttl_us=int(config.store.ttl * 1_000_000),
         max_records=config.store.max_records,
         max_memory=config.store.max_memory,
+        shard_span_us=int(config.store.shard_span * 1_000_000),
     )
     daemon = Daemon(config, store, config_path=config_path)
     opts = daemon.opts = _parse_options(config)
@@ -162,6 +163,7 @@ async def start(
             http_stats=lambda: daemon.app.stats if daemon.app is not None else None,
             reloads=daemon.reloads,
             started_at=daemon.started_at,
+            persistence=lambda: daemon.persistence.stats if daemon.persistence else None,
         )
         daemon.app = App(
             store=store,

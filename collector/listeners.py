@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from collector.config import ListenerConfig, parse_host_port
-from collector.framing import STRIP, Frame, StreamFramer, line_framer, syslog_framer
+from collector.framing import (
+    STRIP,
+    Frame,
+    StreamFramer,
+    line_framer,
+    syslog_framer,
+)
 from collector.jsonlines import parse_json_line
 from collector.parse import ParseOptions, parse_syslog, raw_record
 from collector.record import Record
@@ -404,14 +410,22 @@ class StreamProtocol(asyncio.Protocol):
         self._drain_to = self.bytes_in + unread
         return False
 
-    def finish(self) -> None:
-        """End of this stream: the framer's last line (if any) is queued."""
+    def finish(self, partial_is_message: bool = True) -> None:
+        """End of this stream: the framer's last line (if any) is queued.
+
+        When we end the stream ourselves at shutdown, an unterminated last
+        line may be a frame cut at the drain point rather than one the peer
+        finished: it is stored flagged `truncated`, so nothing is lost and
+        nobody mistakes it for the whole message."""
         if self._finished:
             return
         self._finished = True
         frames = self.framer.eof()
-        if frames:
-            self.ingest.submit(frames, self.sender, 0)
+        if not frames:
+            return
+        if not partial_is_message:
+            frames = [(data, True) for data, _ in frames]
+        self.ingest.submit(frames, self.sender, 0)
 
     def _idle_check(self) -> None:
         self._idle_handle = None
@@ -476,7 +490,7 @@ class Listener:
         if self._server is not None:
             self._server.close()
         for proto in list(ingest.connections):
-            proto.finish()
+            proto.finish(partial_is_message=False)
             if proto.transport is not None:
                 proto.transport.close()
         if self._sock is not None:

@@ -3,8 +3,9 @@
 The hot path never calls prometheus-client: listeners, the store and HTTP
 keep plain ints, and `DaemonCollector.collect()` reads them when /metrics is
 scraped. The registry is passed in, so tests read values back with
-`get_sample_value`. Fields that other stages may not have yet are read with
-`getattr` defaults; a missing source yields no sample, never an error.
+`get_sample_value`. Sources that a daemon may not have (HTTP stats before
+the port is bound, persistence when `store.persist_dir` is unset) yield no
+samples rather than false zeros.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from prometheus_client.registry import Collector
 from collector import __version__
 from collector.http import HttpStats
 from collector.listeners import Listener
+from collector.persist import PersistenceStats
 from collector.store import Store
 
 # Reasons a listener may count, exposed as 0 before they first happen so that
@@ -80,17 +82,13 @@ def read_udp_drops(paths: Sequence[str] = PROC_NET_UDP) -> tuple[dict[int, int],
 
 
 def _socket_inodes(lst: Listener) -> list[int]:
-    """Inodes of a listener's sockets when it exposes them (`sockets` or
-    `socket`); empty otherwise, and then the local port is matched instead."""
-    socks: Any = getattr(lst, "sockets", None)
-    if socks is None:
-        one = getattr(lst, "socket", None)
-        socks = [one] if one is not None else []
+    """Inodes of a listener's sockets; empty when they are closed, and then
+    the local port is matched instead."""
     inodes = []
-    for s in socks:
+    for s in lst.sockets:
         try:
             inodes.append(os.fstat(s.fileno()).st_ino)
-        except (OSError, AttributeError, ValueError):
+        except (OSError, ValueError):
             continue
     return inodes
 
@@ -108,7 +106,9 @@ class DaemonCollector(Collector):
         reloads: ReloadStats | None = None,
         started_at: float | None = None,
         proc_net_udp: Sequence[str] = PROC_NET_UDP,
+        persistence: Callable[[], PersistenceStats | None] = lambda: None,
     ) -> None:
+        self.persistence = persistence
         self.store = store
         self.listeners = listeners
         self.http_stats = http_stats
@@ -122,6 +122,7 @@ class DaemonCollector(Collector):
         yield from self._store()
         yield from self._http()
         yield from self._reloads()
+        yield from self._persistence()
 
     def _process(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -185,6 +186,24 @@ class DaemonCollector(Collector):
             "TCP connections closed at once because max_connections was reached",
             labels=lab,
         )
+        accepted = CounterMetricFamily(
+            "collector_connections_accepted", "TCP connections accepted", labels=lab
+        )
+        idle_closed = CounterMetricFamily(
+            "collector_connections_idle_closed",
+            "TCP connections closed after listeners[].idle_timeout of silence",
+            labels=lab,
+        )
+        paused = CounterMetricFamily(
+            "collector_connections_paused",
+            "Times a TCP connection was paused because parsing and storing fell behind",
+            labels=lab,
+        )
+        recv_buffer = GaugeMetricFamily(
+            "collector_socket_receive_buffer_bytes",
+            "Receive buffer the kernel granted a datagram socket",
+            labels=lab,
+        )
         udp_drops = CounterMetricFamily(
             "collector_udp_receive_buffer_drops",
             "Datagrams the kernel dropped because the socket receive buffer was full (/proc/net/udp)",
@@ -198,25 +217,24 @@ class DaemonCollector(Collector):
             info.add_metric([cfg.name, cfg.transport, cfg.format, cfg.bind], 1)
             received.add_metric(name, st.received)
             nbytes.add_metric(name, st.bytes)
-            n_raw = getattr(st, "raw", 0)
-            by_format: Mapping[str, int] | None = getattr(st, "parsed", None)
-            if by_format is None:
-                # Until listeners count per format: all that was not raw parsed as the listener's format.
-                by_format = {
-                    "raw": n_raw,
-                    ("json" if cfg.format == "json" else "syslog"): st.received - n_raw,
-                }
-            for fmt, n in sorted(by_format.items()):
-                parsed.add_metric([cfg.name, fmt], n)
-            raw.add_metric(name, n_raw)
+            # Listeners count raw records only (one test per record on the hot
+            # path); the rest parsed as the listener's format.
+            parsed.add_metric([cfg.name, "raw"], st.raw)
+            parsed.add_metric([cfg.name, cfg.format], st.received - st.raw)
+            raw.add_metric(name, st.raw)
             truncated.add_metric(name, st.truncated)
             reasons = dict.fromkeys(KNOWN_DROP_REASONS.get(cfg.transport, ()), 0)
             reasons.update(st.dropped)
             for reason, n in sorted(reasons.items()):
                 dropped.add_metric([cfg.name, reason], n)
             if cfg.transport == "tcp":
-                conns.add_metric(name, getattr(st, "connections_open", 0))
-                refused.add_metric(name, getattr(st, "connections_refused", 0))
+                conns.add_metric(name, st.connections_open)
+                refused.add_metric(name, st.connections_refused)
+                accepted.add_metric(name, st.connections_total)
+                idle_closed.add_metric(name, st.idle_closed)
+                paused.add_metric(name, st.paused)
+            elif st.recv_buffer:
+                recv_buffer.add_metric(name, st.recv_buffer)
             if cfg.transport == "udp":
                 if drops_by_inode is None:
                     drops_by_inode, drops_by_port = read_udp_drops(self.proc_net_udp)
@@ -237,24 +255,24 @@ class DaemonCollector(Collector):
             dropped,
             conns,
             refused,
+            accepted,
+            idle_closed,
+            paused,
+            recv_buffer,
             udp_drops,
         )
 
     def _store(self) -> Iterator[Metric]:
         store = self.store
         yield GaugeMetricFamily("collector_store_records", "Records in the store", value=len(store))
-        memory = getattr(store, "memory_bytes", None)
-        if callable(memory):
-            yield GaugeMetricFamily(
-                "collector_store_bytes", "Estimated memory held by stored records", value=memory()
-            )
-        shards = getattr(store, "shard_count", None)
-        if callable(shards):
-            shards = shards()
-        if isinstance(shards, int):
-            yield GaugeMetricFamily(
-                "collector_store_shards", "Time shards in the store", value=shards
-            )
+        yield GaugeMetricFamily(
+            "collector_store_bytes",
+            "Estimated memory held by stored records",
+            value=store.memory_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "collector_store_shards", "Time shards in the store", value=store.shard_count
+        )
         yield CounterMetricFamily(
             "collector_store_expired_records",
             "Records dropped because they outlived store.ttl",
@@ -265,13 +283,11 @@ class DaemonCollector(Collector):
             "Oldest records dropped to stay within store.max_records / store.max_memory",
             value=store.evicted_total,
         )
-        ooo = getattr(store, "out_of_order_total", None)
-        if isinstance(ooo, int):
-            yield CounterMetricFamily(
-                "collector_store_out_of_order_inserts",
-                "Records that arrived older than the newest record of their shard",
-                value=ooo,
-            )
+        yield CounterMetricFamily(
+            "collector_store_out_of_order_inserts",
+            "Records that arrived older than the newest record of their shard",
+            value=store.out_of_order_total,
+        )
         yield GaugeMetricFamily(
             "collector_store_ttl_seconds", "Configured store.ttl", value=store.ttl_us / 1e6
         )
@@ -322,6 +338,18 @@ class DaemonCollector(Collector):
             value=stats.timeouts,
         )
 
+    def _persistence(self) -> Iterator[Metric]:
+        stats = self.persistence()
+        if stats is None:
+            return
+        for key, kind, doc in _PERSISTENCE_METRICS:
+            name = f"collector_persist_{key}"
+            value = getattr(stats, key)
+            if kind == "counter":
+                yield CounterMetricFamily(name, doc, value=value)
+            else:
+                yield GaugeMetricFamily(name, doc, value=value)
+
     def _reloads(self) -> Iterator[Metric]:
         r = self.reloads
         if r is None:
@@ -356,3 +384,28 @@ def make_registry(
     registry = CollectorRegistry()
     registry.register(DaemonCollector(store, listeners, **sources))
     return registry
+
+
+# Persistence counters: (metric suffix, kind, help); values read from PersistenceStats.
+_PERSISTENCE_METRICS = (
+    ("wal_bytes", "gauge", "Size of the write-ahead log on disk"),
+    ("wal_records", "counter", "Records appended to the write-ahead log"),
+    (
+        "wal_write_errors",
+        "counter",
+        "Failed write-ahead log writes and fsyncs (disk full, I/O error)",
+    ),
+    (
+        "wal_dropped_records",
+        "counter",
+        "Records kept in memory only: the log failed or was at its bound",
+    ),
+    ("wal_fsyncs", "counter", "fsync calls on the write-ahead log"),
+    ("wal_torn_bytes", "counter", "Bytes of a torn log tail ignored at start-up"),
+    ("snapshots", "counter", "Snapshots written"),
+    ("snapshot_errors", "counter", "Snapshots that failed"),
+    ("snapshot_seconds", "gauge", "Duration of the last snapshot"),
+    ("snapshot_records", "gauge", "Records in the last snapshot"),
+    ("restored_records", "gauge", "Records restored at start-up"),
+    ("corrupt_files", "counter", "Damaged state files moved aside"),
+)

@@ -397,8 +397,9 @@ class Persistence:
 
     @property
     def wants_snapshot(self) -> bool:
-        """The log is past half its bound: snapshot early, then truncate it."""
-        return self.wal.size >= self.wal.max_bytes // 2
+        """The log is past half its bound, or has dropped records (disk full,
+        at its bound): snapshot early, then start the log afresh."""
+        return self.wal.gap or self.wal.size >= self.wal.max_bytes // 2
 
     async def flush(self) -> None:
         """One timer tick: write the buffer, fsync it (batch mode, in a thread),

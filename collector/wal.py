@@ -70,6 +70,7 @@ class WriteAheadLog:
         self.segments: dict[int, int] = {}  # segment number -> bytes on disk
         self.last_seq = 0  # highest seq appended (or replayed)
         self.needs_fsync = False
+        self.gap = False  # records were dropped from the log since the last snapshot
         self._fd: int | None = None
         self._fd_lock = threading.Lock()  # sync() runs in a thread; close() must wait for it
         self._pending: list[tuple[int, list[Record]]] = []
@@ -227,14 +228,14 @@ class WriteAheadLog:
         self._pending, self._pending_records = [], 0
         if self._fd is None and time.monotonic() >= self._reopen_after:
             self.open_segment()
-        if self._fd is None:
-            self.stats.wal_dropped_records += n
+        if self._fd is None or self.gap:
+            self._drop(n)
             return
         tuples = [record_tuple(first + i, r) for first, recs in pending for i, r in enumerate(recs)]
         chunk = encode_chunk(tuples)
         self._bytes_per_record = len(chunk) / n
         if self.size + len(chunk) > self.max_bytes:
-            self.stats.wal_dropped_records += n
+            self._drop(n)
             self._warn(
                 "write-ahead log is at its bound (%d bytes): %d records kept in memory only until the next snapshot",
                 self.max_bytes,
@@ -250,7 +251,7 @@ class WriteAheadLog:
                 view = view[written:]
         except OSError as e:
             self.stats.wal_write_errors += 1
-            self.stats.wal_dropped_records += n
+            self._drop(n)
             self._warn("write-ahead log write failed: %s; %d records in memory only", e, n)
             try:  # cut the partial chunk so the next one follows a clean end
                 os.ftruncate(fd, good)
@@ -262,6 +263,14 @@ class WriteAheadLog:
         self.stats.wal_records += n
         self.stats.wal_bytes = self.size
         self.needs_fsync = True
+
+    def _drop(self, n: int) -> None:
+        """Records that could not be logged: from here on the log would have a
+        gap, and a replay would bring back later records without them. So it
+        takes nothing more until the next snapshot (which holds them) starts
+        a fresh segment: after a crash the log replays a prefix, never holes."""
+        self.stats.wal_dropped_records += n
+        self.gap = True
 
     def sync(self) -> None:
         """fsync the open segment (from a thread in `batch` mode)."""
@@ -286,6 +295,7 @@ class WriteAheadLog:
         the store taken now covers them all."""
         self.write_pending()
         self._close_fd()
+        self.gap = False  # the snapshot taken now holds what the log dropped
         sealed = sorted(set(self.segments) | {self.segment})
         if reopen:
             self.open_segment()

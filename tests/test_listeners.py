@@ -312,6 +312,9 @@ async def test_shutdown_delivers_what_was_read_and_closes_connections() -> None:
         await lst.aclose(2.0)
         assert await asyncio.wait_for(reader.read(), 5) == b""
     assert [r.message for r in records] == ["complete", "no newline yet"]
+    # The unterminated line may be a frame cut by the shutdown: kept, flagged.
+    assert [r.fields for r in records] == [None, {"truncated": True}]
+    assert lst.stats.truncated == 1
     assert lst.stats.connections_open == 0
 
 

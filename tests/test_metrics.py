@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -17,9 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from collector import __version__
-from collector.config import ListenerConfig
+from collector.config import ListenerConfig, StoreConfig
 from collector.http import HttpStats
 from collector.metrics import DaemonCollector, ReloadStats, make_registry, read_udp_drops
+from collector.record import Record
 from collector.store import Store
 from tests.support import http_request, listener_addr, local_config, running_daemon, wait_for
 
@@ -128,33 +129,29 @@ def test_build_info_start_time_and_uptime() -> None:
     assert 5 <= uptime < 60
 
 
-def test_store_gauges_and_counters_including_fields_of_a_sharded_store() -> None:
-    class ShardedStore(Store):
-        shard_count = 3
-        out_of_order_total = 7
+def _rec(ts: int) -> Record:
+    return Record(ts, ts, "h", "s", None, None, 1, 6, "m" * 200, None, None, "raw")
 
-        def memory_bytes(self) -> int:
-            return 12345
 
-    store = ShardedStore(ttl_us=90_000_000, max_records=10, max_memory=1 << 20)
-    store.expired_total, store.evicted_total = 4, 5
+def test_store_gauges_and_counters_follow_adds_late_inserts_expiry_and_eviction() -> None:
+    minute = 60_000_000
+    store = Store(ttl_us=90 * 1_000_000, max_records=10, max_memory=1 << 20, shard_span_us=minute)
+    t0 = 1_767_225_600_000_000
+    store.add_many([_rec(t0 + i * 1000) for i in range(5)])
+    store.add_many([_rec(t0 + minute + i) for i in range(5)])
+    store.add_many([_rec(t0 + 2500)])  # late: older than the newest of its shard
+    store.add_many([_rec(t0 + 2 * minute)])  # 12 > max_records: 2 evicted
+    store.expire(t0 + 90 * 1_000_000 + minute)  # the first shard is past the TTL
     reg = make_registry(store, list)
-    assert _value(reg, "collector_store_records") == 0
-    assert _value(reg, "collector_store_bytes") == 12345
-    assert _value(reg, "collector_store_shards") == 3
-    assert _value(reg, "collector_store_out_of_order_inserts_total") == 7
+    assert _value(reg, "collector_store_records") == len(store) == 6
+    assert _value(reg, "collector_store_evicted_records_total") == 2
     assert _value(reg, "collector_store_expired_records_total") == 4
-    assert _value(reg, "collector_store_evicted_records_total") == 5
+    assert _value(reg, "collector_store_out_of_order_inserts_total") == 1
+    assert _value(reg, "collector_store_shards") == store.shard_count == 2
+    assert _value(reg, "collector_store_bytes") == store.memory_bytes() > 6 * 200
     assert _value(reg, "collector_store_ttl_seconds") == 90
     assert _value(reg, "collector_store_max_records") == 10
     assert _value(reg, "collector_store_max_bytes") == 1 << 20
-
-
-def test_a_store_without_the_newer_fields_simply_has_no_such_samples() -> None:
-    reg = make_registry(_store(), list)
-    assert _value(reg, "collector_store_bytes") is None
-    assert _value(reg, "collector_store_shards") is None
-    assert _value(reg, "collector_store_out_of_order_inserts_total") is None
 
 
 def _filled_http_stats() -> HttpStats:
@@ -240,6 +237,10 @@ class _UdpListener:
         self.stats = ListenerStats()
         self.address = self.socket.getsockname()
 
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [self.socket]
+
 
 def test_udp_receive_buffer_drops_of_our_socket_come_from_proc_net_udp() -> None:
     if not HAVE_PROC_NET_UDP:
@@ -297,3 +298,20 @@ async def test_exposition_passes_promtool_check_metrics() -> None:
     # promtool prints one line per lint problem and exits 1 on any.
     assert proc.returncode == 0, (out + err).decode()
     assert out.strip() == b"", out.decode()
+
+
+async def test_persistence_counters_appear_only_with_a_persist_dir(tmp_path: Path) -> None:
+    async with running_daemon() as d:
+        assert _value(d.app.registry, "collector_persist_wal_records_total") is None  # type: ignore[union-attr]
+    store = replace(StoreConfig(), persist_dir=str(tmp_path), wal_flush_interval=0.01)
+    async with running_daemon(local_config(store=store)) as d:
+        assert d.app is not None
+        reg = d.app.registry
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(3):
+                s.sendto(b"<34>1 - - - - - - persisted %d" % i, listener_addr(d, "udp"))
+        await wait_for(lambda: _value(reg, "collector_persist_wal_records_total") == 3)
+        wal_bytes = _value(reg, "collector_persist_wal_bytes")
+        assert wal_bytes is not None
+        assert wal_bytes > 0
+        assert _value(reg, "collector_persist_wal_write_errors_total") == 0

@@ -181,6 +181,25 @@ def test_the_log_never_grows_past_its_bound_and_counts_what_it_did_not_log(
     wal.close()
 
 
+def test_after_a_dropped_batch_the_log_takes_nothing_until_a_snapshot_so_replay_has_no_holes(
+    tmp_path: Path,
+) -> None:
+    wal = new_wal(tmp_path, max_bytes=64 * 1024)
+    wal.append(1, batch(1, 100, size=100))
+    wal.write_pending()
+    wal.append(101, batch(101, 1000, size=100))  # over the bound: dropped
+    wal.write_pending()
+    wal.append(1101, batch(1101, 10, size=100))  # would fit, but would leave a hole
+    wal.write_pending()
+    assert [seq for seq, _ in replay(tmp_path)[0]] == list(range(1, 101))
+    assert wal.stats.wal_dropped_records == 1010
+    wal.rotate()  # what a snapshot does first: it holds the dropped records
+    wal.append(1111, batch(1111, 10, size=100))
+    wal.write_pending()
+    assert wal.stats.wal_records == 110
+    wal.close()
+
+
 def test_a_failing_disk_is_counted_and_the_log_stays_readable(tmp_path: Path) -> None:
     """RLIMIT_FSIZE makes write() fail with EFBIG past 64 KiB, as a full disk
     fails with ENOSPC: the child keeps appending, and the file it leaves has

@@ -1,0 +1,406 @@
+"""The store's edge cases: identical times, shard boundaries, empty store,
+bad parameters, cursors across expiry, desc paging, bounds, stats."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from dataclasses import replace
+
+import pytest
+
+from collector.config import StoreConfig
+from collector.query import Query, QueryError
+from collector.record import Record
+from collector.store import Store, make_id
+from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
+
+SPAN = 1_000
+
+
+def rec(
+    ts: int,
+    message: str = "Hello World",
+    *,
+    host: str | None = "web-1",
+    service: str | None = "sshd",
+    level: int = 6,
+    facility: int | None = 4,
+    structured_data: dict[str, dict[str, str | list[str]]] | None = None,
+    fields: dict[str, object] | None = None,
+) -> Record:
+    return Record(
+        timestamp=ts,
+        received_at=ts + 7,
+        host=host,
+        service=service,
+        procid="42",
+        msgid=None,
+        facility=facility,
+        level=level,
+        message=message,
+        structured_data=structured_data,
+        fields=fields,
+        format="rfc5424",
+    )
+
+
+def store(**kw: int) -> Store:
+    args = {"ttl_us": 10**12, "max_records": 10**9, "max_memory": 1 << 40, "shard_span_us": SPAN}
+    args.update(kw)
+    return Store(**args)
+
+
+def page_all(s: Store, q: Query) -> list[str]:
+    ids: list[str] = []
+    cursor = None
+    while True:
+        page = s.query(
+            Query(
+                start=q.start,
+                end=q.end,
+                services=q.services,
+                levels=q.levels,
+                q=q.q,
+                limit=q.limit,
+                order=q.order,
+                cursor=cursor,
+            )
+        )
+        ids += [i for i, _ in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            return ids
+
+
+def test_an_empty_store_answers_empty_pages_stats_and_lookups() -> None:
+    s = store()
+    page = s.query(Query())
+    assert page.items == []
+    assert page.next_cursor is None
+    assert s.stats(Query(), ("level",), 1_000) == {"total": 0, "by": {"level": {}}, "histogram": []}
+    assert s.expire(10**15) == 0
+    assert s.get(make_id(1, 1)) is None
+    assert len(s) == 0
+    assert s.shard_count == 0
+
+
+def test_records_come_back_equal_to_what_was_added() -> None:
+    s = store()
+    added = [
+        rec(5, "", host=None, service=None, facility=None),
+        rec(6, "x", structured_data={}, fields={}),
+        rec(7, "Ünïcode\udcff", structured_data={"a@1": {"k": ["1", "2"]}}, fields={"n": 1}),
+        rec(8, "line\nwith\x00nul"),
+    ]
+    first = s.add_many(added)
+    got = [r for _, r in s.query(Query()).items]
+    assert got == added
+    assert [s.get(make_id(r.timestamp, first + i)) for i, r in enumerate(added)] == added
+
+
+def test_a_batch_takes_consecutive_seqs_and_ids_find_records() -> None:
+    s = store()
+    assert s.add_many([rec(10), rec(3)]) == 1
+    assert s.add_many([rec(1)]) == 3
+    assert [i for i, _ in s.query(Query()).items] == [make_id(1, 3), make_id(3, 2), make_id(10, 1)]
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "zz", "1-", "-1", "1", "0x1-1", "1_0-1", " 1-1", "1-1-1", "g-1"]
+)
+def test_malformed_ids_find_nothing(bad: str) -> None:
+    s = store()
+    s.add_many([rec(1), rec(16)])
+    assert s.get(bad) is None
+
+
+def test_identical_timestamps_page_in_arrival_order_both_ways() -> None:
+    s = store()
+    for _ in range(5):
+        s.add_many([rec(500)] * 50)
+    asc = page_all(s, Query(limit=7))
+    assert asc == [make_id(500, i) for i in range(1, 251)]
+    assert page_all(s, Query(limit=7, order="desc")) == asc[::-1]
+
+
+def test_records_at_shard_boundaries_fall_on_the_right_side() -> None:
+    s = store()
+    times = [SPAN - 1, SPAN, 2 * SPAN - 1, 2 * SPAN, 0, -1, -SPAN]
+    s.add_many([rec(t) for t in times])
+    assert s.shard_count == 4
+    got = [r.timestamp for _, r in s.query(Query(start=SPAN, end=2 * SPAN - 1)).items]
+    assert got == [SPAN, 2 * SPAN - 1]
+    got = [r.timestamp for _, r in s.query(Query(end=-1)).items]
+    assert got == [-SPAN, -1]
+    assert s.get(make_id(-1, 6)) == rec(-1)
+
+
+def test_end_before_start_and_a_bad_cursor_are_query_errors() -> None:
+    s = store()
+    s.add_many([rec(1)])
+    with pytest.raises(QueryError, match=r"^end:"):
+        s.query(Query(start=10, end=9))
+    for bad in ("nonsense", "1-", "abc-xyz", ""):
+        with pytest.raises(QueryError, match=r"^cursor:"):
+            s.query(Query(cursor=bad))
+    with pytest.raises(QueryError, match=r"^by:"):
+        s.stats(Query(), ("colour",), None)
+    with pytest.raises(QueryError, match=r"^step:"):
+        s.stats(Query(), (), 0)
+
+
+def test_desc_paging_visits_every_match_newest_first() -> None:
+    s = store()
+    s.add_many([rec(t, level=t % 8) for t in range(0, 5_000, 3)])
+    got = page_all(s, Query(order="desc", limit=13, levels=frozenset({1, 2})))
+    want = [make_id(t, t // 3 + 1) for t in range(0, 5_000, 3) if t % 8 in (1, 2)]
+    assert got == want[::-1]
+
+
+def test_next_cursor_is_null_when_the_page_ends_the_matches() -> None:
+    s = store()
+    s.add_many([rec(t) for t in range(10)])
+    assert s.query(Query(limit=10)).next_cursor is None
+    assert s.query(Query(limit=9)).next_cursor == make_id(8, 9)
+    assert s.query(Query(limit=9, cursor=make_id(8, 9))).next_cursor is None
+
+
+def test_a_cursor_from_an_expired_shard_continues_with_what_is_left() -> None:
+    s = store(ttl_us=10 * SPAN)
+    s.add_many([rec(t * 100) for t in range(100)])  # 10 shards
+    first = s.query(Query(limit=5))
+    assert s.expire(15 * SPAN) == 50  # the cursor's shard is gone
+    rest = page_all(s, Query(limit=5, start=None))
+    second = s.query(Query(limit=100, cursor=first.next_cursor))
+    assert [i for i, _ in second.items] == rest
+    assert second.next_cursor is None
+    desc = s.query(Query(limit=100, order="desc", cursor=first.next_cursor))
+    assert desc.items == []
+    assert desc.next_cursor is None
+
+
+def test_paging_sees_records_arriving_after_the_cursor_but_not_late_ones_before_it() -> None:
+    s = store()
+    s.add_many([rec(t) for t in range(0, 100, 10)])
+    page = s.query(Query(limit=5))
+    assert [r.timestamp for _, r in page.items] == [0, 10, 20, 30, 40]
+    s.add_many([rec(5), rec(40), rec(95), rec(200)])  # 5 is late and before the cursor
+    rest = s.query(Query(limit=100, cursor=page.next_cursor))
+    assert [r.timestamp for _, r in rest.items] == [40, 50, 60, 70, 80, 90, 95, 200]
+
+
+def test_expire_drops_whole_shards_and_trims_the_boundary_one() -> None:
+    s = store(ttl_us=5 * SPAN)
+    s.add_many([rec(t) for t in range(0, 10 * SPAN, 10)])
+    before = s.memory_bytes()
+    assert s.expire(5 * SPAN + 2_505) == 251  # 0, 10, ..., 2_500
+    assert s.expired_total == 251
+    assert len(s) == 749
+    assert s.shard_count == 8
+    assert s.query(Query(limit=1)).items[0][1].timestamp == 2_510
+    assert s.memory_bytes() < before
+    assert s.expire(100 * SPAN) == 749
+    assert s.memory_bytes() == 0
+    assert s.shard_count == 0
+
+
+def test_max_records_evicts_the_oldest_and_counts_them() -> None:
+    s = store(max_records=100)
+    s.add_many([rec(t) for t in range(0, 150)])
+    s.add_many([rec(t) for t in range(1_000, 1_030)] + [rec(3)])
+    assert len(s) == 100
+    assert s.evicted_total == 81
+    assert [r.timestamp for _, r in s.query(Query(limit=1)).items] == [
+        80
+    ]  # 0..49, then 3 and 50..79
+    s.configure(ttl_us=s.ttl_us, max_records=10, max_memory=s.max_memory)
+    assert len(s) == 10
+    assert s.evicted_total == 171
+
+
+def test_a_tiny_max_memory_keeps_the_newest_records_within_the_bound() -> None:
+    s = store(max_memory=64 * 1024)
+    msg = "x" * 250
+    for i in range(20):
+        s.add_many([rec(i * 100 + j, msg) for j in range(50)])
+        assert s.memory_bytes() <= 64 * 1024
+    assert 0 < len(s) < 1_000
+    assert len(s) + s.evicted_total == 1_000
+    times = [r.timestamp for _, r in s.snapshot_items()]
+    assert times == list(range(2_000 - len(s), 2_000)) or times == sorted(times)[-len(s) :]
+    assert times[-1] == 1_949
+
+
+def test_a_record_bigger_than_max_memory_is_evicted_and_counted() -> None:
+    s = store(max_memory=10_000)
+    s.add_many([rec(1, "y" * 20_000)])
+    assert len(s) == 0
+    assert s.evicted_total == 1
+    assert s.memory_bytes() <= 10_000
+    s.add_many([rec(2, "small")])
+    assert len(s) == 1
+
+
+def test_out_of_order_arrivals_are_counted_and_sorted() -> None:
+    s = store()
+    s.add_many([rec(t) for t in (100, 200, 300)])
+    s.add_many([rec(150), rec(50), rec(400)])
+    assert s.out_of_order_total == 2
+    assert [r.timestamp for _, r in s.query(Query()).items] == [50, 100, 150, 200, 300, 400]
+
+
+def test_q_is_a_case_insensitive_substring_of_one_message() -> None:
+    s = store()
+    s.add_many([rec(1, "Failed PASSWORD for root"), rec(2, "ab"), rec(3, "cd"), rec(4, "ÉTÉ")])
+    assert [r.timestamp for _, r in s.query(Query(q="password for")).items] == [1]
+    assert s.query(Query(q="bc")).items == []  # never across two messages
+    assert [r.timestamp for _, r in s.query(Query(q="été")).items] == [4]
+    assert s.query(Query(q="nothing")).items == []
+
+
+def test_filters_on_values_no_shard_holds_match_nothing() -> None:
+    s = store()
+    s.add_many([rec(t, service="sshd" if t % 2 else None) for t in range(100)])
+    assert s.query(Query(services=frozenset({"cron"}))).items == []
+    assert len(s.query(Query(services=frozenset({"sshd"}), limit=100)).items) == 50
+    assert s.query(Query(facilities=frozenset({0}))).items == []
+    assert s.stats(Query(hosts=frozenset({"nope"})), ("host",), None)["total"] == 0
+
+
+def test_stats_names_values_counts_missing_ones_and_aligns_buckets() -> None:
+    s = store()
+    s.add_many(
+        [
+            rec(1_500, level=3, host=None, facility=None),
+            rec(1_600, level=3),
+            rec(4_100, level=6, service="cron"),
+        ]
+    )
+    got = s.stats(Query(), ("level", "host", "facility", "service"), 1_000)
+    assert got["total"] == 3
+    assert got["by"] == {
+        "level": {"err": 2, "info": 1},
+        "host": {"web-1": 2, "-": 1},
+        "facility": {"auth": 2, "-": 1},
+        "service": {"sshd": 2, "cron": 1},
+    }
+    assert got["histogram"] == [
+        {"start": "1970-01-01T00:00:00.001000Z", "count": 2},
+        {"start": "1970-01-01T00:00:00.002000Z", "count": 0},
+        {"start": "1970-01-01T00:00:00.003000Z", "count": 0},
+        {"start": "1970-01-01T00:00:00.004000Z", "count": 1},
+    ]
+    filtered = s.stats(Query(levels=frozenset({3}), start=1_550), ("level",), None)
+    assert filtered == {"total": 1, "by": {"level": {"err": 1}}, "histogram": []}
+
+
+def test_stats_refuse_a_step_that_makes_too_many_buckets() -> None:
+    s = store()
+    s.add_many([rec(0), rec(10**9)])
+    with pytest.raises(QueryError, match=r"^step:"):
+        s.stats(Query(), (), 1_000)
+    with pytest.raises(QueryError, match=r"^step:"):
+        s.stats(Query(q="hello"), (), 1_000)
+    assert len(s.stats(Query(), (), 10**6)["histogram"]) == 1_001
+
+
+def test_restore_keeps_ids_and_new_seqs_continue_above() -> None:
+    s = store()
+    s.add_many([rec(t) for t in (30, 10, 20)])
+    items = list(s.snapshot_items())
+    assert [seq for seq, _ in items] == [2, 3, 1]
+    fresh = store()
+    fresh.restore(reversed(items), last_seq=10)
+    assert list(fresh.snapshot_items()) == items
+    assert fresh.get(make_id(10, 2)) == rec(10)
+    assert fresh.add_many([rec(5)]) == 11
+
+
+def test_memory_estimate_grows_with_messages() -> None:
+    s = store()
+    s.add_many([rec(t, "m" * 100) for t in range(1_000)])
+    small = s.memory_bytes()
+    s.add_many([rec(t, "m" * 1_000) for t in range(1_000)])
+    assert s.memory_bytes() - small > 1_000 * 2_000
+
+
+def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
+    s = store(seal_chunk=300)
+    added = [
+        rec(
+            t * 10,
+            f"User {t} FAILED to log in from 10.0.0.{t % 256} via SSH; {'ÉTÉ' if t % 100 == 0 else 'ete'} {t}",
+        )
+        for t in range(1_000)
+    ]
+    s.add_many(added)
+    s.add_many([rec(5_005, "Late ARRIVAL")])  # lands in a shard sealed below
+    before = s.memory_bytes()
+    assert s.seal() > 0
+    assert s.memory_bytes() < before * 0.85  # 8 of 10 shards sealed; 60-byte messages
+    s.add_many([rec(5_006, "Later STILL")])  # appended after sealing: plain text again
+    got = [r for _, r in s.query(Query(limit=10_000)).items]
+    want = sorted(
+        [*added, rec(5_005, "Late ARRIVAL"), rec(5_006, "Later STILL")], key=lambda r: r.timestamp
+    )
+    assert got == want
+    assert [
+        r.message for _, r in s.query(Query(q="user 77 failed to log in from 10.0.0.77 ")).items
+    ] == ["User 77 FAILED to log in from 10.0.0.77 via SSH; ete 77"]
+    assert s.get(make_id(5_005, 1_001)) == rec(5_005, "Late ARRIVAL")
+    s.seal()
+    assert [r for _, r in s.snapshot_items()] == want
+
+
+def test_a_record_with_an_impossible_value_is_refused_and_leaves_the_store_intact() -> None:
+    s = store()
+    s.add_many([rec(1, "before")])
+    with pytest.raises(ValueError, match="range"):
+        s.add_many([rec(2, "fine"), rec(3, "bad", level=300)])
+    s.add_many([rec(4, "after")])
+    assert [r.message for _, r in s.query(Query()).items] == ["before", "after"]
+    assert len(s) == 2
+
+
+async def test_the_daemon_shards_by_the_configured_span_and_serves_records_in_time_order() -> None:
+    config = local_config(store=replace(StoreConfig(), shard_span=5.0))
+    async with running_daemon(config) as d:
+        assert d.store.shard_span_us == 5_000_000
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        times = [now - dt.timedelta(seconds=2 * i) for i in range(20)]  # newest first: all late
+        host, port = listener_addr(d, "udp")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i, t in enumerate(times):
+                stamp = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+                s.sendto(f"<14>1 {stamp} web-1 app - - - message {i}".encode(), (host, port))
+
+        async def all_stored() -> list[dict[str, object]] | None:
+            logs = (await get_json(d, "/logs?start=0&limit=100"))["logs"]
+            return logs if len(logs) == 20 else None
+
+        logs = await wait_for(all_stored)
+        assert [r["message"] for r in logs] == [f"message {i}" for i in range(19, -1, -1)]
+        assert d.store.shard_count >= 8
+        assert all(d.store.get(str(r["id"])) is not None for r in logs)
+
+
+def test_a_smaller_max_memory_on_reload_evicts_the_oldest_at_once() -> None:
+    s = store()
+    s.add_many([rec(t, "z" * 200) for t in range(0, 5_000, 5)])
+    assert s.evicted_total == 0
+    s.configure(ttl_us=s.ttl_us, max_records=s.max_records, max_memory=s.memory_bytes() // 2)
+    assert s.memory_bytes() <= s.max_memory
+    assert 0 < len(s) < 1_000
+    assert len(s) + s.evicted_total == 1_000
+    assert [r.timestamp for _, r in s.snapshot_items()][-1] == 4_995
+
+
+def test_a_cursor_is_a_position_whichever_order_reads_from_it() -> None:
+    s = store()
+    s.add_many([rec(t) for t in range(10)])
+    cursor = s.query(Query(limit=4)).next_cursor
+    assert cursor == make_id(3, 4)
+    older = s.query(Query(order="desc", cursor=cursor))
+    assert [r.timestamp for _, r in older.items] == [2, 1, 0]
+    assert older.next_cursor is None
