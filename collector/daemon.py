@@ -125,11 +125,13 @@ async def start(
     *,
     inherited: list[tuple[str, socket.socket]] | None = None,
     config_path: str | None = None,
+    stop_event: asyncio.Event | None = None,
 ) -> Daemon:
     """Bind everything the config names; StartupError names what failed.
 
     `inherited` are sockets passed by systemd socket activation (see
-    `systemd.listen_fds`); `config_path` is the file SIGHUP re-reads."""
+    `systemd.listen_fds`); `config_path` is the file SIGHUP re-reads;
+    `stop_event` is the event signal handlers set (it may already be set)."""
     store = Store(
         ttl_us=int(config.store.ttl * 1_000_000),
         max_records=config.store.max_records,
@@ -137,6 +139,8 @@ async def start(
         shard_span_us=int(config.store.shard_span * 1_000_000),
     )
     daemon = Daemon(config, store, config_path=config_path)
+    if stop_event is not None:
+        daemon.stop_event = stop_event
     opts = daemon.opts = _parse_options(config)
     daemon.reloads.last_success_time = daemon.started_at
     _adopt_inherited(daemon, inherited or [])
@@ -621,10 +625,20 @@ async def serve(
     """Run until SIGTERM/SIGINT, then shut down in order; SIGHUP reloads
     `config_path`. Adopts systemd's sockets and talks sd_notify when run by it."""
     inherited = systemd.listen_fds()
-    daemon = await start(config, inherited=inherited, config_path=config_path)
     loop = asyncio.get_running_loop()
+    # Handlers first: a SIGTERM that arrives while ports are being bound
+    # stops the daemon in order once start() returns, instead of killing it.
+    stop_event = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stop_event.set)
+        loop.add_signal_handler(sig, stop_event.set)
+    try:
+        daemon = await start(
+            config, inherited=inherited, config_path=config_path, stop_event=stop_event
+        )
+    except BaseException:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        raise
     loop.add_signal_handler(signal.SIGHUP, lambda: daemon.spawn(_on_sighup(daemon)))
     if on_started is not None:
         on_started(daemon)

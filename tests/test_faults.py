@@ -79,7 +79,9 @@ def test_sigterm_under_load_keeps_every_message_the_kernel_delivered_before_it(
         daemon.stop()
     assert_prefix(numbers)
     assert len(numbers) >= delivered, f"lost {delivered - len(numbers)} delivered messages"
-    assert len(numbers) == stored_at_stop
+    # Everything stored at the stop came back; at most one more record than
+    # the numbered ones: the frame the drain cut, kept flagged truncated.
+    assert stored_at_stop - len(numbers) in (0, 1)
     assert "restored" in daemon.log()
 
 
