@@ -615,6 +615,21 @@ async def test_bad_requests_answer_json_errors_naming_the_parameter(
         assert (await get_json(d, "/health"))["status"] == "ok"  # still serving
 
 
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [("/logs?q=" + "x" * 20_000, {}), ("/logs", {"X-Big": "y" * 70_000})],
+    ids=["long-url", "big-headers"],
+)
+async def test_an_oversized_request_head_is_431_with_a_json_error(
+    target: str, headers: dict[str, str]
+) -> None:
+    async with running_daemon() as d:
+        answer = await http_request(d.http_address, "GET", target, headers=headers)
+        assert answer.status == 431
+        assert "error" in answer.json()
+        assert (await get_json(d, "/health"))["status"] == "ok"
+
+
 @pytest.mark.parametrize(("limit", "ok"), [(1, True), (10000, True), (100, True)])
 async def test_limit_bounds_are_inclusive(limit: int, ok: bool) -> None:
     async with running_daemon() as d:
@@ -1127,3 +1142,71 @@ def test_a_bad_request_never_stops_the_server(tmp_path: Path) -> None:
         assert daemon.get("/health")["status"] == "ok"
     finally:
         daemon.kill()
+
+
+# -- syslog-ng (unpacked from its .deb into bench/out/peers: it conflicts with rsyslog) --
+
+SYSLOG_NG_CONF = """@version: 3.38
+options {{ use-dns(no); keep-hostname(yes); stats-freq(0); }};
+source s_in {{ network(ip(127.0.0.1) port({inport}) transport("udp")); }};
+destination d_5424 {{ syslog("127.0.0.1" port({tcp}) transport("tcp")); }};
+destination d_3164 {{ network("127.0.0.1" port({udp}) transport("udp")); }};
+log {{ source(s_in); destination(d_5424); destination(d_3164); }};
+"""
+
+
+async def test_syslog_ng_forwards_rfc5424_over_tcp_and_legacy_over_udp(tmp_path: Path) -> None:
+    root = REPO / "bench" / "out" / "peers" / "root"
+    binary = root / "usr" / "sbin" / "syslog-ng"
+    if not binary.exists():
+        pytest.skip(
+            "syslog-ng not unpacked (bench/ingest.py --fetch-peers puts it in bench/out/peers)"
+        )
+    libs = [
+        root / "usr/lib/syslog-ng",
+        root / "usr/lib/x86_64-linux-gnu",
+        root / "lib/x86_64-linux-gnu",
+    ]
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": ":".join(map(str, libs)),
+        "SYSLOGNG_PREFIX": str(root / "usr"),
+    }
+    async with running_daemon() as d:
+        (inport,) = free_ports(1)
+        conf = tmp_path / "syslog-ng.conf"
+        conf.write_text(
+            SYSLOG_NG_CONF.format(
+                inport=inport, tcp=listener_addr(d, "tcp")[1], udp=listener_addr(d, "udp")[1]
+            )
+        )
+        proc = await asyncio.create_subprocess_exec(
+            str(binary), "-F", "--no-caps", "-f", str(conf),
+            f"--module-path={root}/usr/lib/syslog-ng/3.38",
+            "-p", str(tmp_path / "sng.pid"), "-R", str(tmp_path / "sng.persist"),
+            "-c", str(tmp_path / "sng.ctl"),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            token = uuid.uuid4().hex
+            t = _now().replace(microsecond=0) - dt.timedelta(seconds=5)
+            line = f"<35>{_b3164(t)} web-8 sshd[43]: Accepted key {token}".encode()
+
+            async def forwarded() -> list[dict[str, Any]] | None:
+                if proc.returncode is not None:
+                    raise AssertionError(f"syslog-ng exited {proc.returncode}")
+                await _send_udp(("127.0.0.1", inport), line)  # until syslog-ng is up
+                logs = (await get_json(d, f"/logs?q={token}&limit=100"))["logs"]
+                return logs if len({r["format"] for r in logs}) == 2 else None
+
+            recs = await wait_for(forwarded, timeout=20, interval=0.2)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            await asyncio.wait_for(proc.communicate(), 10)
+    for rec in recs:
+        assert (rec["host"], rec["service"], rec["procid"]) == ("web-8", "sshd", "43"), rec
+        assert (rec["facility"], rec["level"]) == ("auth", "err")
+        assert rec["message"] == f"Accepted key {token}"
+        assert rec["timestamp"] == _z(t)
+    assert {r["format"] for r in recs} == {"rfc5424", "rfc3164"}
