@@ -158,7 +158,9 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
         help="bearer token when http.auth_token is set (default: $COLLECTOR_TOKEN)",
     )
     for name, text in _FILTER_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="VALUE", help=text)
+        # Also the parameter's own spelling (--min_level): "filters as on GET /logs".
+        spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])
+        p.add_argument(*spellings, dest=name, metavar="VALUE", help=text)
     p.add_argument("--json", action="store_true", help="print NDJSON records, as the API has them")
 
 

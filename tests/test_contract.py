@@ -189,6 +189,9 @@ def test_collector_query_and_tail_talk_to_the_http_port_with_get_logs_filters(
         assert out.returncode == 0, out.stderr
         recs = [json.loads(line) for line in out.stdout.splitlines()]
         assert [r["host"] for r in recs] == ["web-1"]
+        out = _cli("query", "--url", url, "--min_level", "err", "--q", token)
+        assert out.returncode == 0, out.stderr
+        assert len(out.stdout.splitlines()) == 1
         out = _cli("query", "--url", url, "--service", "sshd,cron", "--start", "0")
         assert out.returncode == 0
         assert len(out.stdout.splitlines()) == 2
