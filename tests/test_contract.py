@@ -1108,20 +1108,23 @@ async def test_rsyslog_forwards_rfc5424_octet_counted_over_tcp_and_legacy_over_u
 # == Process lifecycle ===========================================================
 
 
-def test_sigterm_exits_0_after_draining_what_was_received(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_exit_0_after_draining_what_was_received(
+    tmp_path: Path, sig: int
+) -> None:
     daemon = DaemonProcess(tmp_path)
     daemon.start()
     try:
         with socket.create_connection(("127.0.0.1", daemon.tcp_port)) as s:
             s.sendall(b"".join(b"<14>1 - h a - - - drain %d\n" % i for i in range(1000)))
         poll(lambda: daemon.records() == 1000, 10, "1000 records")
-        assert daemon.stop(signal.SIGTERM) == 0
+        assert daemon.stop(sig) == 0
         assert "Traceback" not in daemon.log()
     finally:
         daemon.kill()
 
 
-def test_sighup_reloads_ttl_and_ignores_an_invalid_file(tmp_path: Path) -> None:
+def test_sighup_reloads_ttl_and_listeners_and_ignores_an_invalid_file(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path, store={"ttl": "1h"})
     daemon.start()
     try:
@@ -1131,16 +1134,24 @@ def test_sighup_reloads_ttl_and_ignores_an_invalid_file(tmp_path: Path) -> None:
         path = tmp_path / "collector.yaml"
         cfg = json.loads(path.read_text())
         cfg["store"] = {"ttl": "2h"}
+        (udp_port,) = free_ports(1)
+        cfg["listeners"].append(
+            {"name": "added", "transport": "udp", "bind": f"127.0.0.1:{udp_port}"}
+        )
         path.write_text(json.dumps(cfg))
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)
         poll(lambda: daemon.get("/health")["ttl_seconds"] == 7200, 10, "ttl reloaded")
-        assert daemon.records() == 1
+        assert daemon.get("/health")["listeners"] == ["tcp", "added"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.sendto(b"<14>1 - h a - - - via the added listener", ("127.0.0.1", udp_port))
+        poll(lambda: daemon.records() == 2, 10, "a record through the added listener")
+        records = 2
         path.write_text("store: {ttl: soon}\n")
         daemon.proc.send_signal(signal.SIGHUP)
         poll(lambda: "soon" in daemon.log(), 10, "invalid file logged")
         assert daemon.get("/health")["ttl_seconds"] == 7200
-        assert daemon.records() == 1
+        assert daemon.records() == records
     finally:
         daemon.kill()
 
