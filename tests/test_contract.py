@@ -384,6 +384,47 @@ async def test_a_journald_line_over_the_unix_socket_gets_this_machines_hostname(
     assert (rec["service"], rec["procid"]) == ("systemd", "1")
 
 
+FACILITIES = [
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+]
+LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+
+
+async def test_every_pri_maps_to_the_rfc_5424_facility_and_severity_keywords() -> None:
+    token = uuid.uuid4().hex
+    async with running_daemon() as d:
+        data = b"".join(
+            b"<%d>1 - h a - - - %d %s\n" % (pri, pri, token.encode()) for pri in range(192)
+        )
+        await _send_tcp(listener_addr(d, "tcp"), data)
+        recs = await _find(d, token, 192, "&limit=1000")
+    got = {int(r["message"].split()[0]): (r["facility"], r["level"]) for r in recs}
+    assert got == {pri: (FACILITIES[pri >> 3], LEVELS[pri & 7]) for pri in range(192)}
+
+
 LEVEL_ALIASES = [
     ("emergency", "emerg"), ("PANIC", "emerg"), ("critical", "crit"), ("Fatal", "crit"),
     ("error", "err"), ("WARN", "warning"), ("information", "info"), ("trace", "debug"),
@@ -1243,3 +1284,30 @@ async def test_syslog_ng_forwards_rfc5424_over_tcp_and_legacy_over_udp(tmp_path:
         assert rec["message"] == f"Accepted key {token}"
         assert rec["timestamp"] == _z(t)
     assert {r["format"] for r in recs} == {"rfc5424", "rfc3164"}
+
+
+async def test_a_listener_on_v6_any_takes_ipv4_and_ipv6_and_names_ipv4_senders_plainly() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    cfg = local_config(
+        ListenerConfig(name="udp", transport="udp", bind="[::]:0"),
+        ListenerConfig(name="tcp", transport="tcp", bind="[::]:0"),
+    )
+    try:
+        daemon_cm = running_daemon(cfg)
+        d = await daemon_cm.__aenter__()
+    except OSError as e:
+        pytest.skip(f"cannot bind [::] here: {e}")
+    try:
+        udp_port, tcp_port = listener_addr(d, "udp")[1], listener_addr(d, "tcp")[1]
+        await _send_udp(("127.0.0.1", udp_port), b"<14>1 - - a - - - udp4")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.sendto(b"<14>1 - - a - - - udp6", ("::1", udp_port))
+        await _send_tcp(("127.0.0.1", tcp_port), b"<14>1 - - a - - - tcp4\n")
+        await _send_tcp(("::1", tcp_port), b"<14>1 - - a - - - tcp6\n")
+        await wait_for(lambda: _count_is(d, "/logs", 4))
+        logs = (await get_json(d, "/logs"))["logs"]
+        hosts = {r["message"]: r["host"] for r in logs}
+        assert hosts == {"udp4": "127.0.0.1", "udp6": "::1", "tcp4": "127.0.0.1", "tcp6": "::1"}
+    finally:
+        await daemon_cm.__aexit__(None, None, None)
