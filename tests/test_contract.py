@@ -1311,3 +1311,54 @@ async def test_a_listener_on_v6_any_takes_ipv4_and_ipv6_and_names_ipv4_senders_p
         assert hosts == {"udp4": "127.0.0.1", "udp6": "::1", "tcp4": "127.0.0.1", "tcp6": "::1"}
     finally:
         await daemon_cm.__aexit__(None, None, None)
+
+
+# == Configuration: store ========================================================
+
+
+async def test_records_older_than_ttl_expire_and_are_counted() -> None:
+    cfg = local_config(store=StoreConfig(ttl=1.0, sweep_interval=0.1, shard_span=0.5))
+    async with running_daemon(cfg) as d:
+        await _send_udp(listener_addr(d, "udp"), b"<14>1 - h a - - - short-lived")
+        await wait_for(lambda: _count_is(d, "/logs", 1))
+        await wait_for(lambda: _count_is(d, "/logs", 0), timeout=10)
+        assert (await get_json(d, "/health"))["records"] == 0
+        assert await _metric(d, "collector_store_expired_records_total") == 1
+
+
+async def test_beyond_max_records_the_oldest_are_evicted_and_counted() -> None:
+    cfg = local_config(store=StoreConfig(max_records=10))
+    async with running_daemon(cfg) as d:
+        t0 = _now() - dt.timedelta(seconds=30)
+        data = "".join(
+            f"<14>1 {_z(t0 + dt.timedelta(seconds=i))} h a - - - n{i}\n" for i in range(25)
+        )
+        await _send_tcp(listener_addr(d, "tcp"), data.encode())
+        await wait_for(lambda: _metric_is(d, "collector_store_evicted_records_total", 15))
+        logs = (await get_json(d, "/logs"))["logs"]
+        assert [r["message"] for r in logs] == [f"n{i}" for i in range(15, 25)]
+        assert (await get_json(d, "/health"))["records"] == 10
+
+
+async def _metric_is(d: Any, prefix: str, value: float) -> bool:
+    return await _metric(d, prefix) == value
+
+
+def test_an_id_stays_valid_across_a_restart_with_persist_dir(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, store={"persist_dir": str(tmp_path / "state")})
+    daemon.start()
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.tcp_port)) as s:
+            s.sendall(b"<14>1 - h a - - - kept over restart\n")
+        poll(lambda: daemon.records() == 1, 10, "one record")
+        before = daemon.get("/logs")["logs"][0]
+        assert daemon.stop() == 0
+        daemon.start()
+        assert daemon.get(f"/logs/{before['id']}") == {"log": before}
+        with socket.create_connection(("127.0.0.1", daemon.tcp_port)) as s:
+            s.sendall(b"<14>1 - h a - - - after restart\n")
+        poll(lambda: daemon.records() == 2, 10, "two records")
+        ids = [r["id"] for r in daemon.get("/logs")["logs"]]
+        assert len(set(ids)) == 2
+    finally:
+        daemon.kill()
