@@ -1362,3 +1362,23 @@ def test_an_id_stays_valid_across_a_restart_with_persist_dir(tmp_path: Path) -> 
         assert len(set(ids)) == 2
     finally:
         daemon.kill()
+
+
+async def test_truncation_applies_to_unix_datagrams_and_json_lines_too(tmp_path: Path) -> None:
+    path = tmp_path / "log.sock"
+    cfg = local_config(
+        ListenerConfig(name="unix", transport="unix", bind=str(path)),
+        ListenerConfig(name="json", transport="tcp", format="json", bind="127.0.0.1:0"),
+        parsing=ParsingConfig(max_message_bytes=64),
+    )
+    async with running_daemon(cfg) as d:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"<14>1 - h a - - - unix " + b"u" * 200, str(path))
+        line = json.dumps({"msg": "json " + "j" * 200}).encode()
+        await _send_tcp(listener_addr(d, "json"), line + b'\n{"msg": "next"}\n')
+        await wait_for(lambda: _count_is(d, "/logs", 3))
+        logs = (await get_json(d, "/logs"))["logs"]
+        cut = [r for r in logs if r["fields"].get("truncated")]
+        assert len(cut) == 2, logs
+        assert {r["message"] for r in logs} >= {"next"}
+        assert await _metric(d, "collector_messages_truncated_total") == 2
