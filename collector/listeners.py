@@ -681,7 +681,8 @@ async def start_listener(
             listener._unix_ino = os.lstat(cfg.bind).st_ino
     granted = _set_recv_buffer(sock, cfg.recv_buffer)
     ingest.stats.recv_buffer = granted
-    level = logging.WARNING if granted < cfg.recv_buffer else logging.INFO
+    # Quiet when granted: startup says nothing before every port is bound.
+    level = logging.WARNING if granted < cfg.recv_buffer else logging.DEBUG
     log.log(
         level, "listener %s: receive buffer %d bytes (asked %d)", cfg.name, granted, cfg.recv_buffer
     )
