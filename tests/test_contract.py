@@ -100,25 +100,34 @@ def test_collector_run_on_a_bad_config_exits_2_with_one_line(tmp_path: Path) -> 
     assert "store.bogus" in lines[0]
 
 
-def test_collector_run_on_a_port_in_use_exits_2_with_one_reason_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken_by", ["listener", "http"])
+def test_collector_run_on_a_port_in_use_exits_2_with_one_line(
+    tmp_path: Path, taken_by: str
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        busy = f"127.0.0.1:{port}"
+        where = (busy, "127.0.0.1:0") if taken_by == "listener" else ("127.0.0.1:0", busy)
         path = tmp_path / "c.yaml"
         path.write_text(
             json.dumps(
                 {
-                    "listeners": [{"name": "t", "transport": "tcp", "bind": f"127.0.0.1:{port}"}],
-                    "http": {"bind": "127.0.0.1:0"},
+                    "listeners": [
+                        {"name": "u", "transport": "udp", "bind": "127.0.0.1:0"},
+                        {"name": "t", "transport": "tcp", "bind": where[0]},
+                    ],
+                    "http": {"bind": where[1]},
                 }
             )
         )
         result = _cli("run", "--config", str(path))
     assert result.returncode == 2
-    reasons = [ln for ln in result.stderr.splitlines() if ln.startswith("collector:")]
-    assert len(reasons) == 1, result.stderr
-    assert str(port) in reasons[0]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("collector: ")
+    assert str(port) in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -676,6 +685,21 @@ async def test_bad_requests_answer_json_errors_naming_the_parameter(
         assert param in error
         assert "Traceback" not in error
         assert (await get_json(d, "/health"))["status"] == "ok"  # still serving
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("POST", "/logs/x"), ("PUT", "/logs"), ("POST", "/stats"), ("POST", "/tail"),
+     ("DELETE", "/health"), ("POST", "/metrics"), ("OPTIONS", "/logs")],
+)  # fmt: skip
+async def test_a_method_a_route_does_not_take_is_405_with_a_json_error(
+    method: str, target: str
+) -> None:
+    async with running_daemon() as d:
+        answer = await http_request(d.http_address, method, target)
+        assert answer.status == 405
+        assert answer.headers["content-type"].startswith("application/json")
+        assert method in answer.json()["error"]
 
 
 @pytest.mark.parametrize(
