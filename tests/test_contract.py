@@ -1127,21 +1127,29 @@ ruleset(name="fwd") {{
          TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")
   action(type="omfwd" target="127.0.0.1" port="{udp}" protocol="udp"
          template="RSYSLOG_ForwardFormat")
+  action(type="omfwd" target="127.0.0.1" port="{tcp2}" protocol="tcp"
+         template="RSYSLOG_ForwardFormat")
 }}
 """
 
 
-async def test_rsyslog_forwards_rfc5424_octet_counted_over_tcp_and_legacy_over_udp(
+async def test_rsyslog_forwards_rfc5424_octet_counted_and_legacy_over_udp_and_lf_tcp(
     tmp_path: Path,
 ) -> None:
     rsyslogd = _need("rsyslogd")
-    async with running_daemon() as d:
+    cfg = local_config(
+        ListenerConfig(name="udp", transport="udp", bind="127.0.0.1:0"),
+        ListenerConfig(name="tcp", transport="tcp", bind="127.0.0.1:0"),
+        ListenerConfig(name="tcp2", transport="tcp", bind="127.0.0.1:0"),
+    )
+    async with running_daemon(cfg) as d:
         (inport,) = free_ports(1)
         conf = tmp_path / "rsyslog.conf"
         conf.write_text(
             RSYSLOG_CONF.format(
                 work=tmp_path, inport=inport,
                 tcp=listener_addr(d, "tcp")[1], udp=listener_addr(d, "udp")[1],
+                tcp2=listener_addr(d, "tcp2")[1],
             )
         )  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
@@ -1156,7 +1164,8 @@ async def test_rsyslog_forwards_rfc5424_octet_counted_over_tcp_and_legacy_over_u
             async def forwarded() -> list[dict[str, Any]] | None:
                 await _send_udp(("127.0.0.1", inport), line)  # until rsyslog is up
                 logs = (await get_json(d, f"/logs?q={token}&limit=100"))["logs"]
-                return logs if len({r["format"] for r in logs}) == 2 else None
+                every = all(d.listeners[n].stats.received for n in ("udp", "tcp", "tcp2"))
+                return logs if every else None
 
             recs = await wait_for(forwarded, timeout=20, interval=0.2)
         finally:
