@@ -21,11 +21,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httptools
 import pytest
 
 from collector.config import HttpConfig, ListenerConfig, ParsingConfig, StoreConfig
 from tests.faults_support import REPO, DaemonProcess, free_ports, poll
 from tests.support import (
+    _ResponseSink,
     get_json,
     http_request,
     listener_addr,
@@ -1415,3 +1417,39 @@ async def test_truncation_applies_to_unix_datagrams_and_json_lines_too(tmp_path:
         assert len(cut) == 2, logs
         assert {r["message"] for r in logs} >= {"next"}
         assert await _metric(d, "collector_messages_truncated_total") == 2
+
+
+async def test_tail_with_start_replays_then_goes_live_without_gaps_or_repeats_under_load() -> None:
+    async with running_daemon() as d:
+        addr = listener_addr(d, "tcp")
+        t0 = _now() - dt.timedelta(seconds=20)
+        old = "".join(
+            f"<14>1 {_z(t0 + dt.timedelta(microseconds=i))} h a - - - m{i}\n" for i in range(3000)
+        )
+        await _send_tcp(addr, old.encode())
+        await wait_for(lambda: _count_is(d, "/logs?limit=10000", 3000))
+        host, port = d.http_address
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(b"GET /tail?start=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+            body = _ResponseSink()
+            parser = httptools.HttpResponseParser(body)  # de-chunks the stream
+            new = "".join(f"<14>1 - h a - - - m{i}\n" for i in range(3000, 4000))
+            sender = asyncio.ensure_future(_send_tcp(addr, new.encode()))
+            seen: list[str] = []
+            buf = b""
+            while len(seen) < 4000:
+                parser.feed_data(await asyncio.wait_for(reader.read(1 << 16), 5))
+                buf += bytes(body.body)
+                body.body.clear()
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    line = line.strip()
+                    if line.startswith(b"{"):
+                        seen.append(json.loads(line)["message"])
+            await sender
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert len(seen) == len(set(seen)) == 4000
+    assert set(seen) == {f"m{i}" for i in range(4000)}
