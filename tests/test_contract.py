@@ -91,6 +91,19 @@ async def _metric(d: Any, prefix: str) -> float:
 # == Command line ================================================================
 
 
+def test_the_console_script_and_python_m_collector_are_the_same_program() -> None:
+    script = Path(sys.executable).parent / "collector"
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable} (package not installed)")
+    for args in (["--version"], ["check-config", str(REPO / "config" / "collector.yaml")]):
+        by_module = _cli(*args)
+        by_script = subprocess.run(
+            [str(script), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert (by_script.returncode, by_script.stdout) == (by_module.returncode, by_module.stdout)
+        assert by_module.returncode == 0
+
+
 def test_collector_run_on_a_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("store:\n  ttl: soon\n  bogus: 1\nhttp: {auth_token: 5}\n")
