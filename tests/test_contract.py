@@ -1216,9 +1216,10 @@ def test_sigterm_and_sigint_exit_0_after_draining_what_was_received(
 def test_sighup_reloads_ttl_and_listeners_and_ignores_an_invalid_file(tmp_path: Path) -> None:
     daemon = DaemonProcess(tmp_path, store={"ttl": "1h"})
     daemon.start()
+    kept: socket.socket | None = None
     try:
-        with socket.create_connection(("127.0.0.1", daemon.tcp_port)) as s:
-            s.sendall(b"<14>1 - h a - - - before reload\n")
+        kept = socket.create_connection(("127.0.0.1", daemon.tcp_port))
+        kept.sendall(b"<14>1 - h a - - - before reload\n")
         poll(lambda: daemon.records() == 1, 10, "one record")
         path = tmp_path / "collector.yaml"
         cfg = json.loads(path.read_text())
@@ -1235,13 +1236,17 @@ def test_sighup_reloads_ttl_and_listeners_and_ignores_an_invalid_file(tmp_path: 
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.sendto(b"<14>1 - h a - - - via the added listener", ("127.0.0.1", udp_port))
         poll(lambda: daemon.records() == 2, 10, "a record through the added listener")
-        records = 2
+        kept.sendall(b"<14>1 - h a - - - same connection after reload\n")
+        poll(lambda: daemon.records() == 3, 10, "the unchanged listener's connection stayed")
+        records = 3
         path.write_text("store: {ttl: soon}\n")
         daemon.proc.send_signal(signal.SIGHUP)
         poll(lambda: "soon" in daemon.log(), 10, "invalid file logged")
         assert daemon.get("/health")["ttl_seconds"] == 7200
         assert daemon.records() == records
     finally:
+        if kept is not None:
+            kept.close()
         daemon.kill()
 
 
