@@ -773,6 +773,27 @@ async def _count_is(d: Any, target: str, n: int) -> bool:
     return await _count(d, target) == n
 
 
+async def test_limit_defaults_to_100_and_order_to_ascending_timestamp() -> None:
+    async with running_daemon() as d:
+        t0 = _now() - dt.timedelta(seconds=60)
+        # sent newest first: the answer is ordered by timestamp, not arrival
+        data = "".join(
+            f"<14>1 {_z(t0 + dt.timedelta(milliseconds=i))} h a - - - n{i}\n"
+            for i in reversed(range(150))
+        )
+        await _send_tcp(listener_addr(d, "tcp"), data.encode())
+        await wait_for(lambda: _count_is(d, "/logs?limit=1000", 150))
+        page = await get_json(d, "/logs")
+        assert page["count"] == 100
+        assert [r["message"] for r in page["logs"]] == [f"n{i}" for i in range(100)]
+        assert page["next_cursor"] is not None
+        rest = await get_json(d, f"/logs?cursor={page['next_cursor']}")
+        assert [r["message"] for r in rest["logs"]] == [f"n{i}" for i in range(100, 150)]
+        assert rest["next_cursor"] is None
+        desc = await get_json(d, "/logs?order=desc&limit=3")
+        assert [r["message"] for r in desc["logs"]] == ["n149", "n148", "n147"]
+
+
 async def test_get_logs_by_id_finds_the_record_and_404s_otherwise() -> None:
     async with running_daemon() as d:
         await _send_udp(listener_addr(d, "udp"), b"<14>1 - h a - - - by id")
