@@ -146,6 +146,28 @@ def test_collector_run_on_a_port_in_use_exits_2_with_one_line(
 
 
 @pytest.mark.parametrize(
+    ("section", "names"),
+    [
+        ({"store": {"persist_dir": "/proc/nope/x"}}, "store.persist_dir"),
+        ({"listeners": [{"name": "a", "transport": "unix", "bind": "/nonexistent/d/s"}]}, "a"),
+        ({"listeners": [{"name": "b", "transport": "tcp", "bind": "no.such.host.invalid:1"}]}, "b"),
+    ],
+    ids=["persist-dir", "unix-path", "unresolvable-host"],
+)
+def test_collector_run_that_cannot_start_exits_2_with_one_line(
+    tmp_path: Path, section: dict[str, Any], names: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({"listeners": [], "http": {"bind": "127.0.0.1:0"}, **section}))
+    result = _cli("run", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert names in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("store:\n  ttl: soon\n", ['store.ttl: expected a duration like 90s, 15m, 1h; got "soon"']),
