@@ -6,6 +6,7 @@ contract section; tables where a sentence covers many inputs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -14,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -836,21 +836,25 @@ async def test_paging_with_next_cursor_visits_every_match_once_while_records_arr
         )
         await _send_tcp(addr, first.encode())
         await wait_for(lambda: _count_is(d, "/logs?limit=10000", 500))
-        stop = threading.Event()
         sent = [0]
 
-        def keep_sending() -> None:
-            with socket.create_connection(addr) as s:
-                i = 0
-                while not stop.is_set():
+        async def keep_sending() -> None:
+            # Paced and bounded, so that paging to the newest end terminates.
+            _, writer = await asyncio.open_connection(*addr)
+            try:
+                for i in range(4000):
                     # late times inside the window already paged, and new times after it
                     ts = t0 + dt.timedelta(microseconds=(i * 7919) % 500 if i % 2 else 10**6 + i)
-                    s.sendall(f"<14>1 {_z(ts)} h a - - - new {i}\n".encode())
-                    i += 1
-                    sent[0] = i
+                    writer.write(f"<14>1 {_z(ts)} h a - - - new {i}\n".encode())
+                    sent[0] = i + 1
+                    if i % 20 == 19:
+                        await writer.drain()
+                        await asyncio.sleep(0.002)
+            finally:
+                writer.close()
+                await writer.wait_closed()
 
-        sender = threading.Thread(target=keep_sending)
-        sender.start()
+        sender = asyncio.ensure_future(keep_sending())
         try:
             for order in ("asc", "desc"):
                 seen: list[str] = []
@@ -875,8 +879,10 @@ async def test_paging_with_next_cursor_visits_every_match_once_while_records_arr
                 assert len(ids) == len(set(ids))
                 assert set(seen) <= set(ids)  # every record there before paging began
         finally:
-            stop.set()
-            sender.join(10)
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         assert sent[0] > 0
 
 
@@ -1224,7 +1230,8 @@ async def test_rsyslog_forwards_rfc5424_octet_counted_and_legacy_over_udp_and_lf
                 await _send_udp(("127.0.0.1", inport), line)  # until rsyslog is up
                 logs = (await get_json(d, f"/logs?q={token}&limit=100"))["logs"]
                 every = all(d.listeners[n].stats.received for n in ("udp", "tcp", "tcp2"))
-                return logs if every else None
+                formats = {r["format"] for r in logs}
+                return logs if every and formats == {"rfc5424", "rfc3164"} else None
 
             recs = await wait_for(forwarded, timeout=20, interval=0.2)
         finally:
