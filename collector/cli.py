@@ -1,7 +1,8 @@
 """Command line: `collector run | check-config | query | tail`.
 
 `main(argv) -> exit code`, so tests call it directly. Exit 2 means bad input
-(a bad config, a port in use), with one line per problem on stderr.
+(a bad config, a port in use): `run` says why in one line on stderr,
+`check-config` one line per problem.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config) if args.config else Config()
     except ConfigError as e:
-        for line in e.problems:
-            print(f"collector: bad config: {line}", file=sys.stderr)
+        # The contract says one line: every problem, joined (check-config lists them one per line).
+        print(f"collector: bad config: {'; '.join(e.problems)}", file=sys.stderr)
         return EXIT_USAGE
     try:
         run(config, config_path=args.config)
@@ -157,7 +158,9 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
         help="bearer token when http.auth_token is set (default: $COLLECTOR_TOKEN)",
     )
     for name, text in _FILTER_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="VALUE", help=text)
+        # Also the parameter's own spelling (--min_level): "filters as on GET /logs".
+        spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])
+        p.add_argument(*spellings, dest=name, metavar="VALUE", help=text)
     p.add_argument("--json", action="store_true", help="print NDJSON records, as the API has them")
 
 

@@ -227,6 +227,8 @@ class _Checker:
         except TypeError as e:  # a required key is missing
             missing = re.findall(r"'(\w+)'", str(e))
             for m in missing:
+                if m in value:
+                    continue  # given but invalid: already named above
                 self.problems.append(f"{key}.{m}: required")
             return None
 

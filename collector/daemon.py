@@ -160,7 +160,6 @@ async def start(
                 raise StartupError(
                     f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {e.strerror or e}"
                 ) from None
-            log.info("listener %s: %s %s on %s", lc.name, lc.transport, lc.format, lc.bind)
         registry = make_registry(
             store,
             lambda: list(daemon.listeners.values()),
@@ -183,6 +182,10 @@ async def start(
             daemon.http_server = await start_http(daemon.app, host, port)
         except OSError as e:
             raise StartupError(f"http: cannot bind {config.http.bind}: {e.strerror or e}") from None
+        # Said only once all is bound: a port in use leaves just its one-line
+        # reason on stderr (contract: exit 2 with a one-line reason).
+        for lc in config.listeners:
+            log.info("listener %s: %s %s on %s", lc.name, lc.transport, lc.format, lc.bind)
         log.info("http: listening on %s:%d", *daemon.http_address)
     except BaseException:
         await stop(daemon)
@@ -642,7 +645,11 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, lambda: daemon.spawn(_on_sighup(daemon)))
     if on_started is not None:
         on_started(daemon)
-    log.info("collector started: %d listeners, http on %s", len(daemon.listeners), config.http.bind)
+    log.info(
+        "collector started: %d listeners, http on %s:%d",
+        len(daemon.listeners),
+        *daemon.http_address,
+    )
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", _status(daemon)):
         daemon.spawn(_status_reporter(daemon))

@@ -45,7 +45,7 @@ from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
 log = logging.getLogger("collector.http")
 
 SERVER = f"collector/{__version__}"
-MAX_URL_BYTES = 16 * 1024  # longer request targets are 414
+MAX_URL_BYTES = 16 * 1024  # longer request targets are 431 (the contract's status set has no 414)
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 POST_MAX_ITEM_ERRORS = 50
@@ -534,7 +534,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._url += url
         if len(self._url) > MAX_URL_BYTES and not self._closing:
-            self._reply(error(414, f"url: longer than {MAX_URL_BYTES} bytes"), False)
+            # 431, as Node and others answer an oversized request head: the
+            # contract's error statuses are 400 401 404 405 413 431.
+            self._reply(error(431, f"url: longer than {MAX_URL_BYTES} bytes"), False)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._closing or self.tail is not None:

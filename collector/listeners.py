@@ -158,7 +158,10 @@ class _Ingest:
         senders = self._senders
         if len(senders) >= 4096:
             senders.clear()
-        return senders.setdefault(ip, ip)
+        # A dual-stack "[::]" socket sees IPv4 peers as ::ffff:a.b.c.d; the
+        # contract's host is the sender's IP address, so give the IPv4 form.
+        host = ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+        return senders.setdefault(ip, host)
 
     # -- queueing (called from protocol callbacks) -------------------------
 
@@ -574,6 +577,19 @@ def _set_recv_buffer(sock: socket.socket, want: int) -> int:
     return got // 2 if sys.platform.startswith("linux") else got
 
 
+def _dual_stack_tcp_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # a v6-only kernel keeps its default
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def _udp_socket(host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
@@ -638,9 +654,18 @@ async def start_listener(
             )
         else:
             host, port = parse_host_port(cfg.bind)
-            server = await loop.create_server(
-                lambda: StreamProtocol(ingest), host, port, reuse_address=True, backlog=backlog
-            )
+            if host == "::":
+                # asyncio sets IPV6_V6ONLY; "[::]" means every address, IPv4
+                # too, as it does for the UDP listener (Linux's dual stack).
+                server = await loop.create_server(
+                    lambda: StreamProtocol(ingest),
+                    sock=_dual_stack_tcp_socket(port),
+                    backlog=backlog,
+                )
+            else:
+                server = await loop.create_server(
+                    lambda: StreamProtocol(ingest), host, port, reuse_address=True, backlog=backlog
+                )
         listener._server = server
         listener.address = server.sockets[0].getsockname()[:2]
         return listener
@@ -656,7 +681,8 @@ async def start_listener(
             listener._unix_ino = os.lstat(cfg.bind).st_ino
     granted = _set_recv_buffer(sock, cfg.recv_buffer)
     ingest.stats.recv_buffer = granted
-    level = logging.WARNING if granted < cfg.recv_buffer else logging.INFO
+    # Quiet when granted: startup says nothing before every port is bound.
+    level = logging.WARNING if granted < cfg.recv_buffer else logging.DEBUG
     log.log(
         level, "listener %s: receive buffer %d bytes (asked %d)", cfg.name, granted, cfg.recv_buffer
     )

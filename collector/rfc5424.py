@@ -447,6 +447,11 @@ def parse_rfc5424(
         # STRUCTURED-DATA omitted (`... ID text`, as hand-written senders
         # do): keep everything after MSGID as MSG rather than lose it.
         msg = rest
+    if msg[:1] == " ":
+        # rsyslog's RSYSLOG_SyslogProtocol23Format puts %msg% after the SP, and
+        # for a message it received as RFC 3164 that text still starts with the
+        # SP that followed the TAG's colon: one space is framing, not text.
+        msg = msg[1:]
     if msg[:1] == "\ufeff":
         msg = msg[1:]  # MSG-UTF8's BOM (§6.4) is a marker, not text
     return Record(
