@@ -32,7 +32,7 @@ from collector.config import (
     resolve_timezone,
 )
 from collector.http import App, start_http
-from collector.listeners import Listener, start_listener
+from collector.listeners import Listener, dual_stack_tcp_socket, start_listener
 from collector.metrics import ReloadStats, make_registry
 from collector.parse import ParseOptions
 from collector.persist import Persistence
@@ -177,9 +177,8 @@ async def start(
             parse_options=opts,
             ingest=daemon.ingest,
         )
-        host, port = parse_host_port(config.http.bind)
         try:
-            daemon.http_server = await start_http(daemon.app, host, port)
+            daemon.http_server = await _start_http_server(daemon, config.http.bind)
         except OSError as e:
             raise StartupError(f"http: cannot bind {config.http.bind}: {e.strerror or e}") from None
         # Said only once all is bound: a port in use leaves just its one-line
@@ -523,7 +522,9 @@ async def _reload_listeners(daemon: Daemon, new: Config, opts: ParseOptions) -> 
 async def _start_http_server(daemon: Daemon, bind: str) -> asyncio.Server:
     assert daemon.app is not None
     host, port = parse_host_port(bind)
-    return await start_http(daemon.app, host, port)
+    # "[::]" means every address, IPv4 too, as it does for the listeners.
+    sock = dual_stack_tcp_socket(port) if host == "::" else None
+    return await start_http(daemon.app, host, port, sock)
 
 
 async def _reload_http(daemon: Daemon, old: HttpConfig, new: HttpConfig) -> list[str]:

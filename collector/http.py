@@ -14,6 +14,7 @@ import gzip
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -661,7 +662,11 @@ class HttpProtocol(asyncio.Protocol):
         self.app.stats.active_tails += 1
 
 
-async def start_http(app: App, host: str, port: int) -> asyncio.Server:
-    """Bind the HTTP port; OSError when it cannot be bound."""
+async def start_http(
+    app: App, host: str, port: int, sock: socket.socket | None = None
+) -> asyncio.Server:
+    """Bind the HTTP port (or serve on `sock`); OSError when it cannot be bound."""
     loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(lambda: HttpProtocol(app), sock=sock)
     return await loop.create_server(lambda: HttpProtocol(app), host, port, reuse_address=True)

@@ -46,6 +46,7 @@ Parser = Callable[[bytes, int, "str | None", ParseOptions, bool], Record]
 # A TCP connection over max_connections, closed unread (counts connections):
 CONNECTION_LIMIT = "connection_limit"
 SINK_ERROR = "sink_error"  # the store raised on a batch (a bug): the batch is lost
+EMPTY = "empty"  # a datagram with nothing but LF, CR or NUL in it
 FRAMING_ERROR = "framing_error"  # the framer raised (a bug): that connection is closed
 # ... and from collector.framing: "bad_length", "incomplete_frame".
 
@@ -270,11 +271,12 @@ class _Ingest:
         local = self.local_sender
         senders = self._senders
         append = recs.append
-        nbytes = raw = truncated = 0
+        nbytes = raw = truncated = empty = 0
         for data, addr in dgrams:
             nbytes += len(data)
             data = data.rstrip(STRIP)
             if not data:
+                empty += 1  # nothing to store, but not silently: counted
                 continue
             cut = len(data) > cap
             if cut:
@@ -297,6 +299,8 @@ class _Ingest:
         stats.bytes += nbytes
         stats.raw += raw
         stats.truncated += truncated
+        if empty:
+            stats.drop(EMPTY, empty)
 
     def _parser_failed(self, data: bytes, now: int, sender: str | None, cut: bool) -> Record:
         """A parser bug must not lose the message: keep it raw, say so."""
@@ -577,7 +581,10 @@ def _set_recv_buffer(sock: socket.socket, want: int) -> int:
     return got // 2 if sys.platform.startswith("linux") else got
 
 
-def _dual_stack_tcp_socket(port: int) -> socket.socket:
+def dual_stack_tcp_socket(port: int) -> socket.socket:
+    """A TCP socket bound to [::]:port that takes IPv4 too (Linux's dual
+    stack); asyncio's create_server sets IPV6_V6ONLY, so "[::]" alone would
+    refuse IPv4 clients."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -659,7 +666,7 @@ async def start_listener(
                 # too, as it does for the UDP listener (Linux's dual stack).
                 server = await loop.create_server(
                     lambda: StreamProtocol(ingest),
-                    sock=_dual_stack_tcp_socket(port),
+                    sock=dual_stack_tcp_socket(port),
                     backlog=backlog,
                 )
             else:

@@ -35,9 +35,11 @@ from collector.store import Store
 # Reasons a listener may count, exposed as 0 before they first happen so that
 # rate() and alerts see the series from the start.
 KNOWN_DROP_REASONS: dict[str, tuple[str, ...]] = {
-    "udp": ("store_full",),
-    "unix": ("store_full",),
-    "tcp": ("connection_limit", "incomplete_frame", "bad_length", "store_full"),
+    # The store never refuses a record (it evicts the oldest, counted as
+    # collector_store_evicted_records_total), so there is no store_full.
+    "udp": ("empty", "sink_error"),
+    "unix": ("empty", "sink_error"),
+    "tcp": ("connection_limit", "incomplete_frame", "bad_length", "framing_error", "sink_error"),
 }
 
 PROC_NET_UDP = ("/proc/net/udp", "/proc/net/udp6")

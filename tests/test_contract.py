@@ -1418,6 +1418,24 @@ async def test_a_listener_on_v6_any_takes_ipv4_and_ipv6_and_names_ipv4_senders_p
         await daemon_cm.__aexit__(None, None, None)
 
 
+async def test_http_on_v6_any_answers_ipv4_and_ipv6_clients() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    cfg = local_config(http=HttpConfig(bind="[::]:0"))
+    try:
+        daemon_cm = running_daemon(cfg)
+        d = await daemon_cm.__aenter__()
+    except OSError as e:
+        pytest.skip(f"cannot bind [::] here: {e}")
+    try:
+        port = d.http_address[1]
+        for host in ("127.0.0.1", "::1"):
+            answer = await http_request((host, port), "GET", "/health")
+            assert answer.status == 200, host
+    finally:
+        await daemon_cm.__aexit__(None, None, None)
+
+
 # == Configuration: store ========================================================
 
 

@@ -621,3 +621,21 @@ async def test_a_live_connection_frames_exactly_like_the_pure_framer_whatever_th
                 cut for _, cut in expected
             ]
         await wait_for(lambda: lst.stats.connections_open == 0)
+
+
+async def test_an_empty_datagram_is_not_a_record_but_is_counted() -> None:
+    records: list[Record] = []
+    cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
+    lst = await start_listener(cfg, records.extend, ParseOptions(), 1024)
+    try:
+        addr = lst.address
+        assert isinstance(addr, tuple)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"", addr)
+            s.sendto(b"\n\x00", addr)
+            s.sendto(b"<13>1 - h app - - - after the empty ones", addr)
+        await wait_for(lambda: len(records) == 1)
+        await wait_for(lambda: lst.stats.dropped.get("empty") == 2)
+        assert records[0].message == "after the empty ones"
+    finally:
+        await lst.aclose(1.0)

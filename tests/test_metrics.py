@@ -81,7 +81,7 @@ async def test_known_drop_reasons_are_exposed_as_zero_and_counted_drops_show() -
     async with running_daemon() as d:
         assert d.app is not None
         reg = d.app.registry
-        for reason in ("connection_limit", "incomplete_frame", "bad_length", "store_full"):
+        for reason in ("connection_limit", "incomplete_frame", "bad_length", "sink_error"):
             assert (
                 _value(reg, "collector_messages_dropped_total", listener="tcp", reason=reason) == 0
             )
