@@ -272,6 +272,13 @@ def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
     return check
 
 
+def _message_size(v: Any) -> int:
+    size = parse_size(v)
+    if not 64 <= size <= 64 * 1024 * 1024:
+        raise ValueError(f"expected a size 64..64MiB; got {v!r}")
+    return size
+
+
 def _positive_size(v: Any) -> int:
     size = parse_size(v)
     if size == 0:
@@ -353,7 +360,7 @@ _STORE_CONVERT: dict[str, Any] = {
 }
 _PARSING_CONVERT: dict[str, Any] = {
     "default_timezone": _timezone,
-    "max_message_bytes": _int(64, 64 * 1024 * 1024),
+    "max_message_bytes": _message_size,
 }
 
 
@@ -416,11 +423,27 @@ def config_from_dict(data: Any) -> Config:
     return Config(listeners=listeners, http=http, store=store, parsing=parsing)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping: YAML would keep
+    the last silently, and `ttl: 1h` ... `ttl: 2h` is a mistake to report."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML file; ConfigError says what is wrong."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_UniqueKeyLoader)
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     except UnicodeDecodeError:

@@ -146,7 +146,7 @@ def _problems(data: object) -> list[str]:
         ),
         pytest.param(
             {"parsing": {"max_message_bytes": 10}},
-            "parsing.max_message_bytes: expected an integer 64..",
+            "parsing.max_message_bytes: expected a size 64..64MiB",
             id="tiny-max-message",
         ),
         pytest.param(
@@ -281,3 +281,24 @@ def test_timezones_resolve_by_iana_name_utc_and_local() -> None:
     berlin = resolve_timezone("Europe/Berlin")
     assert _dt.datetime(2026, 7, 1, tzinfo=berlin).utcoffset() == _dt.timedelta(hours=2)
     assert resolve_timezone("local") is not None
+
+
+def test_a_key_repeated_in_one_mapping_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("store:\n  ttl: 1h\n  ttl: 2h\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}: invalid YAML at line 3, column 3: duplicate key 'ttl'"]
+
+
+def test_max_message_bytes_takes_a_size_within_64_bytes_to_64MiB() -> None:
+    assert (
+        config_from_dict({"parsing": {"max_message_bytes": "64KiB"}}).parsing.max_message_bytes
+        == 65536
+    )
+    assert (
+        config_from_dict({"parsing": {"max_message_bytes": 2048}}).parsing.max_message_bytes == 2048
+    )
+    assert _problems({"parsing": {"max_message_bytes": "1GiB"}}) == [
+        "parsing.max_message_bytes: expected a size 64..64MiB; got '1GiB'"
+    ]
