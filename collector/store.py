@@ -72,6 +72,9 @@ class Page:
     next_cursor: str | None
 
 
+_ID = "{:x}-{:x}".format  # make_id's spelling, mapped over a page's columns at C speed
+
+
 def make_id(ts: int, seq: int) -> str:
     """The record id: event time and sequence number, in hex."""
     return f"{ts:x}-{seq:x}"
@@ -674,7 +677,13 @@ class _Shard:
             return map(col.__getitem__, phys)
 
         hosts, services, procids, msgids, formats = self.tables
-        extras = list(map(_unpack_extras, map(self.extras.get, phys)))
+        sds: Iterable[Any]
+        fields: Iterable[Any]
+        if self.extras:
+            extras = list(map(_unpack_extras, map(self.extras.get, phys)))
+            sds, fields = map(_FIRST, extras), map(_SECOND, extras)
+        else:  # most shards: no record with structured data or fields
+            sds = fields = repeat(None)
         return list(
             map(
                 Record,
@@ -687,8 +696,8 @@ class _Shard:
                 map(_FACILITY_OUT.__getitem__, column(self.fac)),
                 column(self.lvl),
                 map(self.message, phys),
-                map(_FIRST, extras),
-                map(_SECOND, extras),
+                sds,
+                fields,
                 map(formats.values.__getitem__, column(self.fmt)),
             )
         )
@@ -1228,7 +1237,7 @@ class Store:
             while stop < len(found) and found[stop][0] is shard:
                 stop += 1
             idx = [i for _, i in found[start:stop]]
-            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+            ids = map(_ID, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
             items.extend(zip(ids, shard.records(idx), strict=True))
             start = stop
         return Page(items, items[-1][0] if more else None)
