@@ -149,9 +149,12 @@ class Target:
 
 
 class Collector(Target):
-    def __init__(self, noop_parse: bool = False) -> None:
+    def __init__(self, noop_parse: bool = False, untuned_gc: bool = False) -> None:
         self.noop = noop_parse
+        self.untuned = untuned_gc
         self.name = "collector(noop-parse)" if noop_parse else "collector"
+        if untuned_gc:
+            self.name = "collector(CPython GC)"
 
     def start(self, work: Path) -> None:
         self.tcp_port, self.udp_port, self.http_port = (
@@ -173,6 +176,8 @@ class Collector(Target):
         )
         if self.noop:
             cmd = [sys.executable, __file__, "--serve-noop", str(cfg)]
+        elif self.untuned:
+            cmd = [sys.executable, __file__, "--serve-untuned", str(cfg)]
         else:
             cmd = [sys.executable, "-m", "collector", "run", "--config", str(cfg)]
         self.log = open(work / "collector.log", "wb")  # noqa: SIM115
@@ -501,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the daemon with a no-op parser (listener path cost)",
     )
     ap.add_argument(
+        "--untuned-gc",
+        action="store_true",
+        help="also run the daemon without daemon.tune_gc (CPython's GC settings)",
+    )
+    ap.add_argument(
         "--fetch-peers",
         action="store_true",
         help="apt-get download + dpkg -x syslog-ng-core into bench/out/peers first",
@@ -551,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[Callable[[], Target]] = [Collector]
     if args.noop_parse:
         targets.append(lambda: Collector(noop_parse=True))
+    if args.untuned_gc:
+        targets.append(lambda: Collector(untuned_gc=True))
     if args.vs_peers:
         if _peer_root() is not None:
             targets.append(SyslogNg)
@@ -817,6 +829,7 @@ def udp_paths(rate: int, seconds: float, rounds: int) -> None:
 
 
 PAUSE_MODES = ["default", "tuned"]
+# `--pause-modes tuned,tuned,flush1024`-style extra modes are accepted by --pause-one.
 
 
 def send_mixed(port: int, n: int) -> None:
@@ -855,8 +868,13 @@ def pause_one(mode: str, n: int) -> None:
             store=dataclasses.replace(cfg.store, ttl=3600.0, max_records=10**8, max_memory=1 << 36),
         )
         assert isinstance(cfg.store, StoreConfig)
+        if "flush" in mode:  # e.g. tuned,flush1024: another listener batch budget
+            from collector.listeners import _Ingest
+
+            budget = int(mode.split("flush")[1])
+            _Ingest.flush.__defaults__ = (budget,)
         d = await daemon_mod.start(cfg)
-        if mode == "tuned":
+        if mode.startswith("tuned"):
             daemon_mod.tune_gc()
         loop = asyncio.get_running_loop()
         late: list[float] = []
@@ -946,6 +964,11 @@ def serve_noop(config: str) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-untuned":
+        from collector import cli, daemon
+
+        daemon.tune_gc = lambda: None
+        sys.exit(cli.main(["run", "--config", sys.argv[2]]))
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-noop":
         sys.exit(serve_noop(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "--udp-path-one":
