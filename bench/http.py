@@ -41,7 +41,7 @@ def serve(seed: int) -> None:
     """Start a daemon (one TCP syslog listener), seed `seed` records, print
     the ports as one JSON line, and run until stdin closes."""
     from collector.config import ListenerConfig, StoreConfig
-    from collector.daemon import start, stop
+    from collector.daemon import start, stop, tune_gc
     from collector.record import Record
     from tests.support import local_config
 
@@ -81,6 +81,7 @@ def serve(seed: int) -> None:
         if batch:
             d.store.add_many(batch)
         seeded = time.perf_counter() - t0
+        tune_gc()  # as `collector run` does once started
         stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_reader(sys.stdin.fileno(), stop_event.set)

@@ -7,28 +7,36 @@ when found, else a Python sender); UDP load is paced. `--vs-peers` runs the
 same TCP load against syslog-ng and rsyslog, interleaved, and prints ratios.
 
     .venv/bin/python bench/ingest.py [--quick] [--vs-peers] [--noop-parse]
+    .venv/bin/python bench/ingest.py --pauses   # GC: CPU us/msg, worst loop stall
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import json
 import os
-import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
-import textwrap
-import time
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+
+# bench/http.py is a sibling: the script directory must not shadow the stdlib
+# `http` package (urllib.request imports http.client), so it leaves sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -141,9 +149,12 @@ class Target:
 
 
 class Collector(Target):
-    def __init__(self, noop_parse: bool = False) -> None:
+    def __init__(self, noop_parse: bool = False, untuned_gc: bool = False) -> None:
         self.noop = noop_parse
+        self.untuned = untuned_gc
         self.name = "collector(noop-parse)" if noop_parse else "collector"
+        if untuned_gc:
+            self.name = "collector(CPython GC)"
 
     def start(self, work: Path) -> None:
         self.tcp_port, self.udp_port, self.http_port = (
@@ -165,6 +176,8 @@ class Collector(Target):
         )
         if self.noop:
             cmd = [sys.executable, __file__, "--serve-noop", str(cfg)]
+        elif self.untuned:
+            cmd = [sys.executable, __file__, "--serve-untuned", str(cfg)]
         else:
             cmd = [sys.executable, "-m", "collector", "run", "--config", str(cfg)]
         self.log = open(work / "collector.log", "wb")  # noqa: SIM115
@@ -493,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the daemon with a no-op parser (listener path cost)",
     )
     ap.add_argument(
+        "--untuned-gc",
+        action="store_true",
+        help="also run the daemon without daemon.tune_gc (CPython's GC settings)",
+    )
+    ap.add_argument(
         "--fetch-peers",
         action="store_true",
         help="apt-get download + dpkg -x syslog-ng-core into bench/out/peers first",
@@ -506,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         "--udp-paths",
         action="store_true",
         help="only compare UDP receive paths (transport, add_reader, asyncio-dgram) under uvloop and asyncio",
+    )
+    ap.add_argument(
+        "--pauses",
+        action="store_true",
+        help="only the GC comparison: CPU us/msg and worst event-loop stall",
     )
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--tcp-messages", type=int, default=None)
@@ -527,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.udp_paths:
         udp_paths(args.udp_rate, udp_s, runs)
         return 0
+    if args.pauses:
+        pauses(args.tcp_messages or (100_000 if args.quick else 1_000_000), runs)
+        return 0
     if args.breakdown:
         breakdown(args.tcp_messages or (50_000 if args.quick else 200_000), runs)
         return 0
@@ -535,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[Callable[[], Target]] = [Collector]
     if args.noop_parse:
         targets.append(lambda: Collector(noop_parse=True))
+    if args.untuned_gc:
+        targets.append(lambda: Collector(untuned_gc=True))
     if args.vs_peers:
         if _peer_root() is not None:
             targets.append(SyslogNg)
@@ -800,6 +828,124 @@ def udp_paths(rate: int, seconds: float, rounds: int) -> None:
     print(_table(rows))
 
 
+PAUSE_MODES = ["default", "tuned"]
+# `--pause-modes tuned,tuned,flush1024`-style extra modes are accepted by --pause-one.
+
+
+def send_mixed(port: int, n: int) -> None:
+    """Realistic traffic (RFC 5424 with structured data and RFC 3164, about
+    40/60), octet-counted on one connection, event times moving forward
+    (0-2 ms apart, as bench/messages makes them) from ~20 min ago."""
+    from bench.messages import mixed, octet_counted
+
+    start = time.time() - 1200
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        sent = 0
+        while sent < n:
+            k = min(10_000, n - sent)
+            s.sendall(octet_counted(mixed(k, seed=sent, start=start + sent * 0.001)))
+            sent += k
+
+
+def pause_one(mode: str, n: int) -> None:
+    """The whole daemon in-process (uvloop), `n` realistic messages over TCP,
+    and a 10 ms call_later probe: prints CPU us/msg, the probe's worst and
+    p99 lateness (ms), and GC collections per generation. `tuned` applies
+    the daemon's GC setting (daemon.tune_gc), `default` leaves CPython's."""
+    import gc
+
+    import uvloop
+
+    from collector import daemon as daemon_mod
+    from collector.config import HttpConfig, ListenerConfig, StoreConfig, config_from_dict
+
+    async def run() -> None:
+        cfg = config_from_dict({})
+        cfg = dataclasses.replace(
+            cfg,
+            listeners=(ListenerConfig(name="tcp", transport="tcp", bind="127.0.0.1:0"),),
+            http=HttpConfig(bind="127.0.0.1:0"),
+            store=dataclasses.replace(cfg.store, ttl=3600.0, max_records=10**8, max_memory=1 << 36),
+        )
+        assert isinstance(cfg.store, StoreConfig)
+        if "flush" in mode:  # e.g. tuned,flush1024: another listener batch budget
+            from collector.listeners import _Ingest
+
+            budget = int(mode.split("flush")[1])
+            _Ingest.flush.__defaults__ = (budget,)
+        d = await daemon_mod.start(cfg)
+        if mode.startswith("tuned"):
+            daemon_mod.tune_gc()
+        loop = asyncio.get_running_loop()
+        late: list[float] = []
+        done = asyncio.Event()
+
+        def probe(due: float) -> None:
+            now = loop.time()
+            late.append(now - due)
+            if len(d.store) >= n:
+                done.set()
+                return
+            loop.call_later(0.01, probe, now + 0.01)
+
+        port = d.listeners["tcp"].sockets[0].getsockname()[1]
+        before = [s["collections"] for s in gc.get_stats()]
+        c0, t0 = time.process_time(), time.perf_counter()
+        sender = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
+            [sys.executable, __file__, "--send-mixed", str(port), str(n)], cwd=ROOT
+        )
+        loop.call_later(0.01, probe, loop.time() + 0.01)
+        await done.wait()
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        await asyncio.to_thread(sender.wait)
+        gcs = [s["collections"] - b for s, b in zip(gc.get_stats(), before, strict=True)]
+        late.sort()
+        p99 = late[int(0.99 * (len(late) - 1))]
+        await daemon_mod.stop(d)
+        print(
+            f"{1e6 * cpu / n:.2f}\t{1e3 * late[-1]:.1f}\t{1e3 * p99:.1f}\t"
+            f"{n / wall:.0f}\t{'/'.join(map(str, gcs))}",
+            flush=True,
+        )
+
+    if os.environ.get("PAUSE_PROFILE"):  # cProfile the run into this file
+        import cProfile
+
+        cProfile.runctx("uvloop.run(run())", globals(), locals(), os.environ["PAUSE_PROFILE"])
+    else:
+        uvloop.run(run())
+
+
+def pauses(n: int, rounds: int) -> None:
+    """Ingest CPU and the worst event-loop stall, CPython's GC vs the daemon's setting."""
+    runs: dict[str, list[list[str]]] = {m: [] for m in PAUSE_MODES}
+    for _ in range(rounds):
+        for mode in PAUSE_MODES:
+            out = subprocess.run(
+                [sys.executable, __file__, "--pause-one", mode, str(n)],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout  # fmt: skip
+            runs[mode].append(out.strip().split("\t"))
+    rows = [
+        ["GC", "CPU us/msg", "worst stall ms", "p99 stall ms", "msg/s", "GC runs g0/g1/g2", "runs"]
+    ]
+    for mode, rs in runs.items():
+        med = [statistics.median(float(r[i]) for r in rs) for i in range(4)]
+        rows.append(
+            [
+                mode,
+                f"{med[0]:.2f}",
+                f"{med[1]:.1f}",
+                f"{med[2]:.1f}",
+                f"{med[3]:,.0f}",
+                " ".join(r[4] for r in rs),
+                str(len(rs)),
+            ]
+        )
+    print(f"{n:,} realistic messages over TCP, whole daemon in-process, 10 ms probe (medians):")
+    print(_table(rows))
+
+
 def serve_noop(config: str) -> int:
     """The daemon with parsing replaced by a constant-cost record builder:
     what remains is the listener path (framing, batching) and the store."""
@@ -818,10 +964,21 @@ def serve_noop(config: str) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-untuned":
+        from collector import cli, daemon
+
+        daemon.tune_gc = lambda: None
+        sys.exit(cli.main(["run", "--config", sys.argv[2]]))
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-noop":
         sys.exit(serve_noop(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "--udp-path-one":
         udp_path_one(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--pause-one":
+        pause_one(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--send-mixed":
+        send_mixed(int(sys.argv[2]), int(sys.argv[3]))
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--breakdown-one":
         breakdown_one(sys.argv[2], int(sys.argv[3]))

@@ -57,8 +57,10 @@ FRAMING_ERROR = "framing_error"  # the framer raised (a bug): that connection is
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
 # Frames parsed per loop iteration at most, so HTTP and other listeners get the
-# loop between chunks of a large backlog (~20 ms at 5 us/message).
-FLUSH_FRAMES = 4096
+# loop between chunks of a large backlog: ~10 ms at the ~10 us a realistic
+# message costs (parse + store). 4096 stalled the loop 100+ ms under load at no
+# CPU saving (bench/ingest.py --pause-one tuned,flush1024).
+FLUSH_FRAMES = 1024
 # Datagrams read per readiness callback at most: the batch for one flush.
 # Reading stops there, so a flood waits in the kernel's receive buffer.
 READ_BATCH = 256

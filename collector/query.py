@@ -356,9 +356,13 @@ def record_json(rec: Record, rec_id: str) -> str:
     """The contract's JSON of one record, equal to `json.dumps(record_to_dict(...))`
     but built directly: /logs pages are the API's hot path."""
     return (
+        # `_opt` written out: a Python call per field is a tenth of a record's cost.
         f'{{"id":{_str(rec_id)},"timestamp":"{_time(rec.timestamp)}",'
-        f'"received_at":"{_time(rec.received_at)}","host":{_opt(rec.host)},'
-        f'"service":{_opt(rec.service)},"procid":{_opt(rec.procid)},"msgid":{_opt(rec.msgid)},'
+        f'"received_at":"{_time(rec.received_at)}",'
+        f'"host":{"null" if rec.host is None else _str(rec.host)},'
+        f'"service":{"null" if rec.service is None else _str(rec.service)},'
+        f'"procid":{"null" if rec.procid is None else _str(rec.procid)},'
+        f'"msgid":{"null" if rec.msgid is None else _str(rec.msgid)},'
         f'"facility":{_FACILITY_JSON[rec.facility]},"level":"{LEVELS[rec.level]}",'
         f'"message":{_str(rec.message)},'
         f'"structured_data":{_object(rec.structured_data) if rec.structured_data else "{}"},'
