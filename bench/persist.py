@@ -20,8 +20,11 @@ import tempfile
 import time
 import zlib
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench/http.py would shadow the standard library's `http` package (urllib
+# and prometheus-client import http.client), so this directory leaves
+# sys.path and the repository root takes its place.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 from collector.persist import no_gc, read_snapshot, record_from_tuple, record_tuple, write_snapshot
 from collector.record import Record

@@ -26,7 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# bench/http.py would shadow the standard library's `http` package (urllib
+# and prometheus-client import http.client), so this directory leaves
+# sys.path and the repository root takes its place.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 from collector.config import parse_duration
 from tests.faults_support import DaemonProcess, poll
