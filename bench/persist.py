@@ -26,8 +26,8 @@ import zlib
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-from collector.persist import no_gc, read_snapshot, record_from_tuple, record_tuple, write_snapshot
-from collector.record import Record
+from collector.persist import no_gc, read_snapshot, record_from_tuple, record_tuple, write_snapshot  # noqa: E402 (after the sys.path fix above)
+from collector.record import Record  # noqa: E402 (after the sys.path fix above)
 
 
 def make_records(n: int) -> list[tuple[int, Record]]:

@@ -32,8 +32,8 @@ from typing import Any
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-from collector.config import parse_duration
-from tests.faults_support import DaemonProcess, poll
+from collector.config import parse_duration  # noqa: E402 (after the sys.path fix above)
+from tests.faults_support import DaemonProcess, poll  # noqa: E402 (after the sys.path fix above)
 
 SERVICES = ("sshd", "nginx", "cron", "app", "db")
 
