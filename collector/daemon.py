@@ -384,6 +384,8 @@ async def reload(daemon: Daemon, new: Config) -> bool:
         problems += await _reload_http(daemon, old.http, new.http)
         _reload_store(daemon, new)
         daemon.opts = opts
+        if daemon.app is not None:  # POST /logs reads timezone and TTL from here
+            daemon.app.parse_options = opts
         # The running listeners are the truth: a listener that failed to
         # rebind keeps its old config, so the next reload compares against it.
         running = tuple(
@@ -410,13 +412,7 @@ async def reload(daemon: Daemon, new: Config) -> bool:
 
 def _set_parse_options(lst: Listener, opts: ParseOptions) -> None:
     """New timezone/TTL for the frames a kept listener parses from now on."""
-    setter = getattr(lst, "set_options", None)
-    if callable(setter):
-        setter(opts)
-        return
-    ingest = getattr(lst, "ingest", None)
-    if ingest is not None and hasattr(ingest, "opts"):
-        ingest.opts = opts
+    lst.ingest.opts = opts
 
 
 async def _bind_listener(
@@ -584,7 +580,7 @@ def _reload_store(daemon: Daemon, new: Config) -> None:
     daemon.store.configure(
         ttl_us=int(s.ttl * 1_000_000), max_records=s.max_records, max_memory=s.max_memory
     )
-    if daemon.app is not None and hasattr(daemon.app, "ttl_seconds"):
+    if daemon.app is not None:
         daemon.app.ttl_seconds = s.ttl
     # A shorter TTL applies now, not at the next sweep.
     daemon.store.expire(_now_us())

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import socket
+import zoneinfo
 from dataclasses import replace
 from pathlib import Path
 
@@ -320,3 +322,21 @@ async def test_a_new_auth_token_and_body_limit_apply_from_the_next_request() -> 
         assert (await http_request(d.http_address, "GET", "/logs", headers=authed)).status == 200
         big = await http_request(d.http_address, "POST", "/logs", b"x" * 2000, headers=authed)
         assert big.status == 413
+
+
+async def test_a_new_default_timezone_applies_to_posted_records_too() -> None:
+    async with running_daemon() as d:
+        new = replace(
+            d.config, parsing=replace(d.config.parsing, default_timezone="America/New_York")
+        )
+        assert await reload(d, new) is True
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        local = now.astimezone(zoneinfo.ZoneInfo("America/New_York")).replace(tzinfo=None)
+        body = json.dumps({"message": "m", "timestamp": local.isoformat()}).encode()
+        posted = await http_request(
+            d.http_address, "POST", "/logs", body, {"Content-Type": "application/json"}
+        )
+        assert posted.status == 201
+        rec = (await get_json(d, f"/logs/{posted.json()['ids'][0]}"))["log"]
+        assert rec["timestamp"] == now.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        assert rec["fields"] == {}
