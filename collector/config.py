@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import math
 import os
 import re
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -132,8 +133,8 @@ def parse_duration(value: Any) -> float:
         if m is None:
             raise ValueError(f'expected a duration like 90s, 15m, 1h; got "{value}"')
         seconds = float(m[1]) * _DURATION_UNITS[m[2]]
-    if seconds < 0:
-        raise ValueError(f"expected a duration >= 0; got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a finite duration >= 0; got {value!r}")
     return seconds
 
 
@@ -205,11 +206,12 @@ class _Checker:
         self.problems: list[str] = []
 
     def section(self, key: str, value: Any, cls: type[Any], convert: dict[str, Any]) -> Any:
+        """`cls` built from `value`, or None with the problems recorded."""
         if value is None:
             value = {}
         if not isinstance(value, dict):
             self.problems.append(f"{key}: expected a mapping; got {_kind(value)}")
-            return cls() if key != "listeners" else None
+            return None
         known = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for k, v in value.items():
@@ -431,6 +433,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                break  # SafeLoader's own check reports an unhashable key
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -155,6 +155,16 @@ def _problems(data: object) -> list[str]:
             id="listeners-not-list",
         ),
         pytest.param(
+            {"listeners": ["x"]},
+            "listeners[0]: expected a mapping; got a string",
+            id="listener-not-mapping",
+        ),
+        pytest.param(
+            {"store": {"ttl": float("inf")}},
+            "store.ttl: expected a finite duration >= 0; got inf",
+            id="infinite-ttl",
+        ),
+        pytest.param(
             {"listeners": [{"transport": "udp"}]},
             "listeners[0].name: required",
             id="listener-without-name",
@@ -302,3 +312,11 @@ def test_max_message_bytes_takes_a_size_within_64_bytes_to_64MiB() -> None:
     assert _problems({"parsing": {"max_message_bytes": "1GiB"}}) == [
         "parsing.max_message_bytes: expected a size 64..64MiB; got '1GiB'"
     ]
+
+
+def test_an_unhashable_yaml_key_is_reported_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "found unhashable key" in info.value.problems[0]
