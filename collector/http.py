@@ -10,7 +10,9 @@ Counters are plain ints in `HttpStats`; /metrics folds them in at scrape time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
+import hashlib
 import hmac
 import json
 import logging
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
@@ -317,6 +320,59 @@ def handle_metrics(req: Request, app: App) -> Response:
     return Response(200, generate_latest(app.registry), CONTENT_TYPE_LATEST)
 
 
+# --- the web page -------------------------------------------------------------------
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+# The page loads only its own files and talks only to this origin's API:
+# no inline script or style, nothing from any other host (offline networks).
+WEB_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+WEB_HEADERS = [
+    ("Content-Security-Policy", WEB_CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+]
+
+
+@functools.cache
+def web_files() -> tuple[str, dict[str, tuple[bytes, str]]]:
+    """(version, {name: (bytes, content type)}), read once from `collector/web/`.
+
+    Assets are served under `/assets/<version>/`, the version being a hash of
+    every file, so they can be cached for a year: a new release is a new URL."""
+    files = {
+        p.name: (p.read_bytes(), WEB_TYPES[p.suffix])
+        for p in sorted(WEB_DIR.iterdir())
+        if p.suffix in WEB_TYPES
+    }
+    version = hashlib.sha256(b"".join(n.encode() + b for n, (b, _) in files.items()))
+    return version.hexdigest()[:12], files
+
+
+def handle_web(req: Request, app: App) -> Response:
+    """`/` (the page, never cached) and `/assets/<version>/<file>`."""
+    version, files = web_files()
+    if req.path == "/":
+        body = files["index.html"][0].replace(b"{{version}}", version.encode())
+        headers = [*WEB_HEADERS, ("Cache-Control", "no-cache")]
+        return Response(200, body, WEB_TYPES[".html"], headers)
+    _, _, given, name = req.path.split("/", 3) if req.path.count("/") == 3 else ("",) * 4
+    found = files.get(name) if name != "index.html" else None
+    if found is None:
+        return error(404, f"path: no route for {req.path}")
+    # An old page asking for an old version gets today's file, uncached.
+    cache = "public, max-age=31536000, immutable" if given == version else "no-cache"
+    return Response(200, found[0], found[1], [*WEB_HEADERS, ("Cache-Control", cache)])
+
+
 Handler = Callable[[Request, App], Response]
 ROUTES: dict[str, dict[str, Handler]] = {
     "/health": {"GET": handle_health},
@@ -339,6 +395,16 @@ def _authorized(req: Request, token: str) -> bool:
 
 def route(req: Request, app: App) -> Response:
     """Authorize, find and run the handler; every failure becomes JSON."""
+    if req.path == "/" or req.path.startswith("/assets/"):
+        # The page and its files need no token: the page asks for one when
+        # the API answers 401.
+        if req.method not in ("GET", "HEAD"):
+            resp = error(405, f"method: {req.method} is not allowed on {req.path}")
+            resp.headers.append(("Allow", "GET, HEAD"))
+        else:
+            resp = handle_web(req, app)
+        resp.route = "/" if req.path == "/" else "/assets/{file}"
+        return resp
     token = app.http.auth_token
     if token and req.path not in OPEN_ROUTES and not _authorized(req, token):
         resp = error(401, "authorization: expected the header Authorization: Bearer <token>")
