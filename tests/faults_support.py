@@ -62,7 +62,9 @@ class DaemonProcess:
         store: dict[str, Any] | None = None,
         listeners: tuple[tuple[str, str, str], ...] = (("tcp", "tcp", "syslog"),),
         max_file_bytes: int | None = None,
+        http: dict[str, Any] | None = None,
     ) -> None:
+        self.http = http or {}  # more keys of the http section (auth_token, ...)
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: writes past it fail, like a full disk
         self.workdir = workdir
         self.store = store or {}
@@ -101,7 +103,7 @@ class DaemonProcess:
                 {"name": name, "transport": transport, "format": fmt, "bind": f"127.0.0.1:{port}"}
                 for (name, transport, fmt), port in zip(self.listeners, ports, strict=True)
             ],
-            "http": {"bind": f"127.0.0.1:{self.http_port}"},
+            "http": {"bind": f"127.0.0.1:{self.http_port}", **self.http},
             "store": self.store,
         }
         path = self.workdir / "collector.yaml"

@@ -297,7 +297,10 @@ function rowElement(rec) {
   r.setAttribute("data-testid", "row");
   r.setAttribute("role", "listitem");
   r.dataset.id = rec.id;
-  r.append(el("span", "t", showTime(rec.timestamp)), el("span", "h", rec.host ?? "-"),
+  const when = showTime(rec.timestamp);
+  const t = el("span", "t");
+  t.append(el("span", "d", when.slice(0, 11)), when.slice(11));
+  r.append(t, el("span", "h", rec.host ?? "-"),
     el("span", "s", rec.service ?? "-"), el("span", `l lv-${rec.level}`, rec.level));
   const m = el("span", "m");
   let msg = rec.message ?? "";
@@ -380,7 +383,14 @@ function remountAll() {
 }
 
 list.addEventListener("scroll", () => { scheduleRender(); livePauseCheck(); }, { passive: true });
-window.addEventListener("resize", () => { offsets = null; heights.clear(); remountAll(); drawHistogram(); });
+// Width changes (window, detail pane) change wrapped heights and the histogram.
+let lastWidth = 0;
+new ResizeObserver(() => {
+  if (list.clientWidth === lastWidth) { scheduleRender(); return; }
+  lastWidth = list.clientWidth;
+  if (state.wrap) remountAll(); else scheduleRender();
+  drawHistogram();
+}).observe(list);
 list.addEventListener("click", (ev) => {
   const r = ev.target.closest(".row");
   if (!r) return;
@@ -456,7 +466,9 @@ async function run(opts = {}) {
     list.scrollTop = 0;
     remountAll();
     render();
+    // For measurement: this search's time to rows, and the first since navigation.
     list.dataset.firstRowsMs = String(Math.round(performance.now() - t0));
+    if (!list.dataset.firstRowsAt) list.dataset.firstRowsAt = String(Math.round(performance.now()));
     list.dataset.loads = String(Number(list.dataset.loads || 0) + 1);
     updateStatus();
     if (state.live) startTail(my, rows.length ? rows[0].timestamp : null);
@@ -464,7 +476,10 @@ async function run(opts = {}) {
       const rec = rows.find((r) => r.id === state.open);
       if (rec) openDetail(rec, false); else fetchDetail(state.open);
     }
-    await Promise.all([loadStats(my, signal), loadFacets(my, signal)]);
+    // Live: the histogram counts up to the newest record shown, and the
+    // stream adds the rest, so each record is counted once.
+    const upTo = state.live ? (rows.length ? rows[0].timestamp : iso(serverNow())) : null;
+    await Promise.all([loadStats(my, signal, upTo), loadFacets(my, signal)]);
   } catch (e) {
     if (e.name !== "AbortError") showError(e);
   }
@@ -514,8 +529,9 @@ function pickStep(spanMs) {
   return STEPS.find((s) => s >= want) || Math.ceil(want / 86400) * 86400;
 }
 
-async function loadStats(my, signal) {
+async function loadStats(my, signal, upTo = null) {
   const params = filterParams();
+  if (upTo) params.end = upTo;
   let from = timeMs(state.start);
   let to = timeMs(state.end) ?? serverNow();
   if (from === null) {
@@ -549,6 +565,7 @@ async function loadStats(my, signal) {
   $("histogram").dataset.total = String(stats.total);
   updateStatus();
   drawHistogram();
+  if (!$("histogram").dataset.readyAt) $("histogram").dataset.readyAt = String(Math.round(performance.now()));
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -643,6 +660,33 @@ function drawHistogram() {
     changed();
   });
 })();
+
+// Live records go into the histogram's buckets as they are shown.
+let histQueued = false;
+function countLive(recs) {
+  if (total === null || !hist) return;
+  total += recs.length;
+  const step = hist.step * 1000;
+  const byT = new Map(hist.buckets.map((b) => [b.t, b]));
+  for (const r of recs) {
+    const t = Math.floor(Date.parse(r.timestamp) / step) * step;
+    let b = byT.get(t);
+    if (!b) {
+      b = { t, count: 0, by: {} };
+      byT.set(t, b);
+      hist.buckets.push(b);
+    }
+    b.count++;
+    if (b.by) b.by[r.level] = (b.by[r.level] || 0) + 1;
+    hist.to = Math.max(hist.to, t + step);
+  }
+  hist.to = Math.max(hist.to, serverNow());
+  $("histogram").dataset.total = String(total);
+  if (!histQueued) {
+    histQueued = true;
+    setTimeout(() => { histQueued = false; drawHistogram(); }, 250);
+  }
+}
 
 // --- facets --------------------------------------------------------------------------
 
@@ -1026,7 +1070,7 @@ function flush() {
     rows.length = MAX_ROWS;
     nextCursor = null;
   }
-  if (total !== null) total += fresh.length;
+  countLive(fresh);
   offsets = null;
   render();
   updateStatus();
@@ -1040,7 +1084,6 @@ $("paused").addEventListener("click", () => { list.scrollTop = 0; getSelection()
 
 setInterval(() => {
   if (state.live && !document.hidden && tail) {
-    loadStats(generation, ctrl.signal).catch(() => {});
     loadFacets(generation, ctrl.signal).catch(() => {});
   }
 }, REFRESH_MS);
