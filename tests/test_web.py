@@ -837,3 +837,118 @@ def test_a_collector_with_a_token_asks_for_it_once_and_then_shows_records(
     finally:
         page.close()
         d.kill()
+
+
+def test_download_gives_every_match_as_ndjson_and_copy_gives_the_record_as_json(
+    browser: Any, seeded: tuple[WebDaemon, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    d, recs = seeded
+    page = Page(browser, d.base, tmp_path, permissions=["clipboard-read", "clipboard-write"])
+    if not d.supports("/logs?query=x"):
+        page.expected = "status of 400"
+    try:
+        page.open("/?f=host:web-2")
+        page.wait_loads(1)
+        with page.tab.expect_download() as info:
+            page.tab.click("#download")
+        path = tmp_path / "dl.ndjson"
+        info.value.save_as(path)
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        want = [r["id"] for r in recs if r["host"] == "web-2"]
+        assert [x["id"] for x in lines] == want  # oldest first, every match
+        assert lines[0]["fields"] == {"user_id": recs[1]["user_id"]}
+        rec = next(r for r in reversed(recs) if r["host"] == "web-2")
+        page.tab.click(f"[data-testid=row][data-id='{rec['id']}']")
+        page.tab.click("#copy-json")
+        page.tab.wait_for_selector("#copy-json.copied")
+        copied = json.loads(page.tab.evaluate("() => navigator.clipboard.readText()"))
+        assert copied == d.get(f"/logs/{rec['id']}")["log"]
+        page.assert_clean()
+    finally:
+        page.close()
+
+
+def test_times_show_in_utc_or_local_time_and_wrap_shows_every_line(
+    browser: Any, seeded: tuple[WebDaemon, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    d, recs = seeded
+    page = Page(browser, d.base, tmp_path, timezone_id="Asia/Kolkata")  # UTC+05:30
+    if not d.supports("/logs?query=x"):
+        page.expected = "status of 400"
+    try:
+        page.open("/")
+        page.wait_loads(1)
+        newest = recs[-1]
+        row = page.tab.locator(f"[data-testid=row][data-id='{newest['id']}']")
+        utc = newest["timestamp"]
+        assert row.locator(".t").inner_text().replace("\n", "") == f"{utc[:10]} {utc[11:23]}"
+        page.tab.click("#tz")
+        local = time.gmtime(_us(utc) / 1e6 + 5.5 * 3600)
+        assert (
+            row.locator(".t")
+            .inner_text()
+            .replace("\n", "")
+            .startswith(time.strftime("%Y-%m-%d %H:%M:%S", local))
+        )
+        assert "tz=local" in page.tab.url
+        multi = next(r for r in reversed(recs) if "\n" in r["message"])
+        line = page.tab.locator(f"[data-testid=row][data-id='{multi['id']}']")
+        one = line.bounding_box()
+        assert one is not None
+        assert "+3 lines" in line.inner_text()
+        page.tab.click("#wrap")
+        page.tab.wait_for_function(
+            "id => document.querySelector(`[data-testid=row][data-id='${id}']`).offsetHeight > 60",
+            arg=multi["id"],
+        )
+        assert "Traceback" in line.inner_text()
+        page.assert_clean()
+    finally:
+        page.close()
+
+
+def test_dark_mode_follows_the_system(
+    browser: Any, seeded: tuple[WebDaemon, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    d, _ = seeded
+    colours = {}
+    for scheme in ("light", "dark"):
+        page = Page(browser, d.base, tmp_path, color_scheme=scheme)
+        try:
+            page.open("/")
+            page.wait_loads(1)
+            colours[scheme] = page.tab.evaluate(
+                "() => getComputedStyle(document.body).backgroundColor"
+            )
+            page.shot(f"scheme-{scheme}")
+        finally:
+            page.close()
+    assert colours["light"] == "rgb(255, 255, 255)"
+    assert colours["dark"] == "rgb(17, 20, 24)"
+
+
+def test_the_health_strip_shows_the_ingest_rate_and_counts_drops(
+    browser: Any, fresh: WebDaemon, tmp_path: Path
+) -> None:
+    page = Page(browser, fresh.base, tmp_path)
+    try:
+        page.open("/")
+        page.wait_loads(1)
+        health = page.tab.locator("[data-testid=health]")
+        page.tab.wait_for_function(
+            "() => document.querySelector('[data-testid=health]').textContent.includes('dropped 0')"
+        )
+        # An octet-counted frame cut short by the sender closing: dropped and counted.
+        with socket.create_connection(("127.0.0.1", fresh.tcp_port)) as s:
+            s.sendall(b"<14>1 - h app - - - whole message\n200 <14>1 - h app - - - cut")
+        page.tab.wait_for_function(
+            "() => document.querySelector('[data-testid=health]').textContent.includes('dropped 1')",
+            timeout=15_000,
+        )
+        text = health.inner_text()
+        assert re.search(r"ingest \d+/s", text), text
+        assert "records 1" in text
+        assert health.locator(".bad").count() == 1
+        page.assert_clean()
+    finally:
+        page.close()
