@@ -952,3 +952,45 @@ def test_the_health_strip_shows_the_ingest_rate_and_counts_drops(
         page.assert_clean()
     finally:
         page.close()
+
+
+def test_live_mode_keeps_up_with_two_thousand_records_a_second_without_freezing(
+    browser: Any, fresh: WebDaemon, tmp_path: Path
+) -> None:
+    rate, seconds = 2000, 3.0
+    page = Page(browser, fresh.base, tmp_path)
+    try:
+        page.open("/?live=1")
+        page.wait_loads(1)
+        # Frame gaps in the page: a frozen tab shows as one long gap.
+        page.tab.evaluate(
+            "() => { window.__gaps = []; let last = performance.now();"
+            " const tick = (t) => { window.__gaps.push(t - last); last = t;"
+            " requestAnimationFrame(tick); }; requestAnimationFrame(tick); }"
+        )
+        sent = 0
+        with socket.create_connection(("127.0.0.1", fresh.tcp_port)) as s:
+            t0 = time.monotonic()
+            while (elapsed := time.monotonic() - t0) < seconds:
+                due = min(int(elapsed * rate), int(rate * seconds)) - sent
+                if due > 0:
+                    s.sendall(
+                        b"".join(
+                            b"<14>1 - burst app - - - burst record %d\n" % (sent + i)
+                            for i in range(due)
+                        )
+                    )
+                    sent += due
+                time.sleep(0.02)  # pacing the sender, not synchronising with it
+        page.tab.wait_for_function(
+            "n => Number(document.getElementById('list').dataset.received) >= n",
+            arg=sent,
+            timeout=15_000,
+        )
+        gaps = page.tab.evaluate("() => window.__gaps")
+        assert max(gaps) < 1000, sorted(gaps)[-5:]
+        assert page.held() == sent
+        assert page.tab.locator("[data-testid=row]").count() < 100
+        page.assert_clean()
+    finally:
+        page.close()
