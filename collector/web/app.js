@@ -184,6 +184,17 @@ function filterParams() {
   return p;
 }
 
+// The parameters of the search on screen, fixed when it ran: a relative
+// range resolved once, so every page, count and download of this search asks
+// the same question (a cursor is only valid for the filters it was made for).
+let view = { params: {}, from: null, to: null };
+
+function freezeView() {
+  const params = filterParams();
+  const to = params.end ? timeMs(params.end) : serverNow();
+  view = { params, from: params.start ? timeMs(params.start) : null, to };
+}
+
 function languageRefused(e) {
   if (searchLanguage && e instanceof ApiError && e.status === 400 && /^query: unknown parameter/.test(e.message)) {
     searchLanguage = false;
@@ -227,13 +238,15 @@ function highlighter(query) {
   const re = /\s*(-?)(?:"((?:[^"\\]|\\.)*)"|\/((?:[^/\\]|\\.)+)\/|([^\s()]+))/gy;
   let m;
   const text = query || "";
+  let skipNext = false; // after NOT: a negated term is not highlighted
   re.lastIndex = 0;
   while (re.lastIndex < text.length) {
     const start = re.lastIndex;
     if (/[()\s]/.test(text[start])) { re.lastIndex = start + 1; continue; }
     m = re.exec(text);
     if (!m) break;
-    if (m[1]) continue;
+    if (m[1] || skipNext) { skipNext = m[4] === "NOT"; continue; }
+    if (m[4] === "NOT") { skipNext = true; continue; }
     if (m[2] !== undefined) {
       const phrase = m[2].replace(/\\(.)/g, "$1");
       if (phrase) parts.push(`(?<!${WORD})${escapeRe(phrase)}(?!${WORD})`);
@@ -405,7 +418,7 @@ async function loadMore() {
   loadingMore = true;
   const my = generation;
   try {
-    const page = await api("/logs", { ...filterParams(), order: "desc", limit: PAGE, cursor: nextCursor }, ctrl.signal);
+    const page = await api("/logs", { ...view.params, order: "desc", limit: PAGE, cursor: nextCursor }, ctrl.signal);
     if (my !== generation) return;
     for (const rec of page.logs) if (!seen.has(rec.id)) { rows.push(rec); seen.add(rec.id); }
     nextCursor = rows.length < MAX_ROWS ? page.next_cursor : null;
@@ -450,11 +463,13 @@ async function run(opts = {}) {
   const t0 = performance.now();
   try {
     let page;
+    freezeView();
     try {
-      page = await api("/logs", { ...filterParams(), order: "desc", limit: PAGE }, signal);
+      page = await api("/logs", { ...view.params, order: "desc", limit: PAGE }, signal);
     } catch (e) {
       if (!languageRefused(e)) throw e;
-      page = await api("/logs", { ...filterParams(), order: "desc", limit: PAGE }, signal);
+      freezeView();
+      page = await api("/logs", { ...view.params, order: "desc", limit: PAGE }, signal);
     }
     if (my !== generation) return;
     rows = page.logs;
@@ -463,6 +478,7 @@ async function run(opts = {}) {
     total = null;
     pending = [];
     pendingOverflow = false;
+    uncounted = [];
     list.scrollTop = 0;
     remountAll();
     render();
@@ -530,17 +546,23 @@ function pickStep(spanMs) {
 }
 
 async function loadStats(my, signal, upTo = null) {
-  const params = filterParams();
+  const params = { ...view.params };
   if (upTo) params.end = upTo;
-  let from = timeMs(state.start);
-  let to = timeMs(state.end) ?? serverNow();
+  let from = view.from;
+  let to = view.to ?? serverNow();
   if (from === null) {
     // No start (or one only the server can read): a coarse first look, then the real span.
     const whole = await api("/stats", params, signal);
     if (my !== generation) return;
     total = whole.total;
     updateStatus();
-    if (!whole.total) { hist = { from: to - 3600000, to, step: 60, buckets: [] }; drawHistogram(); return; }
+    if (!whole.total) {
+      hist = { from: to - 3600000, to, step: 60, buckets: [], gen: my };
+      $("histogram").dataset.total = "0";
+      countUncounted(upTo);
+      drawHistogram();
+      return;
+    }
     const probe = await api("/logs", { ...params, order: "asc", limit: 1 }, signal);
     if (my !== generation) return;
     from = probe.logs.length ? Date.parse(probe.logs[0].timestamp) : to - 3600000;
@@ -561,7 +583,8 @@ async function loadStats(my, signal, upTo = null) {
     for (const [l, hs] of per) for (const h of hs) { const b = at.get(Date.parse(h.start)); if (b) b.by[l] = h.count; }
   }
   total = stats.total;
-  hist = { from, to, step, buckets };
+  hist = { from, to, step, buckets, gen: my };
+  countUncounted(upTo);
   $("histogram").dataset.total = String(stats.total);
   updateStatus();
   drawHistogram();
@@ -595,8 +618,10 @@ function drawHistogram() {
   const bw = Math.max(1, (hist.step * 1000 / span) * (W - padL - 4) - 1);
   for (const b of hist.buckets) {
     if (!b.count) continue;
-    const bx = x(b.t);
-    if (bx + bw < padL || bx > W) continue;
+    let bx = x(b.t);
+    let w = bw;
+    if (bx + w < padL || bx > W) continue;
+    if (bx < padL) { w -= padL - bx; bx = padL; }
     const g = svgEl("g");
     const title = svgEl("title");
     title.textContent = `${showTime(iso(b.t))}: ${fmtInt(b.count)}`;
@@ -604,7 +629,7 @@ function drawHistogram() {
     let base = 0;
     const parts = b.by ? LEVELS.filter((l) => b.by[l]).map((l) => [l, b.by[l]]) : [["all", b.count]];
     for (const [l, n] of parts) {
-      g.append(svgEl("rect", { x: bx.toFixed(1), width: bw.toFixed(1), y: y(base + n).toFixed(1), height: Math.max(0.5, y(base) - y(base + n)).toFixed(1), class: `lv-${l}` }));
+      g.append(svgEl("rect", { x: bx.toFixed(1), width: w.toFixed(1), y: y(base + n).toFixed(1), height: Math.max(0.5, y(base) - y(base + n)).toFixed(1), class: `lv-${l}` }));
       base += n;
     }
     svg.append(g);
@@ -663,8 +688,20 @@ function drawHistogram() {
 
 // Live records go into the histogram's buckets as they are shown.
 let histQueued = false;
+let uncounted = []; // live records shown before the histogram of their search came
+
+// Live records that came while the histogram was counted up to `upTo`: those after it.
+function countUncounted(upTo) {
+  const late = upTo ? uncounted.filter((r) => r.timestamp > upTo) : [];
+  uncounted = [];
+  if (late.length) countLive(late);
+}
 function countLive(recs) {
-  if (total === null || !hist) return;
+  if (total === null || !hist || hist.gen !== generation) {
+    uncounted.push(...recs);
+    if (uncounted.length > MAX_ROWS) uncounted.splice(0, uncounted.length - MAX_ROWS);
+    return;
+  }
   total += recs.length;
   const step = hist.step * 1000;
   const byT = new Map(hist.buckets.map((b) => [b.t, b]));
@@ -694,7 +731,7 @@ const facetLimit = {}; // field -> values shown
 let fieldNames = null; // from /fields, on demand
 
 async function loadFacets(my, signal) {
-  const params = filterParams();
+  const params = view.params;
   const fields = [...FACET_FIELDS, ...state.facetFields];
   const box = $("facets");
   const sections = [];
@@ -967,7 +1004,7 @@ async function tailLoop(my, signal, from) {
   let start = from;
   while (!signal.aborted && my === generation && state.live) {
     try {
-      const params = { ...filterParams(), start };
+      const params = { ...view.params, start };
       delete params.end;
       let res;
       try {
@@ -975,6 +1012,7 @@ async function tailLoop(my, signal, from) {
         if (res.status === 400) {
           const err = new ApiError(400, (await res.json()).error);
           if (!languageRefused(err)) throw err;
+          freezeView();
           continue;
         }
       } catch (e) {
@@ -1166,7 +1204,7 @@ $("download").addEventListener("click", async (ev) => {
   let cursor = null;
   try {
     do {
-      const page = await api("/logs", { ...filterParams(), order: "asc", limit: 10000, cursor }, ctrl.signal);
+      const page = await api("/logs", { ...view.params, order: "asc", limit: 10000, cursor }, ctrl.signal);
       chunks.push(page.logs.map((r) => JSON.stringify(r)).join("\n") + (page.logs.length ? "\n" : ""));
       n += page.count;
       cursor = page.next_cursor;
