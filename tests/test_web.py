@@ -1014,3 +1014,24 @@ def test_live_mode_keeps_up_with_two_thousand_records_a_second_without_freezing(
         page.assert_clean()
     finally:
         page.close()
+
+
+def test_a_field_facet_added_on_demand_counts_and_filters_by_its_values(
+    page: Page, seeded: tuple[WebDaemon, list[dict[str, Any]]]
+) -> None:
+    d, recs = seeded
+    if not d.supports("/fields") or not d.supports("/stats?by=fields.user_id"):
+        pytest.skip("this daemon has no /fields or /stats?by=fields.NAME yet")
+    page.open()
+    page.wait_loads(1)
+    page.tab.click("#facets h3 button:text('show')")
+    page.tab.click("#facets .fieldlist button[data-field='fields.user_id']")
+    facet = page.tab.locator("[data-testid=facet][data-field='fields.user_id'][data-value='3']")
+    want = [r["id"] for r in reversed(recs) if r["user_id"] == 3]
+    facet.wait_for()
+    assert facet.get_attribute("data-count") == str(len(want))
+    assert "facet=fields.user_id" in page.tab.url
+    facet.click()
+    page.wait_total(len(want))
+    assert page.rows() == want[: len(page.rows())]
+    page.assert_clean()
