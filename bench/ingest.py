@@ -649,8 +649,7 @@ def breakdown_one(mode: str, n: int) -> None:
 
     from collector import listeners
     from collector.config import ListenerConfig
-    from collector.parse import ParseOptions
-    from collector.record import Record
+    from collector.record import ParseOptions, Record
     from collector.store import Store
 
     if "noparse" in mode:

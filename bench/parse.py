@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.messages import json_lines, mixed, rfc3164_messages, rfc5424_messages
 from collector.jsonlines import parse_json_line
-from collector.parse import ParseOptions, parse_syslog
-from collector.record import Record
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, Record
 
 Parser = Callable[[bytes, int, "str | None", ParseOptions, bool], Record]
 

@@ -35,9 +35,8 @@ from collector.config import (
 from collector.http import App, start_http
 from collector.listeners import Listener, dual_stack_tcp_socket, start_listener
 from collector.metrics import ReloadStats, make_registry
-from collector.parse import ParseOptions
 from collector.persist import Persistence
-from collector.record import Record
+from collector.record import ParseOptions, Record
 from collector.store import Store
 
 log = logging.getLogger("collector.daemon")

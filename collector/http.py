@@ -29,7 +29,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from collector import __version__
 from collector.config import HttpConfig
 from collector.jsonlines import MAX_DEPTH, nested_deeper_than, record_from_object
-from collector.parse import ParseOptions, apply_clock_skew
 from collector.query import (
     Query,
     QueryError,
@@ -39,8 +38,8 @@ from collector.query import (
     parse_tail_query,
     to_json,
 )
-from collector.record import Record, record_to_dict
-from collector.store import Store, make_id
+from collector.record import ParseOptions, Record, apply_clock_skew, make_id, record_to_dict
+from collector.store import Store
 from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
 
 log = logging.getLogger("collector.http")

@@ -34,8 +34,8 @@ from collector.framing import (
     syslog_framer,
 )
 from collector.jsonlines import parse_json_line
-from collector.parse import ParseOptions, parse_syslog, raw_record
-from collector.record import Record
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, Record, raw_record
 
 log = logging.getLogger("collector.listeners")
 

@@ -14,14 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.config import parse_duration
-from collector.record import (
-    FACILITIES,
-    LEVELS,
-    Record,
-    facility_from_name,
-    format_timestamp,
-    level_from_name,
-)
+from collector.record import FACILITIES, LEVELS, Record, facility_from_name, level_from_name
+from collector.times import MAX_US, MIN_US, days_from_civil, format_timestamp, valid_day
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
@@ -29,11 +23,6 @@ DEFAULT_LIMIT = 100
 # so one request cannot make the daemon build a million-entry answer.
 MAX_BUCKETS = 100_000
 STATS_BY = ("level", "service", "host", "facility")
-
-# Microseconds for 0001-01-01 and 9999-12-31T23:59:59.999999Z: the range
-# RFC 3339 can write (§5.6, four-digit year).
-MIN_US = -62_135_596_800_000_000
-MAX_US = 253_402_300_799_999_999
 
 _FILTERS = frozenset({"start", "end", "service", "host", "level", "min_level", "facility", "q"})
 LOGS_PARAMS = _FILTERS | {"limit", "order", "cursor"}
@@ -105,22 +94,6 @@ _RFC3339 = re.compile(
     r"(?:([Zz])|([+-])(\d\d):?(\d\d))?"
 )
 _UNIX = re.compile(r"(-?)(\d+)(?:\.(\d*))?")
-_DAYS_BEFORE_MONTH = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
-
-
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    # Days since 1970-01-01 in the proleptic Gregorian calendar, without
-    # datetime (whose range and float paths we do not want here).
-    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    if not 1 <= m <= 12:
-        raise ValueError("month")
-    mdays = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[m - 1]
-    if not 1 <= d <= mdays:
-        raise ValueError("day")
-    yy = y - 1
-    days = yy * 365 + yy // 4 - yy // 100 + yy // 400
-    days += _DAYS_BEFORE_MONTH[m - 1] + (1 if leap and m > 2 else 0) + d - 1
-    return days - 719_162  # days from 0001-01-01 to 1970-01-01
 
 
 def parse_time(name: str, value: str) -> int:
@@ -147,7 +120,10 @@ def parse_time(name: str, value: str) -> int:
             hour, minute, sec = int(m[4] or 0), int(m[5] or 0), int(m[6] or 0)
             if hour > 23 or minute > 59 or sec > 60:
                 raise ValueError("time")
-            days = _days_from_civil(int(m[1]), int(m[2]), int(m[3]))
+            y, mo, d = int(m[1]), int(m[2]), int(m[3])
+            if not valid_day(y, mo, d):
+                raise ValueError("date")
+            days = days_from_civil(y, mo, d)
         except ValueError:
             raise QueryError(f"{name}: not a valid date or time: {value!r}") from None
         # RFC 3339 §5.6 allows a leap second (:60); count it as :59.999999.

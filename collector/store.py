@@ -21,7 +21,8 @@ from operator import attrgetter, itemgetter, le
 from typing import Any
 
 from collector.query import Query, QueryError
-from collector.record import FACILITIES, LEVELS, Record, format_timestamp
+from collector.record import FACILITIES, LEVELS, Record, make_id, parse_id
+from collector.times import format_timestamp
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
 MAX_BUCKETS = 10_000
@@ -70,27 +71,6 @@ class Page:
 
     items: list[tuple[str, Record]]
     next_cursor: str | None
-
-
-_ID = "{:x}-{:x}".format  # make_id's spelling, mapped over a page's columns at C speed
-
-
-def make_id(ts: int, seq: int) -> str:
-    """The record id: event time and sequence number, in hex."""
-    return f"{ts:x}-{seq:x}"
-
-
-def parse_id(text: str) -> tuple[int, int] | None:
-    """(timestamp, seq) of an id made by `make_id`, or None when malformed."""
-    ts_hex, sep, seq_hex = text.rpartition("-")
-    if not sep:
-        return None
-    try:
-        key = (int(ts_hex, 16), int(seq_hex, 16))
-    except ValueError:
-        return None
-    # int() also accepts "0x", "+", "_" and spaces: only the canonical form names a record.
-    return key if make_id(*key) == text else None
 
 
 def _count_bytes(counts: list[int], data: bytes) -> None:
@@ -1237,7 +1217,7 @@ class Store:
             while stop < len(found) and found[stop][0] is shard:
                 stop += 1
             idx = [i for _, i in found[start:stop]]
-            ids = map(_ID, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
             items.extend(zip(ids, shard.records(idx), strict=True))
             start = stop
         return Page(items, items[-1][0] if more else None)

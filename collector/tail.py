@@ -15,8 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from collector.query import Query, matches, record_line
-from collector.record import Record
-from collector.store import make_id
+from collector.record import Record, make_id
 
 if TYPE_CHECKING:
     from collector.http import HttpProtocol

@@ -25,8 +25,8 @@ from collector.daemon import Daemon
 from collector.http import App, HttpProtocol, Request, route
 from collector.metrics import make_registry
 from collector.query import parse_time
-from collector.record import format_timestamp
 from collector.store import Store
+from collector.times import format_timestamp
 from tests.support import get_json, http_request, local_config, running_daemon, wait_for
 
 # --- helpers ----------------------------------------------------------------------------

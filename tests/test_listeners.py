@@ -20,8 +20,7 @@ from collector import listeners as listeners_mod
 from collector.config import ListenerConfig, ParsingConfig
 from collector.daemon import StartupError
 from collector.listeners import Listener, start_listener
-from collector.parse import ParseOptions
-from collector.record import Record
+from collector.record import ParseOptions, Record
 from tests.support import (
     get_json,
     http_request,

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.parse import ParseOptions, parse_syslog, raw_record
-from collector.record import record_to_dict
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, raw_record, record_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.messages import json_lines, malformed, mixed, rfc3164_messages, rfc5424_messages

@@ -11,8 +11,8 @@ import pytest
 
 from collector.config import StoreConfig
 from collector.query import Query, QueryError
-from collector.record import Record
-from collector.store import Store, make_id
+from collector.record import Record, make_id
+from collector.store import Store
 from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
 
 SPAN = 1_000
