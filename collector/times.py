@@ -78,7 +78,7 @@ def local_to_seconds(y: int, mo: int, d: int, h: int, mi: int, s: int, tz: _dt.t
     return datetime_to_us(t) // 1_000_000 + leap
 
 
-# --- RFC 5424 TIMESTAMP (§6.2.3), RFC 3339 §5.6 ---- ---------------------------------------
+# --- reading: RFC 5424 TIMESTAMP (§6.2.3), RFC 3339 §5.6 -----------------------
 #
 #   TIMESTAMP      = NILVALUE / FULL-DATE "T" FULL-TIME
 #   FULL-DATE      = DATE-FULLYEAR "-" DATE-MONTH "-" DATE-MDAY
