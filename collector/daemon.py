@@ -1,11 +1,9 @@
-"""Daemon stage: run(config) wires listeners -> ingest -> store -> HTTP and runs them.
+"""Daemon stage: run(config) wires listeners -> sink -> store -> HTTP, signals, shutdown.
 
-Nothing here parses or stores: it builds the one live Settings and the one
-sink (`Daemon.ingest`: store, write-ahead log, live tails) that listeners and
-POST /logs share, starts things in order, waits for the stop event (set by
-SIGTERM/SIGINT) and shuts down in order, each step bounded. SIGHUP hands over
-to `reload`; under systemd it says READY/STOPPING and pings the watchdog from
-the event loop. uvloop is chosen here and only here.
+Nothing here parses or stores. It builds the one live Settings and the one sink
+(`Daemon.ingest`) that listeners and POST /logs share; SIGTERM/SIGINT set the
+stop event, then each shutdown step is bounded; SIGHUP hands over to `reload`.
+uvloop is chosen here and only here.
 """
 
 from __future__ import annotations
@@ -141,7 +139,6 @@ async def start(
         shard_span_us=int(config.store.shard_span * 1_000_000),
     )
     daemon = Daemon(Settings(config), store, config_path=config_path)
-    daemon.tails = LiveTails()
     if stop_event is not None:
         daemon.stop_event = stop_event
     daemon.reloads.last_success_time = daemon.started_at

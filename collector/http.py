@@ -1,10 +1,7 @@
-"""HTTP stage: one asyncio.Protocol per connection, driven by httptools.
+"""HTTP stage: one asyncio.Protocol per connection over httptools, handlers are functions.
 
-httptools parses (no hand-written request parsing); this module reacts to its
-callbacks as uvicorn does, routes each finished request to a handler function
-`(request, app) -> Response` and writes answers in request order (RFC 9112
-§9.3.2, pipelining). Every error is JSON `{"error": ...}`, never a trace.
-Counters are plain ints in `HttpStats`; /metrics folds them in at scrape time.
+Requests route to `(request, app) -> Response`; answers go in request order
+(RFC 9112 §9.3.2); every error is JSON, never a trace; counters are plain ints.
 POST /logs hands records to the `ingest` callable it is given (the listeners'
 seam) and /tail joins the daemon's LiveTails: HTTP never calls the daemon.
 """

@@ -1,9 +1,8 @@
 """Listener stage: sockets -> framing -> parse -> sink, for UDP, TCP and unix.
 
-Protocols only frame bytes and queue them; once per loop iteration the queue is
-parsed and handed to `sink` as one batch (no per-message await or task). Errors
-are caught here, at the edge: counted in plain ints, logged rate-limited with
-the peer's bytes sanitised, and a bad frame never costs its neighbours.
+Once per loop iteration queued frames are parsed and handed to `sink` as one
+batch (no per-message await). Errors are caught here, at the edge: counted,
+logged rate-limited, peer bytes sanitised; a bad frame never costs its neighbours.
 Listeners know only the sink and the live Settings: never the store or HTTP.
 """
 

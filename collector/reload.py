@@ -1,9 +1,8 @@
 """Reload stage (SIGHUP): diff the running config against a new one and apply it.
 
-Records and the connections of unchanged listeners survive; what cannot be
-applied keeps running as it was, is logged and counted. Every setting the
-running parts read lives in the one Settings object: a reload writes it once.
-This module does not import the daemon; it works on the `Running` parts.
+Records and unchanged listeners' connections survive; what cannot be applied
+keeps running as it was, logged and counted. Settings are written once, with
+`Settings.apply`. It works on the `Running` parts and never imports the daemon.
 """
 
 from __future__ import annotations

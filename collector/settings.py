@@ -1,9 +1,8 @@
 """Settings stage: the one live settings object the running parts read by reference.
 
-The config is copied nowhere: listeners, HTTP and the daemon's loops hold this
-object and read `config` (and what is derived from it) when they use it, so a
-reload changes every reader at once with one `apply()`. Built from a validated
-Config; no I/O.
+Nothing copies config values out of it: listeners, HTTP and the daemon's loops
+hold this object and read it when they use it, so a reload changes every reader
+at once with one `apply()`. Built from a validated Config; no I/O.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Tail stage: live fan-out of stored batches to `/tail` streams.
 
-The daemon owns the LiveTails and its sink publishes each stored batch once;
-one flush per event-loop turn renders every record at most once and writes each
-stream one chunk: N tails cost N writes per turn, never a per-message await.
-A stream is anything with the small `Stream` shape (HTTP's connection is one);
-this module imports no HTTP. A client that stops reading is cut off at a fixed
-backlog, never buffered forever.
+The daemon owns the LiveTails; its sink publishes each batch once, and one flush
+per loop turn renders each record at most once (no per-message await). A Tail
+writes to the small `Stream` protocol, so no HTTP is imported here; a client
+that stops reading is cut off at a fixed backlog, never buffered forever.
 """
 
 from __future__ import annotations
