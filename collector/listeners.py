@@ -126,6 +126,8 @@ class _Ingest:
         # Read once per batch, by reference: a reload's new timezone and TTL
         # apply from the next batch on, with nothing to patch here.
         self.settings = settings
+        # Fixed for this incarnation (framers and the UDP buffer are sized
+        # by it): a reload that changes it rebinds the listener.
         self.max_bytes = max_bytes
         self.loop = loop
         self.stats = ListenerStats()
