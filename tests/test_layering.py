@@ -1,7 +1,7 @@
-"""The house rules on imports, read with `ast`: parsing, framing, store and
-query import no I/O or event loop and read no clock (DESIGN.md rule 1);
-listeners hand batches to a sink and never import the store or HTTP, and no
-collector modules import each other in a cycle (rule 2)."""
+"""The house rules on imports (README.md, Layout), read with `ast`: parsing,
+framing, store and query import no I/O or event loop and read no clock;
+listeners hand batches to a sink and never import the store or HTTP; and no
+collector modules import each other in a cycle."""
 
 from __future__ import annotations
 
