@@ -649,7 +649,8 @@ def breakdown_one(mode: str, n: int) -> None:
 
     from collector import listeners
     from collector.config import ListenerConfig
-    from collector.record import ParseOptions, Record
+    from collector.record import Record
+    from collector.settings import Settings
     from collector.store import Store
 
     if "noparse" in mode:
@@ -686,7 +687,7 @@ def breakdown_one(mode: str, n: int) -> None:
                 done.set()
 
         cfg = ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0")
-        lst = await listeners.start_listener(cfg, sink, ParseOptions(), 65536)
+        lst = await listeners.start_listener(cfg, sink, Settings(), 65536)
         assert isinstance(lst.address, tuple)
         c0 = time.process_time()
         sender = tcp_load(lst.address[1], n, find_loggen())
