@@ -1,5 +1,6 @@
 """The house rule that keeps the data path pure: parsing, framing, store and
-query import no I/O or event loop and read no clock (DESIGN.md rule 1)."""
+query import no I/O or event loop and read no clock (README.md, Layout): the
+time comes in as an argument, so they are tested without sockets or clocks."""
 
 from __future__ import annotations
 
