@@ -2,8 +2,8 @@
 
 Pure: no clock, no I/O. Bad input raises QueryError (-> 400) whose message
 starts with the parameter's name. Every check of a query lives here (`check`,
-`check_stats`, MAX_BUCKETS); the store calls them and has none of its own.
-This module never touches the store.
+`check_stats`, MAX_BUCKETS); the store calls them and has none of its own
+(it only reads its own cursor tokens). This module never touches the store.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def _filters(p: dict[str, str]) -> dict[str, Any]:
 
 
 def parse_logs_query(params: dict[str, list[str]]) -> Query:
-    """Parameters of `GET /logs` -> Query (the cursor must be one this server made)."""
+    """Parameters of `GET /logs` -> Query (the cursor stays opaque: the store reads it)."""
     p = _single(params, LOGS_PARAMS, "/logs")
     f = _filters(p)
     if "limit" in p:
