@@ -24,12 +24,10 @@ from typing import Any
 
 import pytest
 
-from collector.config import HttpConfig
 from collector.http import App, Request, route, web_files
-from collector.metrics import make_registry
 from collector.record import format_timestamp
-from collector.store import Store
 from tests.faults_support import DaemonProcess, poll
+from tests.test_http import make_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,10 +45,7 @@ CHROMIUM_ARGS = [
 
 
 def _app(token: str | None = None) -> App:
-    store = Store(ttl_us=3600 * 10**6, max_records=1000, max_memory=1 << 26)
-    return App(
-        store, make_registry(store, list), lambda: [], 3600.0, http=HttpConfig(auth_token=token)
-    )
+    return make_app(auth_token=token)
 
 
 def _get(app: App, path: str, method: str = "GET", **headers: str) -> Any:
