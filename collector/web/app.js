@@ -502,6 +502,7 @@ async function run(opts = {}) {
 }
 
 function syncControls() {
+  document.title = state.query ? `${state.query} \u00b7 collector` : "collector";
   if (document.activeElement !== $("search")) $("search").value = state.query;
   $("range-start").value = state.start;
   $("range-end").value = state.end;
@@ -1166,7 +1167,7 @@ async function pollHealth() {
       const rate = lastCounts ? (c.received - lastCounts.received) / ((now - lastCounts.t) / 1000) : null;
       items.push(["ingest", rate === null ? "\u2026" : `${fmtInt(Math.max(0, Math.round(rate)))}/s`]);
       items.push(["dropped", fmtInt(c.dropped), c.dropped > 0]);
-      if (c.limited) items.push(["rate-limited", fmtInt(c.limited), true]);
+      if (c.limited) items.push(["rate-limited", fmtInt(c.limited), true, 'service:collector "rate limit"']);
       items.push(["truncated", fmtInt(c.truncated)]);
       items.push(["evicted", fmtInt(c.evicted)]);
       lastCounts = c;
@@ -1174,9 +1175,15 @@ async function pollHealth() {
     items.push(["up", duration(h.uptime_seconds)]);
     items.push(["ttl", duration(h.ttl_seconds)]);
     items.push(["listeners", (h.listeners || []).join(", ") || "none"]);
-    box.replaceChildren(...items.map(([k, v, bad]) => {
+    box.replaceChildren(...items.map(([k, v, bad, search]) => {
       const s = el("span", bad ? "bad" : null, `${k} `);
       s.append(el("b", null, v));
+      if (search) {
+        // The collector notes each rate-limited sender in a record of its own.
+        s.classList.add("link");
+        s.title = `Show the collector's notes: ${search}`;
+        s.addEventListener("click", () => { state.query = search; changed(); });
+      }
       return s;
     }));
     box.dataset.records = String(h.records);
