@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import re2
 
-from collector.record import FACILITIES, LEVELS, Record, facility_from_name, level_from_name
+from collector.record import FACILITIES, LEVELS, facility_from_name, level_from_name
 
 # Bounds: a query is typed by a person; these keep a hostile one cheap to
 # parse and to run (recursion depth, terms evaluated per record, regex memory).
@@ -333,7 +333,7 @@ class _Parser:
             else:
                 out.append(c)
                 i += 1
-        raise self.fail('unterminated quote (a \\" inside is a quote)', at)
+        raise self.fail("unterminated quote", at)
 
     def regex(self) -> Node:
         at = self.i
@@ -404,7 +404,7 @@ class _Parser:
         op = next(o for o in _OPS if self.s.startswith(o, self.i))
         op_at = self.i
         self.i += len(op)
-        if name not in FIELD_NAMES and not _dotted(name):
+        if name not in FIELD_NAMES and not is_dotted(name):
             if name.startswith(("fields.", "sd.")) or name in ("fields", "sd"):
                 raise self.fail("expected fields.KEY[.KEY...] or sd.SD-ID.PARAM", at)
             raise self.fail(
@@ -491,7 +491,7 @@ class _Parser:
         return Codes(name, frozenset(codes))
 
 
-def _dotted(name: str) -> bool:
+def is_dotted(name: str) -> bool:
     """`fields.a.b` (at least one key) or `sd.ID.PARAM` (at least two parts)."""
     parts = name.split(".")
     if parts[0] == "fields":
@@ -606,7 +606,7 @@ def lookup_path(obj: Any, parts: list[str]) -> Any:
     return _MISSING
 
 
-def field_values(rec: Record, name: str) -> list[str] | None:
+def field_values(rec: RecordLike, name: str) -> list[str] | None:
     """The text values of field `name` in `rec` (a list: an SD-PARAM may
     repeat, a JSON value may be an array); None when the record has none."""
     if name in TEXT_FIELDS:
@@ -616,29 +616,57 @@ def field_values(rec: Record, name: str) -> list[str] | None:
         return [LEVELS[rec.level]]
     if name == "facility":
         return None if rec.facility is None else [FACILITIES[rec.facility]]
+    return extra_values(name, rec.structured_data, rec.fields)
+
+
+def extra_values(name: str, structured_data: Any, fields: Any) -> list[str] | None:
+    """`field_values` of a `fields.PATH` or `sd.ID.PARAM` name, from a
+    record's structured data and fields (None or dicts)."""
     if name.startswith("fields."):
-        found = lookup_path(rec.fields or {}, name.split(".")[1:])
+        found = lookup_path(fields or {}, name.split(".")[1:])
         if found is _MISSING:
             return None
         if isinstance(found, list):
             return [field_text(x) for x in found]
         return [field_text(found)]
-    if name.startswith("sd."):
-        sd = rec.structured_data
-        if not sd:
-            return None
+    if name.startswith("sd.") and structured_data:
         path = name[3:]
         out: list[str] = []
         # An SD-ID and a PARAM-NAME may both contain dots: try every split.
         for k in range(len(path)):
             if path[k] != ".":
                 continue
-            params = sd.get(path[:k])
+            params = structured_data.get(path[:k])
             if params is not None and path[k + 1 :] in params:
                 v = params[path[k + 1 :]]
                 out.extend(v if isinstance(v, list) else [v])
         return out or None
     return None
+
+
+MAX_NAME_DEPTH = 8
+
+
+def field_names(structured_data: Any, fields: Any) -> set[str]:
+    """The names a record answers to (`fields.http.status`, `sd.origin.ip`):
+    leaf paths of its fields (nested objects dotted, at most MAX_NAME_DEPTH
+    deep) and every SD-PARAM."""
+    names: set[str] = set()
+    if fields:
+        stack: list[tuple[str, Any, int]] = [("fields", fields, 0)]
+        while stack:
+            prefix, obj, depth = stack.pop()
+            for k, v in obj.items():
+                name = f"{prefix}.{k}"
+                if isinstance(v, dict) and v and depth < MAX_NAME_DEPTH:
+                    stack.append((name, v, depth + 1))
+                else:
+                    names.add(name)
+    if structured_data:
+        for sd_id, params in structured_data.items():
+            for param in params:
+                names.add(f"sd.{sd_id}.{param}")
+    return names
 
 
 def find_text(low: str, t: Text) -> bool:
@@ -666,7 +694,32 @@ def value_matches(node: Field, values: Iterable[str]) -> bool:
     return False
 
 
-Predicate = Callable[[Record], bool]
+class RecordLike(Protocol):
+    """What a predicate reads: a Record, or a store's view of a stored one."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def level(self) -> int: ...
+    @property
+    def facility(self) -> int | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def service(self) -> str | None: ...
+    @property
+    def procid(self) -> str | None: ...
+    @property
+    def msgid(self) -> str | None: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def structured_data(self) -> Any: ...
+    @property
+    def fields(self) -> Any: ...
+
+
+Predicate = Callable[[RecordLike], bool]
 
 
 def predicate(node: Node) -> Predicate:
@@ -702,7 +755,7 @@ def predicate(node: Node) -> Predicate:
     if f.name in TEXT_FIELDS:
         attr = f.name
 
-        def text_field(rec: Record) -> bool:
+        def text_field(rec: RecordLike) -> bool:
             v = getattr(rec, attr)
             return v is not None and value_matches(f, (v,))
 
@@ -719,8 +772,8 @@ class Summary(Protocol):
     def may_have_word(self, word: str) -> bool:
         """False only when no message here contains `word` (lower-cased)."""
 
-    def values(self, name: str) -> Collection[str] | None:
-        """Every value of a TEXT_FIELDS field present here (None: not known)."""
+    def values(self, name: str) -> Collection[str | None] | None:
+        """Every value (None for absent) of a TEXT_FIELDS field present here; None: not known."""
 
     def codes(self, name: str) -> Collection[int] | None:
         """Every `level`/`facility` code present here (None: not known)."""
@@ -780,14 +833,3 @@ def may_match(node: Node, summary: Summary) -> bool:
         return values is None or any(v is not None for v in values)
     # Not, Regex, fields.*, sd.*: a summary cannot rule them out.
     return True
-
-
-def top_level_sets(node: Node) -> Mapping[str, Field | Codes]:
-    """Terms ANDed at the top of the tree on host/service/level/facility/...:
-    what a store can turn into the same plan as the equivalent parameters."""
-    children = node.children if isinstance(node, And) else (node,)
-    out: dict[str, Field | Codes] = {}
-    for c in children:
-        if isinstance(c, Field | Codes) and c.name in FIELD_NAMES and c.name not in out:
-            out[c.name] = c
-    return out
