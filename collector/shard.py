@@ -193,6 +193,9 @@ class Plan:
     # `last_key` is the last record tested (where the next page goes on).
     budget: int = 0
     spent: int = 0
+    # Records a request may still unpack to build value indexes (None: no
+    # bound); a shard without one then leaves its fields.*/sd.* terms to `residual`.
+    index_budget: int | None = None
     last_key: tuple[int, int] | None = None
     exhausted: bool = False
     tree: search.Node | None = None  # the whole tree, for the summaries' verdict
@@ -587,7 +590,14 @@ class Shard:
                     return None
                 out.append((None, found, len(found)))
         for term in plan.extra_terms:
-            index = self.memo_get(("index", term.name), self._value_index, term.name)
+            key = ("index", term.name)
+            index = self.memo_peek(key)
+            if index is None:
+                if plan.index_budget is not None:
+                    if plan.index_budget < len(self.extras):
+                        continue  # not in this request's budget: the residual tests it
+                    plan.index_budget -= len(self.extras)
+                index = self.memo_get(key, self._value_index, term.name)
             if isinstance(term, search.Exists):
                 matched = set().union(*index.values())
             else:
@@ -686,6 +696,11 @@ class Shard:
     def version(self) -> tuple[int, int, int]:
         """Changes whenever the shard's live records do (adds, trims)."""
         return (len(self.ts), self.base, len(self.recv))
+
+    def memo_peek(self, key: tuple[Any, ...]) -> Any:
+        """What `memo_get` kept for `key` at this version, or None."""
+        found = self.memo.get((*key, self.version()))
+        return found
 
     def memo_get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
         """`compute(*args)`, kept until the shard changes (older shards never do).

@@ -32,6 +32,10 @@ SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
 # the event loop for a bounded time (~0.1-0.3 s); a page cut short still has
 # a next_cursor.
 SCAN_BUDGET = 50_000
+# /logs: at most this many records unpacked per request to build the
+# per-shard value indexes of fields.*/sd.* terms (each built once per shard
+# version); shards past it are searched by the per-record test instead.
+INDEX_BUDGET = 100_000
 
 _TS = attrgetter("timestamp")
 
@@ -115,9 +119,10 @@ def _plan_search(plan: Plan, tree: search.Node) -> None:
             texts.append(inner)
         else:
             if isinstance(inner, search.Field | search.Exists) and not negate:
-                extra_terms.append(inner)  # through the shard's value index
-            else:
-                rest.append(node)
+                # Through the shard's value index where there is one; the
+                # residual test stays for shards without (see index_budget).
+                extra_terms.append(inner)
+            rest.append(node)
     plan.value_tests = tuple(tests)
     plan.texts = tuple(texts)
     plan.extra_terms = tuple(extra_terms)
@@ -450,6 +455,7 @@ class Store:
         """
         plan = _plan(check(q))
         plan.budget = SCAN_BUDGET
+        plan.index_budget = INDEX_BUDGET
         limit = max(1, q.limit)
         found = list(
             islice(

@@ -600,3 +600,18 @@ def test_a_scan_cut_short_by_the_budget_pages_on_and_still_visits_every_match_on
         assert first.next_cursor is not None
         assert page_all(s, q) == want
         assert page_all(s, replace(q, order="desc")) == want[::-1]
+
+
+def test_fields_terms_past_the_index_budget_are_tested_record_by_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector import store as store_module
+    from collector.search import parse
+
+    monkeypatch.setattr(store_module, "INDEX_BUDGET", 5)  # fewer than any shard holds
+    s, records = _population()
+    for text in ("fields.user_id:42", "fields.user_id:*", "sd.origin.ip:10.0.0.1 host:web-1"):
+        want = _brute(records, text)
+        q = Query(search=parse(text), limit=9)
+        assert page_all(s, q) == want
+        assert page_all(s, replace(q, order="desc")) == want[::-1]
