@@ -628,10 +628,10 @@ class Shard:
         # Then, lazily, the per-record tests: a first page runs them only on
         # as many records as it needs.
         tests: list[Callable[[int], bool]] = []
-        message, phys = self.text.message, self.phys
+        phys = self.phys
         for t in plan.texts:
             if t.start or t.end:
-                tests.append(partial(_edges_hold, message, phys, t))
+                tests.append(partial(_edges_hold, self.text.lowered, phys, t))
         if plan.residual is not None:
             residual = plan.residual
             tests.append(lambda i: residual(_Row(self, phys(i))))
@@ -763,9 +763,9 @@ class _Summary:
 
 
 def _edges_hold(
-    message: Callable[[int], str], phys: Callable[[int], int], t: search.Text, i: int
+    lowered: Callable[[int], str], phys: Callable[[int], int], t: search.Text, i: int
 ) -> bool:
-    return search.find_text(message(phys(i)).lower(), t)
+    return search.find_text(lowered(phys(i)), t)
 
 
 class _Row:

@@ -479,11 +479,17 @@ def _population() -> tuple[Store, list[tuple[str, Record]]]:
     return s, both
 
 
+@pytest.mark.parametrize("sealed", [False, True])
 @pytest.mark.parametrize("text", SEARCHES)
-def test_a_search_pages_exactly_what_the_tree_matches_in_both_orders(text: str) -> None:
+def test_a_search_pages_exactly_what_the_tree_matches_in_both_orders(
+    text: str, sealed: bool
+) -> None:
     from collector.search import parse
 
     s, records = _population()
+    if sealed:  # text kept lower-cased plus a compressed case mask
+        s.seal()
+        assert s.get(records[0][0]) == records[0][1]
     want = _brute(records, text)
     q = Query(search=parse(text), limit=7)
     assert page_all(s, q) == want
