@@ -182,6 +182,16 @@ def _top(counter: Counter[str], others: int) -> dict[str, int]:
     return out
 
 
+def warm_names(shard: Shard) -> int:
+    """Count a whole shard's fields.*/sd.* names ahead of `/fields` (kept
+    until it changes); returns how many records that read (0: already done)."""
+    key = ("names",)
+    if not shard.extras or shard.memo_peek(key) is not None:
+        return 0
+    _memo(shard, key, _name_counts, shard, _phys(shard, range(len(shard))))
+    return len(shard.extras)
+
+
 def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
     """`/fields`: the fields.*/sd.* names of matching records, how many have
     each, most frequent first, at most MAX_FIELDS."""

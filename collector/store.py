@@ -22,7 +22,7 @@ from collector import search
 from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
 from collector.record import LEVELS, Record, make_id, parse_id
 from collector.shard import Plan, Shard
-from collector.stats import aggregate, field_counts
+from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES, SEAL_CHUNK
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
@@ -36,6 +36,9 @@ SCAN_BUDGET = 50_000
 # per-shard value indexes of fields.*/sd.* terms (each built once per shard
 # version); shards past it are searched by the per-record test instead.
 INDEX_BUDGET = 100_000
+# Records per expire() call read to count older shards' field names ahead of
+# /fields (so that a first /fields over a full store reads few records).
+WARM_BUDGET = 20_000
 
 _TS = attrgetter("timestamp")
 
@@ -377,7 +380,19 @@ class Store:
                 dropped += k
         self.expired_total += dropped
         self.seal(self.seal_budget)
+        self.warm(WARM_BUDGET)
         return dropped
+
+    def warm(self, max_records: int) -> int:
+        """Count older shards' field names ahead of `/fields`, reading at most
+        about `max_records` records (the sweeper's share, a shard at a time);
+        returns how many it read."""
+        done = 0
+        for key in self._keys[:-2]:
+            if done >= max_records:
+                break
+            done += warm_names(self._shards[key])
+        return done
 
     def seal(self, max_bytes: int | None = None) -> int:
         """Seal older shards' message text, at most `max_bytes` of it (None: all).

@@ -621,3 +621,14 @@ def test_fields_terms_past_the_index_budget_are_tested_record_by_record(
         q = Query(search=parse(text), limit=9)
         assert page_all(s, q) == want
         assert page_all(s, replace(q, order="desc")) == want[::-1]
+
+
+def test_expire_counts_older_shards_field_names_ahead_of_fields() -> None:
+    s, _ = _population()
+    want = s.fields(Query())
+    fresh, _ = _population()
+    assert fresh.warm(10**9) > 0
+    assert fresh.warm(10**9) == 0  # counted once while the shards do not change
+    assert fresh.fields(Query()) == want
+    fresh.expire(10**9)  # the sweeper's call: warming is part of it, a budget at a time
+    assert fresh.fields(Query()) == want
