@@ -1,23 +1,20 @@
-"""The CLI's side of the HTTP API: `collector query` and `collector tail`.
+"""The CLI's side of the HTTP API: `collector query`, `tail` and `stats`.
 
 A small blocking client on http.client (stdlib): it talks to the daemon's
-HTTP port only, never to the store. Relative times (`-15m`) are turned into
-absolute ones here, where reading the clock is allowed.
+HTTP port only, never to the store. Relative times (`-15m`) go to the daemon
+as they are: it resolves them once, and a cursor keeps what they meant.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-
-from collector.config import parse_duration
 
 DEFAULT_URL = "http://127.0.0.1:9514"
 PAGE_MAX = 10_000  # the API's largest page
@@ -25,31 +22,14 @@ TIMEOUT = 30.0
 # /tail sends a blank line every 15 s; four missed ones mean the daemon is gone.
 TAIL_TIMEOUT = 60.0
 
-_RELATIVE = re.compile(r"([+-])\s*(\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?)")
-_COLOURS = {
-    "emerg": "\x1b[1;97;41m",
-    "alert": "\x1b[1;97;41m",
-    "crit": "\x1b[1;91m",
-    "err": "\x1b[91m",
-    "warning": "\x1b[93m",
-    "notice": "\x1b[96m",
-    "info": "",
-    "debug": "\x1b[2m",
-}
-_RESET = "\x1b[0m"
-# A log line must not drive the terminal it is printed on (ESC sequences,
-# CR overwriting the line): C0 controls and DEL are shown escaped, tab kept.
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 9}
-_CONTROLS[10] = "\\n"
-_CONTROLS[13] = "\\r"
-
 
 class ClientError(Exception):
     """The request could not be answered; `exit_code` 2 means bad input."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = 1, status: int | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.status = status  # the HTTP status when the daemon answered with an error
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +38,6 @@ class Target:
 
     url: str = DEFAULT_URL
     token: str | None = None
-
-
-def absolute_time(value: str, now: float | None = None) -> str:
-    """`now`, `-15m`, `+1h` -> Unix seconds; anything else is passed through
-    for the server to read (RFC 3339 or Unix seconds) and judge."""
-    text = value.strip()
-    now = time.time() if now is None else now
-    if text.lower() == "now":
-        return f"{now:.6f}"
-    m = _RELATIVE.fullmatch(text)
-    if m is None:
-        return text
-    seconds = parse_duration(m[2])
-    return f"{now - seconds if m[1] == '-' else now + seconds:.6f}"
 
 
 def _connect(target: Target, timeout: float) -> tuple[http.client.HTTPConnection, str]:
@@ -109,7 +75,9 @@ def _request(
             message = json.loads(body)["error"]
         except (ValueError, KeyError, TypeError):
             message = body[:200].decode("utf-8", "replace") or resp.reason
-        raise ClientError(f"{message} (HTTP {resp.status})", 2 if resp.status == 400 else 1)
+        raise ClientError(
+            f"{message} (HTTP {resp.status})", 2 if resp.status == 400 else 1, resp.status
+        )
     return conn, resp
 
 
@@ -141,6 +109,12 @@ def tail_records(target: Target, params: dict[str, str]) -> Iterator[dict[str, A
     """Records from GET /tail as they arrive; keep-alive blank lines skipped.
     Ends when the daemon closes the stream."""
     conn, resp = _request(target, "/tail", params, TAIL_TIMEOUT)
+    return _stream(target, conn, resp)
+
+
+def _stream(
+    target: Target, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+) -> Iterator[dict[str, Any]]:
     try:
         while True:
             try:
@@ -152,19 +126,97 @@ def tail_records(target: Target, params: dict[str, str]) -> Iterator[dict[str, A
             if not line:
                 return
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    # A line cut by a daemon going away mid-write: the stream is lost.
+                    raise ClientError(f"lost the stream from {target.url}: cut line") from None
     finally:
         conn.close()
 
 
-def format_record(rec: dict[str, Any], colour: bool = False) -> str:
-    """One readable line: time, host, service[pid], level, message (control
-    characters escaped)."""
-    service = str(rec.get("service") or "-")
-    if rec.get("procid"):
-        service = f"{service}[{rec['procid']}]"
-    level = str(rec.get("level", ""))
-    shown = f"{_COLOURS.get(level, '')}{level}{_RESET}" if colour and _COLOURS.get(level) else level
-    message = str(rec.get("message", "")).translate(_CONTROLS)
-    host = str(rec.get("host") or "-").translate(_CONTROLS)
-    return f"{rec.get('timestamp')} {host} {service.translate(_CONTROLS)} {shown}: {message}"
+def _get_json(target: Target, path: str, params: dict[str, str]) -> Any:
+    conn, resp = _request(target, path, params, TIMEOUT)
+    try:
+        return json.loads(resp.read())
+    except (ValueError, OSError) as e:
+        raise ClientError(f"bad answer from {target.url}: {e}") from None
+    finally:
+        conn.close()
+
+
+def newest_records(
+    target: Target, params: dict[str, str], n: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The newest `n` matches, oldest first, and how many matched in all
+    (`/stats` with the same filters, asked after the page)."""
+    recs = list(query_records(target, {**params, "order": "desc"}, n))
+    recs.reverse()
+    total = int(stats(target, params).get("total", len(recs)))
+    return recs, max(total, len(recs))
+
+
+def stats(target: Target, params: dict[str, str]) -> dict[str, Any]:
+    """`GET /stats` with these parameters."""
+    answer: dict[str, Any] = _get_json(target, "/stats", params)
+    return answer
+
+
+class Resume:
+    """Where a followed stream picks up after a reconnect: after the newest
+    record printed (its time), skipping the ids printed at that very time."""
+
+    def __init__(self, since: str | None = None) -> None:
+        self.newest: str | None = None  # RFC 3339 timestamp, as the API prints it
+        self.ids_at_newest: set[str] = set()
+        self.since = since
+
+    def seen(self, rec: dict[str, Any]) -> bool:
+        """Whether `rec` was already printed; remembers it if not."""
+        ts, rid = str(rec.get("timestamp", "")), str(rec.get("id", ""))
+        if self.newest is not None and ts == self.newest and rid in self.ids_at_newest:
+            return True
+        if self.newest is None or ts > self.newest:
+            self.newest, self.ids_at_newest = ts, {rid}
+        elif ts == self.newest:
+            self.ids_at_newest.add(rid)
+        return False
+
+    def start(self) -> str | None:
+        """The `start` to ask the stream for: the newest printed time."""
+        return self.newest or self.since
+
+
+def follow(
+    target: Target,
+    params: dict[str, str],
+    resume: Resume,
+    say: Callable[[str], None],
+    *,
+    retry_seconds: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[dict[str, Any]]:
+    """Records from GET /tail, for ever: when the daemon goes away (a
+    restart), say so, reconnect, and resume after the last record yielded,
+    with no duplicate. Ends only when the caller stops (Ctrl-C)."""
+    down = False
+    while True:
+        start = resume.start()
+        ask = {**params, "start": start} if start else params
+        try:
+            stream = tail_records(target, ask)  # connects and reads the status now
+            if down:
+                say(f"reconnected to {target.url}; resuming after the last record printed")
+                down = False
+            for rec in stream:
+                if not resume.seen(rec):
+                    yield rec
+            reason = "the daemon closed the stream"
+        except ClientError as e:
+            if e.status is not None:
+                raise  # the daemon answered (a bad filter, a token): retrying cannot help
+            reason = str(e)
+        if not down:
+            say(f"lost {target.url} ({reason}); reconnecting every {retry_seconds:g}s")
+            down = True
+        sleep(retry_seconds)

@@ -35,9 +35,13 @@ from collector.query import (
     Query,
     QueryError,
     logs_json,
+    make_cursor,
+    parse_context_query,
+    parse_fields_query,
     parse_logs_query,
     parse_stats_query,
     parse_tail_query,
+    record_json,
     to_json,
 )
 from collector.record import Record, apply_clock_skew, make_id, record_to_dict
@@ -212,8 +216,23 @@ def handle_health(req: Request, app: App) -> Response:
 
 
 def handle_logs(req: Request, app: App) -> Response:
-    page = app.store.query(parse_logs_query(req.query))
-    return Response(200, logs_json(page.items, page.next_cursor))
+    q = parse_logs_query(req.query, now_us=_now_us())
+    page = app.store.query(q)
+    return Response(200, logs_json(page.items, make_cursor(page.next_cursor, q)))
+
+
+def handle_context(req: Request, app: App, rec_id: str) -> Response:
+    found = app.store.context(rec_id, parse_context_query(req.query))
+    if found is None:
+        return error(404, f"id: no record with id {rec_id!r} (expired, or never stored)")
+    items, anchor = found
+    logs = ",".join(record_json(rec, rid) for rid, rec in items)
+    return Response(200, f'{{"logs":[{logs}],"anchor":{anchor}}}'.encode("ascii"))
+
+
+def handle_fields(req: Request, app: App) -> Response:
+    names = app.store.fields(parse_fields_query(req.query, now_us=_now_us()))
+    return json_response(200, {"fields": [{"name": n, "count": c} for n, c in names]})
 
 
 def handle_log(req: Request, app: App, rec_id: str) -> Response:
@@ -299,12 +318,14 @@ def _decode_post_body(req: Request) -> list[Any]:
 
 
 def handle_stats(req: Request, app: App) -> Response:
-    sq = parse_stats_query(req.query)
+    sq = parse_stats_query(req.query, now_us=_now_us())
     return json_response(200, app.store.stats(sq.query, sq.by, sq.step_us))
 
 
 def handle_tail(req: Request, app: App) -> Response:
-    return Response(200, b"", "application/x-ndjson", tail=parse_tail_query(req.query))
+    return Response(
+        200, b"", "application/x-ndjson", tail=parse_tail_query(req.query, now_us=_now_us())
+    )
 
 
 def handle_metrics(req: Request, app: App) -> Response:
@@ -369,10 +390,12 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/health": {"GET": handle_health},
     "/logs": {"GET": handle_logs, "POST": handle_post_logs},
     "/stats": {"GET": handle_stats},
+    "/fields": {"GET": handle_fields},
     "/tail": {"GET": handle_tail},
     "/metrics": {"GET": handle_metrics},
 }
 LOG_ROUTE = "/logs/{id}"
+CONTEXT_ROUTE = "/logs/{id}/context"
 OPEN_ROUTES = frozenset({"/health"})  # reachable without http.auth_token
 
 
@@ -406,6 +429,14 @@ def route(req: Request, app: App) -> Response:
     if methods is None and req.path.startswith("/logs/") and req.path.count("/") == 2:
         pattern, arg = LOG_ROUTE, req.path[6:]
         methods = {"GET": cast(Handler, None)}
+    elif (
+        methods is None
+        and req.path.startswith("/logs/")
+        and req.path.endswith("/context")
+        and req.path.count("/") == 3
+    ):
+        pattern, arg = CONTEXT_ROUTE, req.path[6 : -len("/context")]
+        methods = {"GET": cast(Handler, None)}
     if methods is None:
         return error(404, f"path: no route for {req.path}")
     method = "GET" if req.method == "HEAD" else req.method
@@ -416,7 +447,12 @@ def route(req: Request, app: App) -> Response:
         resp.route = pattern
         return resp
     try:
-        resp = handle_log(req, app, arg) if arg is not None else methods[method](req, app)
+        if arg is None:
+            resp = methods[method](req, app)
+        elif pattern == CONTEXT_ROUTE:
+            resp = handle_context(req, app, arg)
+        else:
+            resp = handle_log(req, app, arg)
     except QueryError as e:
         resp = error(400, str(e))
     except Exception:

@@ -8,12 +8,15 @@ starts with the parameter's name. Every check of a query lives here (`check`,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from collector import search
 from collector.config import parse_duration
 from collector.record import FACILITIES, LEVELS, Record, facility_from_name, level_from_name
 from collector.times import MAX_US, MIN_US, days_from_civil, format_timestamp, valid_day
@@ -26,10 +29,21 @@ DEFAULT_LIMIT = 100
 MAX_BUCKETS = 100_000
 STATS_BY = ("level", "service", "host", "facility")
 
-_FILTERS = frozenset({"start", "end", "service", "host", "level", "min_level", "facility", "q"})
+_FILTERS = frozenset(
+    {"start", "end", "service", "host", "level", "min_level", "facility", "q", "query"}
+)
 LOGS_PARAMS = _FILTERS | {"limit", "order", "cursor"}
 STATS_PARAMS = _FILTERS | {"by", "step"}
 TAIL_PARAMS = _FILTERS
+FIELDS_PARAMS = _FILTERS
+CONTEXT_PARAMS = frozenset({"before", "after", "scope"})
+CONTEXT_SCOPES = ("host", "host,service", "all")
+MAX_CONTEXT = 1000
+DEFAULT_CONTEXT = 10
+# /stats by a field with more distinct values answers the most frequent
+# ones and `others`; /fields names at most this many fields.
+MAX_BY_VALUES = 1000
+MAX_FIELDS = 1000
 
 
 class QueryError(ValueError):
@@ -54,6 +68,21 @@ class Query:
     limit: int = DEFAULT_LIMIT
     order: str = "asc"
     cursor: str | None = None
+    # The search language (`query=`) as a filter tree, ANDed with the rest.
+    search: search.Node | None = None
+    # Which filters a cursor handed out for this query is good for (see
+    # `make_cursor`); "" for queries built in code. Not part of equality:
+    # two queries with the same filters are the same query.
+    fingerprint: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextQuery:
+    """`GET /logs/{id}/context`: how many neighbours each side, and among which."""
+
+    before: int = DEFAULT_CONTEXT
+    after: int = DEFAULT_CONTEXT
+    scope: str = "host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +119,11 @@ def check_stats(sq: StatsQuery) -> StatsQuery:
     1 ms) that `parse_stats_query` applies."""
     check(sq.query)
     for n in sq.by:
-        if n not in STATS_BY:
-            raise QueryError(f"by: cannot count by {n!r}; expected {'|'.join(STATS_BY)}")
+        if n not in STATS_BY and not search.is_dotted(n):
+            raise QueryError(
+                f"by: cannot count by {n!r}; expected {'|'.join(STATS_BY)}, "
+                "fields.KEY[.KEY...] or sd.SD-ID.PARAM"
+            )
     if sq.step_us is not None and sq.step_us <= 0:
         raise QueryError(f"step: must be positive; got {sq.step_us}us")
     return sq
@@ -126,7 +158,16 @@ def matches(rec: Record, q: Query) -> bool:
         return False
     if q.facilities is not None and rec.facility not in q.facilities:
         return False
-    return q.q is None or q.q in rec.message.lower()
+    if q.q is not None and q.q not in rec.message.lower():
+        return False
+    return q.search is None or predicate(q.search)(rec)
+
+
+@lru_cache(maxsize=256)
+def predicate(tree: search.Node) -> Callable[[Record], bool]:
+    """The tree's record test, built once per distinct tree (every /tail
+    record of a stream is tested with it)."""
+    return search.predicate(tree)
 
 
 # --- times ----------------------------------------------------------------------
@@ -143,10 +184,25 @@ _RFC3339 = re.compile(
 _UNIX = re.compile(r"(-?)(\d+)(?:\.(\d*))?")
 
 
-def parse_time(name: str, value: str) -> int:
-    """RFC 3339 (missing offset = UTC) or Unix seconds, possibly fractional,
+# `now`, `-15m`, `+2h`, `now-1d`: a unit is required, so `-1.5` stays Unix seconds.
+_RELATIVE = re.compile(r"(?:now)?\s*([+-])\s*(\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))", re.IGNORECASE)
+
+
+def parse_time(name: str, value: str, now_us: int | None = None) -> int:
+    """RFC 3339 (missing offset = UTC), Unix seconds, possibly fractional,
+    or (given `now_us`) `now` and times relative to it (`-15m`, `now-2h`)
     -> microseconds since the epoch. QueryError names `name`."""
     text = value.strip()
+    if now_us is not None:
+        if text.lower() == "now":
+            return now_us
+        rel = _RELATIVE.fullmatch(text)
+        if rel is not None:
+            delta = round(parse_duration(rel[2].replace(" ", "")) * 1_000_000)
+            us = now_us - delta if rel[1] == "-" else now_us + delta
+            if not MIN_US <= us <= MAX_US:
+                raise QueryError(f"{name}: out of range (years 0001..9999): {value!r}")
+            return us
     m = _UNIX.fullmatch(text)
     if m is not None:
         frac = (m[3] or "")[:6].ljust(6, "0")
@@ -160,8 +216,8 @@ def parse_time(name: str, value: str) -> int:
             m = _RFC3339.fullmatch(text[:-6] + "+" + text[-5:])
         if m is None:
             raise QueryError(
-                f"{name}: expected an RFC 3339 time (2026-01-30T12:00:00Z) or Unix seconds; "
-                f"got {value!r}"
+                f"{name}: expected an RFC 3339 time (2026-01-30T12:00:00Z), Unix seconds, "
+                f"now, or a time relative to now (-15m, -2h, -1d); got {value!r}"
             )
         try:
             hour, minute, sec = int(m[4] or 0), int(m[5] or 0), int(m[6] or 0)
@@ -221,13 +277,13 @@ def _level(key: str, name: str) -> int:
     return code
 
 
-def _filters(p: dict[str, str]) -> dict[str, Any]:
-    """The filter parameters shared by /logs, /stats and /tail."""
+def _filters(p: dict[str, str], now_us: int | None) -> dict[str, Any]:
+    """The filter parameters shared by /logs, /stats, /fields and /tail."""
     f: dict[str, Any] = {}
     if "start" in p:
-        f["start"] = parse_time("start", p["start"])
+        f["start"] = parse_time("start", p["start"], now_us)
     if "end" in p:
-        f["end"] = parse_time("end", p["end"])
+        f["end"] = parse_time("end", p["end"], now_us)
     if "service" in p:
         f["services"] = frozenset(_names("service", p["service"]))
     if "host" in p:
@@ -254,13 +310,60 @@ def _filters(p: dict[str, str]) -> dict[str, Any]:
         f["facilities"] = frozenset(codes)
     if p.get("q"):
         f["q"] = p["q"].lower()
+    if "query" in p:
+        try:
+            tree = search.parse(p["query"])
+        except search.SearchError as e:
+            raise QueryError(f"query: {e}") from None
+        if tree != search.ALL:
+            f["search"] = tree
     return f
 
 
-def parse_logs_query(params: dict[str, list[str]]) -> Query:
-    """Parameters of `GET /logs` -> Query (the cursor stays opaque: the store reads it)."""
+# --- cursors ------------------------------------------------------------------------
+# A cursor names where the next page starts (the store's own token) and the
+# filters it was made for: a hash of their text, and the times `start`/`end`
+# resolved to (so `start=-15m` means the same instant on every page).
+
+
+def _fingerprint(p: dict[str, str]) -> str:
+    canon = "\x00".join(f"{k}={p[k]}" for k in sorted(p) if k not in ("cursor", "limit"))
+    return hashlib.blake2b(canon.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+def make_cursor(store_cursor: str | None, q: Query) -> str | None:
+    """The `next_cursor` handed out for a page of `q` (None stays None)."""
+    if store_cursor is None:
+        return None
+    start = "" if q.start is None else f"{q.start:x}"
+    end = "" if q.end is None else f"{q.end:x}"
+    return f"{store_cursor}~{q.fingerprint}~{start}~{end}"
+
+
+def _read_cursor(text: str, fingerprint: str, f: dict[str, Any]) -> None:
+    parts = text.split("~")
+    if len(parts) != 4 or not parts[0]:
+        raise QueryError(f"cursor: not a cursor from this server: {text[:100]!r}")
+    store_cursor, made_for, start, end = parts
+    if made_for != fingerprint:
+        raise QueryError(
+            "cursor: made for other filters; repeat the request that gave it, "
+            "with only cursor (and limit) changed"
+        )
+    try:
+        f["start"] = int(start, 16) if start else None
+        f["end"] = int(end, 16) if end else None
+    except ValueError:
+        raise QueryError(f"cursor: not a cursor from this server: {text[:100]!r}") from None
+    f["cursor"] = store_cursor
+
+
+def parse_logs_query(params: dict[str, list[str]], now_us: int | None = None) -> Query:
+    """Parameters of `GET /logs` -> Query (the cursor must be one this server
+    made, for the same filters). `now_us` resolves `now` and `-15m`."""
     p = _single(params, LOGS_PARAMS, "/logs")
-    f = _filters(p)
+    f = _filters(p, now_us)
+    f["fingerprint"] = _fingerprint(p)
     if "limit" in p:
         raw = p["limit"].strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
@@ -269,21 +372,46 @@ def parse_logs_query(params: dict[str, list[str]]) -> Query:
     if "order" in p:
         f["order"] = p["order"]
     if "cursor" in p:
-        f["cursor"] = p["cursor"]
+        if p["cursor"]:
+            _read_cursor(p["cursor"], f["fingerprint"], f)
+        else:
+            f["cursor"] = ""  # check() names it
     return check(Query(**f))
 
 
-def parse_tail_query(params: dict[str, list[str]]) -> Query:
+def parse_tail_query(params: dict[str, list[str]], now_us: int | None = None) -> Query:
     """Parameters of `GET /tail`: the filters only (`start` asks for replay)."""
-    return check(Query(**_filters(_single(params, TAIL_PARAMS, "/tail"))))
+    return check(Query(**_filters(_single(params, TAIL_PARAMS, "/tail"), now_us)))
 
 
-def parse_stats_query(params: dict[str, list[str]]) -> StatsQuery:
+def parse_fields_query(params: dict[str, list[str]], now_us: int | None = None) -> Query:
+    """Parameters of `GET /fields`: the filters of /logs."""
+    return check(Query(**_filters(_single(params, FIELDS_PARAMS, "/fields"), now_us)))
+
+
+def parse_context_query(params: dict[str, list[str]]) -> ContextQuery:
+    """Parameters of `GET /logs/{id}/context`: before, after (0..1000), scope."""
+    p = _single(params, CONTEXT_PARAMS, "/logs/{id}/context")
+    counts = {}
+    for key in ("before", "after"):
+        raw = p.get(key, str(DEFAULT_CONTEXT)).strip()
+        if not raw.isdigit() or int(raw) > MAX_CONTEXT:
+            raise QueryError(f"{key}: expected an integer 0..{MAX_CONTEXT}; got {p[key]!r}")
+        counts[key] = int(raw)
+    scope = ",".join(part.strip() for part in p.get("scope", "host").split(","))
+    if scope == "service,host":
+        scope = "host,service"
+    if scope not in CONTEXT_SCOPES:
+        raise QueryError(f"scope: expected {' | '.join(CONTEXT_SCOPES)}; got {p['scope']!r}")
+    return ContextQuery(counts["before"], counts["after"], scope)
+
+
+def parse_stats_query(params: dict[str, list[str]], now_us: int | None = None) -> StatsQuery:
     """Parameters of `GET /stats`: the filters plus `by` and `step`.
 
     `limit`, `order` and `cursor` are refused: stats count every match."""
     p = _single(params, STATS_PARAMS, "/stats")
-    query = check(Query(**_filters(p)))
+    query = check(Query(**_filters(p, now_us)))
     by: tuple[str, ...] = ()
     if "by" in p:
         by = tuple(dict.fromkeys(_names("by", p["by"])))

@@ -14,10 +14,12 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
+from collector import search
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, SEAL_CHUNK, TextHeap
 
@@ -32,6 +34,8 @@ SHARD_BYTES = 4096
 NO_FACILITY = 255  # the facility column's code for "none"
 
 _NO_EXTRAS = (None, None)
+_MISSING: Any = object()
+MEMO_MAX = 16  # per-shard memo entries (see Shard.memo_get)
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
 _FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
@@ -175,6 +179,26 @@ class Plan:
     after: tuple[int, int] | None  # asc cursor: keys strictly greater
     before: tuple[int, int] | None  # desc cursor: keys strictly smaller
     reverse: bool
+    # From the search language (see store._plan): tests of the values of the
+    # interned columns (by table index), words/phrases found through the text
+    # search then checked at word boundaries, and the rest as a record test.
+    value_tests: tuple[tuple[int, Callable[[str | None], bool]], ...] = ()
+    texts: tuple[search.Text, ...] = ()
+    residual: search.Predicate | None = None
+    # fields.*/sd.* terms ANDed at the top: found through a per-shard value
+    # index (built once per shard version) instead of unpacking every record.
+    extra_terms: tuple[search.Field | search.Exists, ...] = ()
+    # At most this many per-record tests (word edges, residual) per request
+    # (0: no bound); past it the scan stops, `exhausted` is set, and
+    # `last_key` is the last record tested (where the next page goes on).
+    budget: int = 0
+    spent: int = 0
+    # Records a request may still unpack to build value indexes (None: no
+    # bound); a shard without one then leaves its fields.*/sd.* terms to `residual`.
+    index_budget: int | None = None
+    last_key: tuple[int, int] | None = None
+    exhausted: bool = False
+    tree: search.Node | None = None  # the whole tree, for the summaries' verdict
 
 
 # One filter over one shard: a column (None = the physical index itself) and
@@ -210,6 +234,7 @@ class Shard:
         "key",
         "lvl",
         "lvl_counts",
+        "memo",
         "msgid",
         "nbytes",
         "order",
@@ -245,6 +270,9 @@ class Shard:
         self.fac_counts = [0] * 256
         self.nbytes = SHARD_BYTES
         self.dead_bytes = 0
+        # Whole-shard counts /stats and /fields computed once (see stats._memo),
+        # keyed with `version()` so a change to the shard makes them stale.
+        self.memo: dict[tuple[Any, ...], Any] = {}
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -527,27 +555,106 @@ class Shard:
                     return None
                 if hits < n:
                     out.append((small_col, codes, hits))
-        if plan.needle is not None:
-            assert plan.q is not None
+        if plan.tree is not None and not search.may_match(plan.tree, _Summary(self)):
+            return None
+        columns = (self.host, self.service, self.procid, self.msgid, self.fmt)
+        for ti, test in plan.value_tests:
+            table = self.tables[ti]
+            counted = ti < 2  # live-record counts are kept for host and service only
+            codes = {
+                c
+                for c, v in enumerate(table.values)
+                if (not counted or table.counts[c]) and test(v)
+            }
+            hits = sum(table.counts[c] for c in codes) if counted else n
+            if not codes or (counted and not hits):
+                return None
+            if not counted or hits < n:
+                out.append((columns[ti], codes, hits))
+        if plan.needle is not None or plan.texts:
             if self.order is None:
                 pa, pb = self.base + a, self.base + b
             else:  # the key range is not a physical one: search every message
                 pa, pb = 0, len(self.recv)
-            found = self.text.search(plan.needle, plan.q, pa, pb)
-            if not found:
+            if plan.needle is not None:
+                assert plan.q is not None
+                found = self.text.search(plan.needle, plan.q, pa, pb)
+                if not found:
+                    return None
+                out.append((None, found, len(found)))
+            for t in plan.texts:
+                # Substring hits here; whole-word edges are checked lazily in
+                # select(), on the records the other filters leave.
+                found = self.text.search(t.text.encode("utf-8", "surrogatepass"), t.text, pa, pb)
+                if not found:
+                    return None
+                out.append((None, found, len(found)))
+        for term in plan.extra_terms:
+            key = ("index", term.name)
+            index = self.memo_peek(key)
+            if index is None:
+                if plan.index_budget is not None:
+                    if plan.index_budget < len(self.extras):
+                        continue  # not in this request's budget: the residual tests it
+                    plan.index_budget -= len(self.extras)
+                index = self.memo_get(key, self._value_index, term.name)
+            if isinstance(term, search.Exists):
+                matched = set().union(*index.values())
+            else:
+                matched = set()
+                for v in term.values:
+                    matched.update(index.get(v, ()))
+                for key, ps in index.items():
+                    if term.prefixes and key.startswith(term.prefixes):
+                        matched.update(ps)
+            if self.order is None:
+                pa, pb = self.base + a, self.base + b
+                matched = {p for p in matched if pa <= p < pb}
+            if not matched:
                 return None
-            out.append((None, found, len(found)))
+            out.append((None, matched, len(matched)))
         return out
 
     def select(self, plan: Plan, a: int, b: int) -> Iterator[int]:
         """Logical indices in [a, b) matching the plan, in the plan's order."""
-        if a >= b:
+        if a >= b or plan.exhausted:
             return iter(())
         filters = self.filters(plan, a, b)
         if filters is None:
             return iter(())
         reverse = plan.reverse
         idx = range(b - 1, a - 1, -1) if reverse else range(a, b)
+        found = self._select(filters, idx, a, b, reverse)
+        # Then, lazily, the per-record tests: a first page runs them only on
+        # as many records as it needs.
+        tests: list[Callable[[int], bool]] = []
+        phys = self.phys
+        for t in plan.texts:
+            if t.start or t.end:
+                tests.append(partial(_edges_hold, self.text.lowered, phys, t))
+        if plan.residual is not None:
+            residual = plan.residual
+            tests.append(lambda i: residual(_Row(self, phys(i))))
+        if not tests:
+            return found
+        return self._tested(plan, found, tests)
+
+    def _tested(
+        self, plan: Plan, found: Iterable[int], tests: list[Callable[[int], bool]]
+    ) -> Iterator[int]:
+        ts, seqs = self.ts, self.seqs
+        for i in found:
+            if plan.budget and plan.spent >= plan.budget:
+                plan.exhausted = True
+                return
+            plan.spent += 1
+            plan.last_key = (ts[i], seqs[i])
+            if all(test(i) for test in tests):
+                yield i
+
+    def _select(
+        self, filters: list[_Filter], idx: range, a: int, b: int, reverse: bool
+    ) -> Iterator[int]:
         if not filters:
             return iter(idx)
         view: Callable[[Any], Iterable[int]]
@@ -579,6 +686,48 @@ class Shard:
         sel = sels[0] if len(sels) == 1 else map(all, zip(*sels, strict=True))
         return compress(idx, sel)
 
+    def extras_at(self, phys: Iterable[int]) -> Iterator[tuple[Any, Any]]:
+        """(structured_data, fields) of physical records (None, None without any)."""
+        if not self.extras:
+            return repeat(_NO_EXTRAS)
+        get = self.extras.get
+        return (_NO_EXTRAS if (e := get(p)) is None else _unpack_extras(e) for p in phys)
+
+    def version(self) -> tuple[int, int, int]:
+        """Changes whenever the shard's live records do (adds, trims)."""
+        return (len(self.ts), self.base, len(self.recv))
+
+    def memo_peek(self, key: tuple[Any, ...]) -> Any:
+        """What `memo_get` kept for `key` at this version, or None."""
+        found = self.memo.get((*key, self.version()))
+        return found
+
+    def memo_get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
+        """`compute(*args)`, kept until the shard changes (older shards never do).
+
+        Bounded: at most MEMO_MAX entries, and stale ones go as soon as a
+        newer version is asked for, so their memory comes back."""
+        memo = self.memo
+        version = self.version()
+        full = (*key, version)
+        found = memo.get(full, _MISSING)
+        if found is _MISSING:
+            if len(memo) >= MEMO_MAX or any(k[-1] != version for k in memo):
+                memo.clear()
+            found = memo[full] = compute(*args)
+        return found
+
+    def _value_index(self, name: str) -> dict[str, list[int]]:
+        """Physical records by their (lower-cased) values of a fields.*/sd.* name."""
+        index: dict[str, list[int]] = {}
+        for p, packed in self.extras.items():
+            sd, fields = _unpack_extras(packed)
+            values = search.extra_values(name, sd, fields)
+            if values is not None:
+                for v in {v.lower() for v in values}:
+                    index.setdefault(v, []).append(p)
+        return index
+
     def _passes(self, col: Any, codes: set[int]) -> Callable[[int], bool]:
         """Whether logical record i passes one filter (for the few that passed another)."""
         order, base = self.order, self.base
@@ -589,3 +738,89 @@ class Shard:
         if order is None:
             return lambda i: col[base + i] in codes
         return lambda i: col[order[i]] in codes
+
+
+class _Summary:
+    """What a shard knows without reading records, for search.may_match."""
+
+    __slots__ = ("shard",)
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+
+    def may_have_word(self, word: str) -> bool:
+        return True  # no word index in this shard layout: every word may be here
+
+    def values(self, name: str) -> list[str | None] | None:
+        if name not in ("host", "service"):
+            return None
+        table = self.shard.tables[0 if name == "host" else 1]
+        return [v for v, n in zip(table.values, table.counts, strict=True) if n]
+
+    def codes(self, name: str) -> list[int] | None:
+        counts = self.shard.lvl_counts if name == "level" else self.shard.fac_counts
+        return [c for c, n in enumerate(counts) if n]
+
+
+def _edges_hold(
+    lowered: Callable[[int], str], phys: Callable[[int], int], t: search.Text, i: int
+) -> bool:
+    return search.find_text(lowered(phys(i)), t)
+
+
+class _Row:
+    """A stored record as a search predicate reads it: each column only when
+    asked for (most terms read one), not the whole Record rebuilt."""
+
+    __slots__ = ("_extras", "p", "shard")
+
+    def __init__(self, shard: Shard, p: int) -> None:
+        self.shard = shard
+        self.p = p
+        self._extras: tuple[Any, Any] | None = None
+
+    @property
+    def message(self) -> str:
+        return self.shard.text.message(self.p)
+
+    @property
+    def level(self) -> int:
+        return self.shard.lvl[self.p]
+
+    @property
+    def facility(self) -> int | None:
+        fac = self.shard.fac[self.p]
+        return None if fac == NO_FACILITY else fac
+
+    @property
+    def host(self) -> str | None:
+        return self.shard.tables[0].values[self.shard.host[self.p]]
+
+    @property
+    def service(self) -> str | None:
+        return self.shard.tables[1].values[self.shard.service[self.p]]
+
+    @property
+    def procid(self) -> str | None:
+        return self.shard.tables[2].values[self.shard.procid[self.p]]
+
+    @property
+    def msgid(self) -> str | None:
+        return self.shard.tables[3].values[self.shard.msgid[self.p]]
+
+    @property
+    def format(self) -> str:
+        return self.shard.tables[4].values[self.shard.fmt[self.p]] or ""
+
+    def _both(self) -> tuple[Any, Any]:
+        if self._extras is None:
+            self._extras = _unpack_extras(self.shard.extras.get(self.p))
+        return self._extras
+
+    @property
+    def structured_data(self) -> Any:
+        return self._both()[0]
+
+    @property
+    def fields(self) -> Any:
+        return self._both()[1]

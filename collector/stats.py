@@ -14,10 +14,68 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from collector.query import MAX_BUCKETS, check_buckets
+from collector.query import MAX_BUCKETS, MAX_BY_VALUES, MAX_FIELDS, check_buckets
 from collector.record import FACILITIES, LEVELS
+from collector.search import extra_values, field_names, is_dotted
 from collector.shard import NO_FACILITY, Plan, Shard
 from collector.times import format_timestamp
+
+# Distinct values one `/stats` field tracks while counting: past it, values
+# not yet seen count under `others` (the top MAX_BY_VALUES stay exact unless a
+# field has more than this many distinct values). Bounds the answer's memory.
+MAX_TRACKED = 100_000
+
+
+def _phys(shard: Shard, idx: Sequence[int] | range) -> Sequence[int]:
+    if shard.order is None:
+        if isinstance(idx, range):
+            return range(shard.base + idx.start, shard.base + idx.stop)
+        return list(map(shard.base.__add__, idx))
+    return list(map(shard.order.__getitem__, idx))
+
+
+def _memo(
+    shard: Shard, key: tuple[Any, ...], compute: Callable[..., Counter[str]], *args: Any
+) -> Counter[str]:
+    counts: Counter[str] = shard.memo_get(key, compute, *args)
+    return counts
+
+
+def _extra_counts(shard: Shard, phys: Sequence[int], field: str) -> Counter[str]:
+    """Records of `phys` by their value of a fields.*/sd.* key ("-": none)."""
+    if not shard.extras:
+        return Counter({"-": len(phys)})
+    out: Counter[str] = Counter()
+    for sd, fields in shard.extras_at(phys):
+        values = extra_values(field, sd, fields)
+        if values is None:
+            out["-"] += 1
+        else:
+            out.update(set(values))
+    return out
+
+
+def _name_counts(shard: Shard, phys: Sequence[int]) -> Counter[str]:
+    """How many records of `phys` have each fields.*/sd.* name."""
+    out: Counter[str] = Counter()
+    if shard.extras:
+        for sd, fields in shard.extras_at(phys):
+            if sd or fields:
+                out.update(field_names(sd, fields))
+    return out
+
+
+def _merge(
+    into: Counter[str], part: Counter[str] | dict[str, int], others: Counter[str], field: str
+) -> None:
+    if len(into) < MAX_TRACKED:
+        into.update(part)
+        return
+    for key, n in part.items():
+        if key in into:
+            into[key] += n
+        else:
+            others[field] += n
 
 
 def aggregate(
@@ -26,7 +84,10 @@ def aggregate(
     """The `/stats` answer over `shards` (in time order) for a validated plan."""
     total = 0
     counts: dict[str, Counter[str]] = {f: Counter() for f in by}
+    others: Counter[str] = Counter()
     buckets: Counter[int] = Counter()
+    stacked = step_us is not None and "level" in by
+    by_level: Counter[tuple[int, int]] = Counter()  # (bucket, level code) -> n
     for shard in shards:
         a, b = shard.bounds(plan)
         if a >= b:
@@ -35,9 +96,24 @@ def aggregate(
         if filters is None:
             continue
         whole = a == 0 and b == len(shard)
-        if not filters:
+        if not filters and plan.residual is None:
             total += b - a
             for field in by:
+                if is_dotted(field):
+                    part = (
+                        _memo(
+                            shard,
+                            ("by", field),
+                            _extra_counts,
+                            shard,
+                            _phys(shard, range(len(shard))),
+                            field,
+                        )
+                        if whole
+                        else _extra_counts(shard, _phys(shard, range(a, b)), field)
+                    )
+                    _merge(counts[field], part, others, field)
+                    continue
                 col, name = _column_of(shard, field)
                 if whole:
                     tally: dict[int, int] = _summary(shard, field)
@@ -45,25 +121,30 @@ def aggregate(
                     tally = Counter(col[shard.base + a : shard.base + b])
                 else:
                     tally = Counter(map(col.__getitem__, shard.order[a:b]))
-                for code, n in tally.items():
-                    counts[field][name(code)] += n
+                _merge(counts[field], {name(code): n for code, n in tally.items()}, others, field)
             if step_us is not None:
                 _count_buckets(buckets, shard.ts, a, b, step_us)
+                if stacked:
+                    lv = map(shard.lvl.__getitem__, _phys(shard, range(a, b)))
+                    by_level.update(zip(map(step_us.__rfloordiv__, shard.ts[a:b]), lv, strict=True))
             continue
         matched = list(shard.select(plan, a, b))
         if not matched:
             continue
         total += len(matched)
-        if shard.order is None:
-            phys: Sequence[int] = list(map(shard.base.__add__, matched))
-        else:
-            phys = list(map(shard.order.__getitem__, matched))
+        phys = _phys(shard, matched)
         for field in by:
+            if is_dotted(field):
+                _merge(counts[field], _extra_counts(shard, phys, field), others, field)
+                continue
             col, name = _column_of(shard, field)
-            for code, n in Counter(map(col.__getitem__, phys)).items():
-                counts[field][name(code)] += n
+            tally = Counter(map(col.__getitem__, phys))
+            _merge(counts[field], {name(code): n for code, n in tally.items()}, others, field)
         if step_us is not None:
-            buckets.update(map(step_us.__rfloordiv__, map(shard.ts.__getitem__, matched)))
+            keys = list(map(step_us.__rfloordiv__, map(shard.ts.__getitem__, matched)))
+            buckets.update(keys)
+            if stacked:
+                by_level.update(zip(keys, map(shard.lvl.__getitem__, phys), strict=True))
             if len(buckets) > MAX_BUCKETS:
                 # Bounded while counting, not only at the end: the Counter
                 # itself must not grow past the bound.
@@ -76,11 +157,65 @@ def aggregate(
             {"start": format_timestamp(k * step_us), "count": buckets.get(k, 0)}
             for k in range(first, last + 1)
         ]
+        if stacked:
+            levels: dict[int, dict[str, int]] = {}
+            for (k, code), n in sorted(by_level.items()):
+                levels.setdefault(k, {})[_level_name(code)] = n
+            for bucket, k in zip(histogram, range(first, last + 1), strict=True):
+                bucket["by_level"] = levels.get(k, {})
     return {
         "total": total,
-        "by": {f: dict(sorted(c.items(), key=_by_count)) for f, c in counts.items()},
+        "by": {f: _top(c, others[f]) for f, c in counts.items()},
         "histogram": histogram,
     }
+
+
+def _top(counter: Counter[str], others: int) -> dict[str, int]:
+    """The MAX_BY_VALUES most frequent values, then `others` for the rest."""
+    items = sorted(counter.items(), key=_by_count)
+    if len(items) > MAX_BY_VALUES:
+        others += sum(n for _, n in items[MAX_BY_VALUES:])
+        del items[MAX_BY_VALUES:]
+    out = dict(items)
+    if others:
+        out["others"] = others
+    return out
+
+
+def warm_names(shard: Shard) -> int:
+    """Count a whole shard's fields.*/sd.* names ahead of `/fields` (kept
+    until it changes); returns how many records that read (0: already done)."""
+    key = ("names",)
+    if not shard.extras or shard.memo_peek(key) is not None:
+        return 0
+    _memo(shard, key, _name_counts, shard, _phys(shard, range(len(shard))))
+    return len(shard.extras)
+
+
+def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
+    """`/fields`: the fields.*/sd.* names of matching records, how many have
+    each, most frequent first, at most MAX_FIELDS."""
+    names: Counter[str] = Counter()
+    for shard in shards:
+        if not shard.extras:
+            continue
+        a, b = shard.bounds(plan)
+        if a >= b:
+            continue
+        filters = shard.filters(plan, a, b)
+        if filters is None:
+            continue
+        if not filters and plan.residual is None:
+            if a == 0 and b == len(shard):
+                part = _memo(
+                    shard, ("names",), _name_counts, shard, _phys(shard, range(len(shard)))
+                )
+            else:
+                part = _name_counts(shard, _phys(shard, range(a, b)))
+        else:
+            part = _name_counts(shard, _phys(shard, list(shard.select(plan, a, b))))
+        names.update(part)
+    return sorted(names.items(), key=_by_count)[:MAX_FIELDS]
 
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:

@@ -10,21 +10,35 @@ cursors are its own tokens, (timestamp, seq) in hex.
 
 from __future__ import annotations
 
+import dataclasses
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
 from operator import attrgetter, le
 from typing import Any
 
-from collector.query import Query, QueryError, StatsQuery, check, check_stats
-from collector.record import Record, make_id, parse_id
+from collector import search
+from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
+from collector.record import LEVELS, Record, make_id, parse_id
 from collector.shard import Plan, Shard
-from collector.stats import aggregate
+from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES, SEAL_CHUNK
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
+# /logs: at most this many records tested one by one (regular expressions,
+# wildcards, negated words, word edges) per page, so that one request holds
+# the event loop for a bounded time (~0.1-0.3 s); a page cut short still has
+# a next_cursor.
+SCAN_BUDGET = 50_000
+# /logs: at most this many records unpacked per request to build the
+# per-shard value indexes of fields.*/sd.* terms (each built once per shard
+# version); shards past it are searched by the per-record test instead.
+INDEX_BUDGET = 100_000
+# Records per expire() call read to count older shards' field names ahead of
+# /fields (so that a first /fields over a full store reads few records).
+WARM_BUDGET = 20_000
 
 _TS = attrgetter("timestamp")
 
@@ -52,7 +66,7 @@ def _plan(q: Query, use_cursor: bool = True) -> Plan:
         else:
             after = key
     text = q.q or None
-    return Plan(
+    plan = Plan(
         start=q.start,
         end=q.end,
         services=q.services,
@@ -65,6 +79,59 @@ def _plan(q: Query, use_cursor: bool = True) -> Plan:
         before=before,
         reverse=reverse,
     )
+    if q.search is not None:
+        _plan_search(plan, q.search)
+    return plan
+
+
+_TABLE_OF = {name: i for i, name in enumerate(search.TEXT_FIELDS)}  # Shard.tables' order
+_ALL_LEVELS = frozenset(range(len(LEVELS)))
+
+
+def _value_test(node: search.Field | search.Exists, negate: bool) -> Callable[[str | None], bool]:
+    if isinstance(node, search.Exists):
+        return (lambda v: v is None) if negate else (lambda v: v is not None)
+    f = node
+
+    def test(v: str | None) -> bool:
+        return (v is not None and search.value_matches(f, (v,))) is not negate
+
+    return test
+
+
+def _plan_search(plan: Plan, tree: search.Node) -> None:
+    """Fold the tree's top-level terms into what shards run at column speed,
+    as the equivalent parameters would be: level and facility sets, value
+    tests on the interned columns (host:web-*, -service:cron), words and
+    phrases through the text search; what is left is tested per record."""
+    rest: list[search.Node] = []
+    tests: list[tuple[int, Callable[[str | None], bool]]] = []
+    texts: list[search.Text] = []
+    extra_terms: list[search.Field | search.Exists] = []
+    for node in tree.children if isinstance(tree, search.And) else (tree,):
+        inner, negate = (node.child, True) if isinstance(node, search.Not) else (node, False)
+        if isinstance(inner, search.Codes) and (inner.name == "level" or not negate):
+            codes = _ALL_LEVELS - inner.codes if negate else inner.codes
+            if inner.name == "level":
+                plan.levels = codes if plan.levels is None else plan.levels & codes
+            else:
+                plan.facilities = codes if plan.facilities is None else plan.facilities & codes
+        elif isinstance(inner, search.Field | search.Exists) and inner.name in _TABLE_OF:
+            tests.append((_TABLE_OF[inner.name], _value_test(inner, negate)))
+        elif isinstance(inner, search.Text) and not negate:
+            texts.append(inner)
+        else:
+            if isinstance(inner, search.Field | search.Exists) and not negate:
+                # Through the shard's value index where there is one; the
+                # residual test stays for shards without (see index_budget).
+                extra_terms.append(inner)
+            rest.append(node)
+    plan.value_tests = tuple(tests)
+    plan.texts = tuple(texts)
+    plan.extra_terms = tuple(extra_terms)
+    if rest:
+        plan.residual = search.predicate(rest[0] if len(rest) == 1 else search.And(tuple(rest)))
+    plan.tree = tree
 
 
 def _is_sorted(xs: list[int]) -> bool:
@@ -313,7 +380,19 @@ class Store:
                 dropped += k
         self.expired_total += dropped
         self.seal(self.seal_budget)
+        self.warm(WARM_BUDGET)
         return dropped
+
+    def warm(self, max_records: int) -> int:
+        """Count older shards' field names ahead of `/fields`, reading at most
+        about `max_records` records (the sweeper's share, a shard at a time);
+        returns how many it read."""
+        done = 0
+        for key in self._keys[:-2]:
+            if done >= max_records:
+                break
+            done += warm_names(self._shards[key])
+        return done
 
     def seal(self, max_bytes: int | None = None) -> int:
         """Seal older shards' message text, at most `max_bytes` of it (None: all).
@@ -390,6 +469,8 @@ class Store:
         and so does a cursor this store did not make.
         """
         plan = _plan(check(q))
+        plan.budget = SCAN_BUDGET
+        plan.index_budget = INDEX_BUDGET
         limit = max(1, q.limit)
         found = list(
             islice(
@@ -414,6 +495,10 @@ class Store:
             ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
             items.extend(zip(ids, shard.records(idx), strict=True))
             start = stop
+        if not more and plan.exhausted and plan.last_key is not None:
+            # The scan budget ran out: this page ends at the last record
+            # tested, and the next one goes on from there.
+            return Page(items, make_id(*plan.last_key))
         return Page(items, items[-1][0] if more else None)
 
     def stats(
@@ -432,3 +517,37 @@ class Store:
         plan = _plan(sq.query, use_cursor=False)
         plan.reverse = False
         return aggregate(self._shards_for(plan), plan, sq.by, sq.step_us)
+
+    def fields(self, q: Query) -> list[tuple[str, int]]:
+        """`/fields`: fields.*/sd.* names in records matching `q` with how
+        many records have each, most frequent first (query.MAX_FIELDS at most)."""
+        plan = _plan(check(q), use_cursor=False)
+        plan.reverse = False
+        return field_counts(self._shards_for(plan), plan)
+
+    def context(self, rec_id: str, cq: ContextQuery) -> tuple[list[tuple[str, Record]], int] | None:
+        """The records around `rec_id` in (timestamp, id) order among those of
+        its scope (same host, same host and service, or all), and the index
+        of the record itself in that list; None for an unknown id."""
+        rec = self.get(rec_id)
+        if rec is None:
+            return None
+        # Exact values (None included): neighbours share the record's own host.
+        hosts = services = None
+        if cq.scope in ("host", "host,service"):
+            hosts = frozenset([rec.host])
+        if cq.scope == "host,service":
+            services = frozenset([rec.service])
+        scope = Query(hosts=hosts, services=services, cursor=rec_id)  # type: ignore[arg-type]
+        before: list[tuple[str, Record]] = []
+        after: list[tuple[str, Record]] = []
+        if cq.before:
+            before = self.query(_with(scope, order="desc", limit=cq.before)).items
+            before.reverse()
+        if cq.after:
+            after = self.query(_with(scope, order="asc", limit=cq.after)).items
+        return [*before, (rec_id, rec), *after], len(before)
+
+
+def _with(q: Query, **changes: Any) -> Query:
+    return dataclasses.replace(q, **changes)

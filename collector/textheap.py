@@ -223,6 +223,20 @@ class TextHeap:
         )
         return data.decode("utf-8", "surrogatepass")
 
+    def lowered(self, p: int) -> str:
+        """Message `p` lower-cased, from the search copy (no case mask to
+        decompress): what word-edge checks read."""
+        low = self.uni.get(p)
+        if low is not None:
+            return low
+        o0, o1 = self.offs[p], self.offs[p + 1]
+        if o0 >= self.tail_start:
+            t = self.tail_start
+            return self.low_tail[o0 - t : o1 - t].decode("utf-8", "surrogatepass")
+        j = bisect_right(self.chunk_starts, o0) - 1
+        base = self.chunk_starts[j]
+        return self.lows[j][o0 - base : o1 - base].decode("utf-8", "surrogatepass")
+
     def _mask(self, o0: int, o1: int) -> bytes:
         starts = self.mask_starts
         j = bisect_right(starts, o0) - 1

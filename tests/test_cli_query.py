@@ -1,4 +1,4 @@
-"""`collector query` and `collector tail` against a live daemon on 127.0.0.1:
+"""`collector query`, `tail` and `stats` against a live daemon on 127.0.0.1:
 the CLI runs in a thread (or as a real subprocess) while the daemon serves
 in the test's event loop."""
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from collector import cli, client
-from collector.client import absolute_time, format_record
-from collector.config import HttpConfig
+from collector.client import Resume
+from collector.config import HttpConfig, StoreConfig
 from collector.daemon import Daemon
 from tests.support import http_request, local_config, running_daemon, wait_for
 
@@ -49,15 +49,6 @@ def items(n: int) -> list[dict[str, Any]]:
 # --- pure parts ---------------------------------------------------------------------
 
 
-def test_relative_times_become_unix_seconds() -> None:
-    assert absolute_time("-15m", now=1000.0) == "100.000000"
-    assert absolute_time("+1h", now=0.0) == "3600.000000"
-    assert absolute_time("- 30s", now=100.0) == "70.000000"
-    assert absolute_time("now", now=5.5) == "5.500000"
-    assert absolute_time("2026-01-30T12:00:00Z") == "2026-01-30T12:00:00Z"
-    assert absolute_time("1769774400") == "1769774400"
-
-
 def test_a_negative_relative_start_is_not_taken_for_an_option() -> None:
     args = cli.build_parser().parse_args(
         cli._join_negative_times(["query", "--start", "-15m", "--end", "-1m"])
@@ -65,21 +56,28 @@ def test_a_negative_relative_start_is_not_taken_for_an_option() -> None:
     assert (args.start, args.end) == ("-15m", "-1m")
 
 
-def test_a_record_reads_as_time_host_service_pid_level_message() -> None:
-    rec = {
-        "timestamp": "2026-01-30T12:00:00.000000Z", "host": "web-1", "service": "sshd",
-        "procid": "42", "level": "err", "message": "Failed password\nfor root",
-    }  # fmt: skip
-    line = "2026-01-30T12:00:00.000000Z web-1 sshd[42] err: Failed password\\nfor root"
-    assert format_record(rec) == line
-    coloured = format_record(rec, colour=True)
-    assert "\x1b[" in coloured
-    assert coloured.replace("\x1b[91m", "").replace("\x1b[0m", "") == line
-    hostile = format_record({**rec, "message": "a\x1b[2Jb\rc\td"})
-    assert hostile.endswith("err: a\\x1b[2Jb\\rc\td")
-    assert format_record({**rec, "service": None, "procid": None, "host": None}).startswith(
-        "2026-01-30T12:00:00.000000Z - - err: "
+def test_negated_terms_are_query_terms_and_short_options_still_work() -> None:
+    argv = ["query", "-s", "15m", "-n", "5", "disk", "-service:cron", "level>=err", "-f", "-n7"]
+    args = cli.build_parser().parse_args(cli._split_query_terms(cli._join_negative_times(argv)))
+    assert cli._filters(args) == {"start": "-15m", "query": "disk -service:cron level>=err"}
+    assert (args.limit, args.follow) == (7, True)
+    args = cli.build_parser().parse_args(
+        cli._split_query_terms(cli._join_negative_times(["stats", "-s", "-2h", "--by", "level"]))
     )
+    assert (args.since, args.by) == ("-2h", "level")
+
+
+def test_resume_skips_only_records_already_printed() -> None:
+    r = Resume(since="100")
+    assert r.start() == "100"
+    a = {"timestamp": "2026-01-30T12:00:00.000000Z", "id": "a"}
+    b = {"timestamp": "2026-01-30T12:00:00.000000Z", "id": "b"}
+    c = {"timestamp": "2026-01-30T12:00:01.000000Z", "id": "c"}
+    assert [r.seen(x) for x in (a, b)] == [False, False]
+    assert r.start() == a["timestamp"]
+    assert [r.seen(x) for x in (a, b, c)] == [True, True, False]
+    assert r.start() == c["timestamp"]
+    assert r.seen(c) is True
 
 
 # --- against a live daemon -------------------------------------------------------------
@@ -91,7 +89,9 @@ async def test_query_prints_one_line_per_record_in_order(
     async with running_daemon() as d:
         await post(d, items(3))
         assert await run_cli("query", "--url", url(d), "--start", "-1h", "--service", "sshd") == 0
-        lines = capsys.readouterr().out.splitlines()
+        out = capsys.readouterr()
+        assert out.err == ""  # everything printed: nothing more matched
+        lines = out.out.splitlines()
         assert [line.split(": ", 1)[1] for line in lines] == ["event 0", "event 1", "event 2"]
         assert all(" web-1 sshd warning: " in line for line in lines)
         assert "\x1b[" not in capsys.readouterr().out  # not a terminal: no colour
@@ -104,15 +104,21 @@ async def test_query_follows_the_cursor_up_to_the_limit(
     async with running_daemon() as d:
         await post(d, items(25))
         assert await run_cli("query", "--url", url(d), "--limit", "12", "--json") == 0
-        recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert [r["message"] for r in recs] == [f"event {i}" for i in range(12)]
+        out = capsys.readouterr()
+        recs = [json.loads(line) for line in out.out.splitlines()]
+        # Like tail -n: the newest 12, oldest first, and how many more matched.
+        assert [r["message"] for r in recs] == [f"event {i}" for i in range(13, 25)]
         assert len({r["id"] for r in recs}) == 12
+        assert out.err.startswith("13 more matched")
         assert d.app is not None
         assert d.app.stats.requests[("/logs", 200)] == 3
-        assert await run_cli("query", "--url", url(d), "--limit", "1000", "--order", "desc") == 0
+        assert await run_cli("query", "--url", url(d), "-n", "1000", "--order", "desc") == 0
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 25
         assert lines[0].endswith("event 24")
+        assert await run_cli("query", "--url", url(d), "-n3", "--order", "asc", "--json") == 0
+        recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["message"] for r in recs] == ["event 0", "event 1", "event 2"]
 
 
 async def test_a_bad_filter_exits_2_with_the_servers_reason(
@@ -172,3 +178,95 @@ async def test_tail_as_a_subprocess_prints_arrivals_and_stops_on_sigint() -> Non
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_query_takes_the_search_language_and_prints_fields_and_multi_line_messages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with running_daemon() as d:
+        await post(
+            d,
+            [
+                {
+                    "message": "disk full\n  on /var",
+                    "service": "api",
+                    "level": "err",
+                    "user_id": 42,
+                },
+                {"message": "disk full", "service": "cron", "level": "err"},
+                {"message": "all good", "service": "api", "level": "info"},
+            ],
+        )
+        argv = ["query", "--url", url(d), "--utc", "-s", "15m", '"disk full"', "-service:cron"]
+        assert await run_cli(*argv) == 0
+        out = capsys.readouterr()
+        lines = out.out.splitlines()
+        assert lines[0].endswith(" api err: disk full user_id=42"), lines
+        assert lines[0][:27].endswith("Z")  # --utc: the API's own time spelling
+        assert lines[1:] == ["      on /var"]
+        assert out.err == ""
+        assert await run_cli("query", "--url", url(d), "level>=err", "-n", "1") == 0
+        out = capsys.readouterr()
+        assert out.out.count("\n") == 1
+        assert out.err.startswith("1 more matched")
+        assert await run_cli("query", "--url", url(d), "nope:x") == 2
+        assert "query: unknown field 'nope'" in capsys.readouterr().err
+
+
+async def test_stats_prints_a_table_of_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_daemon() as d:
+        await post(d, [*items(3), {"message": "x", "service": "cron", "level": "err"}])
+        argv = ["stats", "--url", url(d), "--by", "service", "--step", "1h", "--utc", "-s", "1h"]
+        assert await run_cli(*argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "total 4"
+        assert "sshd         3  75.0%" in lines
+        assert lines[-1].endswith("Z  4")
+        assert await run_cli("stats", "--url", url(d), "--json", "service:cron") == 0
+        assert json.loads(capsys.readouterr().out)["total"] == 1
+        assert await run_cli("stats", "--url", url(d), "--by", "colour") == 2
+
+
+async def test_tail_survives_a_daemon_restart_without_gap_or_duplicate(tmp_path: Any) -> None:
+    first = local_config(store=StoreConfig(persist_dir=str(tmp_path)))
+    async with running_daemon(first) as d:
+        host, port = d.http_address
+        await post(d, items(2))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "tail", "--url", f"http://{host}:{port}",
+            "--start", "-1h", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        got = []
+        for _ in range(2):
+            got.append(json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))["message"])
+    try:
+        assert got == ["event 0", "event 1"]
+        line = await asyncio.wait_for(proc.stderr.readline(), 15)
+        assert b"lost" in line, line
+        assert b"reconnecting" in line, line
+        again = local_config(
+            store=StoreConfig(persist_dir=str(tmp_path)),
+            http=HttpConfig(bind=f"{host}:{port}"),
+        )
+        async with running_daemon(again) as d2:
+            # Stored while the tail was away: it must come, once, after the old ones.
+            await post(d2, [{"message": "while away", "level": "warn"}])
+            line = await asyncio.wait_for(proc.stderr.readline(), 15)
+            assert b"reconnected" in line, line
+            await post(d2, [{"message": "after", "level": "warn"}])
+            more = []
+            for _ in range(2):
+                more.append(
+                    json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))["message"]
+                )
+            assert more == ["while away", "after"]
+            proc.send_signal(signal.SIGINT)
+            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            assert out == b""  # nothing printed twice
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -23,6 +23,8 @@ PURE = [
     "textheap",
     "stats",
     "query",
+    "search",
+    "terminal",
 ]
 FORBIDDEN_MODULES = {"asyncio", "socket", "selectors", "logging", "time", "os", "subprocess"}
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "time_ns", "monotonic", "perf_counter"}

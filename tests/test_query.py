@@ -24,6 +24,7 @@ from collector.query import (
     record_line,
 )
 from collector.record import FACILITIES, Record, record_to_dict
+from collector.search import Text
 from collector.times import datetime_to_us, format_timestamp
 
 T0 = 1_769_774_400_000_000  # 2026-01-30T12:00:00Z
@@ -105,12 +106,12 @@ def test_every_logs_parameter_reaches_the_query() -> None:
     q = parse_logs_query(
         p(start="1769774400", end="2026-01-30T13:00:00Z", service="sshd,cron", host="web-1",
           level="ERROR,warn", facility="AUTH,local7", q="Failed PASSWORD", limit="5",
-          order="desc", cursor="abc")
+          order="desc", query="disk")
     )  # fmt: skip
     assert q == Query(
         start=T0, end=T0 + 3600 * 1_000_000, services=frozenset({"sshd", "cron"}),
         hosts=frozenset({"web-1"}), levels=frozenset({3, 4}), facilities=frozenset({4, 23}),
-        q="failed password", limit=5, order="desc", cursor="abc",
+        q="failed password", limit=5, order="desc", search=Text("disk"),
     )  # fmt: skip
 
 

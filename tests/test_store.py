@@ -55,18 +55,7 @@ def page_all(s: Store, q: Query) -> list[str]:
     ids: list[str] = []
     cursor = None
     while True:
-        page = s.query(
-            Query(
-                start=q.start,
-                end=q.end,
-                services=q.services,
-                levels=q.levels,
-                q=q.q,
-                limit=q.limit,
-                order=q.order,
-                cursor=cursor,
-            )
-        )
+        page = s.query(replace(q, cursor=cursor))
         ids += [i for i, _ in page.items]
         cursor = page.next_cursor
         if cursor is None:
@@ -285,11 +274,11 @@ def test_stats_names_values_counts_missing_ones_and_aligns_buckets() -> None:
         "facility": {"auth": 2, "-": 1},
         "service": {"sshd": 2, "cron": 1},
     }
-    assert got["histogram"] == [
-        {"start": "1970-01-01T00:00:00.001000Z", "count": 2},
-        {"start": "1970-01-01T00:00:00.002000Z", "count": 0},
-        {"start": "1970-01-01T00:00:00.003000Z", "count": 0},
-        {"start": "1970-01-01T00:00:00.004000Z", "count": 1},
+    assert got["histogram"] == [  # by=level with a step: each bucket stacked by level
+        {"start": "1970-01-01T00:00:00.001000Z", "count": 2, "by_level": {"err": 2}},
+        {"start": "1970-01-01T00:00:00.002000Z", "count": 0, "by_level": {}},
+        {"start": "1970-01-01T00:00:00.003000Z", "count": 0, "by_level": {}},
+        {"start": "1970-01-01T00:00:00.004000Z", "count": 1, "by_level": {"info": 1}},
     ]
     filtered = s.stats(Query(levels=frozenset({3}), start=1_550), ("level",), None)
     assert filtered == {"total": 1, "by": {"level": {"err": 1}}, "histogram": []}
@@ -413,3 +402,233 @@ def test_a_cursor_is_a_position_whichever_order_reads_from_it() -> None:
     older = s.query(Query(order="desc", cursor=cursor))
     assert [r.timestamp for _, r in older.items] == [2, 1, 0]
     assert older.next_cursor is None
+
+
+# --- the search language in the store ------------------------------------------------
+
+SEARCHES = [
+    "password",
+    "pass*",
+    "*word",
+    "*ssw*",
+    '"failed password"',
+    "user_id",
+    "-password",
+    "host:web-1",
+    "host:WEB-*",
+    "-host:web-1",
+    "host:*",
+    "-host:*",
+    "service:sshd,cron",
+    "-service:cron level>=err",
+    "level<=info",
+    "-level:err",
+    "facility:auth",
+    "-facility:auth",
+    "fields.user_id:42",
+    "fields.user_id:*",
+    "-fields.user_id:*",
+    "sd.origin.ip:10.0.0.1",
+    "/fail(ed)? pass/",
+    "password OR cron",
+    "-(host:web-1 OR service:cron)",
+    "host:web-1 (failed OR accepted) -/root/",
+    "procid:42",
+    "msgid:*",
+    "format:rfc5424",
+]
+
+
+def _brute(records: list[tuple[str, Record]], text: str) -> list[str]:
+    from collector.search import parse, predicate
+
+    match = predicate(parse(text))
+    return [rid for rid, r in records if match(r)]
+
+
+def _population() -> tuple[Store, list[tuple[str, Record]]]:
+    import random
+
+    r = random.Random(7)
+    s = store()
+    recs = []
+    for i in range(600):
+        words = r.sample(["Failed", "password", "Accepted", "root", "user_id=42", "cron", "x"], 3)
+        recs.append(
+            Record(
+                timestamp=i * 37,  # a few records per shard of SPAN
+                received_at=i * 37,
+                host=r.choice(["web-1", "web-2", "db-1", None]),
+                service=r.choice(["sshd", "cron", "nginx", None]),
+                procid=r.choice(["42", None]),
+                msgid=r.choice(["ID1", None]),
+                facility=r.choice([4, 9, None]),
+                level=r.randrange(8),
+                message=" ".join(words),
+                structured_data=r.choice([None, {"origin": {"ip": "10.0.0.1"}}]),
+                fields=r.choice([None, {"user_id": 42}, {"user_id": "7", "http": {"s": 1}}]),
+                format=r.choice(["rfc5424", "json"]),
+            )
+        )
+    r.shuffle(recs)  # late arrivals too
+    first = s.add_many(recs)
+    ids = [make_id(rec.timestamp, first + k) for k, rec in enumerate(recs)]
+    both = sorted(
+        zip(ids, recs, strict=True), key=lambda p: (p[1].timestamp, int(p[0].split("-")[1], 16))
+    )
+    return s, both
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+@pytest.mark.parametrize("text", SEARCHES)
+def test_a_search_pages_exactly_what_the_tree_matches_in_both_orders(
+    text: str, sealed: bool
+) -> None:
+    from collector.search import parse
+
+    s, records = _population()
+    if sealed:  # text kept lower-cased plus a compressed case mask
+        s.seal()
+        assert s.get(records[0][0]) == records[0][1]
+    want = _brute(records, text)
+    q = Query(search=parse(text), limit=7)
+    assert page_all(s, q) == want
+    assert page_all(s, replace(q, order="desc")) == want[::-1]
+    assert s.stats(Query(search=parse(text)))["total"] == len(want)
+
+
+def test_a_search_and_the_same_filter_as_parameters_find_the_same_records() -> None:
+    from collector.search import parse
+
+    s, _ = _population()
+    as_params = Query(services=frozenset({"sshd"}), levels=frozenset(range(4)), q="password")
+    as_search = Query(search=parse("service:sshd level>=err *password*"))
+    assert page_all(s, as_params) == page_all(s, as_search)
+
+
+def test_stats_count_by_fields_and_sd_with_a_dash_for_records_without() -> None:
+    from collector.search import parse
+
+    s, records = _population()
+    got = s.stats(Query(), by=("fields.user_id", "sd.origin.ip"))
+    n_42 = sum(1 for _, r in records if r.fields and r.fields.get("user_id") == 42)
+    n_7 = sum(1 for _, r in records if r.fields and r.fields.get("user_id") == "7")
+    assert got["by"]["fields.user_id"] == {"42": n_42, "7": n_7, "-": 600 - n_42 - n_7} or (
+        sorted(got["by"]["fields.user_id"].items())
+        == sorted({"42": n_42, "7": n_7, "-": 600 - n_42 - n_7}.items())
+    )
+    n_sd = sum(1 for _, r in records if r.structured_data)
+    assert got["by"]["sd.origin.ip"] == {"-": 600 - n_sd, "10.0.0.1": n_sd} or got["by"][
+        "sd.origin.ip"
+    ] == {"10.0.0.1": n_sd, "-": 600 - n_sd}
+    # Filtered, counted from the matching records only; twice (the memo) the same.
+    q = Query(search=parse("host:web-1"))
+    sub = s.stats(q, by=("fields.user_id",))
+    assert sum(sub["by"]["fields.user_id"].values()) == sub["total"]
+    assert (
+        s.stats(Query(), by=("fields.user_id",))["by"]
+        == s.stats(Query(), by=("fields.user_id",))["by"]
+    )
+
+
+def test_stats_answer_the_top_1000_values_and_others() -> None:
+    s = store()
+    s.add_many([rec(i, fields={"req": f"r{i % 1500}"}) for i in range(3000)])
+    got = s.stats(Query(), by=("fields.req",))["by"]["fields.req"]
+    assert len(got) == 1001
+    assert got["others"] == 3000 - 1000 * 2
+    assert all(n == 2 for k, n in got.items() if k != "others")
+
+
+def test_stats_with_step_and_by_level_stack_each_bucket_by_level() -> None:
+    from collector.search import parse
+
+    s = store()
+    s.add_many([rec(i * 100, level=3 if i % 3 == 0 else 6) for i in range(30)])
+    for q in (Query(), Query(search=parse("-nothing"))):
+        got = s.stats(q, by=("level",), step_us=1000)
+        assert [b["count"] for b in got["histogram"]] == [10, 10, 10]
+        assert got["histogram"][0]["by_level"] == {"err": 4, "info": 6}
+        assert sum(sum(b["by_level"].values()) for b in got["histogram"]) == 30
+    assert "by_level" not in s.stats(Query(), by=("host",), step_us=1000)["histogram"][0]
+
+
+def test_fields_names_fields_and_sd_params_with_counts_most_frequent_first() -> None:
+    from collector.search import parse
+
+    s, records = _population()
+    names = dict(s.fields(Query()))
+    assert names["fields.user_id"] == sum(1 for _, r in records if r.fields)
+    assert names["fields.http.s"] == sum(1 for _, r in records if r.fields and "http" in r.fields)
+    assert names["sd.origin.ip"] == sum(1 for _, r in records if r.structured_data)
+    counts = [c for _, c in s.fields(Query())]
+    assert counts == sorted(counts, reverse=True)
+    only = dict(s.fields(Query(search=parse("fields.http.s:*"))))
+    assert only["fields.user_id"] == only["fields.http.s"]
+
+
+def test_context_is_the_exact_neighbours_in_scope_in_time_then_id_order() -> None:
+    from collector.query import ContextQuery
+
+    s, records = _population()
+    mid_id, mid = records[300]
+    for scope, same in (
+        ("all", lambda r: True),
+        ("host", lambda r: r.host == mid.host),
+        ("host,service", lambda r: r.host == mid.host and r.service == mid.service),
+    ):
+        inscope = [rid for rid, r in records if same(r)]
+        k = inscope.index(mid_id)
+        items, anchor = s.context(mid_id, ContextQuery(before=5, after=3, scope=scope)) or ([], -1)
+        assert [rid for rid, _ in items] == inscope[max(0, k - 5) : k + 4]
+        assert items[anchor][0] == mid_id
+    items, anchor = s.context(records[0][0], ContextQuery(before=5, after=0, scope="all")) or (
+        [],
+        -1,
+    )
+    assert (len(items), anchor) == (1, 0)
+    assert s.context("nope", ContextQuery()) is None
+
+
+def test_a_scan_cut_short_by_the_budget_pages_on_and_still_visits_every_match_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector import store as store_module
+    from collector.search import parse
+
+    monkeypatch.setattr(store_module, "SCAN_BUDGET", 10)
+    s, records = _population()
+    for text in ("/pass/", "-password", "pass*", "fields.user_id:42 /root/"):
+        want = _brute(records, text)
+        q = Query(search=parse(text), limit=50)
+        first = s.query(q)
+        assert len(first.items) < 50  # cut short: at most 10 records tested
+        assert first.next_cursor is not None
+        assert page_all(s, q) == want
+        assert page_all(s, replace(q, order="desc")) == want[::-1]
+
+
+def test_fields_terms_past_the_index_budget_are_tested_record_by_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector import store as store_module
+    from collector.search import parse
+
+    monkeypatch.setattr(store_module, "INDEX_BUDGET", 5)  # fewer than any shard holds
+    s, records = _population()
+    for text in ("fields.user_id:42", "fields.user_id:*", "sd.origin.ip:10.0.0.1 host:web-1"):
+        want = _brute(records, text)
+        q = Query(search=parse(text), limit=9)
+        assert page_all(s, q) == want
+        assert page_all(s, replace(q, order="desc")) == want[::-1]
+
+
+def test_expire_counts_older_shards_field_names_ahead_of_fields() -> None:
+    s, _ = _population()
+    want = s.fields(Query())
+    fresh, _ = _population()
+    assert fresh.warm(10**9) > 0
+    assert fresh.warm(10**9) == 0  # counted once while the shards do not change
+    assert fresh.fields(Query()) == want
+    fresh.expire(10**9)  # the sweeper's call: warming is part of it, a budget at a time
+    assert fresh.fields(Query()) == want
