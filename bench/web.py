@@ -2,7 +2,7 @@
 time to the first rows, time to the histogram, DOM size, scrolling through
 10,000 rows, and live mode under a steady stream of new records.
 
-The daemon is bench/http.py's (seeded in process, spread over the last 50
+The daemon is bench/api.py's (seeded in process, spread over the last 50
 minutes); the browser is the system's chromium driven by playwright. Run
 from the repo root:
 
@@ -48,7 +48,7 @@ DOM_NODES = "() => document.getElementsByTagName('*').length"
 
 def start_daemon(records: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "bench", "http.py"), "--serve", str(records)],
+        [sys.executable, os.path.join(ROOT, "bench", "api.py"), "--serve", str(records)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=ROOT,
@@ -72,11 +72,11 @@ def frames(page: Any) -> dict[str, float]:
     }
 
 
-def first_load(browser: Any, base: str) -> dict[str, Any]:
+def first_load(browser: Any, base: str, target: str = "/") -> dict[str, Any]:
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     page = ctx.new_page()
     t0 = time.perf_counter()
-    page.goto(base + "/")
+    page.goto(base + target)
     page.wait_for_selector("[data-testid=row]", timeout=60_000)
     wall = time.perf_counter() - t0
     page.wait_for_function(
@@ -206,6 +206,11 @@ def main() -> None:
                 print(json.dumps({"first_load": loads[-1]}), flush=True)
             med = {k: statistics.median(r[k] for r in loads) for k in loads[0]}
             print(json.dumps({"first_load_median": med}), flush=True)
+            # A phrase search (about 1 record in 1,000 matches) over the same hour.
+            target = "/?query=%22served+in+5+ms%22"
+            searches = [first_load(browser, base, target) for _ in range(args.runs)]
+            med = {k: statistics.median(r[k] for r in searches) for k in searches[0]}
+            print(json.dumps({"search_median": {"target": target, **med}}), flush=True)
             print(json.dumps({"scroll": scroll_10k(browser, base)}), flush=True)
             for rate in args.live_rate or [2000, 5000]:
                 print(
