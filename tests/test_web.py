@@ -1031,3 +1031,20 @@ def test_a_field_facet_added_on_demand_counts_and_filters_by_its_values(
     page.wait_total(len(want))
     assert page.rows() == want[: len(page.rows())]
     page.assert_clean()
+
+
+def test_a_search_that_does_not_parse_says_where_and_keeps_the_page_usable(
+    page: Page, seeded: tuple[WebDaemon, list[dict[str, Any]]]
+) -> None:
+    d, _ = seeded
+    if not d.supports("/logs?query=x"):
+        pytest.skip("this daemon has no search language (query=) yet")
+    page.open()
+    page.wait_loads(1)
+    page.tab.fill("[data-testid=search]", '"unclosed')
+    page.tab.press("[data-testid=search]", "Enter")
+    page.tab.wait_for_function("() => document.getElementById('error').textContent")
+    assert re.search(r"query: .*column \d+", page.tab.inner_text("#error"))
+    page.search("timeout")
+    assert page.tab.inner_text("#error") == ""
+    page.assert_clean(allow="status of 400")
