@@ -4,6 +4,7 @@ missing hostnames, Cisco IOS and ASA, RFC 3339 in the 3164 position."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -808,3 +809,28 @@ def test_arbitrary_bytes_after_a_3164_header_never_raise(tail: bytes) -> None:
 def test_header_lookalikes_never_raise(tail: str) -> None:
     rec = parse_syslog(b"<13>" + tail.encode(), NOW, SENDER, OPTS)
     assert rec.format == "rfc3164"
+
+
+def _docs_tag_table() -> list[tuple[str, dict[str, Any]]]:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "parsing.md").read_text()
+    lines = doc[doc.index("| line (after `<13>Mar  3 08:15:00 `)") :].splitlines()
+    rows = []
+    for row in lines[2:]:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        line = cells[0].split("`")[1].replace("\u21e5", "\t")
+        want = {}
+        for key, cell in zip(("host", "service", "procid", "message"), cells[1:], strict=True):
+            value = cell.strip("`").replace("\u21e5", "\t")
+            want[key] = {"sender": SENDER, "": None, '""': ""}.get(value, value)
+        rows.append((line, want))
+    return rows
+
+
+def test_the_tag_table_in_the_parsing_docs_is_what_the_parser_does() -> None:
+    rows = _docs_tag_table()
+    assert len(rows) >= 10
+    for line, want in rows:
+        got = parsed(b"<13>Mar  3 08:15:00 " + line.encode())
+        assert subset(got, want) == want, line
