@@ -1,6 +1,6 @@
 """Parse stage: one syslog frame (bytes) -> one Record.
 
-Reads PRI, then picks RFC 5424 (VERSION 1) or RFC 3164 per message, and falls
+Reads PRI, then picks RFC 5424 (VERSION 1..999) or RFC 3164 per message, and falls
 back to `raw`, so nothing that arrives is lost. Bytes are decoded once (invalid
 UTF-8 -> U+FFFD) and never raise. Pure: receipt time, sender and timezone come
 in as arguments; no clock, no I/O.
@@ -94,8 +94,12 @@ def parse_syslog(
         if pri is None:
             # `<999>`, `<abc>`, `<192>`, or no closing `>`: not syslog.
             rec = raw_record(text, received_at, sender)
-        elif text.startswith("1 ", gt + 1) and (
-            r5424 := parse_rfc5424(text, pri, received_at, sender, opts.tz)
+        elif (
+            # VERSION = NONZERO-DIGIT 0*2DIGIT, then SP (§6.2.2): a digit 1-9
+            # and a SP within four characters; parse_rfc5424 checks the rest.
+            "1" <= (v := text[gt + 1 : gt + 5]) < ":"
+            and " " in v
+            and (r5424 := parse_rfc5424(text, pri, received_at, sender, opts.tz))
         ):
             rec = r5424
         else:

@@ -50,8 +50,10 @@ _SEQUENCE = re.compile(r"\d{1,10}: ", re.ASCII)
 #   `2y10w`, `1d02h`, `00:01:23`   IOS `service timestamps log uptime`: no date,
 #                          so the record gets the receipt time;
 #   a `:` after it         IOS and ASA end the timestamp with a colon.
+# The IOS sequence number is matched here too (the common case in one match);
+# lines where it is followed by no TIMESTAMP are read by _odd_header.
 _HEADER = re.compile(
-    r"[*.]?(?:"
+    r"(?:\d{1,10}: )?[*.]?(?:"
     r"(([A-Za-z]{3}) {1,2}(\d{1,2})(?: (\d{4}))? (\d\d):(\d\d):(\d\d))(?:\.(\d{1,6}))?"
     r"(?: ([A-Z]{1,5})(?=:))?"
     r"|(\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:[Zz]|[+-]\d\d:?\d\d)?)"
@@ -60,22 +62,56 @@ _HEADER = re.compile(
     re.ASCII,
 )
 
-# TAG (§4.1.3, §5.3): alphanumerics ended by the first other character, in
-# practice `app[pid]:` or `app:`. Accepted: any characters but SP `[` `]` `:`
-# (`postfix/smtpd`, `/usr/sbin/cron`, `systemd-logind`), `app[pid]` without
-# the colon, and an empty tag (`: text`, Cisco ASA's `host : %ASA-...`). A bare
-# word without `[` or `:` is not a tag: RFC 3164 §5.4's `Use the BFG!` is MSG.
-# A colon counts only before a space or the end, so `fe80::1` is a host.
-_TAG = re.compile(r"([^ \[\]:]{0,128})(?:\[([^\]]{0,128})\]:?|:(?= |\Z)) ?")
-
-# The same rules in one pattern for the common case after a timestamp: an
-# optional HOSTNAME (no `[`, `]`, `:` -- that would make it the tag -- no `=`,
-# FortiGate, and no leading `%`, Cisco), then a TAG that is not a Cisco
-# `%...` mnemonic. (Checked against the step-by-step path on 200k random
-# lines: same records; about 10% faster for RFC 3164.)
-_HOST_TAG = re.compile(
-    r"(?:(?!%)([^ \[\]:=]+) )?(?!%)([^ \[\]:]{0,128})(?:\[([^\]]{0,128})\]:?|:(?= |\Z)) ?"
+# After the TIMESTAMP, HOSTNAME and TAG are read as receivers read them
+# (rsyslog's hostname and program name), not as RFC 3164 §4.1.3 describes TAG
+# (at most 32 alphanumerics): programs send `sshd(pam_unix)`, `postfix/smtpd`,
+# `--` (syslogd's `-- MARK --`), Snare's `MSWinEventLog<TAB>`, and longer tags.
+#
+# HOSTNAME (§4.1.2) is optional, because glibc syslog(), busybox, `logger -u`
+# and journald forwarders leave it out (`Mar  1 12:00:00 sshd[12]: text`). The
+# first token is the HOSTNAME when it looks like one and a SP (or the end of
+# the line) follows it: letters, digits, `.`, `_`, `-`, starting and ending
+# with a letter or digit (a name or IPv4 address), or an IPv6 address. Any
+# non-ASCII character counts as a letter (a UTF-8 name, or U+FFFD where a
+# sender put bytes that are not UTF-8: still its hostname). So
+# `sshd[12]:`, `root:`, `--`, `date=...` and `%ASA-...` are never hostnames,
+# and a line that ends after HOSTNAME (`Aug 30 23:00:05 X4711`) has a host, no
+# tag and an empty message. A hostless line whose tag has neither `[PID]` nor
+# `:` (`Mar  1 12:00:00 myprog started`) cannot be told from HOSTNAME SP TAG
+# and is read as that (host `myprog`, tag `started`), as rsyslog reads it.
+# (Classes of ASCII characters left out, so non-ASCII passes; `*+` and `++`
+# are possessive: a token is read once, never backtracked into.)
+_ALNUM = r"[^\x00-/:-@\[-`{-\x7f]"  # ASCII letters and digits, any non-ASCII
+_NAME_CHAR = r"[^\x00-,/:-@\[-^`{-\x7f]"  # the same and `-` `.` `_`
+_HOSTNAME = (
+    rf"{_ALNUM}{_NAME_CHAR}*+(?<={_ALNUM})"  # a name or IPv4 address
+    r"|[0-9A-Fa-f.]*+(?::[0-9A-Fa-f.]*+){2,8}+(?<=[0-9A-Fa-f.])"  # IPv6, not ending in `:`
 )
+
+# TAG: the text up to the first SP, TAB, `[` or `:`, any length; then its
+# `[PID]`, a `:` and one SP or TAB, each if present; MSG is what follows
+# (`tag This msg`: TAG `tag`, MSG `This msg`). Not a TAG, so left in MSG: a
+# Cisco `%FAC-SEV-MNEMONIC:` (see _CISCO), a `{` (a JSON body), and a
+# `key=value` token (_KEY_VALUE). An empty TAG is no tag; its `[PID]` and `:`
+# are still read (`host [audit] text`, Cisco ASA's `host : %ASA-...`).
+_HOST_TAG = re.compile(
+    rf"(?:({_HOSTNAME})(?: |\Z))?"  # 1: HOSTNAME
+    r"(?:(?![%{])([^ \t\[:]++))?"  # 2: TAG
+    r"(?:\[([^\]]{0,128}+)\])?"  # 3: PID
+    r":?[ \t]?"
+)
+
+# FortiGate and other key=value devices send a body of pairs (`date=2026-01-02
+# time=03:04:00 devname="FG100E" ...`) where the TAG would be: it is read whole
+# as MSG. A TAG with `=` further in (`05",result_code=200,b`) is still a TAG.
+_KEY_VALUE = re.compile(r"[A-Za-z_][\w.-]*=")
+
+# Without a TIMESTAMP (PRI then text: Python's SysLogHandler, Cisco without
+# `service timestamps`), no HOSTNAME is looked for, and the first token is a
+# TAG only when it has a `[PID]` or ends in `:` before a SP or the end
+# (`myapp[12]: text`, `myapp: text`): plain text after PRI stays MSG whole.
+# A colon inside a token (`http://`, `12:00`) ends no tag here.
+_TAG = re.compile(r"(?!\{)([^ \[\]:]{0,128})(?:\[([^\]]{0,128})\]:?|:(?= |\Z)) ?")
 
 # Cisco `%FACILITY-[SUBFACILITY-]SEVERITY-MNEMONIC:` opens IOS and ASA
 # messages where a TAG would be; it stays in MSG and its FACILITY (`ASA`,
@@ -150,6 +186,41 @@ def _month_day_time(m: re.Match[str], received_at: int, tz: _dt.tzinfo) -> int |
     return secs * 1_000_000 + int(frac) * FRACTION_SCALE[len(frac)]
 
 
+def _timestamp(m: re.Match[str], received_at: int, tz: _dt.tzinfo) -> int | None:
+    if m[2] is not None:
+        return _month_day_time(m, received_at, tz)
+    if m[10] is not None:
+        return parse_timestamp(m[10], tz)
+    return received_at  # a Cisco uptime counter -> receipt time (contract)
+
+
+def _odd_header(
+    text: str, pos: int, pri: int | None
+) -> tuple[re.Match[str] | None, int, str | None]:
+    """The header shapes _HEADER does not match at `pos`: (TIMESTAMP match or
+    None, where MSG starts when there is none, IOS origin-id hostname)."""
+    if text[pos : pos + 1].isdigit() and (seq := _SEQUENCE.match(text, pos)) is not None:
+        # An IOS sequence number, then no date (`39: %SYS-5-...`), or
+        # `logging origin-id hostname` naming the device after it:
+        # `<189>101: R1: *Mar  1 00:28:51.263: %SYS-5-...`.
+        pos = seq.end()
+        colon = text.find(": ", pos, pos + 256)
+        if colon > pos and " " not in text[pos:colon]:
+            m = _HEADER.match(text, colon + 2)
+            if m is not None and (m[2] is None or m[2] in _MONTHS):
+                return m, pos, text[pos:colon]
+    elif pri is not None and text.startswith(" ", pos):
+        # `<38> Mar  7 19:06:53 ...`: spaces before TIMESTAMP (HP ProCurve,
+        # hand-written lines) are skipped when a TIMESTAMP follows them.
+        after = pos + 1
+        while text.startswith(" ", after):
+            after += 1
+        m = _HEADER.match(text, after)
+        if m is not None and (m[2] is None or m[2] in _MONTHS):
+            return m, pos, None
+    return None, pos, None
+
+
 def parse_rfc3164(
     text: str,
     pos: int,
@@ -164,36 +235,32 @@ def parse_rfc3164(
     With a PRI this always returns a record (a PRI followed by plain text is
     a message with receipt time, as a relay would stamp it, §4.3.2). Without
     a PRI it returns None unless a timestamp opens the line."""
-    seq = None
-    if text[pos : pos + 1].isdigit() and (seq := _SEQUENCE.match(text, pos)) is not None:
-        pos = seq.end()
     m = _HEADER.match(text, pos)
-    origin = None
-    if m is None and seq is not None:
-        # IOS `logging origin-id hostname` names the device after the
-        # sequence number: `<189>101: R1: *Mar  1 00:28:51.263: %SYS-5-...`.
-        colon = text.find(": ", pos, pos + 256)
-        if colon > pos and " " not in text[pos:colon]:
-            m = _HEADER.match(text, colon + 2)
-            if m is not None:
-                origin = text[pos:colon]
-    fields = None
     ts: int | None = received_at
     if m is not None:
         if m[2] is not None:
-            if m[2] not in _MONTHS:
-                m = None  # a three-letter word, not a date
-            else:
+            if m[2] in _MONTHS:
                 ts = _month_day_time(m, received_at, tz)
+            else:
+                m = None  # a three-letter word, not a date
         elif m[10] is not None:
             ts = parse_timestamp(m[10], tz)
         # else: a Cisco uptime counter -> receipt time (contract)
+    origin = None
+    if m is None:
+        m, pos, origin = _odd_header(text, pos, pri)
+        if m is not None:
+            ts = _timestamp(m, received_at, tz)
     if pri is None and (m is None or m[11] is not None):
         return None  # without PRI, only a real date makes it look like 3164
+    fields = None
     timestamp = received_at
     if m is not None:
         if ts is None:
-            fields = {"invalid_timestamp": text[m.start() : m.end()].rstrip(": ")}
+            bad = text[m.start() : m.end()].rstrip(": ")
+            if (seq := _SEQUENCE.match(bad)) is not None:
+                bad = bad[seq.end() :]
+            fields = {"invalid_timestamp": bad}
         else:
             timestamp = ts
         pos = m.end()
@@ -202,28 +269,20 @@ def parse_rfc3164(
     service = None
     procid = None
     if m is not None and origin is None and (t := _HOST_TAG.match(text, pos)) is not None:
-        # The common shapes, `HOSTNAME SP TAG` and `TAG`, in one match.
-        if t[1] is not None:
-            host = _intern(t[1])
-        service, procid = t[2], t[3]
-        pos = t.end()
+        # [HOSTNAME SP] [TAG] [[PID]] [":"] [SP / TAB]: always matches.
+        hostname, service, procid = t.groups()
+        if hostname is not None:
+            host = _intern(hostname)
+        if service is not None and "=" in service and _KEY_VALUE.match(service):
+            service = procid = None  # key=value pairs: MSG from here
+            pos = t.start(2)
+        else:
+            pos = t.end()
     elif text.startswith("%", pos):
         pass  # Cisco: no hostname, no tag; handled below
     elif (t := _TAG.match(text, pos)) is not None:
-        # The first token holds `[` or ends in `:`: a tag, and no HOSTNAME
-        # (glibc syslog(), busybox, `logger -u`, Python's SysLogHandler).
         service, procid = t[1], t[2]
         pos = t.end()
-    elif m is not None:
-        sp = text.find(" ", pos)
-        if sp > pos and "=" not in text[pos:sp]:
-            # HOSTNAME (§4.1.2). A `key=value` token is FortiGate-style MSG,
-            # and a lone token is MSG, not a hostname with an empty message.
-            host = _intern(text[pos:sp])
-            pos = sp + 1
-            if (t := _TAG.match(text, pos)) is not None and not text.startswith("%", pos):
-                service, procid = t[1], t[2]
-                pos = t.end()
     msg = text[pos:]
     if service:
         service = _intern(service)

@@ -210,7 +210,7 @@ def split_structured_data(
 #   SYSLOG-MSG = HEADER SP STRUCTURED-DATA [SP MSG]
 #   HEADER     = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
 #   PRI        = "<" PRIVAL ">"          ; PRIVAL 0..191, read by collector.parse
-#   VERSION    = NONZERO-DIGIT 0*2DIGIT   ; only "1" is defined
+#   VERSION    = NONZERO-DIGIT 0*2DIGIT   ; only "1" is defined, 1..999 read
 #   HOSTNAME   = NILVALUE / 1*255PRINTUSASCII
 #   APP-NAME   = NILVALUE / 1*48PRINTUSASCII
 #   PROCID     = NILVALUE / 1*128PRINTUSASCII
@@ -221,14 +221,24 @@ def split_structured_data(
 # TIMESTAMP (§6.2.3) is RFC 3339's, read by collector.times.parse_timestamp.
 # Field lengths and PRINTUSASCII are not enforced: a too-long or non-ASCII
 # hostname is still the sender's hostname. NILVALUE becomes None.
+#
+# VERSION: §9.1 says later versions keep this header and change what follows,
+# so a VERSION from 2 to 999 is read with the same grammar (`format` stays
+# rfc5424). Only "1" is a promise, though: with another VERSION the header
+# must also open like one (TIMESTAMP `-` or an RFC 3339 date), so that text
+# after PRI that happens to start with a number (`<14>200 OK from ...`) stays
+# RFC 3164 text rather than six fields read out of a sentence.
+_LATER_VERSION = re.compile(r"<\d{1,3}>[1-9]\d{0,2}\Z")
+_DATE_OR_NIL = re.compile(r"-\Z|\d{4}-\d\d-\d\d[Tt]")
 
 
 def parse_rfc5424(
     text: str, pri: int, received_at: int, sender: str | None, tz: _dt.tzinfo
 ) -> Record | None:
     """`text` is the whole decoded message, starting with its PRI (already read
-    as `pri`); None when it is not RFC 5424 (VERSION other than 1, or fewer
-    than the six header fields)."""
+    as `pri`); None when it is not RFC 5424 (no VERSION 1..999, a VERSION
+    other than 1 before something that is no TIMESTAMP, or fewer than the
+    six header fields)."""
     parts = text.split(" ", 6)
     if len(parts) == 7:
         head, ts, host, app, procid, msgid, rest = parts
@@ -239,8 +249,11 @@ def parse_rfc5424(
         rest = "-"
     else:
         return None
-    if not (head.endswith(">1") and ts and host and app and procid and msgid):
-        return None  # another VERSION, or two spaces in a row: not this grammar
+    if not (head.endswith(">1") and ts and host and app and procid and msgid) and (
+        not (ts and host and app and procid and msgid)  # two spaces in a row
+        or not (_LATER_VERSION.match(head) and _DATE_OR_NIL.match(ts))
+    ):
+        return None  # not this grammar
     fields = None
     if ts == "-":
         timestamp = received_at  # contract: no usable time -> receipt time

@@ -4,6 +4,7 @@ missing hostnames, Cisco IOS and ASA, RFC 3339 in the 3164 position."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,7 @@ from collector.parse import parse_syslog
 from collector.record import ParseOptions, record_to_dict
 
 NOW = 1767323045_500000  # 2026-01-02T03:04:05.5Z
+RECEIPT = "receipt time"
 OPTS = ParseOptions(ttl_us=100 * 365 * 86400 * 1_000_000)
 SENDER = "192.0.2.7"
 
@@ -53,9 +55,11 @@ TAG_CASES = [
         id="rfc3164-example-1-app-colon",
     ),
     pytest.param(
+        # RFC 3164 §5.4 calls this MSG tagless; receivers read the first word
+        # as the tag (a tag needs no colon), and so do we.
         b"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!",
-        {"host": "10.0.0.99", "service": None, "message": "Use the BFG!"},
-        id="rfc3164-example-2-no-tag",
+        {"host": "10.0.0.99", "service": "Use", "message": "the BFG!"},
+        id="rfc3164-example-2-first-word-is-the-tag",
     ),
     pytest.param(
         b"<38>Jan  2 03:00:01 web-1 sshd[4242]: Accepted publickey for deploy",
@@ -98,8 +102,8 @@ TAG_CASES = [
     ),
     pytest.param(
         b"<13>Jan  2 03:00:01 host",
-        {"host": SENDER, "message": "host"},
-        id="lone-token-is-message",
+        {"host": "host", "service": None, "message": ""},
+        id="line-ending-after-hostname",
     ),
     pytest.param(
         b"<13>Jan  2 03:00:01 % sshd[12]: x",
@@ -139,6 +143,289 @@ def test_rfc3164_hostname_and_tag_are_read_like_syslogd_does(
     data: bytes, want: dict[str, Any]
 ) -> None:
     assert subset(parsed(data), want) == want
+
+
+# TAG as receivers read it: up to the first SP, TAB, `[` or `:`, any length,
+# with or without the colon.
+RECEIVER_TAG_CASES = [
+    pytest.param(
+        b"<30>Mar  3 08:15:00 nas01 smartd Device: /dev/sda, SMART Usage Attribute: 194 changed",
+        {
+            "host": "nas01",
+            "service": "smartd",
+            "procid": None,
+            "message": "Device: /dev/sda, SMART Usage Attribute: 194 changed",
+        },
+        id="tag-without-colon",
+    ),
+    pytest.param(
+        b"<46>Mar  3 08:20:00 gw-2 -- MARK --",
+        {"host": "gw-2", "service": "--", "message": "MARK --"},
+        id="syslogd-mark",
+    ),
+    pytest.param(
+        b"Mar  3 08:20:00 gw-2 -- MARK --",
+        {"host": "gw-2", "service": "--", "message": "MARK --", "level": "notice"},
+        id="syslogd-mark-without-pri",
+    ),
+    pytest.param(
+        b"<46>Mar  3 08:20:00 -- MARK --",
+        {"host": SENDER, "service": "--", "message": "MARK --"},
+        id="syslogd-mark-without-hostname",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 app01 com.example.billing.InvoiceReconciliationWorker[881]: batch 42 done",
+        {
+            "service": "com.example.billing.InvoiceReconciliationWorker",
+            "procid": "881",
+            "message": "batch 42 done",
+        },
+        id="tag-longer-than-32-characters",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 app01 org.example.very.long.logger.NameWithoutAColon text follows",
+        {"service": "org.example.very.long.logger.NameWithoutAColon", "message": "text follows"},
+        id="long-tag-without-colon",
+    ),
+    pytest.param(
+        b"<30>Mar  3 08:15:00 proxy-2 (squid-1): Accepting HTTP Socket connections at conn3",
+        {
+            "host": "proxy-2",
+            "service": "(squid-1)",
+            "message": "Accepting HTTP Socket connections at conn3",
+        },
+        id="squid-parenthesised-tag",
+    ),
+    pytest.param(
+        b"<86>Mar  3 08:15:00 web-4 sshd(pam_unix)[5120]: session opened for user deploy",
+        {
+            "service": "sshd(pam_unix)",
+            "procid": "5120",
+            "message": "session opened for user deploy",
+        },
+        id="pam-module-in-tag",
+    ),
+    pytest.param(
+        b'<190>Mar  3 08:15:00 10.20.30.40 12",bytes=5120,status=ok',
+        {"host": "10.20.30.40", "service": '12",bytes=5120,status=ok', "message": ""},
+        id="punctuation-tag-from-a-split-csv-line",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 dc01.corp.example MSWinEventLog\t1\tSecurity\t4711\t"
+        b"Tue Mar 03 08:15:00 2026\t4624\tMicrosoft-Windows-Security-Auditing\tCORP\\alice\t"
+        b"N/A\tSuccess Audit\tdc01.corp.example\tLogon\t\tAn account was successfully logged on.\t12",
+        {
+            "host": "dc01.corp.example",
+            "service": "MSWinEventLog",
+            "message": "1\tSecurity\t4711\tTue Mar 03 08:15:00 2026\t4624\t"
+            "Microsoft-Windows-Security-Auditing\tCORP\\alice\tN/A\tSuccess Audit\t"
+            "dc01.corp.example\tLogon\t\tAn account was successfully logged on.\t12",
+        },
+        id="snare-tab-separated-windows-event",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 app:\tafter a tab",
+        {"service": "app", "message": "after a tab"},
+        id="tab-after-colon",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 app:glued to the colon",
+        {"service": "app", "message": "glued to the colon"},
+        id="no-space-after-colon",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 app:  indented",
+        {"service": "app", "message": " indented"},
+        id="only-one-space-after-colon-is-dropped",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 worker[77] job finished",
+        {"service": "worker", "procid": "77", "message": "job finished"},
+        id="pid-without-colon",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 tag",
+        {"host": "web-4", "service": "tag", "message": ""},
+        id="tag-and-nothing-after",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 ",
+        {"host": "web-4", "service": None, "message": ""},
+        id="hostname-then-space",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 ",
+        {"host": SENDER, "service": None, "message": ""},
+        id="date-then-space",
+    ),
+    pytest.param(
+        b"<14>Dec 30 2025 08:15:00 backup-nas",
+        {
+            "host": "backup-nas",
+            "service": None,
+            "message": "",
+            "timestamp": "2025-12-30T08:15:00.000000Z",
+        },
+        id="line-ending-after-hostname-with-a-year",
+    ),
+    pytest.param(
+        b"<14>2026-01-02T03:04:05Z fe80::2",
+        {"host": "fe80::2", "service": None, "message": ""},
+        id="line-ending-after-an-ipv6-hostname",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 watchdog:",
+        {"host": SENDER, "service": "watchdog", "message": ""},
+        id="a-lone-tag-with-colon-is-no-hostname",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 sensor-7 [temp] 41C",
+        {"host": "sensor-7", "service": None, "procid": "temp", "message": "41C"},
+        id="bracket-right-after-hostname-is-an-empty-tags-pid",
+    ),
+    pytest.param(
+        b'<14>Mar  3 08:15:00 web-4 {"level":"info","msg":"started"}',
+        {"host": "web-4", "service": None, "message": '{"level":"info","msg":"started"}'},
+        id="json-body-is-no-tag",
+    ),
+    pytest.param(
+        b'<14>{"level":"info","msg":"no header at all"}',
+        {"host": SENDER, "service": None, "message": '{"level":"info","msg":"no header at all"}'},
+        id="json-after-pri-is-no-tag",
+    ),
+    pytest.param(
+        b'<189>Mar  3 08:15:00 fgt-1 date=2026-03-03 time=08:15:00 logid="0100032001" type="event"',
+        {
+            "host": "fgt-1",
+            "service": None,
+            "message": 'date=2026-03-03 time=08:15:00 logid="0100032001" type="event"',
+        },
+        id="key-value-body-after-hostname-is-no-tag",
+    ),
+    pytest.param(
+        b"<14>Mar  3 08:15:00 web-4 %not-a-mnemonic here",
+        {"service": None, "message": "%not-a-mnemonic here"},
+        id="percent-word-that-is-no-cisco-mnemonic-stays-in-message",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "want"), RECEIVER_TAG_CASES)
+def test_a_tag_ends_at_space_tab_bracket_or_colon_and_may_be_any_length(
+    data: bytes, want: dict[str, Any]
+) -> None:
+    got = parsed(data)
+    assert got["format"] == "rfc3164"
+    assert subset(got, want) == want
+
+
+# HOSTNAME is optional: the first token is the hostname only when it looks
+# like one (letters, digits, `.`, `_`, `-`, or an IPv6 address) and a space
+# follows it. Otherwise it is the TAG, and the host is the sender.
+HOSTLESS_CASES = [
+    pytest.param(
+        b"<13>Mar  1 12:00:00 sshd[12]: Connection from 192.0.2.1",
+        {"host": SENDER, "service": "sshd", "procid": "12", "message": "Connection from 192.0.2.1"},
+        id="glibc-pid-and-colon",
+    ),
+    pytest.param(
+        b"<13>Mar  1 12:00:00 sshd[12] Connection closed",
+        {"host": SENDER, "service": "sshd", "procid": "12", "message": "Connection closed"},
+        id="pid-without-colon",
+    ),
+    pytest.param(
+        b"<6>Mar  1 12:00:00 kernel: usb 1-1: new high-speed USB device",
+        {"host": SENDER, "service": "kernel", "message": "usb 1-1: new high-speed USB device"},
+        id="busybox-kernel",
+    ),
+    pytest.param(
+        b"<14>Mar  1 12:00:00 -bash: warning: setlocale: LC_ALL",
+        {"host": SENDER, "service": "-bash", "message": "warning: setlocale: LC_ALL"},
+        id="tag-starting-with-a-dash-is-no-hostname",
+    ),
+    pytest.param(
+        b"<14>Mar  1 12:00:00 my_app.py[88]: started",
+        {"host": SENDER, "service": "my_app.py", "procid": "88", "message": "started"},
+        id="dotted-tag-with-pid",
+    ),
+    pytest.param(
+        # Cannot be told from HOSTNAME SP TAG: read as that, like rsyslog.
+        b"<14>Mar  1 12:00:00 backupd started nightly run",
+        {"host": "backupd", "service": "started", "message": "nightly run"},
+        id="bare-word-then-text-reads-as-hostname-and-tag",
+    ),
+    pytest.param(
+        "<14>Mar  1 12:00:00 büro-pc app: umlaut host".encode(),
+        {"host": "büro-pc", "service": "app", "message": "umlaut host"},
+        id="non-ascii-hostname",
+    ),
+    pytest.param(
+        b"<14>Mar  1 12:00:00 web\xff-1 app: bytes that are not utf-8 in the hostname",
+        {"host": "web\ufffd-1", "service": "app"},
+        id="replacement-character-in-hostname",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "want"), HOSTLESS_CASES)
+def test_the_first_token_is_a_hostname_only_when_it_looks_like_one(
+    data: bytes, want: dict[str, Any]
+) -> None:
+    assert subset(parsed(data), want) == want
+
+
+PRI_SPACE_CASES = [
+    pytest.param(
+        b"<38> Mar  3 08:15:00 procurve-1 sshd: login from 10.1.1.1",
+        {
+            "timestamp": "2026-03-03T08:15:00.000000Z",
+            "host": "procurve-1",
+            "service": "sshd",
+            "message": "login from 10.1.1.1",
+        },
+        id="one-space",
+    ),
+    pytest.param(
+        b"<38>   Mar  3 08:15:00 procurve-1 sshd: login",
+        {"timestamp": "2026-03-03T08:15:00.000000Z", "host": "procurve-1", "service": "sshd"},
+        id="several-spaces",
+    ),
+    pytest.param(
+        b"<14> 2026-03-03T08:15:00.250Z edge-3 app[9]: rfc3339 after a space",
+        {"timestamp": "2026-03-03T08:15:00.250000Z", "host": "edge-3", "procid": "9"},
+        id="rfc3339-after-a-space",
+    ),
+    pytest.param(
+        b"<14> no date here",
+        {"timestamp": RECEIPT, "host": SENDER, "service": None, "message": " no date here"},
+        id="spaces-without-a-date-stay-in-the-message",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "want"), PRI_SPACE_CASES)
+def test_spaces_between_pri_and_the_timestamp_are_skipped(
+    data: bytes, want: dict[str, Any]
+) -> None:
+    got = parsed(data, _us("2026-03-03T08:16:00Z"))
+    assert got["format"] == "rfc3164"
+    want = {k: "2026-03-03T08:16:00.000000Z" if v == RECEIPT else v for k, v in want.items()}
+    assert subset(got, want) == want
+
+
+_TAG_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters=" \t[:", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=60,
+).filter(lambda t: t[0] not in "%{" and "=" not in t)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=_TAG_TEXT, msg=st.text(max_size=40).map(lambda m: m.lstrip(" \t")), colon=st.booleans())
+def test_any_tag_text_comes_back_as_the_service(tag: str, msg: str, colon: bool) -> None:
+    line = f"<14>Mar  3 08:15:00 host-1 {tag}{':' if colon else ''} {msg}"
+    rec = parse_syslog(line.encode(), NOW, SENDER, OPTS)
+    assert (rec.host, rec.service, rec.message) == ("host-1", tag, msg)
 
 
 DATE_CASES = [
@@ -379,6 +666,47 @@ CISCO_CASES = [
         {"host": "fw-01", "service": "FTD", "message": "%FTD-6-430003: EventPriority: Low"},
         id="firepower-after-hostname",
     ),
+    pytest.param(
+        b"<187>Dec 31 23:10:05 10.1.1.1 %PIX-3-106011: Deny inbound (No xlate) udp src outside:192.0.2.9/137",
+        {
+            "host": "10.1.1.1",
+            "service": "PIX",
+            "message": "%PIX-3-106011: Deny inbound (No xlate) udp src outside:192.0.2.9/137",
+        },
+        id="pix-after-an-ip-hostname-keeps-the-whole-tag",
+    ),
+    pytest.param(
+        b"<189>Dec 31 23:10:05 sw-core-1 %LINEPROTO-5-UPDOWN: Line protocol on Interface Gi1/0/3, changed state to up",
+        {
+            "host": "sw-core-1",
+            "service": "LINEPROTO",
+            "message": "%LINEPROTO-5-UPDOWN: Line protocol on Interface Gi1/0/3, changed state to up",
+        },
+        id="ios-relayed-with-hostname",
+    ),
+    pytest.param(
+        b"<188>Dec 31 23:10:05 nx-9k %ETHPORT-5-IF_DOWN_LINK_FAILURE: Interface Ethernet1/7 is down",
+        {
+            "host": "nx-9k",
+            "service": "ETHPORT",
+            "message": "%ETHPORT-5-IF_DOWN_LINK_FAILURE: Interface Ethernet1/7 is down",
+        },
+        id="nexus-mnemonic",
+    ),
+    pytest.param(
+        b"<190>Dec 31 23:10:05 asa-edge : %ASA-6-611101: User authentication succeeded: Uname: admin",
+        {
+            "host": "asa-edge",
+            "service": "ASA",
+            "message": "%ASA-6-611101: User authentication succeeded: Uname: admin",
+        },
+        id="asa-device-id-and-empty-tag",
+    ),
+    pytest.param(
+        b"<190>Dec 31 23:10:05 : %ASA-6-611101: no device id",
+        {"host": SENDER, "service": "ASA", "message": "%ASA-6-611101: no device id"},
+        id="asa-empty-tag-without-hostname",
+    ),
 ]
 
 
@@ -481,3 +809,28 @@ def test_arbitrary_bytes_after_a_3164_header_never_raise(tail: bytes) -> None:
 def test_header_lookalikes_never_raise(tail: str) -> None:
     rec = parse_syslog(b"<13>" + tail.encode(), NOW, SENDER, OPTS)
     assert rec.format == "rfc3164"
+
+
+def _docs_tag_table() -> list[tuple[str, dict[str, Any]]]:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "parsing.md").read_text()
+    lines = doc[doc.index("| line (after `<13>Mar  3 08:15:00 `)") :].splitlines()
+    rows = []
+    for row in lines[2:]:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        line = cells[0].split("`")[1].replace("\u21e5", "\t")
+        want = {}
+        for key, cell in zip(("host", "service", "procid", "message"), cells[1:], strict=True):
+            value = cell.strip("`").replace("\u21e5", "\t")
+            want[key] = {"sender": SENDER, "": None, '""': ""}.get(value, value)
+        rows.append((line, want))
+    return rows
+
+
+def test_the_tag_table_in_the_parsing_docs_is_what_the_parser_does() -> None:
+    rows = _docs_tag_table()
+    assert len(rows) >= 10
+    for line, want in rows:
+        got = parsed(b"<13>Mar  3 08:15:00 " + line.encode())
+        assert subset(got, want) == want, line

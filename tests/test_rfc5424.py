@@ -190,8 +190,8 @@ HEADER_CASES = [
     ),
     pytest.param(
         b"<13>2 2026-01-02T03:04:00Z host app - - - m",
-        {"format": "rfc3164", "message": "2 2026-01-02T03:04:00Z host app - - - m"},
-        id="unknown-version-is-not-5424",
+        {"format": "rfc5424", "host": "host", "service": "app", "message": "m"},
+        id="version-2-is-read-as-5424",
     ),
     pytest.param(
         b"<13>1  2026-01-02T03:04:00Z host app - - - m",
@@ -209,6 +209,66 @@ HEADER_CASES = [
 @pytest.mark.parametrize(("data", "want"), HEADER_CASES)
 def test_rfc5424_lines_parse_to_the_contract_record(data: bytes, want: dict[str, Any]) -> None:
     assert subset(parsed(data), want) == want
+
+
+# §9.1: a later VERSION keeps this header; 1 to 999 are all read with it.
+VERSION_CASES = [
+    pytest.param(
+        b'<86>2 2025-12-31T23:00:01.5+01:00 bastion-1 sshd 7311 AUTH [meta seq="4"] session opened',
+        {
+            "timestamp": "2025-12-31T22:00:01.500000Z",
+            "host": "bastion-1",
+            "service": "sshd",
+            "procid": "7311",
+            "msgid": "AUTH",
+            "facility": "authpriv",
+            "level": "info",
+            "structured_data": {"meta": {"seq": "4"}},
+            "message": "session opened",
+        },
+        id="version-2",
+    ),
+    pytest.param(
+        b"<191>17 2025-12-31T23:00:01Z lab-host probe - - - version seventeen",
+        {"host": "lab-host", "service": "probe", "level": "debug", "message": "version seventeen"},
+        id="two-digit-version",
+    ),
+    pytest.param(
+        b"<0>999 2025-12-31T23:00:01Z edge - - - - the highest version",
+        {"host": "edge", "service": None, "level": "emerg", "message": "the highest version"},
+        id="version-999",
+    ),
+    pytest.param(
+        b"<14>3 - relay-2 app 12 - - no timestamp",
+        {"timestamp": "2026-01-02T03:04:05.500000Z", "host": "relay-2", "procid": "12"},
+        id="later-version-with-nil-timestamp",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "want"), VERSION_CASES)
+def test_every_version_from_1_to_999_is_read_as_rfc5424(data: bytes, want: dict[str, Any]) -> None:
+    got = parsed(data)
+    assert got["format"] == "rfc5424"
+    assert subset(got, want) == want
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"<14>0 2025-12-31T23:00:01Z h a - - - m", id="version-0"),
+        pytest.param(b"<14>01 2025-12-31T23:00:01Z h a - - - m", id="leading-zero"),
+        pytest.param(b"<14>1000 2025-12-31T23:00:01Z h a - - - m", id="four-digits"),
+        pytest.param(b"<14>200 OK served /index.html in 3 ms", id="number-then-words"),
+        pytest.param(b"<14>2 yesterday h a - - - m", id="later-version-without-a-timestamp"),
+        pytest.param(b"<14>7 2025-12-31T23:00:01Z h a", id="later-version-too-few-fields"),
+    ],
+)
+def test_what_is_no_version_1_to_999_with_a_header_stays_rfc3164_text(data: bytes) -> None:
+    got = parsed(data)
+    assert got["format"] == "rfc3164"
+    assert got["message"] == data.decode()[4:]
+    assert (got["host"], got["timestamp"]) == (SENDER, "2026-01-02T03:04:05.500000Z")
 
 
 SD_CASES = [
@@ -276,6 +336,14 @@ def test_structured_data_is_unescaped_and_grouped(sd: str, want: dict[str, Any])
         pytest.param('[a x="1"[b y="2"]', id="element-not-closed-before-next"),
         pytest.param('[a =""]', id="empty-param-name"),
         pytest.param('[a x="1" ="2"]', id="second-param-without-name"),
+        pytest.param('[meta@32473 sequenceId= "7"] the rest', id="space-after-equals"),
+        pytest.param('[meta@32473 sequenceId ="7"] the rest', id="space-before-equals"),
+        pytest.param('[meta seq="1" ] the rest', id="space-before-closing-bracket"),
+        pytest.param("[meta seq='1'] the rest", id="single-quotes"),
+        pytest.param(
+            '[origin ip="10.0.0.1"][meta seq= "2"] the rest',
+            id="good-element-then-bad-element-keeps-both",
+        ),
     ],
 )
 def test_malformed_structured_data_is_refused(rest: str) -> None:
