@@ -28,6 +28,7 @@ from collector.persist import Persistence
 from collector.record import Record
 from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.settings import Settings
+from collector.sockets import bind_error
 from collector.store import Store
 from collector.tail import LiveTails
 
@@ -150,7 +151,7 @@ async def start(
                 await bind_listener(daemon, lc, config.parsing.max_message_bytes)
             except OSError as e:
                 raise StartupError(
-                    f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {e.strerror or e}"
+                    f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {bind_error(e)}"
                 ) from None
         registry = make_registry(
             store,
@@ -171,7 +172,7 @@ async def start(
         try:
             daemon.http_server = await start_http_server(daemon.app, config.http.bind)
         except OSError as e:
-            raise StartupError(f"http: cannot bind {config.http.bind}: {e.strerror or e}") from None
+            raise StartupError(f"http: cannot bind {config.http.bind}: {bind_error(e)}") from None
         # Said only once all is bound: a port in use leaves just its one-line
         # reason on stderr (contract: exit 2 with a one-line reason).
         for lc in config.listeners:

@@ -85,6 +85,44 @@ def _tcp_cfg(**kw: Any) -> ListenerConfig:
     return ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0", **kw)
 
 
+# -- multi-line messages on TCP ---------------------------------------------------
+
+
+async def test_a_continuation_line_sent_later_within_the_wait_joins_its_message() -> None:
+    async with _listener(_tcp_cfg()) as (lst, records), _tcp(lst.address) as (_, writer):
+        writer.write(b"<11>app: boom\n")
+        await writer.drain()
+        await asyncio.sleep(0)  # a read of its own (not a synchronisation: the wait is)
+        writer.write(b"  detail line\n<13>app: next\n")
+        await writer.drain()
+        await wait_for(lambda: len(records) >= 2)
+        assert [r.message for r in records] == ["boom\n  detail line", "next"]
+
+
+async def test_a_lone_lf_framed_line_is_stored_within_the_continuation_wait() -> None:
+    async with _listener(_tcp_cfg()) as (lst, records), _tcp(lst.address) as (_, writer):
+        loop = asyncio.get_running_loop()
+        writer.write(b"<13>app: alone\n")
+        await writer.drain()
+        sent = loop.time()
+        await wait_for(lambda: records, timeout=5.0, interval=0.005)
+        waited = loop.time() - sent
+        assert records[0].message == "alone"
+        # Held at most the bound (and never extended here: nothing unread).
+        assert waited < listeners_mod.CONTINUATION_WAIT + 0.2
+
+
+async def test_a_line_followed_by_a_new_frame_is_stored_without_waiting() -> None:
+    async with _listener(_tcp_cfg()) as (lst, records), _tcp(lst.address) as (_, writer):
+        loop = asyncio.get_running_loop()
+        writer.write(b"<13>app: first\n<13>app: second")
+        await writer.drain()
+        sent = loop.time()
+        await wait_for(lambda: records, timeout=5.0, interval=0.002)
+        assert loop.time() - sent < listeners_mod.CONTINUATION_WAIT
+        assert records[0].message == "first"
+
+
 # -- UDP ----------------------------------------------------------------------
 
 
