@@ -45,6 +45,7 @@ class ListenerConfig:
     # Extensions beyond the contract:
     idle_timeout: float | None = None  # tcp: close a connection silent this long
     mode: int = 0o666  # unix: permissions of the socket file, like /dev/log
+    default_timezone: str | None = None  # None: parsing.default_timezone
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +343,7 @@ _LISTENER_CONVERT: dict[str, Any] = {
     "recv_buffer": _positive_size,
     "idle_timeout": _opt_duration,
     "mode": _mode,
+    "default_timezone": lambda v: None if v is None else _timezone(v),
 }
 _HTTP_CONVERT: dict[str, Any] = {
     "bind": _http_bind,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -19,14 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from collector.config import ListenerConfig, parse_host_port
-from collector.framing import (
-    STRIP,
-    Frame,
-    StreamFramer,
-    line_framer,
-    syslog_framer,
-)
+from collector.config import ListenerConfig, parse_host_port, resolve_timezone
+from collector.framing import STRIP, Frame, StreamFramer, line_framer, syslog_framer
 from collector.jsonlines import parse_json_line
 from collector.parse import parse_syslog
 from collector.record import ParseOptions, Record, raw_record
@@ -38,6 +33,7 @@ from collector.sockets import (
     unix_socket,
     unread_bytes,
 )
+from collector.times import UTC, format_duration, parse_timestamp
 
 log = logging.getLogger("collector.listeners")
 
@@ -67,6 +63,7 @@ FLUSH_FRAMES = 1024
 # Reading stops there, so a flood waits in the kernel's receive buffer.
 READ_BATCH = 256
 LOG_EVERY = 10.0  # seconds between two warnings of one kind from one listener
+SKEW_LOG_EVERY = 3600.0  # a sender host's clock skew is logged once an hour
 # How long a syslog message ended by LF waits for a continuation line (a line
 # not starting like a frame, e.g. a traceback's) before it is stored. The
 # next line's first byte ends the wait at once; only the last line of a burst
@@ -81,7 +78,8 @@ class ListenerStats:
 
     received: records handed to the sink; bytes: bytes read from the socket;
     truncated: frames cut to max_message_bytes; raw: records that parsed as
-    nothing (`format: raw`); dropped: lost frames by reason (`connection_limit`
+    nothing (`format: raw`); clock_skew: records re-stamped with the receipt
+    time (their own in fields.original_timestamp); dropped: lost frames by reason (`connection_limit`
     counts connections); connections_*: TCP only; idle_closed: connections
     closed by idle_timeout; paused: times a connection was paused for
     backpressure; recv_buffer: receive buffer the kernel granted (udp/unix)."""
@@ -90,6 +88,7 @@ class ListenerStats:
     bytes: int = 0
     truncated: int = 0
     raw: int = 0
+    clock_skew: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     connections_open: int = 0
     connections_refused: int = 0
@@ -137,6 +136,10 @@ class _Ingest:
         self.loop = loop
         self.stats = ListenerStats()
         self.parse: Parser = parse_json_line if cfg.format == "json" else parse_syslog
+        # listeners[].default_timezone over parsing.default_timezone (a change rebinds).
+        self.tz = resolve_timezone(cfg.default_timezone) if cfg.default_timezone else None
+        self._opts: tuple[ParseOptions, ParseOptions] | None = None  # (settings', ours)
+        self._skew_logged: dict[str | None, float] = {}  # host -> when last logged
         self.local_sender = socket.gethostname() if cfg.transport == "unix" else None
         self.closing = False
         self.connections: set[StreamProtocol] = set()
@@ -175,6 +178,37 @@ class _Ingest:
         # contract's host is the sender's IP address, so give the IPv4 form.
         host = ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
         return senders.setdefault(ip, host)
+
+    def options(self) -> ParseOptions:
+        """The live parse options, with this listener's own timezone if set."""
+        base = self.settings.parse_options
+        if self.tz is None:
+            return base
+        if self._opts is None or self._opts[0] is not base:
+            self._opts = (base, dataclasses.replace(base, tz=self.tz))
+        return self._opts[1]
+
+    def clock_skew(self, recs: list[Record]) -> None:
+        """Count re-stamped records; name each sender host's clock once an hour."""
+        self.stats.clock_skew += len(recs)
+        mono = time.monotonic()
+        logged = self._skew_logged
+        for rec in recs:
+            if mono - logged.get(rec.host, -SKEW_LOG_EVERY) < SKEW_LOG_EVERY:
+                continue
+            if len(logged) >= 4096:
+                logged.clear()
+            logged[rec.host] = mono
+            theirs = parse_timestamp(str((rec.fields or {})["original_timestamp"]), UTC)
+            off = ((theirs or rec.received_at) - rec.received_at) / 1e6
+            log.warning(
+                "listener %s: host %s's clock is %s %s, or it sends local time from "
+                "another zone than %s (set this listener's default_timezone); its records "
+                "get the receipt time, theirs kept in fields.original_timestamp",
+                self.cfg.name, rec.host, format_duration(abs(off)),
+                "ahead" if off > 0 else "behind",
+                self.cfg.default_timezone or self.settings.config.parsing.default_timezone,
+            )  # fmt: skip
 
     # -- queueing (called from protocol callbacks) -------------------------
 
@@ -254,10 +288,11 @@ class _Ingest:
 
     def _parse_batches(self, now: int, recs: list[Record], budget: int) -> None:
         parse = self.parse
-        opts = self.settings.parse_options
+        opts = self.options()
         batches = self._batches
         append = recs.append
         raw = truncated = 0
+        skewed: list[Record] = []
         while batches and budget > 0:
             frames, sender, nbytes = batches.popleft()
             self._backlog -= nbytes
@@ -269,17 +304,22 @@ class _Ingest:
                     rec = self._parser_failed(data, now, sender, cut)
                 if rec.format == "raw":
                     raw += 1
+                if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
+                    skewed.append(rec)
                 truncated += cut
                 append(rec)
         self.stats.raw += raw
         self.stats.truncated += truncated
+        if skewed:
+            self.clock_skew(skewed)
 
     def _parse_dgrams(self, now: int, recs: list[Record]) -> None:
         dgrams = self._dgrams
         self._dgrams = []
         parse = self.parse
-        opts = self.settings.parse_options
+        opts = self.options()
         cap = self.max_bytes
+        skewed: list[Record] = []
         local = self.local_sender
         senders = self._senders
         append = recs.append
@@ -306,6 +346,8 @@ class _Ingest:
                 rec = self._parser_failed(data, now, sender, cut)
             if rec.format == "raw":
                 raw += 1
+            if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
+                skewed.append(rec)
             append(rec)
         stats = self.stats
         stats.bytes += nbytes
@@ -313,6 +355,8 @@ class _Ingest:
         stats.truncated += truncated
         if empty:
             stats.drop(EMPTY, empty)
+        if skewed:
+            self.clock_skew(skewed)
 
     def _parser_failed(self, data: bytes, now: int, sender: str | None, cut: bool) -> Record:
         """A parser bug must not lose the message: keep it raw, say so."""
