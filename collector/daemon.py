@@ -291,6 +291,50 @@ async def _status_reporter(daemon: Daemon) -> None:
             systemd.notify(_status(daemon, rate))
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the foreground status line reports, sampled once per interval."""
+
+    records: int
+    received: int
+    dropped: int
+    at: float
+
+
+def _snapshot(daemon: Daemon) -> Snapshot:
+    lsts = daemon.listeners.values()
+    dropped = sum(sum(lst.stats.dropped.values()) for lst in lsts)
+    return Snapshot(len(daemon.store), _received(daemon), dropped, time.monotonic())
+
+
+def status_line(prev: Snapshot, now: Snapshot) -> str | None:
+    """The foreground status line, or None when nothing changed since `prev`."""
+    if (now.records, now.received, now.dropped) == (prev.records, prev.received, prev.dropped):
+        return None
+    # A rebound listener restarts its counters; never report a negative rate.
+    rate = max(0, now.received - prev.received) / max(now.at - prev.at, 1e-9)
+    new_drops = max(0, now.dropped - prev.dropped)
+    return (
+        f"status: {now.records} records held, {rate:.1f} msg/s received, "
+        f"{now.dropped} dropped ({new_drops} new)"
+    )
+
+
+async def _stderr_status(daemon: Daemon, interval: float = STATUS_INTERVAL) -> None:
+    """In the foreground (not under systemd, whose STATUS= does this): one
+    line on stderr every `interval` when something changed, as `rsyslogd -n`
+    users expect to see that logs arrive."""
+    prev = _snapshot(daemon)
+    while not daemon.stop_event.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), interval)
+        now = _snapshot(daemon)
+        line = status_line(prev, now)
+        if line is not None and not daemon.stop_event.is_set():
+            log.info("%s", line)
+        prev = now
+
+
 async def serve(
     config: Config,
     on_started: Callable[[Daemon], None] | None = None,
@@ -326,6 +370,8 @@ async def serve(
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", _status(daemon)):
         daemon.spawn(_status_reporter(daemon))
+    else:
+        daemon.spawn(_stderr_status(daemon))
     interval = systemd.watchdog_interval()
     if interval is not None:
         daemon.spawn(_watchdog(daemon, interval))

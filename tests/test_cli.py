@@ -108,3 +108,23 @@ def test_run_on_an_address_in_use_says_why_once(tmp_path: Path) -> None:
     assert out.stderr.strip().splitlines()[-1] == (
         f"collector: listener t: cannot bind tcp 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_make_run_persists_into_a_local_ignored_directory(tmp_path: Path) -> None:
+    from collector.config import Config, load_config
+
+    repo = EXAMPLE.parent.parent
+    run_dir = tmp_path / "run"
+    made = subprocess.run(
+        ["make", "-s", "-C", str(repo), f"RUN_DIR={run_dir}", f"{run_dir}/collector.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    config = load_config(run_dir / "collector.yaml")
+    assert config.store.persist_dir == f"{run_dir}/data"
+    # Everything else is the built-in default: `make run` stays zero-config.
+    assert config.listeners == Config().listeners
+    assert config.http == Config().http
+    assert ".collector/" in (repo / ".gitignore").read_text().splitlines()
