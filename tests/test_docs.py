@@ -4,8 +4,10 @@ README.md and docs/ link only to files that exist in this repository."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,52 @@ def test_links_in_the_docs_lead_to_files_in_this_repository(page: str) -> None:
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
     local = [t for t in targets if "://" not in t]
     assert [t for t in local if not (path.parent / t).exists()] == []
+
+
+def _readme_python_example() -> str:
+    section = _section((REPO / "README.md").read_text(), "Sending logs")
+    match = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp", "unix"])
+async def test_the_readme_sysloghandler_example_runs_as_written_and_keeps_the_traceback(
+    transport: str, tmp_path: Path
+) -> None:
+    from collector.config import ListenerConfig
+    from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
+
+    sock = tmp_path / "log.sock"
+    config = local_config(
+        ListenerConfig(name="udp", transport="udp", bind="127.0.0.1:0"),
+        ListenerConfig(name="tcp", transport="tcp", bind="127.0.0.1:0"),
+        ListenerConfig(name="unix", transport="unix", bind=str(sock)),
+    )
+    code = _readme_python_example()
+    handlers = re.findall(r"^(?:# )?(handler = .*)$", code, flags=re.MULTILINE)
+    assert len(handlers) == 3  # TCP, UDP, unix, in that order
+    chosen = handlers[["tcp", "udp", "unix"].index(transport)]
+    async with running_daemon(config) as d:
+        port = 0 if transport == "unix" else listener_addr(d, transport)[1]
+        # The example as written, with the chosen handler line active and the
+        # default port and socket path pointed at this test's daemon.
+        lines = [ln for ln in code.splitlines() if not re.match(r"^#? ?handler = ", ln)]
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("handler.setFormatter"))
+        lines.insert(at, chosen)
+        script = "\n".join(lines).replace("5514", str(port))
+        script = script.replace("/run/collector/log.sock", str(sock))
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+        async def both() -> list[dict[str, object]] | None:
+            logs = (await get_json(d, "/logs?service=app&limit=10"))["logs"]
+            return logs if len(logs) >= 2 else None
+
+        started, failed = await wait_for(both)
+    assert started["message"] == "started"
+    assert started["level"] == "info"
+    assert failed["level"] == "err"
+    assert str(failed["message"]).startswith("request failed\nTraceback (most recent call last):")
+    assert str(failed["message"]).endswith("ZeroDivisionError: division by zero")
+    assert failed["procid"] is not None
