@@ -315,7 +315,8 @@ def status_line(prev: Snapshot, now: Snapshot) -> str | None:
     rate = max(0, now.received - prev.received) / max(now.at - prev.at, 1e-9)
     new_drops = max(0, now.dropped - prev.dropped)
     return (
-        f"status: {now.records} records held, {rate:.1f} msg/s received, "
+        f"status: {now.records} record{'' if now.records == 1 else 's'} held, "
+        f"{rate:.1f} msg/s received, "
         f"{now.dropped} dropped ({new_drops} new)"
     )
 

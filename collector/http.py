@@ -260,7 +260,9 @@ def handle_post_logs(req: Request, app: App) -> Response:
     if records:
         first = app.ingest(records)
         ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
-    return json_response(201, {"accepted": len(ids), "ids": ids, "warnings": warnings})
+    return json_response(
+        201, {"accepted": len(ids), "ids": ids, "warnings": warnings[:POST_MAX_ITEM_ERRORS]}
+    )
 
 
 def _json_kind(obj: Any) -> str:

@@ -79,10 +79,11 @@ class ListenerStats:
     received: records handed to the sink; bytes: bytes read from the socket;
     truncated: frames cut to max_message_bytes; raw: records that parsed as
     nothing (`format: raw`); clock_skew: records re-stamped with the receipt
-    time (their own in fields.original_timestamp); dropped: lost frames by reason (`connection_limit`
-    counts connections); connections_*: TCP only; idle_closed: connections
-    closed by idle_timeout; paused: times a connection was paused for
-    backpressure; recv_buffer: receive buffer the kernel granted (udp/unix)."""
+    time (theirs in fields.original_timestamp); dropped: lost frames by
+    reason (`connection_limit` counts connections); connections_*: TCP only;
+    idle_closed: connections closed by idle_timeout; paused: times a
+    connection was paused for backpressure; recv_buffer: receive buffer the
+    kernel granted (udp/unix)."""
 
     received: int = 0
     bytes: int = 0

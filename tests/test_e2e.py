@@ -158,4 +158,4 @@ async def test_the_foreground_daemon_logs_a_status_line_once_records_arrive(
                 return [r.getMessage() for r in caplog.records if "status:" in r.getMessage()]
 
             await wait_for(status_lines)
-    assert status_lines()[0].startswith("status: 1 records held, ")
+    assert status_lines()[0].startswith("status: 1 record held, ")
