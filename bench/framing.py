@@ -53,13 +53,64 @@ def _once(make: Callable[..., Any], chunks: list[bytes]) -> tuple[float, int]:
     return time.process_time() - t0, n
 
 
+async def _latency(n: int) -> None:
+    """The continuation wait's cost on a real TCP listener: send to sink."""
+    import asyncio
+
+    from collector.config import ListenerConfig
+    from collector.listeners import start_listener
+    from collector.settings import Settings
+
+    got: asyncio.Queue[float] = asyncio.Queue()
+
+    def sink(recs: list[Any]) -> None:
+        for _ in recs:
+            got.put_nowait(time.perf_counter())
+
+    cfg = ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0")
+    lst = await start_listener(cfg, sink, Settings(), 65536)
+    assert isinstance(lst.address, tuple)
+    host, port = lst.address
+    _, w = await asyncio.open_connection(host, port)
+    cases = {
+        "LF line, last of its burst": lambda i: b"<13>app: lone %d\n" % i,
+        "LF line followed by another": lambda i: b"<13>app: a %d\n<13>app: b" % i,
+        "octet-counted frame": lambda i: b"14 <13>app: %05d" % i,
+    }
+    for name, make in cases.items():
+        waits = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            w.write(make(i))
+            await w.drain()
+            waits.append(await got.get() - t0)
+            while name.startswith("LF line followed") and got.empty():
+                w.write(b"\n")  # end the trailing "b" line so the next round starts clean
+                await w.drain()
+                await got.get()
+                break
+        print(
+            f"{name:<30} median {statistics.median(waits) * 1e3:7.2f} ms, max {max(waits) * 1e3:7.2f} ms"
+        )
+    w.close()
+    await lst.aclose(1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--compare", metavar="FRAMING_PY", help="another framing.py to run beside")
     ap.add_argument("--quick", action="store_true", help="a smoke run")
+    ap.add_argument(
+        "--latency", action="store_true", help="the continuation wait's cost on a TCP listener"
+    )
     args = ap.parse_args(argv)
+    if args.latency:
+        import asyncio
+
+        asyncio.run(_latency(5 if args.quick else 20))
+        return 0
     if args.quick:
         args.messages, args.rounds = 20_000, 3
     msgs = mixed(args.messages, seed=1)
