@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import zoneinfo
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
@@ -394,6 +395,8 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
                 ck.problems.append(
                     f"{key}.bind: directory {folder} does not exist; create it or bind elsewhere"
                 )
+            elif os.path.lexists(lc.bind) and not stat.S_ISSOCK(os.lstat(lc.bind).st_mode):
+                ck.problems.append(f"{key}.bind: {lc.bind} exists and is not a socket")
         else:
             try:
                 parse_host_port(lc.bind)

@@ -287,6 +287,13 @@ def test_a_unix_listener_in_a_directory_that_does_not_exist_is_an_error(tmp_path
     ]
 
 
+def test_a_unix_listener_on_a_file_that_is_not_a_socket_is_an_error(tmp_path: Path) -> None:
+    plain = tmp_path / "log"
+    plain.write_text("not a socket")
+    problems = _problems({"listeners": [{"name": "u", "transport": "unix", "bind": str(plain)}]})
+    assert problems == [f"listeners[0].bind: {plain} exists and is not a socket"]
+
+
 def test_udp_and_tcp_may_share_an_address_and_port_zero_never_collides() -> None:
     c = config_from_dict(
         {
