@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/collector run $(if $(CONFIG),--config $(CONFIG),)
+# `make run` without CONFIG: the default config, persisting into $(RUN_DIR)
+# (git-ignored) so stored records survive Ctrl-C and the next `make run`.
+RUN_DIR ?= .collector
+
+run: $(STAMP) $(if $(CONFIG),,$(RUN_DIR)/collector.yaml)
+	$(BIN)/collector run --config $(if $(CONFIG),$(CONFIG),$(RUN_DIR)/collector.yaml)
+
+$(RUN_DIR)/collector.yaml: config/collector.yaml
+	@mkdir -p $(RUN_DIR)
+	sed 's|persist_dir: null  *#.*|persist_dir: $(abspath $(RUN_DIR))/data  # make run: kept across restarts|' $< > $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,4 +45,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(RUN_DIR)

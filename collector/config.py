@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import zoneinfo
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
@@ -45,6 +46,7 @@ class ListenerConfig:
     # Extensions beyond the contract:
     idle_timeout: float | None = None  # tcp: close a connection silent this long
     mode: int = 0o666  # unix: permissions of the socket file, like /dev/log
+    default_timezone: str | None = None  # None: parsing.default_timezone
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,7 @@ class _Checker:
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.listener_index: dict[int, int] = {}  # id(ListenerConfig) -> its place in the file
 
     def section(self, key: str, value: Any, cls: type[Any], convert: dict[str, Any]) -> Any:
         """`cls` built from `value`, or None with the problems recorded."""
@@ -341,6 +344,7 @@ _LISTENER_CONVERT: dict[str, Any] = {
     "recv_buffer": _positive_size,
     "idle_timeout": _opt_duration,
     "mode": _mode,
+    "default_timezone": lambda v: None if v is None else _timezone(v),
 }
 _HTTP_CONVERT: dict[str, Any] = {
     "bind": _http_bind,
@@ -374,7 +378,6 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
         return ()
     out: list[ListenerConfig] = []
     names: dict[str, int] = {}
-    addresses: dict[tuple[str, str], int] = {}
     for i, item in enumerate(value):
         key = f"listeners[{i}]"
         lc = ck.section(key, item, ListenerConfig, _LISTENER_CONVERT)
@@ -387,23 +390,70 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
             if re.fullmatch(r"[^/]*:\d+", lc.bind):
                 ck.problems.append(f'{key}.bind: unix needs a socket path; got "{lc.bind}"')
                 continue
+            folder = os.path.dirname(os.path.abspath(lc.bind))
+            if not os.path.isdir(folder):
+                ck.problems.append(
+                    f"{key}.bind: directory {folder} does not exist; create it or bind elsewhere"
+                )
+            elif os.path.lexists(lc.bind) and not stat.S_ISSOCK(os.lstat(lc.bind).st_mode):
+                ck.problems.append(f"{key}.bind: {lc.bind} exists and is not a socket")
         else:
             try:
-                _, port = parse_host_port(lc.bind)
+                parse_host_port(lc.bind)
             except ValueError as e:
                 ck.problems.append(f"{key}.bind: {e}")
                 continue
-            if port == 0:  # ephemeral ports never collide
-                out.append(lc)
-                continue
-        where = (lc.transport, lc.bind)
-        if where in addresses:
-            ck.problems.append(
-                f"{key}.bind: {lc.transport} {lc.bind} is already used by listeners[{addresses[where]}]"
-            )
-        addresses.setdefault(where, i)
+        ck.listener_index[id(lc)] = i
         out.append(lc)
     return tuple(out)
+
+
+# Hosts that take a port on every address of their family ("::" is dual-stack
+# here: the listeners and the HTTP port take IPv4 on it too).
+_ANY_HOST = {"0.0.0.0": "4", "": "4", "::": "any"}
+
+
+def _same_address(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Would binding both collide (EADDRINUSE)? Same port and the same host,
+    or a wildcard on either side covering the other's family."""
+    if a[1] != b[1] or a[1] == 0:  # ephemeral ports never collide
+        return False
+    ha, hb = (("127.0.0.1" if h == "localhost" else h) for h in (a[0], b[0]))
+    if ha == hb or "any" in (_ANY_HOST.get(ha), _ANY_HOST.get(hb)):
+        return True
+    for wild, other in ((ha, hb), (hb, ha)):
+        if _ANY_HOST.get(wild) == "4" and ":" not in other:
+            return True
+    return False
+
+
+def _check_addresses(ck: _Checker, listeners: tuple[ListenerConfig, ...], http: HttpConfig) -> None:
+    """Two sockets on one address fail at bind time: say so now. TCP
+    listeners and http.bind share TCP ports; UDP ports are separate."""
+    taken: list[tuple[str, tuple[str, int], str, str]] = []  # (kind, address, who, what)
+    for lc in listeners:
+        key = f"listeners[{ck.listener_index.get(id(lc), '?')}]"
+        if lc.transport == "unix":
+            where: tuple[str, int] = (os.path.abspath(lc.bind), -1)
+            kind = "unix"
+        else:
+            where, kind = parse_host_port(lc.bind), lc.transport
+        for k, addr, who, what in taken:
+            if k != kind:
+                continue
+            if addr == where if kind == "unix" else _same_address(addr, where):
+                shown = lc.bind if what == lc.bind else f"{lc.bind} (overlaps {what})"
+                ck.problems.append(f"{key}.bind: {kind} {shown} is already used by {who}")
+                break
+        taken.append((kind, where, key, lc.bind))
+    try:
+        where = parse_host_port(http.bind)
+    except ValueError:
+        return  # already reported
+    for k, addr, who, what in taken:
+        if k == "tcp" and _same_address(addr, where):
+            ck.problems.append(f"http.bind: {http.bind} is already used by {who} (tcp {what})")
+            break
 
 
 def config_from_dict(data: Any) -> Config:
@@ -420,6 +470,8 @@ def config_from_dict(data: Any) -> Config:
     http = ck.section("http", data.get("http"), HttpConfig, _HTTP_CONVERT)
     store = ck.section("store", data.get("store"), StoreConfig, _STORE_CONVERT)
     parsing = ck.section("parsing", data.get("parsing"), ParsingConfig, _PARSING_CONVERT)
+    if http is not None:
+        _check_addresses(ck, listeners, http)
     if ck.problems:
         raise ConfigError(ck.problems)
     return Config(listeners=listeners, http=http, store=store, parsing=parsing)

@@ -28,6 +28,7 @@ from collector.persist import Persistence
 from collector.record import Record
 from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.settings import Settings
+from collector.sockets import bind_error
 from collector.store import Store
 from collector.tail import LiveTails
 
@@ -150,7 +151,7 @@ async def start(
                 await bind_listener(daemon, lc, config.parsing.max_message_bytes)
             except OSError as e:
                 raise StartupError(
-                    f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {e.strerror or e}"
+                    f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {bind_error(e)}"
                 ) from None
         registry = make_registry(
             store,
@@ -171,7 +172,7 @@ async def start(
         try:
             daemon.http_server = await start_http_server(daemon.app, config.http.bind)
         except OSError as e:
-            raise StartupError(f"http: cannot bind {config.http.bind}: {e.strerror or e}") from None
+            raise StartupError(f"http: cannot bind {config.http.bind}: {bind_error(e)}") from None
         # Said only once all is bound: a port in use leaves just its one-line
         # reason on stderr (contract: exit 2 with a one-line reason).
         for lc in config.listeners:
@@ -290,6 +291,51 @@ async def _status_reporter(daemon: Daemon) -> None:
             systemd.notify(_status(daemon, rate))
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the foreground status line reports, sampled once per interval."""
+
+    records: int
+    received: int
+    dropped: int
+    at: float
+
+
+def _snapshot(daemon: Daemon) -> Snapshot:
+    lsts = daemon.listeners.values()
+    dropped = sum(sum(lst.stats.dropped.values()) for lst in lsts)
+    return Snapshot(len(daemon.store), _received(daemon), dropped, time.monotonic())
+
+
+def status_line(prev: Snapshot, now: Snapshot) -> str | None:
+    """The foreground status line, or None when nothing changed since `prev`."""
+    if (now.records, now.received, now.dropped) == (prev.records, prev.received, prev.dropped):
+        return None
+    # A rebound listener restarts its counters; never report a negative rate.
+    rate = max(0, now.received - prev.received) / max(now.at - prev.at, 1e-9)
+    new_drops = max(0, now.dropped - prev.dropped)
+    return (
+        f"status: {now.records} record{'' if now.records == 1 else 's'} held, "
+        f"{rate:.1f} msg/s received, "
+        f"{now.dropped} dropped ({new_drops} new)"
+    )
+
+
+async def _stderr_status(daemon: Daemon, interval: float = STATUS_INTERVAL) -> None:
+    """In the foreground (not under systemd, whose STATUS= does this): one
+    line on stderr every `interval` when something changed, as `rsyslogd -n`
+    users expect to see that logs arrive."""
+    prev = _snapshot(daemon)
+    while not daemon.stop_event.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), interval)
+        now = _snapshot(daemon)
+        line = status_line(prev, now)
+        if line is not None and not daemon.stop_event.is_set():
+            log.info("%s", line)
+        prev = now
+
+
 async def serve(
     config: Config,
     on_started: Callable[[Daemon], None] | None = None,
@@ -325,6 +371,8 @@ async def serve(
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", _status(daemon)):
         daemon.spawn(_status_reporter(daemon))
+    else:
+        daemon.spawn(_stderr_status(daemon))
     interval = systemd.watchdog_interval()
     if interval is not None:
         daemon.spawn(_watchdog(daemon, interval))

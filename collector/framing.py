@@ -2,8 +2,8 @@
 
 Octet counting (`MSG-LEN SP MSG`, RFC 6587 §3.4.1) and delimited framing
 (LF, or NUL as Python's SysLogHandler sends; §3.4.2) are told apart per frame.
-Pure and bounded: at most `max_bytes` of a frame are held, the rest of an
-oversized frame is discarded, and each byte is searched once.
+Multi-line messages stay whole: see `StreamFramer`. Pure and bounded: at most
+`max_bytes` of a frame are held, the rest of an oversized frame is discarded.
 """
 
 from __future__ import annotations
@@ -24,29 +24,63 @@ INCOMPLETE_FRAME = "incomplete_frame"  # the stream ended inside an octet-counte
 # a SP must appear within this window, else the frame is a delimited one.
 _PREFIX_WINDOW = 20
 
-_IDLE, _COUNTED, _DELIMITED, _PREFIX = range(4)
+_IDLE, _COUNTED, _DELIMITED, _PREFIX, _PENDING = range(5)
+_LT = 0x3C  # "<": a PRI starts here (RFC 5424 §6.2.1, RFC 3164 §4.1.1)
 
 
 def _no_drop(reason: str, n: int = 1) -> None:
     pass
 
 
+def _starts_frame(data: bytes, i: int) -> bool | None:
+    """Does the line at `data[i:]` start like a new frame: `<PRI>`, or an
+    octet count (`MSG-LEN SP <`)? None: too few bytes yet to tell."""
+    n = len(data)
+    if i >= n:
+        return None
+    c = data[i]
+    if c == _LT:
+        return True
+    if not 0x30 < c < 0x3A:
+        return False
+    sp = data.find(b" ", i + 1, i + _PREFIX_WINDOW)
+    if sp < 0:
+        return None if n - i < _PREFIX_WINDOW and data[i:n].isdigit() else False
+    if not data[i:sp].isdigit():
+        return False
+    return None if sp + 1 >= n else data[sp + 1] == _LT
+
+
 class StreamFramer:
     """Incremental framer for one connection: `feed(data)` and `eof()` return
     the frames completed so far, in stream order.
 
-    `octet_counting=False` gives plain line framing (JSON lines: LF only).
-    `drop(reason, n)` is told about frames that are lost (`bad_length`,
-    `incomplete_frame`); truncation is reported per frame in its flag.
-    An octet count above `max_count` (default: 16 x max_bytes, at least 1 MiB)
-    is taken as a bad length rather than skipping that much of the stream.
+    Multi-line messages (contract "Syslog transports"): octet-counted frames
+    keep their LFs. Once a connection has ended a frame with NUL (Python's
+    SysLogHandler), LF is part of the message there. On an LF-framed
+    connection, a line that does not start like a new frame (`<PRI>` or an
+    octet count) continues the message before it, joined with LF, when that
+    message started with `<PRI>` (a connection of PRI-less lines keeps one
+    record per line; and before a connection's first NUL, a line inside its
+    first message that starts like a frame starts one). A message ended by
+    LF is therefore held until the next
+    line's first bytes tell (`pending`); the caller ends the wait with
+    `flush()` after a short bound, as the next line may never come.
+
+    `octet_counting=False` gives plain line framing (JSON lines: LF only,
+    no joining). `drop(reason, n)` is told about frames that are lost
+    (`bad_length`, `incomplete_frame`); truncation is reported per frame in
+    its flag. An octet count above `max_count` (default: 16 x max_bytes, at
+    least 1 MiB) is taken as a bad length rather than skipping that much of
+    the stream.
     """
 
     __slots__ = (
-        "_delims",
         "_discard",
         "_held",
+        "_joinable",
         "_nul",
+        "_nul_mode",
         "_over",
         "_prefix",
         "_remaining",
@@ -69,19 +103,26 @@ class StreamFramer:
         self.max_bytes = max_bytes
         self.octet_counting = octet_counting
         self._nul = nul_delimits
+        self._nul_mode = False  # this connection ends its frames with NUL
         self.max_count = max_count if max_count is not None else max(16 * max_bytes, 1 << 20)
         self.drop = drop
         self._state = _IDLE
         self._held = bytearray()  # the frame so far, at most max_bytes
         self._over = False  # bytes beyond max_bytes seen, all of them strippable so far
         self._discard = False  # the rest of this frame is thrown away
+        self._joinable = False  # _DELIMITED: the held frame may take continuation lines
         self._remaining = 0  # _COUNTED: bytes still to come
-        self._prefix = b""  # _PREFIX: digits of a MSG-LEN split across reads
+        self._prefix = b""  # _PREFIX/_PENDING: first bytes of a line, not yet told apart
 
     @property
     def buffered(self) -> int:
         """Bytes held for an unfinished frame (bounded by max_bytes + 20)."""
         return len(self._held) + len(self._prefix)
+
+    @property
+    def pending(self) -> bool:
+        """A message ended by LF is held: the next line may continue it."""
+        return self._state == _PENDING
 
     def feed(self, data: bytes) -> list[Frame]:
         """Frames completed by `data` (any split of a stream gives the same frames)."""
@@ -101,22 +142,30 @@ class StreamFramer:
             self._absorb(data[:need], out)
             self._finish(out)
             pos = need
-        elif state == _DELIMITED:
-            end = self._find_delim(data, 0)
-            if end < 0:
-                self._absorb(data, out)
+        elif state != _IDLE:  # _DELIMITED or _PENDING: a frame started earlier goes on
+            data, pos = self._go_on(data, out)
+            if pos < 0:
                 return out
-            self._absorb(data[:end], out)
-            self._finish(out)
-            pos = end + 1
         self._scan(data, pos, out)
+        return out
+
+    def flush(self) -> list[Frame]:
+        """The wait for a continuation line is over: a pending message ends
+        here. Nothing happens unless `pending`."""
+        out: list[Frame] = []
+        if self._state == _PENDING:
+            prefix = self._prefix
+            self._finish(out)
+            if prefix:  # the next line's first bytes: a frame of their own now
+                self._prefix = prefix
+                self._state = _PREFIX
         return out
 
     def eof(self) -> list[Frame]:
         """The peer closed: an unterminated last line is a message; an
         incomplete octet-counted frame is dropped and counted (RFC 6587 has
         no way to finish it)."""
-        out: list[Frame] = []
+        out = self.flush()
         state = self._state
         if state == _PREFIX:
             frame = self._prefix.rstrip(STRIP)
@@ -137,10 +186,13 @@ class StreamFramer:
         self._held = bytearray()
         self._over = False
         self._discard = False
+        self._joinable = False
         self._remaining = 0
         self._prefix = b""
 
     def _find_delim(self, data: bytes, start: int) -> int:
+        if self._nul_mode:
+            return data.find(b"\x00", start)
         lf = data.find(b"\n", start)
         if not self._nul:
             return lf
@@ -176,6 +228,46 @@ class StreamFramer:
                 out.append((frame, False))
         self._reset()
 
+    def _go_on(self, data: bytes, out: list[Frame]) -> tuple[bytes, int]:
+        """A frame begun in an earlier read (_DELIMITED), or ended by an LF
+        there (_PENDING), takes what `data` adds to it. Returns the data to
+        scan on and where its next frame starts, or -1 when all was taken."""
+        if self._state == _PENDING:
+            if self._prefix:
+                data = self._prefix + data
+                self._prefix = b""
+            new = _starts_frame(data, 0)
+            if new is None:
+                self._prefix = data  # < _PREFIX_WINDOW bytes, all digits or digits + SP
+                return data, -1
+            if new:
+                self._finish(out)
+                return data, 0
+            self._absorb(b"\n", out)  # a continuation line: joined with LF
+            self._state = _DELIMITED
+        q = 0
+        while True:
+            end = self._find_delim(data, q)
+            if end < 0:
+                self._absorb(data[q:], out)
+                return data, -1
+            self._absorb(data[q:end], out)
+            if data[end] == 0:  # a NUL ended a non-empty frame
+                self._nul_mode = True
+            elif self._joinable:
+                nxt = end + 1
+                new = _starts_frame(data, nxt)
+                if new is None:
+                    self._state = _PENDING
+                    self._prefix = data[nxt:]
+                    return data, -1
+                if not new:
+                    self._absorb(b"\n", out)
+                    q = nxt
+                    continue
+            self._finish(out)
+            return data, end + 1
+
     def _scan(self, data: bytes, pos: int, out: list[Frame]) -> None:
         """Frames from `data[pos:]`, starting at a frame boundary; whatever is
         left becomes the pending state. The hot loop: names are bound locally
@@ -187,9 +279,11 @@ class StreamFramer:
         cap = self.max_bytes
         max_count = self.max_count
         counting = self.octet_counting
+        nul_mode = self._nul_mode
+        joining = counting and not nul_mode
         # Memoised next-delimiter positions: each byte is searched at most once
         # per read, however frames and delimiters interleave. n = "none left".
-        lf_at = -1
+        lf_at = n if nul_mode else -1
         nul_at = -1 if self._nul else n
         while pos < n:
             c = data[pos]
@@ -212,7 +306,7 @@ class StreamFramer:
                         self._prefix = data[pos:n]  # is a "<" next? wait and see
                         self._state = _PREFIX
                         return
-                    elif data[start] == 0x3C:
+                    elif data[start] == _LT:
                         count = int(digits)
                         end = start + count
                         if count > max_count:
@@ -234,25 +328,61 @@ class StreamFramer:
                             self._remaining = end - n
                             self._absorb(data[start:], out)
                             return
-            # Delimited frame (RFC 6587 §3.4.2): up to the next LF (or NUL).
-            if lf_at < pos:
-                lf_at = find(b"\n", pos)
-                if lf_at < 0:
+            # Delimited frame (RFC 6587 §3.4.2): up to the next LF (or NUL);
+            # one that starts with "<" goes on over LFs followed by a line
+            # that does not start like a frame (a continuation line).
+            fstart = pos
+            joinable = joining and c == _LT
+            while True:
+                if lf_at < pos:
+                    lf_at = find(b"\n", pos)
+                    if lf_at < 0:
+                        lf_at = n
+                if nul_at < pos:
+                    nul_at = find(b"\x00", pos)
+                    if nul_at < 0:
+                        nul_at = n
+                if lf_at < nul_at:
+                    end = lf_at
+                    if not joinable:
+                        break
+                    nxt = end + 1
+                    if nxt < n:
+                        b = data[nxt]
+                        if b == _LT:
+                            break
+                        if 0x30 < b < 0x3A:
+                            new = _starts_frame(data, nxt)
+                            if new:
+                                break
+                        else:
+                            new = False
+                        if new is not None:
+                            pos = nxt  # a continuation line: the frame goes on
+                            continue
+                    # The next line's first bytes are still to come.
+                    self._absorb(data[fstart:end], out)
+                    self._state = _PENDING
+                    self._joinable = True
+                    self._prefix = data[nxt:]
+                    return
+                end = nul_at
+                if end < n and end > fstart and not nul_mode:
+                    # A NUL ended a frame: from now on LF is part of messages.
+                    nul_mode = self._nul_mode = True
+                    joining = False
                     lf_at = n
-            if nul_at < pos:
-                nul_at = find(b"\x00", pos, lf_at)
-                if nul_at < 0:
-                    nul_at = lf_at  # none before lf_at: search again only once past it
-            end = lf_at if lf_at < nul_at else nul_at
+                break
             if end >= n:
                 self._state = _DELIMITED
-                self._absorb(data[pos:], out)
+                self._joinable = joinable
+                self._absorb(data[fstart:], out)
                 return
             if self._discard:
                 self._discard = False
                 self._state = _IDLE
-            elif end > pos:
-                frame = data[pos:end].rstrip(STRIP)
+            elif end > fstart:
+                frame = data[fstart:end].rstrip(STRIP)
                 if len(frame) > cap:
                     append((frame[:cap].rstrip(STRIP), True))
                 elif frame:

@@ -30,7 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector import __version__
 from collector.config import HttpConfig
-from collector.jsonlines import MAX_DEPTH, nested_deeper_than, record_from_object
+from collector.jsonlines import MAX_DEPTH, nested_deeper_than, read_warnings, record_from_object
 from collector.query import (
     Query,
     QueryError,
@@ -254,14 +254,22 @@ def handle_post_logs(req: Request, app: App) -> Response:
         elif nested_deeper_than(o):
             bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
     records: list[Record] = []
+    warnings: list[dict[str, Any]] = []
     if not bad:
         now = _now_us()
         opts = app.settings.parse_options
         for i, obj in enumerate(objs):
             try:
-                records.append(apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts))
+                rec = apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts)
             except (ValueError, TypeError) as e:
                 bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
+                continue
+            records.append(rec)
+            # Stored leniently, but the sender is told (bounded like the errors).
+            if len(warnings) < POST_MAX_ITEM_ERRORS:
+                warnings += (
+                    {"index": i, "warning": w} for w in read_warnings(obj, rec, opts.ttl_us)
+                )
     if bad:
         named = "; ".join(f"item {b['index']}: {b['error']}" for b in bad[:POST_MAX_ITEM_ERRORS])
         more = (
@@ -274,7 +282,9 @@ def handle_post_logs(req: Request, app: App) -> Response:
     if records:
         first = app.ingest(records)
         ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
-    return json_response(201, {"accepted": len(ids), "ids": ids})
+    return json_response(
+        201, {"accepted": len(ids), "ids": ids, "warnings": warnings[:POST_MAX_ITEM_ERRORS]}
+    )
 
 
 def _json_kind(obj: Any) -> str:

@@ -23,6 +23,8 @@ from collector.record import (
     ERR,
     INFO,
     LEVEL_BY_NAME,
+    LEVELS,
+    MAX_FUTURE_US,
     WARNING,
     ParseOptions,
     Record,
@@ -237,6 +239,31 @@ def record_from_object(
     except RecursionError:
         fields = dict(obj)
     return _from_fields(fields, received_at, sender, opts.tz)
+
+
+def read_warnings(obj: dict[str, Any], rec: Record, ttl_us: int) -> list[str]:
+    """What a lenient read did with `obj` that its sender may not expect (POST
+    /logs answers them): a level or time key it could not use, an event time
+    replaced by the receipt time (clock skew). Empty for a plain record."""
+    out: list[str] = []
+    fields = rec.fields or {}
+    for keys, stored in ((LEVEL_KEYS, f"unknown {{!r}}, stored as {LEVELS[rec.level]}"),
+                         (TIME_KEYS, "cannot read {!r}, stored with the receipt time")):  # fmt: skip
+        given = [k for k in keys if k in obj]
+        if given and all(k in fields for k in given):  # none of them was used
+            out.append(f"{given[0]}: " + stored.format(obj[given[0]]))
+    original = fields.get("original_timestamp")
+    if original is not None and "original_timestamp" not in obj:
+        why = (
+            f"more than {MAX_FUTURE_US // 60_000_000} minutes ahead"
+            if rec.received_at < (parse_timestamp(str(original), _dt.timezone.utc) or 0)
+            else f"older than the store's ttl ({ttl_us // 1_000_000}s)"
+        )
+        out.append(
+            f"timestamp: {original} is {why}, stored with the receipt time "
+            "(the original is in fields.original_timestamp)"
+        )
+    return out
 
 
 def _sanitized(v: Any) -> Any:

@@ -8,35 +8,32 @@ Listeners know only the sink and the live Settings: never the store or HTTP.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
-import errno
-import fcntl
+import dataclasses
 import logging
 import os
 import socket
-import stat
-import sys
-import termios
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from collector.config import ListenerConfig, parse_host_port
-from collector.framing import (
-    STRIP,
-    Frame,
-    StreamFramer,
-    line_framer,
-    syslog_framer,
-)
+from collector.config import ListenerConfig, parse_host_port, resolve_timezone
+from collector.framing import STRIP, Frame, StreamFramer, line_framer, syslog_framer
 from collector.jsonlines import parse_json_line
 from collector.parse import parse_syslog
 from collector.record import ParseOptions, Record, raw_record
 from collector.settings import Settings
+from collector.sockets import (
+    dual_stack_tcp_socket,
+    set_recv_buffer,
+    udp_socket,
+    unix_socket,
+    unread_bytes,
+)
+from collector.times import UTC, format_duration, parse_timestamp
 
 log = logging.getLogger("collector.listeners")
 
@@ -65,9 +62,14 @@ FLUSH_FRAMES = 1024
 # Datagrams read per readiness callback at most: the batch for one flush.
 # Reading stops there, so a flood waits in the kernel's receive buffer.
 READ_BATCH = 256
-# Linux: SO_RCVBUFFORCE lets root go past net.core.rmem_max (not in `socket`).
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 LOG_EVERY = 10.0  # seconds between two warnings of one kind from one listener
+SKEW_LOG_EVERY = 3600.0  # a sender host's clock skew is logged once an hour
+# How long a syslog message ended by LF waits for a continuation line (a line
+# not starting like a frame, e.g. a traceback's) before it is stored. The
+# next line's first byte ends the wait at once; only the last line of a burst
+# waits the whole bound. Extended (up to twice) while the kernel holds
+# unread bytes for the connection: the continuation may be among them.
+CONTINUATION_WAIT = 0.1
 
 
 @dataclass(slots=True)
@@ -76,15 +78,18 @@ class ListenerStats:
 
     received: records handed to the sink; bytes: bytes read from the socket;
     truncated: frames cut to max_message_bytes; raw: records that parsed as
-    nothing (`format: raw`); dropped: lost frames by reason (`connection_limit`
-    counts connections); connections_*: TCP only; idle_closed: connections
-    closed by idle_timeout; paused: times a connection was paused for
-    backpressure; recv_buffer: receive buffer the kernel granted (udp/unix)."""
+    nothing (`format: raw`); clock_skew: records re-stamped with the receipt
+    time (theirs in fields.original_timestamp); dropped: lost frames by
+    reason (`connection_limit` counts connections); connections_*: TCP only;
+    idle_closed: connections closed by idle_timeout; paused: times a
+    connection was paused for backpressure; recv_buffer: receive buffer the
+    kernel granted (udp/unix)."""
 
     received: int = 0
     bytes: int = 0
     truncated: int = 0
     raw: int = 0
+    clock_skew: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     connections_open: int = 0
     connections_refused: int = 0
@@ -132,6 +137,10 @@ class _Ingest:
         self.loop = loop
         self.stats = ListenerStats()
         self.parse: Parser = parse_json_line if cfg.format == "json" else parse_syslog
+        # listeners[].default_timezone over parsing.default_timezone (a change rebinds).
+        self.tz = resolve_timezone(cfg.default_timezone) if cfg.default_timezone else None
+        self._opts: tuple[ParseOptions, ParseOptions] | None = None  # (settings', ours)
+        self._skew_logged: dict[str | None, float] = {}  # host -> when last logged
         self.local_sender = socket.gethostname() if cfg.transport == "unix" else None
         self.closing = False
         self.connections: set[StreamProtocol] = set()
@@ -170,6 +179,37 @@ class _Ingest:
         # contract's host is the sender's IP address, so give the IPv4 form.
         host = ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
         return senders.setdefault(ip, host)
+
+    def options(self) -> ParseOptions:
+        """The live parse options, with this listener's own timezone if set."""
+        base = self.settings.parse_options
+        if self.tz is None:
+            return base
+        if self._opts is None or self._opts[0] is not base:
+            self._opts = (base, dataclasses.replace(base, tz=self.tz))
+        return self._opts[1]
+
+    def clock_skew(self, recs: list[Record]) -> None:
+        """Count re-stamped records; name each sender host's clock once an hour."""
+        self.stats.clock_skew += len(recs)
+        mono = time.monotonic()
+        logged = self._skew_logged
+        for rec in recs:
+            if mono - logged.get(rec.host, -SKEW_LOG_EVERY) < SKEW_LOG_EVERY:
+                continue
+            if len(logged) >= 4096:
+                logged.clear()
+            logged[rec.host] = mono
+            theirs = parse_timestamp(str((rec.fields or {})["original_timestamp"]), UTC)
+            off = ((theirs or rec.received_at) - rec.received_at) / 1e6
+            log.warning(
+                "listener %s: host %s's clock is %s %s, or it sends local time from "
+                "another zone than %s (set this listener's default_timezone); its records "
+                "get the receipt time, theirs kept in fields.original_timestamp",
+                self.cfg.name, rec.host, format_duration(abs(off)),
+                "ahead" if off > 0 else "behind",
+                self.cfg.default_timezone or self.settings.config.parsing.default_timezone,
+            )  # fmt: skip
 
     # -- queueing (called from protocol callbacks) -------------------------
 
@@ -249,10 +289,11 @@ class _Ingest:
 
     def _parse_batches(self, now: int, recs: list[Record], budget: int) -> None:
         parse = self.parse
-        opts = self.settings.parse_options
+        opts = self.options()
         batches = self._batches
         append = recs.append
         raw = truncated = 0
+        skewed: list[Record] = []
         while batches and budget > 0:
             frames, sender, nbytes = batches.popleft()
             self._backlog -= nbytes
@@ -264,17 +305,22 @@ class _Ingest:
                     rec = self._parser_failed(data, now, sender, cut)
                 if rec.format == "raw":
                     raw += 1
+                if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
+                    skewed.append(rec)
                 truncated += cut
                 append(rec)
         self.stats.raw += raw
         self.stats.truncated += truncated
+        if skewed:
+            self.clock_skew(skewed)
 
     def _parse_dgrams(self, now: int, recs: list[Record]) -> None:
         dgrams = self._dgrams
         self._dgrams = []
         parse = self.parse
-        opts = self.settings.parse_options
+        opts = self.options()
         cap = self.max_bytes
+        skewed: list[Record] = []
         local = self.local_sender
         senders = self._senders
         append = recs.append
@@ -301,6 +347,8 @@ class _Ingest:
                 rec = self._parser_failed(data, now, sender, cut)
             if rec.format == "raw":
                 raw += 1
+            if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
+                skewed.append(rec)
             append(rec)
         stats = self.stats
         stats.bytes += nbytes
@@ -308,6 +356,8 @@ class _Ingest:
         stats.truncated += truncated
         if empty:
             stats.drop(EMPTY, empty)
+        if skewed:
+            self.clock_skew(skewed)
 
     def _parser_failed(self, data: bytes, now: int, sender: str | None, cut: bool) -> Record:
         """A parser bug must not lose the message: keep it raw, say so."""
@@ -350,6 +400,8 @@ class StreamProtocol(asyncio.Protocol):
         self._idle_handle: asyncio.TimerHandle | None = None
         self.bytes_in = 0
         self._drain_to: int | None = None
+        self._pending_at = 0.0
+        self._wait_handle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ingest = self.ingest
@@ -398,6 +450,27 @@ class StreamProtocol(asyncio.Protocol):
             return
         if frames and ingest.submit(frames, self.sender, len(data)):
             ingest.pause(self)
+        if self.framer.pending:
+            self._pending_at = ingest.loop.time()
+            if self._wait_handle is None:
+                self._wait_handle = ingest.loop.call_later(CONTINUATION_WAIT, self._end_wait)
+
+    def _end_wait(self) -> None:
+        """The continuation wait is over: store the held message."""
+        self._wait_handle = None
+        if not self.framer.pending or self.transport is None:
+            return
+        loop = self.ingest.loop
+        waited = loop.time() - self._pending_at
+        if waited < CONTINUATION_WAIT or (
+            waited < 2 * CONTINUATION_WAIT and unread_bytes(self.transport) > 0
+        ):
+            delay = max(CONTINUATION_WAIT - waited, CONTINUATION_WAIT / 4)
+            self._wait_handle = loop.call_later(delay, self._end_wait)
+            return
+        frames = self.framer.flush()
+        if frames:
+            self.ingest.submit(frames, self.sender, 0)
 
     def eof_received(self) -> bool | None:
         self.finish()
@@ -409,16 +482,17 @@ class StreamProtocol(asyncio.Protocol):
         if self._counted:
             self._counted = False
             self.ingest.stats.connections_open -= 1
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        for handle in (self._idle_handle, self._wait_handle):
+            if handle is not None:
+                handle.cancel()
+        self._idle_handle = self._wait_handle = None
         self.ingest.forget(self)
         self.transport = None
 
     def start_drain(self) -> bool:
         """Shutdown: read on until what the kernel holds for this connection
         now has been read. True when there is nothing left to wait for."""
-        unread = _unread_bytes(self.transport)
+        unread = unread_bytes(self.transport)
         if unread <= 0 or self._finished:
             return True
         self._drain_to = self.bytes_in + unread
@@ -434,12 +508,13 @@ class StreamProtocol(asyncio.Protocol):
         if self._finished:
             return
         self._finished = True
-        frames = self.framer.eof()
-        if not frames:
-            return
+        frames = self.framer.flush()  # a message ended by LF is whole
+        rest = self.framer.eof()
         if not partial_is_message:
-            frames = [(data, True) for data, _ in frames]
-        self.ingest.submit(frames, self.sender, 0)
+            rest = [(data, True) for data, _ in rest]
+        frames += rest
+        if frames:
+            self.ingest.submit(frames, self.sender, 0)
 
     def _idle_check(self) -> None:
         self._idle_handle = None
@@ -452,19 +527,6 @@ class StreamProtocol(asyncio.Protocol):
         self.ingest.stats.idle_closed += 1
         self.finish()
         self.transport.close()
-
-
-def _unread_bytes(transport: asyncio.Transport | None) -> int:
-    """Bytes the kernel holds for this connection that we have not read."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return 0
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-    except (OSError, ValueError):
-        return 0
-    return buf[0]
 
 
 class Listener:
@@ -572,80 +634,6 @@ class Listener:
                 os.unlink(path)
 
 
-def _set_recv_buffer(sock: socket.socket, want: int) -> int:
-    """Ask for a `want`-byte receive buffer; return what the kernel granted."""
-    if sys.platform.startswith("linux"):
-        try:  # root (CAP_NET_ADMIN) may exceed net.core.rmem_max
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, want)
-        except OSError:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
-    else:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    # Linux reports twice the usable size (socket(7): the doubling is bookkeeping).
-    return got // 2 if sys.platform.startswith("linux") else got
-
-
-def dual_stack_tcp_socket(port: int) -> socket.socket:
-    """A TCP socket bound to [::]:port that takes IPv4 too (Linux's dual
-    stack); asyncio's create_server sets IPV6_V6ONLY, so "[::]" alone would
-    refuse IPv4 clients."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        with contextlib.suppress(OSError):  # a v6-only kernel keeps its default
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-async def _udp_socket(host: str, port: int) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    family, _, proto, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
-    try:
-        sock.bind(addr)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _unix_socket(path: str, mode: int) -> socket.socket:
-    """A datagram socket at `path`; a stale socket file there is replaced, a
-    live one (someone receives on it) or a non-socket file is an error."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # nobody bound to it: a leftover of a dead process
-        else:
-            raise OSError(errno.EADDRINUSE, "Address already in use")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, mode)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def start_listener(
     cfg: ListenerConfig,
     sink: Sink,
@@ -688,12 +676,12 @@ async def start_listener(
     if sock is None:
         if cfg.transport == "udp":
             host, port = parse_host_port(cfg.bind)
-            sock = await _udp_socket(host, port)
+            sock = await udp_socket(host, port)
         else:
-            sock = _unix_socket(cfg.bind, cfg.mode)
+            sock = unix_socket(cfg.bind, cfg.mode)
             listener._unix_path = cfg.bind
             listener._unix_ino = os.lstat(cfg.bind).st_ino
-    granted = _set_recv_buffer(sock, cfg.recv_buffer)
+    granted = set_recv_buffer(sock, cfg.recv_buffer)
     ingest.stats.recv_buffer = granted
     # Quiet when granted: startup says nothing before every port is bound.
     level = logging.WARNING if granted < cfg.recv_buffer else logging.DEBUG

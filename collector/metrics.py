@@ -172,6 +172,12 @@ class DaemonCollector(Collector):
             "Messages longer than parsing.max_message_bytes, cut and flagged",
             labels=lab,
         )
+        skew = CounterMetricFamily(
+            "collector_messages_clock_skew",
+            "Messages whose event time was too old or too far ahead: stored with "
+            "the receipt time, theirs kept in fields.original_timestamp",
+            labels=lab,
+        )
         dropped = CounterMetricFamily(
             "collector_messages_dropped",
             "Messages lost, by listener and reason",
@@ -222,6 +228,7 @@ class DaemonCollector(Collector):
             parsed.add_metric([cfg.name, cfg.format], st.received - st.raw)
             raw.add_metric(name, st.raw)
             truncated.add_metric(name, st.truncated)
+            skew.add_metric(name, st.clock_skew)
             reasons = dict.fromkeys(KNOWN_DROP_REASONS.get(cfg.transport, ()), 0)
             reasons.update(st.dropped)
             for reason, n in sorted(reasons.items()):
@@ -251,6 +258,7 @@ class DaemonCollector(Collector):
             parsed,
             raw,
             truncated,
+            skew,
             dropped,
             conns,
             refused,

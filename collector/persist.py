@@ -154,6 +154,7 @@ class Persistence:
             else:
                 self.stats.snapshot_errors += 1
                 log.error("snapshot %s failed: %s; the log is kept", self.snapshot_path, outcome)
+                self.wal.snapshot_failed(sealed)
         finally:
             self._snapshot_task = None
 

@@ -24,10 +24,11 @@ from collector.config import (
     parse_host_port,
 )
 from collector.http import App, start_http
-from collector.listeners import Listener, Sink, dual_stack_tcp_socket, start_listener
+from collector.listeners import Listener, Sink, start_listener
 from collector.metrics import ReloadStats
 from collector.record import Record
 from collector.settings import Settings
+from collector.sockets import bind_error, dual_stack_tcp_socket
 from collector.store import Store
 
 # The daemon's logger: to an operator a reload is the daemon's doing.
@@ -255,7 +256,7 @@ async def _reload_listeners(parts: Running, new: Config) -> list[str]:
         except OSError as e:
             what = "keeps its old config" if lc.name in parts.listeners else "is not running"
             problems.append(
-                f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {e.strerror or e}; it {what}"
+                f"listener {lc.name}: cannot bind {lc.transport} {lc.bind}: {bind_error(e)}; it {what}"
             )
     # Keep the config's order (it is the order /health lists).
     order = [lc.name for lc in new.listeners if lc.name in parts.listeners]
@@ -278,7 +279,7 @@ async def _reload_http(parts: Running, old: HttpConfig, new: HttpConfig) -> list
     except OSError as e:
         http_lc = ListenerConfig(name="http", transport="tcp", bind=new.bind)
         if e.errno != errno.EADDRINUSE or not _overlaps(parts.http_address, http_lc):
-            return [f"http: cannot bind {new.bind}: {e.strerror or e}; still on {old.bind}"]
+            return [f"http: cannot bind {new.bind}: {bind_error(e)}; still on {old.bind}"]
         # Overlapping address: let go of the old port first, then take it back if need be.
         old_server.close()
         try:
@@ -289,7 +290,7 @@ async def _reload_http(parts: Running, old: HttpConfig, new: HttpConfig) -> list
             except OSError as e3:
                 log.error("reload: http is down: cannot bind %s again: %s", old.bind, e3)
                 parts.http_server = None
-            return [f"http: cannot bind {new.bind}: {e2.strerror or e2}; still on {old.bind}"]
+            return [f"http: cannot bind {new.bind}: {bind_error(e2)}; still on {old.bind}"]
     else:
         old_server.close()
     parts.http_server = server

@@ -24,6 +24,23 @@ FRACTION_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+UTC: _dt.tzinfo = _dt.timezone.utc
+
+
+def format_duration(seconds: float) -> str:
+    """A span for people: `45s`, `12m 5s`, `2h 0m`, `3d 4h`."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        m = round(seconds / 60)  # a sender's seconds may be cut (RFC 3164 has no fraction)
+        return f"{m // 60}h {m % 60}m"
+    h = round(seconds / 3600)
+    return f"{h // 24}d {h % 24}h"
+
+
 def format_timestamp(us: int) -> str:
     """RFC 3339 UTC with microseconds and `Z`, as the contract prints every time."""
     secs, frac = divmod(us, 1_000_000)

@@ -92,6 +92,7 @@ class WriteAheadLog:
         self.last_seq = 0  # highest seq appended (or replayed)
         self.needs_fsync = False
         self.gap = False  # records were dropped from the log since the last snapshot
+        self.covering_gap = False  # the snapshot under way must hold records the log dropped
         self._fd: int | None = None
         self._fd_lock = threading.Lock()  # sync() runs in a thread; close() must wait for it
         self._pending: list[tuple[int, list[Record]]] = []
@@ -316,11 +317,24 @@ class WriteAheadLog:
         the store taken now covers them all."""
         self.write_pending()
         self._close_fd()
+        self.covering_gap = self.gap
         self.gap = False  # the snapshot taken now holds what the log dropped
         sealed = sorted(set(self.segments) | {self.segment})
         if reopen:
             self.open_segment()
         return sealed
+
+    def snapshot_failed(self, sealed: list[int]) -> None:
+        """The snapshot meant to cover `sealed` failed. If the log had dropped
+        records before it, the segments begun since would replay after that
+        hole: remove them and take nothing more until a snapshot succeeds, so
+        a replay still brings back a prefix (their records stay in memory)."""
+        if not self.covering_gap:
+            return  # the new segment follows the sealed ones without a hole
+        self.covering_gap = False
+        self._close_fd()
+        self.remove_segments([n for n in self.segments if n > sealed[-1]])
+        self.gap = True
 
     def remove_segments(self, numbers: list[int]) -> None:
         """Delete segments a durable snapshot covers."""

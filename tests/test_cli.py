@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,59 @@ def test_no_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_check_config_catches_a_listener_and_http_on_one_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        "listeners: [{name: t, transport: tcp, bind: '127.0.0.1:19514'}]\n"
+        "http: {bind: '127.0.0.1:19514'}\n"
+    )
+    assert main(["check-config", str(conf)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "http.bind: 127.0.0.1:19514 is already used by listeners[0] (tcp 127.0.0.1:19514)"
+    ]
+
+
+def test_run_on_an_address_in_use_says_why_once(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        conf = tmp_path / "c.yaml"
+        conf.write_text(
+            f"listeners: [{{name: t, transport: tcp, bind: '127.0.0.1:{port}'}}]\n"
+            "http: {bind: '127.0.0.1:0'}\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-m", "collector", "run", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"collector: listener t: cannot bind tcp 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_make_run_persists_into_a_local_ignored_directory(tmp_path: Path) -> None:
+    from collector.config import Config, load_config
+
+    repo = EXAMPLE.parent.parent
+    run_dir = tmp_path / "run"
+    made = subprocess.run(
+        ["make", "-s", "-C", str(repo), f"RUN_DIR={run_dir}", f"{run_dir}/collector.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    config = load_config(run_dir / "collector.yaml")
+    assert config.store.persist_dir == f"{run_dir}/data"
+    # Everything else is the built-in default: `make run` stays zero-config.
+    assert config.listeners == Config().listeners
+    assert config.http == Config().http
+    assert ".collector/" in (repo / ".gitignore").read_text().splitlines()

@@ -134,6 +134,37 @@ async def test_sysloghandler_over_udp_and_tcp_nul_framing_is_stored(socktype: in
         assert rec["message"].endswith(token)  # the NUL terminator is stripped
 
 
+def _log_exception_with_handler(handler: logging.Handler, name: str) -> None:
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
+    try:
+        try:
+            {}["missing"]
+        except KeyError:
+            logger.exception("request failed")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+@pytest.mark.parametrize("socktype", [socket.SOCK_DGRAM, socket.SOCK_STREAM], ids=["udp", "tcp"])
+async def test_a_traceback_from_sysloghandler_is_one_error_record(socktype: int) -> None:
+    async with running_daemon() as d:
+        name = "udp" if socktype == socket.SOCK_DGRAM else "tcp"
+        app = f"app{uuid.uuid4().hex[:8]}"
+        handler = logging.handlers.SysLogHandler(listener_addr(d, name), socktype=socktype)
+        await asyncio.to_thread(_log_exception_with_handler, handler, app)
+        rec = await _find(d, "request failed")
+        assert rec["service"] == app
+        assert rec["level"] == "err"
+        assert rec["message"].startswith("request failed\nTraceback (most recent call last):\n")
+        assert rec["message"].endswith("KeyError: 'missing'")
+        await wait_for(lambda: d.listeners[name].stats.received >= 1)
+        assert (await get_json(d, "/health"))["records"] == 1
+
+
 async def test_sysloghandler_over_a_unix_socket_is_stored_with_this_hosts_name(
     tmp_path: Path,
 ) -> None:

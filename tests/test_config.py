@@ -241,6 +241,59 @@ def test_two_listeners_of_one_transport_on_one_address_are_an_error() -> None:
     assert problems == ["listeners[1].bind: tcp 0.0.0.0:5514 is already used by listeners[0]"]
 
 
+def test_a_tcp_listener_and_http_bind_on_one_address_are_an_error() -> None:
+    problems = _problems(
+        {
+            "listeners": [{"name": "a", "transport": "tcp", "bind": "127.0.0.1:19514"}],
+            "http": {"bind": "127.0.0.1:19514"},
+        }
+    )
+    assert problems == [
+        "http.bind: 127.0.0.1:19514 is already used by listeners[0] (tcp 127.0.0.1:19514)"
+    ]
+
+
+def test_a_wildcard_address_overlaps_a_specific_one_on_the_same_port() -> None:
+    problems = _problems(
+        {
+            "listeners": [
+                {"name": "a", "transport": "tcp", "bind": "0.0.0.0:5514"},
+                {"name": "b", "transport": "tcp", "bind": "127.0.0.1:5514"},
+                {"name": "c", "transport": "udp", "bind": "[::]:5516"},
+                {"name": "d", "transport": "udp", "bind": "10.1.2.3:5516"},
+                {"name": "e", "transport": "tcp", "bind": "[::1]:5517"},
+            ],
+            "http": {"bind": "0.0.0.0:5517"},  # IPv4 only: [::1] is another family
+        }
+    )
+    assert problems == [
+        "listeners[1].bind: tcp 127.0.0.1:5514 (overlaps 0.0.0.0:5514) is already used by listeners[0]",
+        "listeners[3].bind: udp 10.1.2.3:5516 (overlaps [::]:5516) is already used by listeners[2]",
+    ]
+
+
+def test_a_unix_listener_in_a_directory_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    problems = _problems(
+        {
+            "listeners": [
+                {"name": "ok", "transport": "unix", "bind": str(tmp_path / "log.sock")},
+                {"name": "devlog", "transport": "unix", "bind": str(missing / "log.sock")},
+            ]
+        }
+    )
+    assert problems == [
+        f"listeners[1].bind: directory {missing} does not exist; create it or bind elsewhere"
+    ]
+
+
+def test_a_unix_listener_on_a_file_that_is_not_a_socket_is_an_error(tmp_path: Path) -> None:
+    plain = tmp_path / "log"
+    plain.write_text("not a socket")
+    problems = _problems({"listeners": [{"name": "u", "transport": "unix", "bind": str(plain)}]})
+    assert problems == [f"listeners[0].bind: {plain} exists and is not a socket"]
+
+
 def test_udp_and_tcp_may_share_an_address_and_port_zero_never_collides() -> None:
     c = config_from_dict(
         {

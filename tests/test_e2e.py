@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.support import get_json, http_request, listener_addr, running_daemon, wait_for
 
@@ -127,3 +130,32 @@ def test_a_second_daemon_on_a_taken_port_exits_2_naming_listener_and_address(
     last = result.stderr.decode().strip().splitlines()[-1]
     assert "listener tcp" in last
     assert f"127.0.0.1:{port}" in last
+
+
+def test_the_status_line_is_silent_when_nothing_changed_and_reports_rate_and_drops() -> None:
+    from collector.daemon import Snapshot, status_line
+
+    before = Snapshot(records=10, received=10, dropped=1, at=100.0)
+    assert status_line(before, Snapshot(10, 10, 1, 110.0)) is None
+    assert status_line(before, Snapshot(60, 60, 3, 110.0)) == (
+        "status: 60 records held, 5.0 msg/s received, 3 dropped (2 new)"
+    )
+
+
+async def test_the_foreground_daemon_logs_a_status_line_once_records_arrive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from collector.daemon import _stderr_status
+
+    with caplog.at_level(logging.INFO, logger="collector.daemon"):
+        async with running_daemon() as d:
+            d.spawn(_stderr_status(d, interval=0.05))
+            host, port = listener_addr(d, "udp")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"<13>1 - h app - - - counted", (host, port))
+
+            def status_lines() -> list[str]:
+                return [r.getMessage() for r in caplog.records if "status:" in r.getMessage()]
+
+            await wait_for(status_lines)
+    assert status_lines()[0].startswith("status: 1 record held, ")

@@ -156,8 +156,59 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
     ),
     (
         "an over-long unterminated last line is cut once",
-        b"<13>a\n" + X64 + b"tail",
-        [(b"<13>a", False), (X64, True)],
+        b"<13>a\n<" + X64 + b"tail",
+        [(b"<13>a", False), (b"<" + X64[:63], True)],
+        {},
+    ),
+    (
+        "a traceback after a PRI line stays one message (LF-framed)",
+        b"<11>app: boom\nTraceback (most recent):\n  File x\nValueError: v\n<13>next\n",
+        [
+            (b"<11>app: boom\nTraceback (most recent):\n  File x\nValueError: v", False),
+            (b"<13>next", False),
+        ],
+        {},
+    ),
+    (
+        "a continuation line starting with digits that are no octet count",
+        b"<11>a\n500 Internal\n12 <13>counted\n<13>z\n",
+        [(b"<11>a\n500 Internal", False), (b"<13>counted", False), (b"<13>z", False)],
+        {},
+    ),
+    (
+        "blank lines inside a multi-line message are kept",
+        b"<11>a\n\nDuring handling:\n\n<13>b\n",
+        [(b"<11>a\n\nDuring handling:", False), (b"<13>b", False)],
+        {},
+    ),
+    (
+        "lines without a PRI are a record each when the first has none",
+        b"plain one\nplain two\n",
+        [(b"plain one", False), (b"plain two", False)],
+        {},
+    ),
+    (
+        "NUL-framed: LFs are part of the message, even before a <",
+        b"<11>a\nTraceback\x00<11>b\n<html>\n  x\x00<13>c\x00",
+        [(b"<11>a\nTraceback", False), (b"<11>b\n<html>\n  x", False), (b"<13>c", False)],
+        {},
+    ),
+    (
+        "NUL-framed: octet-counted frames are still told apart",
+        b"<11>a\x004 <b\nc<13>d\nx\x00",
+        [(b"<11>a", False), (b"<b\nc", False), (b"<13>d\nx", False)],
+        {},
+    ),
+    (
+        "a multi-line message over max bytes is cut once, its rest discarded",
+        b"<11>" + X64 + b"\n more\n more\n<13>ok\n",
+        [(b"<11>" + X64[:60], True), (b"<13>ok", False)],
+        {},
+    ),
+    (
+        "octet-counted frames keep their LFs and take no continuation",
+        b"6 <a\nb\nc\nd\n<13>e\n",
+        [(b"<a\nb\nc", False), (b"d", False), (b"<13>e", False)],
         {},
     ),
     (
@@ -222,6 +273,7 @@ def test_ten_megabytes_without_a_delimiter_hold_at_most_max_bytes_and_give_one_c
         out += framer.feed(chunk)
         assert framer.buffered <= 65536
     out += framer.feed(b"\n<13>after\n")
+    out += framer.eof()
     assert out == [(b"A" * 65536, True), (b"<13>after", False)]
 
 
@@ -255,13 +307,45 @@ def test_many_frames_in_one_read_come_out_in_order() -> None:
     assert syslog_framer(1024).feed(stream) == [(m, False) for m in msgs]
 
 
+def test_a_line_ended_by_lf_is_held_until_the_next_lines_first_byte_tells() -> None:
+    framer = syslog_framer(1024)
+    assert framer.feed(b"<13>one\n") == []
+    assert framer.pending
+    assert framer.feed(b"<") == [(b"<13>one", False)]
+    assert not framer.pending
+    assert framer.feed(b"13>two\n  more\n") == []
+    assert framer.eof() == [(b"<13>two\n  more", False)]
+
+
+def test_flush_ends_the_wait_for_a_continuation_line() -> None:
+    framer = syslog_framer(1024)
+    assert framer.feed(b"<13>one\n12") == []
+    assert framer.flush() == [(b"<13>one", False)]
+    assert not framer.pending
+    # What came after the wait is a frame of its own, never glued to the last one.
+    assert framer.feed(b"3 rest\n") == [(b"123 rest", False)]
+    assert framer.flush() == []
+
+
+def test_json_lines_never_wait_for_a_continuation() -> None:
+    framer = line_framer(1024)
+    assert framer.feed(b'{"a":1}\n') == [(b'{"a":1}', False)]
+    assert not framer.pending
+
+
 # -- properties ---------------------------------------------------------------
 
 # A syslog message as senders produce it: starts with "<", no LF or NUL inside
 # when delimited; anything at all when octet counted.
 _body = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ").replace(b"\x00", b" "))
 _message = _body.map(lambda b: b"<13>" + b)
-_encoding = st.sampled_from(["counted", "counted+LF", "LF", "CRLF", "NUL"])
+# One connection ends its delimited frames either with LF/CRLF or with NUL
+# (after a NUL, LF is part of the message); octet counting mixes with either.
+_encoding_lf = st.sampled_from(["counted", "counted+LF", "LF", "CRLF"])
+_encoding_nul = st.sampled_from(["counted", "counted+LF", "NUL"])
+_stream_items = st.lists(st.tuples(_message, _encoding_lf), max_size=12) | st.lists(
+    st.tuples(_message, _encoding_nul), max_size=12
+)
 
 
 def _encode(msg: bytes, how: str) -> bytes:
@@ -279,15 +363,46 @@ def _cut(data: bytes, points: list[int]) -> list[bytes]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.tuples(_message, _encoding), max_size=12),
-    st.lists(st.integers(0, 10_000), max_size=12),
-)
+@given(_stream_items, st.lists(st.integers(0, 10_000), max_size=12))
 def test_any_split_of_a_valid_stream_yields_its_messages(
     items: list[tuple[bytes, str]], points: list[int]
 ) -> None:
     stream = b"".join(_encode(m, how) for m, how in items)
     expected = [(m.rstrip(b"\n\r\x00"), False) for m, _ in items if m.rstrip(b"\n\r\x00")]
+    frames, drops = _run(syslog_framer, _cut(stream, points), 1024)
+    assert frames == expected
+    assert drops == {}
+
+
+# Multi-line messages: continuation lines that do not start like a frame
+# (LF-framed), or anything but NUL (NUL-framed).
+_cont_line = st.binary(max_size=15).map(
+    lambda b: b" " + b.replace(b"\n", b" ").replace(b"\x00", b" ")
+)
+_nul_line = st.binary(max_size=15).map(lambda b: b.replace(b"\n", b" ").replace(b"\x00", b" "))
+
+
+def _multiline(lines: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    return st.tuples(_message, st.lists(lines, max_size=3)).map(
+        lambda t: t[0] + b"".join(b"\n" + line for line in t[1])
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(_multiline(_cont_line), max_size=8),
+    st.lists(_multiline(_nul_line), max_size=8),
+    st.sampled_from([b"\n", b"\x00"]),
+    st.lists(st.integers(0, 10_000), max_size=12),
+)
+def test_any_split_of_multi_line_messages_yields_each_message_whole(
+    lf_msgs: list[bytes], nul_msgs: list[bytes], delim: bytes, points: list[int]
+) -> None:
+    # A NUL-framed connection is known as one from its first NUL on; before
+    # it, a line starting with "<" would start a frame (the LF rule).
+    msgs = lf_msgs if delim == b"\n" else [b"<13>first", *nul_msgs]
+    stream = b"".join(m + delim for m in msgs)
+    expected = [(m.rstrip(b"\n\r\x00"), False) for m in msgs if m.rstrip(b"\n\r\x00")]
     frames, drops = _run(syslog_framer, _cut(stream, points), 1024)
     assert frames == expected
     assert drops == {}

@@ -370,6 +370,36 @@ async def test_posted_records_come_back_by_id_and_in_logs() -> None:
         assert sorted(r["id"] for r in page["logs"]) == sorted(ids)
 
 
+async def test_post_stores_leniently_and_says_what_it_changed_in_warnings() -> None:
+    async with running_daemon() as d:
+        answer = await post(
+            d,
+            [
+                {"message": "fine", "level": "warn"},
+                {"message": "odd level", "level": "bogus"},
+                {"message": "old", "timestamp": "2020-01-01T00:00:00Z"},
+                {"message": "unreadable time", "time": "yesterday"},
+            ],
+        )
+        assert answer.status == 201
+        body = answer.json()
+        assert body["accepted"] == 4
+        assert body["warnings"] == [
+            {"index": 1, "warning": "level: unknown 'bogus', stored as info"},
+            {
+                "index": 2,
+                "warning": "timestamp: 2020-01-01T00:00:00.000000Z is older than the store's "
+                "ttl (3600s), stored with the receipt time (the original is in "
+                "fields.original_timestamp)",
+            },
+            {"index": 3, "warning": "time: cannot read 'yesterday', stored with the receipt time"},
+        ]
+        odd = (await get_json(d, f"/logs/{body['ids'][1]}"))["log"]
+        assert (odd["level"], odd["fields"]) == ("info", {"level": "bogus"})
+        plain = await post(d, {"message": "plain"})
+        assert plain.json()["warnings"] == []
+
+
 async def test_post_errors_are_400_and_store_nothing() -> None:
     async with running_daemon() as d:
         bad = [

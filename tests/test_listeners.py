@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import logging
 import os
 import socket
 import stat
@@ -83,6 +85,81 @@ async def _listener(
 
 def _tcp_cfg(**kw: Any) -> ListenerConfig:
     return ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0", **kw)
+
+
+# -- multi-line messages on TCP ---------------------------------------------------
+
+
+async def test_a_continuation_line_sent_later_within_the_wait_joins_its_message() -> None:
+    async with _listener(_tcp_cfg()) as (lst, records), _tcp(lst.address) as (_, writer):
+        writer.write(b"<11>app: boom\n")
+        await writer.drain()
+        await asyncio.sleep(0)  # a read of its own (not a synchronisation: the wait is)
+        writer.write(b"  detail line\n<13>app: next\n")
+        await writer.drain()
+        await wait_for(lambda: len(records) >= 2)
+        assert [r.message for r in records] == ["boom\n  detail line", "next"]
+
+
+async def test_a_lone_lf_framed_line_is_stored_within_the_continuation_wait() -> None:
+    async with _listener(_tcp_cfg()) as (lst, records), _tcp(lst.address) as (_, writer):
+        loop = asyncio.get_running_loop()
+        writer.write(b"<13>app: alone\n")
+        await writer.drain()
+        sent = loop.time()
+        await wait_for(lambda: records, timeout=5.0, interval=0.005)
+        waited = loop.time() - sent
+        assert records[0].message == "alone"
+        # Held at most the bound (and never extended here: nothing unread).
+        assert waited < listeners_mod.CONTINUATION_WAIT + 0.2
+
+
+async def test_a_line_followed_by_a_new_frame_is_stored_without_waiting() -> None:
+    async with _listener(_tcp_cfg()) as (lst, records), _tcp(lst.address) as (_, writer):
+        loop = asyncio.get_running_loop()
+        writer.write(b"<13>app: first\n<13>app: second")
+        await writer.drain()
+        sent = loop.time()
+        await wait_for(lambda: records, timeout=5.0, interval=0.002)
+        assert loop.time() - sent < listeners_mod.CONTINUATION_WAIT
+        assert records[0].message == "first"
+
+
+# -- clock skew and per-listener time zones --------------------------------------
+
+
+def _rfc3164_now_in(offset_hours: int, host: str) -> bytes:
+    zone = datetime.timezone(datetime.timedelta(hours=offset_hours))
+    local = datetime.datetime.now(zone)
+    stamp = f"{local:%b} {local.day:2d} {local:%H:%M:%S}"
+    return f"<13>{stamp} {host} app: local time".encode()
+
+
+async def test_a_sender_in_local_time_is_counted_as_clock_skew_and_logged_once_per_host(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = local_config(
+        ListenerConfig(name="utc", transport="udp", bind="127.0.0.1:0"),
+        ListenerConfig(
+            name="plus2", transport="udp", bind="127.0.0.1:0", default_timezone="Etc/GMT-2"
+        ),
+    )
+    with caplog.at_level(logging.WARNING, logger="collector.listeners"):
+        async with running_daemon(cfg) as d:
+            line = _rfc3164_now_in(2, "berlin-1")
+            _send_udp(listener_addr(d, "utc"), line, line)
+            _send_udp(listener_addr(d, "plus2"), line)
+            logs = await _wait_logs(d, 3)
+            metrics = (await http_request(d.http_address, "GET", "/metrics")).body.decode()
+    skewed = [r for r in logs if "original_timestamp" in r["fields"]]
+    assert len(skewed) == 2  # the UTC listener's; the +02:00 listener read it right
+    assert d.listeners["utc"].stats.clock_skew == 2
+    assert d.listeners["plus2"].stats.clock_skew == 0
+    assert 'collector_messages_clock_skew_total{listener="utc"} 2.0' in metrics
+    assert 'collector_messages_clock_skew_total{listener="plus2"} 0.0' in metrics
+    warnings = [r.getMessage() for r in caplog.records if "clock is" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "host berlin-1's clock is 2h 0m ahead" in warnings[0]
 
 
 # -- UDP ----------------------------------------------------------------------

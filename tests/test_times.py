@@ -93,3 +93,12 @@ def test_offsetless_timestamp_is_read_in_the_default_timezone() -> None:
     assert parse_timestamp("2026-07-01T12:00:00", dt.timezone.utc) == parse_timestamp(
         "2026-07-01T12:00:00Z", berlin
     )
+
+
+def test_durations_for_people_round_to_the_unit_shown() -> None:
+    from collector.times import format_duration
+
+    assert format_duration(45.4) == "45s"
+    assert format_duration(725) == "12m 5s"
+    assert format_duration(7199.4) == "2h 0m"
+    assert format_duration(3 * 86400 + 4 * 3600 + 100) == "3d 4h"
