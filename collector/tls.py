@@ -1,10 +1,10 @@
 """TLS stage: syslog over TLS (RFC 5425) and HTTPS, with the stdlib ssl module on asyncio.
 
 A `TlsServer` holds the SSLContext made from PEM files and makes it again on
-reload; a file that fails to load keeps the old context. Connections are
-accepted as plain TCP and upgraded with `loop.start_tls`, so a handshake that
-fails, stalls or never starts is counted, logged rate-limited and closed,
-while the listener (or the HTTP port) carries on. No parsing here.
+reload; a file that fails to load keeps the old context. Each connection's
+TLS layer is asyncio's, watched: a handshake that fails, stalls past its
+timeout or never starts is counted, logged rate-limited and closed, while the
+listener (or the HTTP port) carries on. No parsing here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
+from asyncio import sslproto
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -65,7 +66,10 @@ class TlsStats:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return "protocol"
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError) or "timed out" in str(exc):
+    # asyncio and uvloop abort a slow handshake with ConnectionAbortedError
+    # ("SSL handshake is taking longer than N seconds").
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or "taking longer" in text or "timed out" in text:
         return "timeout"
     return "closed"
 
@@ -81,7 +85,6 @@ class TlsServer:
         self.cfg = cfg
         self.context = None if cfg is None else server_context(cfg.cert, cfg.key, cfg.client_ca)
         self.stats = TlsStats()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._handshaking: set[asyncio.Transport] = set()
         self._last_warning = -LOG_EVERY
         self._suppressed = 0
@@ -110,13 +113,14 @@ class TlsServer:
 
     def wrap(self, factory: ProtocolFactory) -> ProtocolFactory:
         """A protocol factory for the server socket: plain `factory()` while
-        TLS is off, else a handshake that hands over to `factory()` once done."""
+        TLS is off, else a TLS layer that hands `factory()` the decrypted
+        stream once its handshake is done."""
 
         def make() -> asyncio.BaseProtocol:
             ctx, cfg = self.context, self.cfg
             if ctx is None or cfg is None:
                 return factory()
-            return _Handshake(self, ctx, cfg.handshake_timeout, factory)
+            return _TlsLayer(self, ctx, cfg.handshake_timeout, factory())
 
         return make
 
@@ -124,8 +128,6 @@ class TlsServer:
         """Abort every handshake still in progress (shutdown, listener removed)."""
         for transport in list(self._handshaking):
             transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
 
     def failed(self, peer: object, reason: str, exc: BaseException | None) -> None:
         """Count a failed handshake; warn at most every LOG_EVERY seconds."""
@@ -144,98 +146,65 @@ class TlsServer:
         )
 
 
-class _Handshake(asyncio.Protocol):
-    """Stands in for the connection's protocol until its TLS handshake is done."""
+class _TlsLayer(sslproto.SSLProtocol):
+    """asyncio's own TLS layer (what `create_server(ssl=...)` uses, and it runs
+    on uvloop too), watched: its handshake's outcome is counted, and too many
+    handshakes at once are refused.
+
+    A connection gets this as its protocol from the start, so no byte of the
+    handshake can go astray; the app protocol's `connection_made` comes once
+    the handshake is done, with a transport that reads and writes plaintext."""
 
     def __init__(
-        self, server: TlsServer, ctx: ssl.SSLContext, timeout: float, factory: ProtocolFactory
+        self,
+        server: TlsServer,
+        ctx: ssl.SSLContext,
+        timeout: float,
+        app: asyncio.BaseProtocol,
     ) -> None:
-        self.server = server
-        self.ctx = ctx
-        self.timeout = timeout
-        self.factory = factory
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        waiter.add_done_callback(self._handshake_done)
+        super().__init__(
+            loop,
+            app,
+            ctx,
+            waiter,
+            server_side=True,
+            call_connection_made=True,
+            ssl_handshake_timeout=timeout,  # type: ignore[arg-type]  # a float works; the stub says int
+        )
+        self._server = server
+        self._raw: asyncio.Transport | None = None
+        self._peer: object = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self.server
+        server = self._server
         # uvloop's transports are not asyncio.Transport subclasses; cast, don't assert.
-        tr = cast(asyncio.Transport, transport)
-        peer = _peer(tr)
+        raw = cast(asyncio.Transport, transport)
+        self._peer = _peer(raw)
         if server.stats.pending >= MAX_PENDING_HANDSHAKES:
-            server.failed(peer, "limit", None)
-            tr.abort()
+            server.failed(self._peer, "limit", None)
+            raw.abort()
             return
-        # Nothing is read until start_tls owns the transport: the ClientHello
-        # must reach the TLS layer, not this stand-in.
-        tr.pause_reading()
         server.stats.pending += 1
-        server._handshaking.add(tr)
-        task = asyncio.get_running_loop().create_task(self._upgrade(tr, peer))
-        server._tasks.add(task)
-        task.add_done_callback(server._tasks.discard)
+        server._handshaking.add(raw)
+        self._raw = raw
+        super().connection_made(transport)
 
-    async def _upgrade(self, transport: asyncio.Transport, peer: object) -> None:
-        server = self.server
-        relay = _Relay()
-        try:
-            tls = await asyncio.get_running_loop().start_tls(
-                transport,
-                relay,
-                self.ctx,
-                server_side=True,
-                ssl_handshake_timeout=self.timeout,
-            )
-        except asyncio.CancelledError:
-            transport.abort()
-            raise
-        except Exception as e:  # whatever the peer did, it is this connection's end only
-            server.failed(peer, _reason(e), e)
-            transport.abort()
-            return
-        finally:
-            server.stats.pending -= 1
-            server._handshaking.discard(transport)
-        if tls is None:  # the peer closed as the handshake ended
-            server.failed(peer, "closed", None)
-            return
-        server.stats.handshakes += 1
-        relay.hand_over(self.factory(), tls)
+    def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        server = self._server
+        if self._raw is None:
+            return  # refused at connection_made, already counted
+        server.stats.pending -= 1
+        server._handshaking.discard(self._raw)
+        exc = None if waiter.cancelled() else waiter.exception()
+        if waiter.cancelled() or exc is not None:
+            server.failed(self._peer, "closed" if exc is None else _reason(exc), exc)
+        else:
+            server.stats.handshakes += 1
 
 
 def _peer(transport: asyncio.BaseTransport) -> object:
     peer = transport.get_extra_info("peername")
     return peer[0] if isinstance(peer, tuple) else peer
-
-
-class _Relay(asyncio.Protocol):
-    """Keeps what arrives between the handshake's end and the hand-over
-    (a TLS 1.3 client sends its first records with its Finished message)."""
-
-    def __init__(self) -> None:
-        self.early: list[bytes] = []
-        self.eof = False
-        self.lost = False
-        self.exc: Exception | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self.early.append(data)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return True  # the real protocol decides, once it has the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost, self.exc = True, exc
-
-    def hand_over(self, app: asyncio.BaseProtocol, transport: asyncio.BaseTransport) -> None:
-        """From now on `app` is the connection's protocol, as if it had been
-        there from the start."""
-        transport.set_protocol(app)
-        app.connection_made(transport)
-        assert isinstance(app, asyncio.Protocol)
-        for data in self.early:
-            app.data_received(data)
-        self.early = []
-        if self.eof and not app.eof_received():
-            transport.close()
-        if self.lost:
-            app.connection_lost(self.exc)
