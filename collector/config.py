@@ -437,7 +437,7 @@ def _check_tls(tc: TlsConfig, ck: _Checker) -> None:
             ck.problems.append(f"{NESTED}.client_ca: cannot load CA certificates as PEM: {e}")
 
 
-def compile_linear(text: str) -> Any:
+def compile_linear(text: str | bytes) -> Any:
     """A pattern compiled by RE2, whose matching time is linear in the text;
     ValueError says why `text` cannot be one (a syntax error, or what RE2
     leaves out on purpose: backreferences, lookaround)."""

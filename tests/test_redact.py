@@ -54,6 +54,13 @@ def test_each_built_in_masks_what_it_names_and_leaves_the_rest(
     match: str, text: str, want: str
 ) -> None:
     assert redact(text, RedactRule(match=match)) == want
+    # The batch path (one RE2 scan for ASCII, the finders for other text) agrees.
+    for suffix in ("", " \u00e9"):
+        rec = Record(0, 0, "h", "s", None, None, 1, 6, text + suffix, None, None, "raw")
+        other = Record(0, 0, "h", "s", None, None, 1, 6, "nothing here", None, None, "raw")
+        Redactor((RedactRule(match=match),), KEY, {}).apply([other, rec, other])
+        assert rec.message == want + suffix
+        assert other.message == "nothing here"
 
 
 def test_partial_keeps_the_last_four_characters_and_hash_correlates_equal_values() -> None:
