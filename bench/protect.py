@@ -15,23 +15,18 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from messages import mixed
 
-from messages import mixed  # noqa: E402
-
-from collector.config import RateLimitConfig, RedactRule  # noqa: E402
-from collector.daemon import tune_gc  # noqa: E402
-from collector.parse import parse_syslog  # noqa: E402
-from collector.ratelimit import RateLimiter  # noqa: E402
-from collector.record import ParseOptions, Record  # noqa: E402
-from collector.redact import Redactor  # noqa: E402
-from collector.store import Store  # noqa: E402
+from collector.config import RateLimitConfig, RedactRule
+from collector.daemon import tune_gc
+from collector.parse import parse_syslog
+from collector.ratelimit import RateLimiter
+from collector.record import ParseOptions, Record
+from collector.redact import Redactor
+from collector.store import Store
 
 BATCH = 1024
 BUILTINS = ("ipv4", "ipv6", "email", "card", "secret")
@@ -81,7 +76,9 @@ def _custom() -> Stage:
 
 def run_once(frames: list[bytes], stage: Stage | None) -> float:
     """CPU seconds per message for parse (+ stage) + store."""
-    store = Store(ttl_us=3600 * 10**6, max_records=10**7, max_memory=2**31, shard_span_us=60 * 10**6)
+    store = Store(
+        ttl_us=3600 * 10**6, max_records=10**7, max_memory=2**31, shard_span_us=60 * 10**6
+    )
     opts = ParseOptions()
     gc.collect()
     t0 = time.process_time()

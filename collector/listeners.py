@@ -151,9 +151,7 @@ class _Ingest:
         self._scheduled = False
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
-        # listeners[].rate_limit, applied to each parsed batch; `peers` says
-        # which sender the records from an index on came from (key: peer).
-        self.limiter: RateLimiter | None = None
+        self.limiter: RateLimiter | None = None  # see RateLimiter.admit for `peers`
         self.peers: list[tuple[int, str | None]] = []
 
     def warn(self, kind: str, msg: str, *args: object, exc_info: bool = False) -> None:
@@ -684,8 +682,7 @@ async def start_listener(
     if cfg.transport == "tcp":
         backlog = max(128, min(cfg.max_connections, 4096))
         factory: Callable[[], asyncio.BaseProtocol] = functools.partial(StreamProtocol, ingest)
-        listener.tls = tls
-        factory = tls.wrap(factory) if tls is not None else factory
+        listener.tls, factory = tls, tls.wrap(factory) if tls is not None else factory
         host, port = parse_host_port(cfg.bind) if sock is None else ("", 0)
         # asyncio sets IPV6_V6ONLY; "[::]" means every address, IPv4 too, as
         # it does for the UDP listener (Linux's dual stack).
