@@ -28,7 +28,7 @@ from collector.metrics import ReloadStats, make_registry
 from collector.persist import Persistence
 from collector.ratelimit import SUMMARY_EVERY
 from collector.record import Record
-from collector.redact import load_key
+from collector.redact import key_for
 from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.settings import Settings
 from collector.store import Store
@@ -170,10 +170,12 @@ async def start(
         max_memory=config.store.max_memory,
         shard_span_us=int(config.store.shard_span * 1_000_000),
     )
+    parsing = config.parsing
     try:
-        key, key_source = load_key(config.parsing.redact_key_file, config.store.persist_dir)
+        key, key_source = key_for(parsing.redact, parsing.redact_key_file, config.store.persist_dir)
     except OSError as e:
-        raise StartupError(f"parsing.redact_key_file: {e.strerror or e}") from None
+        where = "parsing.redact_key_file" if parsing.redact_key_file else "store.persist_dir"
+        raise StartupError(f"{where}: cannot use the redaction key: {e.strerror or e}") from None
     daemon = Daemon(Settings(config, redact_key=key), store, config_path=config_path)
     if any(rule.action == "hash" for rule in config.parsing.redact):
         log.info("redaction: hashing with the key from %s", key_source)

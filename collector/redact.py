@@ -483,6 +483,15 @@ def _field_texts(obj: Any, slots: list[tuple[Any, Any]], texts: list[str], depth
             _field_texts(v, slots, texts, depth + 1)
 
 
+def key_for(
+    rules: tuple[RedactRule, ...], key_file: str | None, persist_dir: str | None
+) -> tuple[bytes, str]:
+    """`load_key` when a rule hashes; otherwise a random key, touching no file."""
+    if not any(rule.action == "hash" for rule in rules):
+        return os.urandom(32), "a random key for this run"
+    return load_key(key_file, persist_dir)
+
+
 def load_key(key_file: str | None, persist_dir: str | None) -> tuple[bytes, str]:
     """The HMAC key for `action: hash` and where it came from: the file
     `parsing.redact_key_file`; else `redact.key` in `store.persist_dir`
@@ -504,7 +513,7 @@ def load_key(key_file: str | None, persist_dir: str | None) -> tuple[bytes, str]
             return key, path
     except FileNotFoundError:
         pass
-    os.makedirs(persist_dir, exist_ok=True)
+    os.makedirs(persist_dir, mode=0o700, exist_ok=True)  # as persistence makes it
     key = os.urandom(32).hex().encode()
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -28,7 +28,7 @@ from collector.listeners import Listener, Sink, dual_stack_tcp_socket, start_lis
 from collector.metrics import ReloadStats
 from collector.ratelimit import RateLimiter
 from collector.record import Record
-from collector.redact import load_key
+from collector.redact import key_for
 from collector.settings import Settings
 from collector.store import Store
 from collector.tls import TlsServer
@@ -184,9 +184,12 @@ async def reload(parts: Running, new: Config) -> bool:
 def _redact_key(parts: Running, new: Config) -> bytes | None:
     """The hash key read again (None: keep the running one)."""
     try:
-        return load_key(new.parsing.redact_key_file, new.store.persist_dir)[0]
+        parsing = new.parsing
+        if not any(rule.action == "hash" for rule in parsing.redact):
+            return None  # nothing hashes: keep whatever key is running
+        return key_for(parsing.redact, parsing.redact_key_file, new.store.persist_dir)[0]
     except OSError as e:
-        log.error("reload: parsing.redact_key_file: %s; the running key stays", e)
+        log.error("reload: cannot use the redaction key: %s; the running key stays", e)
         return None
 
 
