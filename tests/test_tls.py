@@ -386,3 +386,25 @@ def test_on_uvloop_a_tls_client_plaintext_and_a_silent_peer_are_each_handled(
             plain_w.close()
 
     uvloop.run(scenario())
+
+
+async def test_past_the_pending_handshake_bound_new_connections_are_closed_and_counted(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("collector.tls.MAX_PENDING_HANDSHAKES", 2)
+    async with running_daemon(local_config(_tls_listener(certs))) as d:
+        host, port = listener_addr(d, "tls")
+        tls = d.listeners["tls"].tls
+        assert tls is not None
+        silent = [await asyncio.open_connection(host, port) for _ in range(2)]
+        await wait_for(lambda: tls.stats.pending == 2)
+        third_r, third_w = await asyncio.open_connection(host, port)
+        assert await asyncio.wait_for(third_r.read(), 5) == b""  # closed at once
+        assert _failures(d) == {"limit": 1}
+        for _, w in silent:
+            w.close()
+        third_w.close()
+        await wait_for(lambda: tls.stats.pending == 0)
+        token = uuid.uuid4().hex
+        await _send_tls(d, certs.client_context(), f"<14>1 - h a - - - {token}")
+        assert await wait_for(lambda: _messages(d, token)) == [token]
