@@ -12,15 +12,21 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 import stat
 import zoneinfo
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+import re2
 import yaml
 
 TRANSPORTS = ("udp", "tcp", "unix")
+RATE_LIMIT_KEYS = ("host", "service", "peer", "host,service")
+TOKEN_SCOPES = ("read", "write")
+REDACT_ACTIONS = ("mask", "partial", "hash")
+REDACT_BUILTINS = ("ipv4", "ipv6", "email", "card", "secret")
 FORMATS = ("syslog", "json")
 FSYNC_MODES = ("never", "batch", "always")
 
@@ -31,6 +37,45 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """PEM files for a TLS server (a tcp listener, or HTTPS); read again on SIGHUP."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None  # set: clients must present a certificate signed by it
+    handshake_timeout: float = 10.0  # a handshake not done by then is closed and counted
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """A token bucket per key: `rate` records/s, up to `burst` at once."""
+
+    rate: float
+    burst: int | None = None  # None: one second's worth (`rate`, at least 1)
+    key: str = "host"
+    exempt_level: str | None = None  # this level and more severe always pass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    """An API token read from a file, allowed the routes of its scope."""
+
+    token_file: str
+    scope: str
+    # The file's text (stripped), read when the config is loaded; never printed.
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RedactRule:
+    """One redaction rule: a built-in name or a regular expression, and an action."""
+
+    match: str
+    action: str = "mask"
+    name: str | None = None  # the `rule` metric label; default: the built-in's name or regex[i]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +92,8 @@ class ListenerConfig:
     idle_timeout: float | None = None  # tcp: close a connection silent this long
     mode: int = 0o666  # unix: permissions of the socket file, like /dev/log
     default_timezone: str | None = None  # None: parsing.default_timezone
+    tls: TlsConfig | None = None  # tcp: syslog over TLS (RFC 5425)
+    rate_limit: RateLimitConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +105,8 @@ class HttpConfig:
     max_body: int = 16 * 1024 * 1024
     max_connections: int = 1024
     idle_timeout: float = 60.0
+    tls: TlsConfig | None = None
+    tokens: tuple[TokenConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +130,8 @@ class ParsingConfig:
 
     default_timezone: str = "UTC"
     max_message_bytes: int = 65536
+    redact: tuple[RedactRule, ...] = ()
+    redact_key_file: str | None = None
 
 
 def _default_listeners() -> tuple[ListenerConfig, ...]:
@@ -201,6 +252,18 @@ def resolve_timezone(name: str) -> _dt.tzinfo:
 # --- validation ---------------------------------------------------------------
 
 
+class _Nested(ValueError):
+    """A nested section's problems, each starting with NESTED where the
+    enclosing key's path goes."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+NESTED = "\0"
+
+
 class _Checker:
     """Collects problems while converting a mapping into a dataclass."""
 
@@ -215,7 +278,7 @@ class _Checker:
         if not isinstance(value, dict):
             self.problems.append(f"{key}: expected a mapping; got {_kind(value)}")
             return None
-        known = {f.name for f in fields(cls)}
+        known = set(convert)  # fields filled by checks (TokenConfig.token) are not keys
         kwargs: dict[str, Any] = {}
         for k, v in value.items():
             path = f"{key}.{k}" if key else str(k)
@@ -225,6 +288,8 @@ class _Checker:
             fn = convert[k]
             try:
                 kwargs[k] = fn(v)
+            except _Nested as e:
+                self.problems.extend(p.replace(NESTED, path) for p in e.problems)
             except ValueError as e:
                 self.problems.append(f"{path}: {e}")
         try:
@@ -335,6 +400,167 @@ def _http_bind(v: Any) -> str:
     return str(v)
 
 
+def _readable(path: str) -> str | None:
+    """None when `path` can be opened for reading, else why not."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or e}"
+
+
+def _load_pem(cert: str, key: str, client_ca: str | None) -> None:
+    """Load the files as a TLS server would (collector.tls makes the real
+    context; this is the check); ssl.SSLError or OSError when they do not."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key, password=lambda: "")  # an encrypted key fails, never prompts
+    if client_ca is not None:
+        ctx.load_verify_locations(cafile=client_ca)
+
+
+def _check_tls(tc: TlsConfig, ck: _Checker) -> None:
+    bad = False
+    for k in ("cert", "key", "client_ca"):
+        path = getattr(tc, k)
+        why = None if path is None else _readable(path)
+        if why is not None:
+            ck.problems.append(f"{NESTED}.{k}: {why}")
+            bad = True
+    if bad:
+        return
+    try:
+        _load_pem(tc.cert, tc.key, None)
+    except (ssl.SSLError, OSError) as e:
+        ck.problems.append(f"{NESTED}.cert: cannot load the certificate and key as PEM: {e}")
+        return
+    if tc.client_ca is not None:
+        try:
+            _load_pem(tc.cert, tc.key, tc.client_ca)
+        except (ssl.SSLError, OSError) as e:
+            ck.problems.append(f"{NESTED}.client_ca: cannot load CA certificates as PEM: {e}")
+
+
+def compile_linear(text: str | bytes) -> Any:
+    """A pattern compiled by RE2, whose matching time is linear in the text;
+    ValueError says why `text` cannot be one (a syntax error, or what RE2
+    leaves out on purpose: backreferences, lookaround)."""
+    options = re2.Options()
+    options.log_errors = False  # the error is ours to report, naming the key
+    try:
+        return re2.compile(text, options)
+    except Exception as e:  # re2.error, or TypeError/ValueError from the wrapper
+        why = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ValueError(f"not a valid RE2 regular expression: {why}") from None
+
+
+def _nested(
+    cls: type[Any], convert: dict[str, Any], check: Callable[[Any, _Checker], None] | None = None
+) -> Callable[[Any], Any]:
+    """A converter for a mapping nested under a key; its problems name the full path."""
+
+    def conv(v: Any) -> Any:
+        ck = _Checker()
+        obj = ck.section(NESTED, v, cls, convert)
+        if obj is not None and check is not None:
+            check(obj, ck)
+        if ck.problems:
+            raise _Nested(ck.problems)
+        return obj
+
+    return conv
+
+
+def _opt(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else conv(v)
+
+
+def _list_of(conv: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """A list whose items `conv` converts; problems name the item's index."""
+
+    def check(v: Any) -> tuple[Any, ...]:
+        if v is None:
+            return ()
+        if not isinstance(v, list):
+            raise ValueError(f"expected a list; got {_kind(v)}")
+        out, problems = [], []
+        for i, item in enumerate(v):
+            try:
+                out.append(conv(item))
+            except _Nested as e:
+                problems += [p.replace(NESTED, f"{NESTED}[{i}]", 1) for p in e.problems]
+        if problems:
+            raise _Nested(problems)
+        return tuple(out)
+
+    return check
+
+
+def _check_token(tc: TokenConfig, ck: _Checker) -> None:
+    try:
+        with open(tc.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        ck.problems.append(f"{NESTED}.token_file: cannot read {tc.token_file}: {why}")
+        return
+    if not token:
+        ck.problems.append(f"{NESTED}.token_file: {tc.token_file} is empty")
+        return
+    object.__setattr__(tc, "token", token)  # frozen: set once, here, while it is being built
+
+
+def _check_redact_rule(rule: RedactRule, ck: _Checker) -> None:
+    if rule.match in REDACT_BUILTINS:
+        return
+    try:
+        compile_linear(rule.match)
+    except ValueError as e:
+        ck.problems.append(f"{NESTED}.match: {e}")
+
+
+def _rate(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1e9:
+        raise ValueError(f"expected a number of records per second > 0; got {v!r}")
+    return float(v)
+
+
+def _level_name(v: Any) -> str:
+    from collector.record import LEVELS, level_from_name
+
+    code = level_from_name(v) if isinstance(v, str) else None
+    if code is None:
+        raise ValueError(f"expected a level ({' '.join(LEVELS)}); got {v!r}")
+    return LEVELS[code]
+
+
+def _existing_file(v: Any) -> str:
+    path = _str(v)
+    why = _readable(path)
+    if why is not None:
+        raise ValueError(why)
+    return path
+
+
+_TLS_CONVERT: dict[str, Any] = {
+    "cert": _str,
+    "key": _str,
+    "client_ca": _opt_str,
+    "handshake_timeout": _positive_duration,
+}
+_tls = _opt(_nested(TlsConfig, _TLS_CONVERT, _check_tls))
+_RATE_LIMIT_CONVERT: dict[str, Any] = {
+    "rate": _rate,
+    "burst": _opt(_int(1, 1_000_000_000)),
+    "key": _choice(RATE_LIMIT_KEYS),
+    "exempt_level": _opt(_level_name),
+}
+_TOKEN_CONVERT: dict[str, Any] = {"token_file": _str, "scope": _choice(TOKEN_SCOPES)}
+_REDACT_CONVERT: dict[str, Any] = {
+    "match": _str,
+    "action": _choice(REDACT_ACTIONS),
+    "name": _opt_str,
+}
+
 _LISTENER_CONVERT: dict[str, Any] = {
     "name": _str,
     "transport": _choice(TRANSPORTS),
@@ -345,6 +571,8 @@ _LISTENER_CONVERT: dict[str, Any] = {
     "idle_timeout": _opt_duration,
     "mode": _mode,
     "default_timezone": lambda v: None if v is None else _timezone(v),
+    "tls": _tls,
+    "rate_limit": _opt(_nested(RateLimitConfig, _RATE_LIMIT_CONVERT)),
 }
 _HTTP_CONVERT: dict[str, Any] = {
     "bind": _http_bind,
@@ -352,6 +580,8 @@ _HTTP_CONVERT: dict[str, Any] = {
     "max_body": _positive_size,
     "max_connections": _int(1),
     "idle_timeout": _positive_duration,
+    "tls": _tls,
+    "tokens": _list_of(_nested(TokenConfig, _TOKEN_CONVERT, _check_token)),
 }
 _STORE_CONVERT: dict[str, Any] = {
     "ttl": _positive_duration,
@@ -367,6 +597,8 @@ _STORE_CONVERT: dict[str, Any] = {
 _PARSING_CONVERT: dict[str, Any] = {
     "default_timezone": _timezone,
     "max_message_bytes": _message_size,
+    "redact": _list_of(_nested(RedactRule, _REDACT_CONVERT, _check_redact_rule)),
+    "redact_key_file": _opt(_existing_file),
 }
 
 
@@ -386,6 +618,10 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
         if lc.name in names:
             ck.problems.append(f"{key}.name: duplicate of listeners[{names[lc.name]}]: {lc.name!r}")
         names.setdefault(lc.name, i)
+        if lc.tls is not None and lc.transport != "tcp":
+            ck.problems.append(
+                f"{key}.tls: only a tcp listener speaks TLS; this one is {lc.transport}"
+            )
         if lc.transport == "unix":
             if re.fullmatch(r"[^/]*:\d+", lc.bind):
                 ck.problems.append(f'{key}.bind: unix needs a socket path; got "{lc.bind}"')

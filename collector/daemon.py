@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,12 +26,15 @@ from collector.http import App
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
 from collector.persist import Persistence
+from collector.ratelimit import SUMMARY_EVERY
 from collector.record import Record
+from collector.redact import key_for
 from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.settings import Settings
 from collector.sockets import bind_error
 from collector.store import Store
 from collector.tail import LiveTails
+from collector.tls import TlsServer
 
 log = logging.getLogger("collector.daemon")
 
@@ -60,6 +64,7 @@ class Daemon:
     listeners: dict[str, Listener] = field(default_factory=dict)
     http_server: asyncio.Server | None = None
     app: App | None = None
+    http_tls: TlsServer = field(default_factory=lambda: TlsServer("http", None))
     tails: LiveTails = field(default_factory=LiveTails)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -86,6 +91,9 @@ class Daemon:
         """The one sink, for listeners and POST /logs alike: store the batch,
         log it for persistence, hand it to live /tail streams; returns the
         batch's first seq (POST /logs makes ids of it)."""
+        redactor = self.settings.redactor
+        if redactor is not None:  # before anything is kept: store, log, tails
+            redactor.apply(records)
         first = self.store.add_many(records)
         if self.persistence is not None:
             self.persistence.log(first, records)
@@ -109,6 +117,30 @@ async def _sweeper(daemon: Daemon) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(daemon.stop_event.wait(), interval)
         daemon.store.expire(_now_us())
+
+
+async def _rate_limit_reporter(daemon: Daemon) -> None:
+    """Every SUMMARY_EVERY seconds, one warning record per rate-limit key that
+    dropped records (contract: never silent), stored like any other."""
+    host = socket.gethostname()
+    while not daemon.stop_event.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), SUMMARY_EVERY)
+        report_rate_limits(daemon, host)
+
+
+def report_rate_limits(daemon: Daemon, host: str | None) -> int:
+    """Store the pending rate-limit summaries now; how many records that made."""
+    now = _now_us()
+    records = [
+        rec
+        for lst in list(daemon.listeners.values())
+        if lst.ingest.limiter is not None
+        for rec in lst.ingest.limiter.summaries(now, host)
+    ]
+    if records:
+        daemon.ingest(records)
+    return len(records)
 
 
 def tune_gc() -> None:
@@ -139,7 +171,19 @@ async def start(
         max_memory=config.store.max_memory,
         shard_span_us=int(config.store.shard_span * 1_000_000),
     )
-    daemon = Daemon(Settings(config), store, config_path=config_path)
+    parsing = config.parsing
+    try:
+        key, key_source = key_for(parsing.redact, parsing.redact_key_file, config.store.persist_dir)
+    except OSError as e:
+        where = "parsing.redact_key_file" if parsing.redact_key_file else "store.persist_dir"
+        raise StartupError(f"{where}: cannot use the redaction key: {e.strerror or e}") from None
+    daemon = Daemon(Settings(config, redact_key=key), store, config_path=config_path)
+    if any(rule.action == "hash" for rule in config.parsing.redact):
+        log.info("redaction: hashing with the key from %s", key_source)
+    try:
+        daemon.http_tls = TlsServer("http", config.http.tls)
+    except (ssl.SSLError, OSError) as e:
+        raise StartupError(f"http.tls: cannot load the certificate: {e}") from None
     if stop_event is not None:
         daemon.stop_event = stop_event
     daemon.reloads.last_success_time = daemon.started_at
@@ -160,6 +204,8 @@ async def start(
             reloads=daemon.reloads,
             started_at=daemon.started_at,
             persistence=lambda: daemon.persistence.stats if daemon.persistence else None,
+            http_tls=lambda: daemon.http_tls.stats if daemon.http_tls.cfg else None,
+            redactions=lambda: daemon.settings.redaction_counts,
         )
         daemon.app = App(
             store=store,
@@ -170,7 +216,9 @@ async def start(
             tails=daemon.tails,
         )
         try:
-            daemon.http_server = await start_http_server(daemon.app, config.http.bind)
+            daemon.http_server = await start_http_server(
+                daemon.app, config.http.bind, daemon.http_tls
+            )
         except OSError as e:
             raise StartupError(f"http: cannot bind {config.http.bind}: {bind_error(e)}") from None
         # Said only once all is bound: a port in use leaves just its one-line
@@ -182,6 +230,7 @@ async def start(
         await stop(daemon)
         raise
     daemon.spawn(_sweeper(daemon))
+    daemon.spawn(_rate_limit_reporter(daemon))
     return daemon
 
 
@@ -199,6 +248,8 @@ async def stop(daemon: Daemon) -> None:
         await asyncio.gather(
             *(lst.aclose(SHUTDOWN_STEP_TIMEOUT) for lst in daemon.listeners.values())
         )
+    report_rate_limits(daemon, socket.gethostname())  # the last window's drops, not lost
+    daemon.http_tls.close()
     if daemon.http_server is not None:
         daemon.http_server.close()
         if daemon.app is not None:

@@ -12,7 +12,6 @@ import asyncio
 import functools
 import gzip
 import hashlib
-import hmac
 import json
 import logging
 import socket
@@ -28,7 +27,7 @@ import httptools
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from collector import __version__
+from collector import __version__, access
 from collector.config import HttpConfig
 from collector.jsonlines import MAX_DEPTH, nested_deeper_than, read_warnings, record_from_object
 from collector.query import (
@@ -48,6 +47,7 @@ from collector.record import Record, apply_clock_skew, make_id, record_to_dict
 from collector.settings import Settings
 from collector.store import Store
 from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
+from collector.tls import TlsServer
 
 log = logging.getLogger("collector.http")
 
@@ -409,14 +409,6 @@ CONTEXT_ROUTE = "/logs/{id}/context"
 OPEN_ROUTES = frozenset({"/health"})  # reachable without http.auth_token
 
 
-def _authorized(req: Request, token: str) -> bool:
-    scheme, _, given = req.headers.get("authorization", "").strip().partition(" ")
-    # compare_digest: the time taken must not tell how much of a guess was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
-
-
 def route(req: Request, app: App) -> Response:
     """Authorize, find and run the handler; every failure becomes JSON."""
     if req.path == "/" or req.path.startswith("/assets/"):
@@ -429,10 +421,11 @@ def route(req: Request, app: App) -> Response:
             resp = handle_web(req, app)
         resp.route = "/" if req.path == "/" else "/assets/{file}"
         return resp
-    token = app.http.auth_token
-    if token and req.path not in OPEN_ROUTES and not _authorized(req, token):
-        resp = error(401, "authorization: expected the header Authorization: Bearer <token>")
-        resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
+    denied = access.check(app.http, req.headers.get("authorization", ""), req.method, req.path)
+    if denied is not None and req.path not in OPEN_ROUTES:
+        resp = error(*denied)
+        if denied[0] == 401:
+            resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
         resp.route = req.path if req.path in ROUTES else "other"
         return resp
     pattern, methods, arg = req.path, ROUTES.get(req.path), None
@@ -773,10 +766,13 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def start_http(
-    app: App, host: str, port: int, sock: socket.socket | None = None
+    app: App, host: str, port: int, sock: socket.socket | None = None, tls: TlsServer | None = None
 ) -> asyncio.Server:
-    """Bind the HTTP port (or serve on `sock`); OSError when it cannot be bound."""
+    """Bind the HTTP port (or serve on `sock`), HTTPS while `tls` has a certificate."""
     loop = asyncio.get_running_loop()
+    factory: Callable[[], asyncio.BaseProtocol] = functools.partial(HttpProtocol, app)
+    if tls is not None:
+        factory = tls.wrap(factory)
     if sock is not None:
-        return await loop.create_server(lambda: HttpProtocol(app), sock=sock)
-    return await loop.create_server(lambda: HttpProtocol(app), host, port, reuse_address=True)
+        return await loop.create_server(factory, sock=sock)
+    return await loop.create_server(factory, host, port, reuse_address=True)

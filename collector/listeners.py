@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from collector.config import ListenerConfig, parse_host_port, resolve_timezone
 from collector.framing import STRIP, Frame, StreamFramer, line_framer, syslog_framer
 from collector.jsonlines import parse_json_line
 from collector.parse import parse_syslog
+from collector.ratelimit import RateLimiter
 from collector.record import ParseOptions, Record, raw_record
 from collector.settings import Settings
 from collector.sockets import (
@@ -34,6 +36,7 @@ from collector.sockets import (
     unread_bytes,
 )
 from collector.times import UTC, format_duration, parse_timestamp
+from collector.tls import TlsServer
 
 log = logging.getLogger("collector.listeners")
 
@@ -157,6 +160,8 @@ class _Ingest:
         self._scheduled = False
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self.limiter: RateLimiter | None = None  # see RateLimiter.admit for `peers`
+        self.peers: list[tuple[int, str | None]] = []
 
     def warn(self, kind: str, msg: str, *args: object, exc_info: bool = False) -> None:
         """A warning at most every LOG_EVERY seconds per kind; says how many were skipped."""
@@ -276,6 +281,9 @@ class _Ingest:
                 self._resume_all()
         if recs:
             self.stats.received += len(recs)
+            if self.limiter is not None:
+                recs = self.limiter.admit(recs, self.peers, self.stats.drop)
+                self.peers = []
             try:
                 self.sink(recs)
             except Exception:
@@ -296,6 +304,7 @@ class _Ingest:
         skewed: list[Record] = []
         while batches and budget > 0:
             frames, sender, nbytes = batches.popleft()
+            self.peers.append((len(recs), sender))
             self._backlog -= nbytes
             budget -= len(frames)
             for data, cut in frames:
@@ -325,6 +334,7 @@ class _Ingest:
         senders = self._senders
         append = recs.append
         nbytes = raw = truncated = empty = 0
+        last: str | None = None
         for data, addr in dgrams:
             nbytes += len(data)
             data = data.rstrip(STRIP)
@@ -339,6 +349,9 @@ class _Ingest:
             if local is None:
                 ip = addr[0]
                 sender = senders.get(ip) or self.sender(ip)
+                if sender is not last and self.limiter is not None:
+                    self.peers.append((len(recs), sender))
+                    last = sender
             else:
                 sender = local
             try:
@@ -542,6 +555,7 @@ class Listener:
         self._unix_path: str | None = None
         self._unix_ino: int | None = None
         self._closed = False
+        self.tls: TlsServer | None = None  # tcp with `tls`: its context and counters
 
     @property
     def stats(self) -> ListenerStats:
@@ -565,6 +579,8 @@ class Listener:
         ingest.closing = True
         if self._server is not None:
             self._server.close()
+        if self.tls is not None:
+            self.tls.close()
         for proto in list(ingest.connections):
             proto.finish(partial_is_message=False)
             if proto.transport is not None:
@@ -640,6 +656,8 @@ async def start_listener(
     settings: Settings,
     max_message_bytes: int,
     sock: socket.socket | None = None,
+    tls: TlsServer | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Listener:
     """Bind and start one listener; OSError when the address cannot be bound.
 
@@ -647,27 +665,22 @@ async def start_listener(
     activation, or a reload keeping it) the listener serves on it instead."""
     loop = asyncio.get_running_loop()
     ingest = _Ingest(cfg, sink, settings, max_message_bytes, loop)
+    ingest.limiter = limiter
     listener = Listener(cfg, ingest)
     if cfg.transport == "tcp":
         backlog = max(128, min(cfg.max_connections, 4096))
+        factory: Callable[[], asyncio.BaseProtocol] = functools.partial(StreamProtocol, ingest)
+        listener.tls, factory = tls, tls.wrap(factory) if tls is not None else factory
+        host, port = parse_host_port(cfg.bind) if sock is None else ("", 0)
+        # asyncio sets IPV6_V6ONLY; "[::]" means every address, IPv4 too, as
+        # it does for the UDP listener (Linux's dual stack).
+        sock = dual_stack_tcp_socket(port) if host == "::" else sock
         if sock is not None:
-            server = await loop.create_server(
-                lambda: StreamProtocol(ingest), sock=sock, backlog=backlog
-            )
+            server = await loop.create_server(factory, sock=sock, backlog=backlog)
         else:
-            host, port = parse_host_port(cfg.bind)
-            if host == "::":
-                # asyncio sets IPV6_V6ONLY; "[::]" means every address, IPv4
-                # too, as it does for the UDP listener (Linux's dual stack).
-                server = await loop.create_server(
-                    lambda: StreamProtocol(ingest),
-                    sock=dual_stack_tcp_socket(port),
-                    backlog=backlog,
-                )
-            else:
-                server = await loop.create_server(
-                    lambda: StreamProtocol(ingest), host, port, reuse_address=True, backlog=backlog
-                )
+            server = await loop.create_server(
+                factory, host, port, reuse_address=True, backlog=backlog
+            )
         listener._server = server
         listener.address = server.sockets[0].getsockname()[:2]
         return listener

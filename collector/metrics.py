@@ -27,7 +27,9 @@ from collector import __version__
 from collector.http import HttpStats
 from collector.listeners import Listener
 from collector.persist import PersistenceStats
+from collector.ratelimit import RateLimiter
 from collector.store import Store
+from collector.tls import TlsStats
 
 # Reasons a listener may count, exposed as 0 before they first happen so that
 # rate() and alerts see the series from the start.
@@ -92,6 +94,11 @@ def _socket_inodes(lst: Listener) -> list[int]:
     return inodes
 
 
+def _limiter(lst: Listener) -> RateLimiter | None:
+    """A listener's rate limiter (stand-in listeners in tests have none)."""
+    return getattr(getattr(lst, "ingest", None), "limiter", None)
+
+
 class DaemonCollector(Collector):
     """Reads the daemon's counters at scrape time; see docs/operations.md for
     the list of metric names."""
@@ -106,7 +113,11 @@ class DaemonCollector(Collector):
         started_at: float | None = None,
         proc_net_udp: Sequence[str] = PROC_NET_UDP,
         persistence: Callable[[], PersistenceStats | None] = lambda: None,
+        http_tls: Callable[[], TlsStats | None] = lambda: None,
+        redactions: Callable[[], dict[str, int]] = dict,
     ) -> None:
+        self.http_tls = http_tls
+        self.redactions = redactions
         self.persistence = persistence
         self.store = store
         self.listeners = listeners
@@ -122,6 +133,47 @@ class DaemonCollector(Collector):
         yield from self._http()
         yield from self._reloads()
         yield from self._persistence()
+        yield from self._protection()
+
+    def _protection(self) -> Iterator[Metric]:
+        """TLS handshakes, rate limiting and redaction (docs/security.md)."""
+        done = CounterMetricFamily(
+            "collector_tls_handshakes", "TLS handshakes completed", labels=["listener"]
+        )
+        failed = CounterMetricFamily(
+            "collector_tls_handshake_failures",
+            "TLS handshakes that failed (protocol, timeout, closed, limit)",
+            labels=["listener", "reason"],
+        )
+        pending = GaugeMetricFamily(
+            "collector_tls_handshakes_pending", "TLS handshakes in progress", labels=["listener"]
+        )
+        keys = GaugeMetricFamily(
+            "collector_rate_limit_keys",
+            "Rate-limit buckets held (at most 10000)",
+            labels=["listener"],
+        )
+        servers: list[tuple[str, TlsStats]] = []
+        for lst in self.listeners():
+            tls, limiter = getattr(lst, "tls", None), _limiter(lst)
+            if tls is not None:
+                servers.append((lst.cfg.name, tls.stats))
+            if limiter is not None:
+                keys.add_metric([lst.cfg.name], len(limiter.table))
+        http = self.http_tls()
+        if http is not None:
+            servers.append(("http", http))
+        for name, st in servers:
+            done.add_metric([name], st.handshakes)
+            pending.add_metric([name], st.pending)
+            for reason in ("protocol", "timeout", "closed", "limit"):
+                failed.add_metric([name, reason], st.failures.get(reason, 0))
+        redactions = CounterMetricFamily(
+            "collector_redactions", "Values replaced by each redaction rule", labels=["rule"]
+        )
+        for rule, n in sorted(self.redactions().items()):
+            redactions.add_metric([rule], n)
+        yield from (done, failed, pending, keys, redactions)
 
     def _process(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -230,6 +282,8 @@ class DaemonCollector(Collector):
             truncated.add_metric(name, st.truncated)
             skew.add_metric(name, st.clock_skew)
             reasons = dict.fromkeys(KNOWN_DROP_REASONS.get(cfg.transport, ()), 0)
+            if _limiter(lst) is not None:
+                reasons["rate_limited"] = 0
             reasons.update(st.dropped)
             for reason, n in sorted(reasons.items()):
                 dropped.add_metric([cfg.name, reason], n)

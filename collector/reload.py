@@ -26,10 +26,13 @@ from collector.config import (
 from collector.http import App, start_http
 from collector.listeners import Listener, Sink, start_listener
 from collector.metrics import ReloadStats
+from collector.ratelimit import RateLimiter
 from collector.record import Record
+from collector.redact import key_for
 from collector.settings import Settings
 from collector.sockets import bind_error, dual_stack_tcp_socket
 from collector.store import Store
+from collector.tls import TlsServer
 
 # The daemon's logger: to an operator a reload is the daemon's doing.
 log = logging.getLogger("collector.daemon")
@@ -47,6 +50,7 @@ class Running(Protocol):
     inherited: systemd.Inherited
     app: App | None
     http_server: asyncio.Server | None
+    http_tls: TlsServer
     stop_event: asyncio.Event
     reload_lock: asyncio.Lock
     reloads: ReloadStats
@@ -67,8 +71,12 @@ async def bind_listener(parts: Running, lc: ListenerConfig, max_bytes: int) -> L
     register it; OSError when it cannot bind."""
     sock = parts.inherited.for_listener(lc)
     sink: Sink = parts.ingest
+    limiter = None if lc.rate_limit is None else RateLimiter(lc.rate_limit, lc.name, time.monotonic)
     try:
-        lst = await start_listener(lc, sink, parts.settings, max_bytes, sock=sock)
+        tls = None if lc.tls is None else TlsServer(f"listener {lc.name}", lc.tls)
+        lst = await start_listener(
+            lc, sink, parts.settings, max_bytes, sock=sock, tls=tls, limiter=limiter
+        )
     except BaseException:
         if sock is not None:
             sock.close()
@@ -77,12 +85,13 @@ async def bind_listener(parts: Running, lc: ListenerConfig, max_bytes: int) -> L
     return lst
 
 
-async def start_http_server(app: App, bind: str) -> asyncio.Server:
-    """Bind the HTTP port named by `bind`; OSError when it cannot be bound."""
+async def start_http_server(app: App, bind: str, tls: TlsServer) -> asyncio.Server:
+    """Bind the HTTP port named by `bind` (HTTPS while `tls` has a
+    certificate); OSError when it cannot be bound."""
     host, port = parse_host_port(bind)
     # "[::]" means every address, IPv4 too, as it does for the listeners.
     sock = dual_stack_tcp_socket(port) if host == "::" else None
-    return await start_http(app, host, port, sock)
+    return await start_http(app, host, port, sock, tls)
 
 
 async def reload_from_file(parts: Running) -> bool:
@@ -139,8 +148,12 @@ async def reload(parts: Running, new: Config) -> bool:
         # bound below, and those kept, parse with them; HTTP reads them from
         # its next request on. Listeners and the HTTP port follow as they bind.
         http_kept = dataclasses.replace(new.http, bind=old.http.bind)
-        parts.settings.apply(dataclasses.replace(new, listeners=old.listeners, http=http_kept))
-        problems = await _reload_listeners(parts, new)
+        key = _redact_key(parts, new)
+        parts.settings.apply(
+            dataclasses.replace(new, listeners=old.listeners, http=http_kept), redact_key=key
+        )
+        problems = _reload_certificates(parts, new)
+        problems += await _reload_listeners(parts, new)
         http_problems = await _reload_http(parts, old.http, new.http)
         _reload_store(parts, old, new)
         # The running listeners are the truth: a listener that failed to
@@ -167,6 +180,34 @@ async def reload(parts: Running, new: Config) -> bool:
             ", ".join(parts.listeners),
         )
         return ok
+
+
+def _redact_key(parts: Running, new: Config) -> bytes | None:
+    """The hash key read again (None: keep the running one)."""
+    try:
+        parsing = new.parsing
+        if not any(rule.action == "hash" for rule in parsing.redact):
+            return None  # nothing hashes: keep whatever key is running
+        return key_for(parsing.redact, parsing.redact_key_file, new.store.persist_dir)[0]
+    except OSError as e:
+        log.error("reload: cannot use the redaction key: %s; the running key stays", e)
+        return None
+
+
+def _reload_certificates(parts: Running, new: Config) -> list[str]:
+    """Read every TLS certificate and key again (rotation without a restart):
+    the HTTP port's, and those of listeners kept as they are (a changed
+    listener is rebound with its new files). A file that does not load keeps
+    the old certificate, logged by TlsServer.configure."""
+    problems = []
+    if not parts.http_tls.configure(new.http.tls):
+        problems.append("http.tls: certificate not reloaded; the old one stays")
+    for lc in new.listeners:
+        lst = parts.listeners.get(lc.name)
+        kept = lst is not None and lst.tls is not None and lst.cfg == lc
+        if kept and not lst.tls.configure(lc.tls):  # type: ignore[union-attr]
+            problems.append(f"listener {lc.name}: certificate not reloaded; the old one stays")
+    return problems
 
 
 # --- listeners ---------------------------------------------------------------------
@@ -275,7 +316,7 @@ async def _reload_http(parts: Running, old: HttpConfig, new: HttpConfig) -> list
         return []
     app, old_server = parts.app, parts.http_server
     try:
-        server = await start_http_server(app, new.bind)
+        server = await start_http_server(app, new.bind, parts.http_tls)
     except OSError as e:
         http_lc = ListenerConfig(name="http", transport="tcp", bind=new.bind)
         if e.errno != errno.EADDRINUSE or not _overlaps(parts.http_address, http_lc):
@@ -283,10 +324,10 @@ async def _reload_http(parts: Running, old: HttpConfig, new: HttpConfig) -> list
         # Overlapping address: let go of the old port first, then take it back if need be.
         old_server.close()
         try:
-            server = await start_http_server(app, new.bind)
+            server = await start_http_server(app, new.bind, parts.http_tls)
         except OSError as e2:
             try:
-                parts.http_server = await start_http_server(app, old.bind)
+                parts.http_server = await start_http_server(app, old.bind, parts.http_tls)
             except OSError as e3:
                 log.error("reload: http is down: cannot bind %s again: %s", old.bind, e3)
                 parts.http_server = None
