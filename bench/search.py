@@ -21,17 +21,13 @@ import dataclasses
 import random
 import re
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import re2
+from messages import json_lines, rfc3164_messages, rfc5424_messages  # bench/messages.py
 
-from bench.messages import json_lines, rfc3164_messages, rfc5424_messages
 from collector.search import compile_regex, parse
 
 PATHOLOGICAL = [r"(a+)+$", r"(a|aa)*c", r"(x+x+)+y".replace("x", "a")]
@@ -167,7 +163,8 @@ def _lat(fn: Callable[[], object], n: int) -> tuple[float, float]:
 
 
 def bench_store(n: int, quick: bool) -> None:
-    from bench.store import make_records, new_store
+    from store import make_records, new_store  # bench/store.py
+
     from collector.query import Query
 
     t0 = time.perf_counter()
