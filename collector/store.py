@@ -29,16 +29,17 @@ DEFAULT_SHARD_SPAN_US = 60_000_000
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
 # /logs: at most this many records tested one by one (regular expressions,
 # wildcards, negated words, word edges) per page, so that one request holds
-# the event loop for a bounded time (~0.1-0.3 s); a page cut short still has
+# the event loop for a bounded time (~0.1 s); a page cut short still has
 # a next_cursor.
-SCAN_BUDGET = 50_000
+SCAN_BUDGET = 20_000
 # /logs: at most this many records unpacked per request to build the
 # per-shard value indexes of fields.*/sd.* terms (each built once per shard
 # version); shards past it are searched by the per-record test instead.
-INDEX_BUDGET = 100_000
-# Records per expire() call read to count older shards' field names ahead of
-# /fields (so that a first /fields over a full store reads few records).
-WARM_BUDGET = 20_000
+INDEX_BUDGET = 20_000
+# Records (with fields or structured data) per expire() call read to count
+# older shards' field names ahead of /fields, a whole shard at a time (so a
+# first /fields over a full store reads few records; ~50 ms a sweep).
+WARM_BUDGET = 5_000
 
 _TS = attrgetter("timestamp")
 
