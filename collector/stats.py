@@ -125,8 +125,7 @@ def aggregate(
             if step_us is not None:
                 _count_buckets(buckets, shard.ts, a, b, step_us)
                 if stacked:
-                    lv = map(shard.lvl.__getitem__, _phys(shard, range(a, b)))
-                    by_level.update(zip(map(step_us.__rfloordiv__, shard.ts[a:b]), lv, strict=True))
+                    _count_by_level(by_level, shard, a, b, step_us)
             continue
         matched = list(shard.select(plan, a, b))
         if not matched:
@@ -220,6 +219,30 @@ def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:
     return -item[1], item[0]
+
+
+def _count_by_level(
+    by_level: Counter[tuple[int, int]], shard: Shard, a: int, b: int, step: int
+) -> None:
+    """(bucket, level) counts of the live records a..b of a shard, all passing:
+    per bucket a bisect, then bytes.count per level present, at C speed."""
+    ts = shard.ts
+    first, last = ts[a] // step, ts[b - 1] // step
+    if shard.order is not None or (last - first + 1) * 16 >= b - a:
+        lv = map(shard.lvl.__getitem__, _phys(shard, range(a, b)))
+        by_level.update(zip(map(step.__rfloordiv__, ts[a:b]), lv, strict=True))
+        return
+    present = [code for code, n in enumerate(shard.lvl_counts) if n]
+    lo = a
+    for k in range(first, last + 1):
+        hi = bisect_left(ts, (k + 1) * step, lo, b)
+        if hi > lo:
+            seg = shard.lvl[shard.base + lo : shard.base + hi]
+            for code in present:
+                n = seg.count(code)
+                if n:
+                    by_level[(k, code)] += n
+        lo = hi
 
 
 def _count_buckets(buckets: Counter[int], ts: array[int], a: int, b: int, step: int) -> None:
