@@ -8,10 +8,11 @@ lives in the shard's TextHeap; this module reads a Plan, it never checks one.
 
 from __future__ import annotations
 
+import itertools
 import marshal
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,8 +35,11 @@ SHARD_BYTES = 4096
 NO_FACILITY = 255  # the facility column's code for "none"
 
 _NO_EXTRAS = (None, None)
-_MISSING: Any = object()
-MEMO_MAX = 16  # per-shard memo entries (see Shard.memo_get)
+# What one Memo (a store's) may hold: the entries of its values summed (a
+# value index counts its distinct values, a count table its keys); ~100-200
+# bytes an entry, so ~20-40 MB at most, whatever the number of shards.
+MEMO_MAX_ENTRIES = 200_000
+_uids = itertools.count(1)
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
 _FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
@@ -245,9 +249,12 @@ class Shard:
         "tables",
         "text",
         "ts",
+        "uid",
     )
 
-    def __init__(self, key: int, freeze_bytes: int = FREEZE_BYTES) -> None:
+    def __init__(
+        self, key: int, freeze_bytes: int = FREEZE_BYTES, memo: Memo | None = None
+    ) -> None:
         self.key = key
         self.ts = array("q")
         self.seqs = array("q")
@@ -270,9 +277,10 @@ class Shard:
         self.fac_counts = [0] * 256
         self.nbytes = SHARD_BYTES
         self.dead_bytes = 0
-        # Whole-shard counts /stats and /fields computed once (see stats._memo),
-        # keyed with `version()` so a change to the shard makes them stale.
-        self.memo: dict[tuple[Any, ...], Any] = {}
+        # Whole-shard counts and indexes computed once (see memo_get), kept in
+        # the store's bounded Memo under this shard's uid and version.
+        self.memo = Memo() if memo is None else memo
+        self.uid = next(_uids)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -699,23 +707,12 @@ class Shard:
 
     def memo_peek(self, key: tuple[Any, ...]) -> Any:
         """What `memo_get` kept for `key` at this version, or None."""
-        found = self.memo.get((*key, self.version()))
-        return found
+        return self.memo.peek((self.uid, self.version(), *key))
 
     def memo_get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
-        """`compute(*args)`, kept until the shard changes (older shards never do).
-
-        Bounded: at most MEMO_MAX entries, and stale ones go as soon as a
-        newer version is asked for, so their memory comes back."""
-        memo = self.memo
-        version = self.version()
-        full = (*key, version)
-        found = memo.get(full, _MISSING)
-        if found is _MISSING:
-            if len(memo) >= MEMO_MAX or any(k[-1] != version for k in memo):
-                memo.clear()
-            found = memo[full] = compute(*args)
-        return found
+        """`compute(*args)`, kept while the shard does not change (older
+        shards never do) and the store's Memo has room for it."""
+        return self.memo.get((self.uid, self.version(), *key), compute, *args)
 
     def _value_index(self, name: str) -> dict[str, list[int]]:
         """Physical records by their (lower-cased) values of a fields.*/sd.* name."""
@@ -738,6 +735,39 @@ class Shard:
         if order is None:
             return lambda i: col[base + i] in codes
         return lambda i: col[order[i]] in codes
+
+
+class Memo:
+    """Counts and indexes computed from whole shards, kept for reuse: one
+    least-recently-used table per store, bounded by the entries its values
+    hold (MEMO_MAX_ENTRIES), so its memory does not grow with the number of
+    shards or of fields asked about. Entries of changed or dropped shards
+    are never asked for again and age out."""
+
+    def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
+        self.table: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.entries = 0
+        self.max_entries = max_entries
+
+    def peek(self, key: tuple[Any, ...]) -> Any:
+        found = self.table.get(key)
+        if found is not None:
+            self.table.move_to_end(key)
+        return found
+
+    def get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
+        found = self.peek(key)
+        if found is not None:
+            return found
+        found = compute(*args)
+        size = len(found) + 1
+        if size <= self.max_entries:
+            self.table[key] = found
+            self.entries += size
+            while self.entries > self.max_entries:
+                _, old = self.table.popitem(last=False)
+                self.entries -= len(old) + 1
+        return found
 
 
 class _Summary:

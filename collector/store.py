@@ -21,7 +21,7 @@ from typing import Any
 from collector import search
 from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
 from collector.record import LEVELS, Record, make_id, parse_id
-from collector.shard import Plan, Shard
+from collector.shard import Memo, Plan, Shard
 from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES, SEAL_CHUNK
 
@@ -171,6 +171,7 @@ class Store:
         self.max_memory = max_memory
         self.shard_span_us = shard_span_us
         self._shards: dict[int, Shard] = {}
+        self.memo = Memo()  # whole-shard counts and indexes, bounded (shard.Memo)
         self._keys: list[int] = []  # shard keys, sorted
         self._seq = 0
         self._count = 0
@@ -287,7 +288,7 @@ class Store:
             j = n if ts[-1] < (key + 1) * span else bisect_left(ts, (key + 1) * span, i)
             shard = shards.get(key)
             if shard is None:
-                shard = shards[key] = Shard(key, self.freeze_bytes)
+                shard = shards[key] = Shard(key, self.freeze_bytes, self.memo)
                 if not self._keys or key > self._keys[-1]:
                     self._keys.append(key)
                 else:
@@ -323,7 +324,7 @@ class Store:
     def _compact(self, shard: Shard) -> None:
         """Rebuild a shard from its live records: frees dead bytes and stale table entries."""
         n = len(shard)
-        fresh = Shard(shard.key, self.freeze_bytes)
+        fresh = Shard(shard.key, self.freeze_bytes, self.memo)
         fresh.add([shard.record(i) for i in range(n)], list(shard.ts), shard.seqs)
         self._shards[shard.key] = fresh
         self._bytes += fresh.nbytes - shard.nbytes

@@ -639,3 +639,19 @@ def test_expire_counts_older_shards_field_names_ahead_of_fields() -> None:
     assert fresh.fields(Query()) == want
     fresh.expire(10**9)  # the sweeper's call: warming is part of it, a budget at a time
     assert fresh.fields(Query()) == want
+
+
+def test_remembered_counts_and_indexes_are_bounded_and_least_recently_used_go_first() -> None:
+    from collector.shard import Memo
+
+    memo = Memo(max_entries=10)
+    assert memo.get(("a",), dict.fromkeys, "abcd") == dict.fromkeys("abcd")  # 5 entries
+    memo.get(("b",), dict.fromkeys, "xyz")  # 4 more: 9
+    assert memo.peek(("a",)) is not None  # a is now the most recent
+    memo.get(("c",), dict.fromkeys, "pq")  # 3 more: b goes
+    assert memo.peek(("b",)) is None
+    assert memo.peek(("a",)) is not None
+    assert memo.entries <= 10
+    big = memo.get(("d",), dict.fromkeys, "0123456789")  # too big to keep: computed, not kept
+    assert len(big) == 10
+    assert memo.peek(("d",)) is None
