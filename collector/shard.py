@@ -607,14 +607,11 @@ class Shard:
                     plan.index_budget -= len(self.extras)
                 index = self.memo_get(key, self._value_index, term.name)
             if isinstance(term, search.Exists):
-                matched = set().union(*index.values())
+                matched = set(index.ps)
+            elif term.prefixes:
+                continue  # a hash index cannot answer a prefix: the residual tests it
             else:
-                matched = set()
-                for v in term.values:
-                    matched.update(index.get(v, ()))
-                for key, ps in index.items():
-                    if term.prefixes and key.startswith(term.prefixes):
-                        matched.update(ps)
+                matched = index.lookup(term.values)
             if self.order is None:
                 pa, pb = self.base + a, self.base + b
                 matched = {p for p in matched if pa <= p < pb}
@@ -709,21 +706,26 @@ class Shard:
         """What `memo_get` kept for `key` at this version, or None."""
         return self.memo.peek((self.uid, self.version(), *key))
 
+    def memo_put(self, key: tuple[Any, ...], value: Any) -> None:
+        """Remember `value` for `key` at this version (see memo_get)."""
+        self.memo.put((self.uid, self.version(), *key), value)
+
     def memo_get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
         """`compute(*args)`, kept while the shard does not change (older
         shards never do) and the store's Memo has room for it."""
         return self.memo.get((self.uid, self.version(), *key), compute, *args)
 
-    def _value_index(self, name: str) -> dict[str, list[int]]:
-        """Physical records by their (lower-cased) values of a fields.*/sd.* name."""
-        index: dict[str, list[int]] = {}
+    def _value_index(self, name: str) -> _HashIndex:
+        """Physical records by the hash of their (lower-cased) values of a
+        fields.*/sd.* name."""
+        pairs: list[tuple[int, int]] = []
         for p, packed in self.extras.items():
             sd, fields = _unpack_extras(packed)
             values = search.extra_values(name, sd, fields)
             if values is not None:
-                for v in {v.lower() for v in values}:
-                    index.setdefault(v, []).append(p)
-        return index
+                pairs.extend((hash(v), p) for v in {v.lower() for v in values})
+        pairs.sort()
+        return _HashIndex(array("q", map(_FIRST, pairs)), array("q", map(_SECOND, pairs)))
 
     def _passes(self, col: Any, codes: set[int]) -> Callable[[int], bool]:
         """Whether logical record i passes one filter (for the few that passed another)."""
@@ -735,6 +737,32 @@ class Shard:
         if order is None:
             return lambda i: col[base + i] in codes
         return lambda i: col[order[i]] in codes
+
+
+class _HashIndex:
+    """Records by the hash of a field's value: 16 bytes an entry (a dict of
+    values would be ~100), so a whole store's indexes fit the Memo. A hash
+    hit is a candidate: the term's own test confirms it (the residual)."""
+
+    __slots__ = ("hashes", "ps")
+
+    def __init__(self, hashes: array[int], ps: array[int]) -> None:
+        self.hashes = hashes
+        self.ps = ps
+
+    def __len__(self) -> int:
+        # The Memo's measure of size: an entry here is ~1/8 of a dict entry.
+        return len(self.ps) // 8
+
+    def lookup(self, values: Iterable[str]) -> set[int]:
+        out: set[int] = set()
+        hashes, ps = self.hashes, self.ps
+        for v in values:
+            h = hash(v)
+            i = bisect_left(hashes, h)
+            j = bisect_right(hashes, h, i)
+            out.update(ps[i:j])
+        return out
 
 
 class Memo:
@@ -760,14 +788,18 @@ class Memo:
         if found is not None:
             return found
         found = compute(*args)
-        size = len(found) + 1
-        if size <= self.max_entries:
-            self.table[key] = found
-            self.entries += size
-            while self.entries > self.max_entries:
-                _, old = self.table.popitem(last=False)
-                self.entries -= len(old) + 1
+        self.put(key, found)
         return found
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        size = len(value) + 1
+        if size > self.max_entries or key in self.table:
+            return
+        self.table[key] = value
+        self.entries += size
+        while self.entries > self.max_entries:
+            _, old = self.table.popitem(last=False)
+            self.entries -= len(old) + 1
 
 
 class _Summary:

@@ -24,6 +24,7 @@ from collector.times import format_timestamp
 # not yet seen count under `others` (the top MAX_BY_VALUES stay exact unless a
 # field has more than this many distinct values). Bounds the answer's memory.
 MAX_TRACKED = 100_000
+MEMO_COUNTS_MAX = 2_000
 
 
 def _phys(shard: Shard, idx: Sequence[int] | range) -> Sequence[int]:
@@ -37,7 +38,14 @@ def _phys(shard: Shard, idx: Sequence[int] | range) -> Sequence[int]:
 def _memo(
     shard: Shard, key: tuple[Any, ...], compute: Callable[..., Counter[str]], *args: Any
 ) -> Counter[str]:
-    counts: Counter[str] = shard.memo_get(key, compute, *args)
+    """Whole-shard counts, remembered unless they have more than
+    MEMO_COUNTS_MAX keys (a field with an id per record would push every
+    other shard's counts out of the store's bounded Memo)."""
+    counts: Counter[str] | None = shard.memo_peek(key)
+    if counts is None:
+        counts = compute(*args)
+        if len(counts) <= MEMO_COUNTS_MAX:
+            shard.memo_put(key, counts)
     return counts
 
 
