@@ -662,6 +662,19 @@ class Shard:
     ) -> Iterator[int]:
         if not filters:
             return iter(idx)
+        if self.order is None:
+            # A few records named by a set (a text search's hits, an index's):
+            # walk them in order rather than test every record of the range.
+            few = min((f for f in filters if f[0] is None), key=_hits, default=None)
+            if few is not None and few[2] * 16 < b - a:
+                base = self.base
+                lo, hi = base + a, base + b
+                hits = sorted((p for p in few[1] if lo <= p < hi), reverse=reverse)
+                walk: Iterator[int] = (p - base for p in hits)
+                for f in filters:
+                    if f is not few:
+                        walk = filter(self._passes(f[0], f[1]), walk)
+                return walk
         view: Callable[[Any], Iterable[int]]
         if self.order is None:
             pa, pb = self.base + a, self.base + b

@@ -655,3 +655,22 @@ def test_remembered_counts_and_indexes_are_bounded_and_least_recently_used_go_fi
     big = memo.get(("d",), dict.fromkeys, "0123456789")  # too big to keep: computed, not kept
     assert len(big) == 10
     assert memo.peek(("d",)) is None
+
+
+def test_a_few_hits_in_a_big_shard_are_walked_in_order_both_ways() -> None:
+    from collector.search import parse
+
+    s = store(shard_span_us=10**9)  # one shard of 3,000 records
+    recs = [
+        rec(i, "needle here" if i % 500 == 7 else "hay", host="web-1" if i % 1000 == 7 else "db-1")
+        for i in range(3000)
+    ]
+    first = s.add_many(recs)
+    ids = [make_id(r.timestamp, first + k) for k, r in enumerate(recs)]
+    want = [ids[i] for i in range(3000) if i % 500 == 7]
+    for q in (Query(q="needle", limit=2), Query(search=parse("needle"), limit=2)):
+        assert page_all(s, q) == want
+        assert page_all(s, replace(q, order="desc")) == want[::-1]
+    both = Query(search=parse("needle host:web-1"), limit=2)
+    assert page_all(s, both) == [ids[i] for i in range(3000) if i % 1000 == 7]
+    assert page_all(s, replace(both, order="desc", start=1000)) == [ids[2007], ids[1007]]
