@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["parse.py", "framing.py", "store.py", "ingest.py", "api.py"]
+ORDER = ["parse.py", "framing.py", "store.py", "search.py", "ingest.py", "api.py"]
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -179,7 +178,7 @@ def _query(args: argparse.Namespace) -> None:
     params = _filters(args)
     target = Target(args.url, args.token)
     emit = _printer(args, follow=args.follow)
-    resume = Resume(since=params.get("start") or f"{time.time():.6f}")
+    resume = Resume(since=params.get("start"))
     if args.order is None:
         recs, total = newest_records(target, params, args.limit)
         for rec in recs:
@@ -202,7 +201,7 @@ def _tail(args: argparse.Namespace) -> None:
     from collector.client import Resume, Target, follow
 
     params = _filters(args)
-    resume = Resume(since=params.get("start") or f"{time.time():.6f}")
+    resume = Resume(since=params.get("start"))
     emit = _printer(args, follow=True)
     for rec in follow(Target(args.url, args.token), params, resume, _say):
         emit(rec)

@@ -7,6 +7,7 @@ as they are: it resolves them once, and a cursor keeps what they meant.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import socket
@@ -162,29 +163,46 @@ def stats(target: Target, params: dict[str, str]) -> dict[str, Any]:
     return answer
 
 
+# A reconnected stream replays from this long before the newest record
+# printed, so that records stored while it was away with a slightly older
+# time (another host's clock, a late line) still come; the ids printed
+# recently (at most RECENT_IDS) are skipped, so none comes twice.
+RESUME_MARGIN = 60.0
+RECENT_IDS = 10_000
+
+
 class Resume:
-    """Where a followed stream picks up after a reconnect: after the newest
-    record printed (its time), skipping the ids printed at that very time."""
+    """Where a followed stream picks up after a reconnect, and what it
+    already printed."""
 
     def __init__(self, since: str | None = None) -> None:
         self.newest: str | None = None  # RFC 3339 timestamp, as the API prints it
-        self.ids_at_newest: set[str] = set()
+        self.recent: dict[str, None] = {}  # ids printed, oldest first (insertion order)
         self.since = since
 
     def seen(self, rec: dict[str, Any]) -> bool:
         """Whether `rec` was already printed; remembers it if not."""
-        ts, rid = str(rec.get("timestamp", "")), str(rec.get("id", ""))
-        if self.newest is not None and ts == self.newest and rid in self.ids_at_newest:
+        rid = str(rec.get("id", ""))
+        if rid in self.recent:
             return True
+        self.recent[rid] = None
+        if len(self.recent) > RECENT_IDS:
+            del self.recent[next(iter(self.recent))]
+        ts = str(rec.get("timestamp", ""))
         if self.newest is None or ts > self.newest:
-            self.newest, self.ids_at_newest = ts, {rid}
-        elif ts == self.newest:
-            self.ids_at_newest.add(rid)
+            self.newest = ts
         return False
 
     def start(self) -> str | None:
-        """The `start` to ask the stream for: the newest printed time."""
-        return self.newest or self.since
+        """The `start` to ask a reconnected stream for: RESUME_MARGIN before
+        the newest record printed (Unix seconds), else what it began with."""
+        if self.newest is None:
+            return self.since
+        try:
+            t = dt.datetime.fromisoformat(self.newest.replace("Z", "+00:00"))
+        except ValueError:
+            return self.since
+        return f"{t.timestamp() - RESUME_MARGIN:.6f}"
 
 
 def follow(
@@ -195,13 +213,16 @@ def follow(
     *,
     retry_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
 ) -> Iterator[dict[str, Any]]:
     """Records from GET /tail, for ever: when the daemon goes away (a
-    restart), say so, reconnect, and resume after the last record yielded,
-    with no duplicate. Ends only when the caller stops (Ctrl-C)."""
+    restart), say so, reconnect, and resume after the last record yielded
+    (a replay from just before it, skipping what was printed): no gap, no
+    duplicate. Ends only when the caller stops (Ctrl-C)."""
     down = False
+    lost_at: str | None = None
+    start = resume.since if resume.newest is None else resume.start()
     while True:
-        start = resume.start()
         ask = {**params, "start": start} if start else params
         try:
             stream = tail_records(target, ask)  # connects and reads the status now
@@ -217,6 +238,9 @@ def follow(
                 raise  # the daemon answered (a bad filter, a token): retrying cannot help
             reason = str(e)
         if not down:
+            # With nothing printed yet, a reconnect replays from when the stream was lost.
+            lost_at = f"{clock() - RESUME_MARGIN:.6f}"
             say(f"lost {target.url} ({reason}); reconnecting every {retry_seconds:g}s")
             down = True
         sleep(retry_seconds)
+        start = resume.start() or lost_at

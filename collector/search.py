@@ -579,8 +579,15 @@ def _group(node: Node, *kinds: type) -> str:
 def field_text(value: Any) -> str:
     """A JSON value as the text `fields.x:VALUE` compares with: strings as
     they are, the rest in their JSON spelling (`true`, `42`, `null`)."""
-    if isinstance(value, str):
-        return value
+    t = type(value)
+    if t is str:
+        return value  # type: ignore[no-any-return]
+    if t is int:
+        return int.__repr__(value)  # json.dumps' own spelling, without its ~10 us a call
+    if value is None:
+        return "null"
+    if t is bool:
+        return "true" if value else "false"
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError):

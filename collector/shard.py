@@ -8,10 +8,11 @@ lives in the shard's TextHeap; this module reads a Plan, it never checks one.
 
 from __future__ import annotations
 
+import itertools
 import marshal
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,8 +35,11 @@ SHARD_BYTES = 4096
 NO_FACILITY = 255  # the facility column's code for "none"
 
 _NO_EXTRAS = (None, None)
-_MISSING: Any = object()
-MEMO_MAX = 16  # per-shard memo entries (see Shard.memo_get)
+# What one Memo (a store's) may hold: the entries of its values summed (a
+# value index counts its distinct values, a count table its keys); ~100-200
+# bytes an entry, so ~20-40 MB at most, whatever the number of shards.
+MEMO_MAX_ENTRIES = 200_000
+_uids = itertools.count(1)
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
 _FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
@@ -245,9 +249,12 @@ class Shard:
         "tables",
         "text",
         "ts",
+        "uid",
     )
 
-    def __init__(self, key: int, freeze_bytes: int = FREEZE_BYTES) -> None:
+    def __init__(
+        self, key: int, freeze_bytes: int = FREEZE_BYTES, memo: Memo | None = None
+    ) -> None:
         self.key = key
         self.ts = array("q")
         self.seqs = array("q")
@@ -270,9 +277,10 @@ class Shard:
         self.fac_counts = [0] * 256
         self.nbytes = SHARD_BYTES
         self.dead_bytes = 0
-        # Whole-shard counts /stats and /fields computed once (see stats._memo),
-        # keyed with `version()` so a change to the shard makes them stale.
-        self.memo: dict[tuple[Any, ...], Any] = {}
+        # Whole-shard counts and indexes computed once (see memo_get), kept in
+        # the store's bounded Memo under this shard's uid and version.
+        self.memo = Memo() if memo is None else memo
+        self.uid = next(_uids)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -599,14 +607,11 @@ class Shard:
                     plan.index_budget -= len(self.extras)
                 index = self.memo_get(key, self._value_index, term.name)
             if isinstance(term, search.Exists):
-                matched = set().union(*index.values())
+                matched = set(index.ps)
+            elif term.prefixes:
+                continue  # a hash index cannot answer a prefix: the residual tests it
             else:
-                matched = set()
-                for v in term.values:
-                    matched.update(index.get(v, ()))
-                for key, ps in index.items():
-                    if term.prefixes and key.startswith(term.prefixes):
-                        matched.update(ps)
+                matched = index.lookup(term.values)
             if self.order is None:
                 pa, pb = self.base + a, self.base + b
                 matched = {p for p in matched if pa <= p < pb}
@@ -657,6 +662,19 @@ class Shard:
     ) -> Iterator[int]:
         if not filters:
             return iter(idx)
+        if self.order is None:
+            # A few records named by a set (a text search's hits, an index's):
+            # walk them in order rather than test every record of the range.
+            few = min((f for f in filters if f[0] is None), key=_hits, default=None)
+            if few is not None and few[2] * 16 < b - a:
+                base = self.base
+                lo, hi = base + a, base + b
+                hits = sorted((p for p in few[1] if lo <= p < hi), reverse=reverse)
+                walk: Iterator[int] = (p - base for p in hits)
+                for f in filters:
+                    if f is not few:
+                        walk = filter(self._passes(f[0], f[1]), walk)
+                return walk
         view: Callable[[Any], Iterable[int]]
         if self.order is None:
             pa, pb = self.base + a, self.base + b
@@ -699,34 +717,28 @@ class Shard:
 
     def memo_peek(self, key: tuple[Any, ...]) -> Any:
         """What `memo_get` kept for `key` at this version, or None."""
-        found = self.memo.get((*key, self.version()))
-        return found
+        return self.memo.peek((self.uid, self.version(), *key))
+
+    def memo_put(self, key: tuple[Any, ...], value: Any) -> None:
+        """Remember `value` for `key` at this version (see memo_get)."""
+        self.memo.put((self.uid, self.version(), *key), value)
 
     def memo_get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
-        """`compute(*args)`, kept until the shard changes (older shards never do).
+        """`compute(*args)`, kept while the shard does not change (older
+        shards never do) and the store's Memo has room for it."""
+        return self.memo.get((self.uid, self.version(), *key), compute, *args)
 
-        Bounded: at most MEMO_MAX entries, and stale ones go as soon as a
-        newer version is asked for, so their memory comes back."""
-        memo = self.memo
-        version = self.version()
-        full = (*key, version)
-        found = memo.get(full, _MISSING)
-        if found is _MISSING:
-            if len(memo) >= MEMO_MAX or any(k[-1] != version for k in memo):
-                memo.clear()
-            found = memo[full] = compute(*args)
-        return found
-
-    def _value_index(self, name: str) -> dict[str, list[int]]:
-        """Physical records by their (lower-cased) values of a fields.*/sd.* name."""
-        index: dict[str, list[int]] = {}
+    def _value_index(self, name: str) -> _HashIndex:
+        """Physical records by the hash of their (lower-cased) values of a
+        fields.*/sd.* name."""
+        pairs: list[tuple[int, int]] = []
         for p, packed in self.extras.items():
             sd, fields = _unpack_extras(packed)
             values = search.extra_values(name, sd, fields)
             if values is not None:
-                for v in {v.lower() for v in values}:
-                    index.setdefault(v, []).append(p)
-        return index
+                pairs.extend((hash(v), p) for v in {v.lower() for v in values})
+        pairs.sort()
+        return _HashIndex(array("q", map(_FIRST, pairs)), array("q", map(_SECOND, pairs)))
 
     def _passes(self, col: Any, codes: set[int]) -> Callable[[int], bool]:
         """Whether logical record i passes one filter (for the few that passed another)."""
@@ -738,6 +750,69 @@ class Shard:
         if order is None:
             return lambda i: col[base + i] in codes
         return lambda i: col[order[i]] in codes
+
+
+class _HashIndex:
+    """Records by the hash of a field's value: 16 bytes an entry (a dict of
+    values would be ~100), so a whole store's indexes fit the Memo. A hash
+    hit is a candidate: the term's own test confirms it (the residual)."""
+
+    __slots__ = ("hashes", "ps")
+
+    def __init__(self, hashes: array[int], ps: array[int]) -> None:
+        self.hashes = hashes
+        self.ps = ps
+
+    def __len__(self) -> int:
+        # The Memo's measure of size: an entry here is ~1/8 of a dict entry.
+        return len(self.ps) // 8
+
+    def lookup(self, values: Iterable[str]) -> set[int]:
+        out: set[int] = set()
+        hashes, ps = self.hashes, self.ps
+        for v in values:
+            h = hash(v)
+            i = bisect_left(hashes, h)
+            j = bisect_right(hashes, h, i)
+            out.update(ps[i:j])
+        return out
+
+
+class Memo:
+    """Counts and indexes computed from whole shards, kept for reuse: one
+    least-recently-used table per store, bounded by the entries its values
+    hold (MEMO_MAX_ENTRIES), so its memory does not grow with the number of
+    shards or of fields asked about. Entries of changed or dropped shards
+    are never asked for again and age out."""
+
+    def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
+        self.table: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.entries = 0
+        self.max_entries = max_entries
+
+    def peek(self, key: tuple[Any, ...]) -> Any:
+        found = self.table.get(key)
+        if found is not None:
+            self.table.move_to_end(key)
+        return found
+
+    def get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
+        found = self.peek(key)
+        if found is not None:
+            return found
+        found = compute(*args)
+        self.put(key, found)
+        return found
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        size = len(value) + 1
+        if size > self.max_entries or key in self.table:
+            return
+        self.table[key] = value
+        self.entries += size
+        while self.entries > self.max_entries:
+            _, old = self.table.popitem(last=False)
+            self.entries -= len(old) + 1
 
 
 class _Summary:

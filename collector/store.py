@@ -21,7 +21,7 @@ from typing import Any
 from collector import search
 from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
 from collector.record import LEVELS, Record, make_id, parse_id
-from collector.shard import Plan, Shard
+from collector.shard import Memo, Plan, Shard
 from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES, SEAL_CHUNK
 
@@ -29,16 +29,17 @@ DEFAULT_SHARD_SPAN_US = 60_000_000
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
 # /logs: at most this many records tested one by one (regular expressions,
 # wildcards, negated words, word edges) per page, so that one request holds
-# the event loop for a bounded time (~0.1-0.3 s); a page cut short still has
+# the event loop for a bounded time (~0.1 s); a page cut short still has
 # a next_cursor.
-SCAN_BUDGET = 50_000
+SCAN_BUDGET = 20_000
 # /logs: at most this many records unpacked per request to build the
 # per-shard value indexes of fields.*/sd.* terms (each built once per shard
 # version); shards past it are searched by the per-record test instead.
-INDEX_BUDGET = 100_000
-# Records per expire() call read to count older shards' field names ahead of
-# /fields (so that a first /fields over a full store reads few records).
-WARM_BUDGET = 20_000
+INDEX_BUDGET = 20_000
+# Records (with fields or structured data) per expire() call read to count
+# older shards' field names ahead of /fields, a whole shard at a time (so a
+# first /fields over a full store reads few records; ~50 ms a sweep).
+WARM_BUDGET = 5_000
 
 _TS = attrgetter("timestamp")
 
@@ -170,6 +171,7 @@ class Store:
         self.max_memory = max_memory
         self.shard_span_us = shard_span_us
         self._shards: dict[int, Shard] = {}
+        self.memo = Memo()  # whole-shard counts and indexes, bounded (shard.Memo)
         self._keys: list[int] = []  # shard keys, sorted
         self._seq = 0
         self._count = 0
@@ -286,7 +288,7 @@ class Store:
             j = n if ts[-1] < (key + 1) * span else bisect_left(ts, (key + 1) * span, i)
             shard = shards.get(key)
             if shard is None:
-                shard = shards[key] = Shard(key, self.freeze_bytes)
+                shard = shards[key] = Shard(key, self.freeze_bytes, self.memo)
                 if not self._keys or key > self._keys[-1]:
                     self._keys.append(key)
                 else:
@@ -322,7 +324,7 @@ class Store:
     def _compact(self, shard: Shard) -> None:
         """Rebuild a shard from its live records: frees dead bytes and stale table entries."""
         n = len(shard)
-        fresh = Shard(shard.key, self.freeze_bytes)
+        fresh = Shard(shard.key, self.freeze_bytes, self.memo)
         fresh.add([shard.record(i) for i in range(n)], list(shard.ts), shard.seqs)
         self._shards[shard.key] = fresh
         self._bytes += fresh.nbytes - shard.nbytes

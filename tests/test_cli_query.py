@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from collector import cli, client
-from collector.client import Resume
+from collector.client import RECENT_IDS, RESUME_MARGIN, Resume
 from collector.config import HttpConfig, StoreConfig
 from collector.daemon import Daemon
 from tests.support import http_request, local_config, running_daemon, wait_for
@@ -67,17 +67,19 @@ def test_negated_terms_are_query_terms_and_short_options_still_work() -> None:
     assert (args.since, args.by) == ("-2h", "level")
 
 
-def test_resume_skips_only_records_already_printed() -> None:
-    r = Resume(since="100")
-    assert r.start() == "100"
+def test_resume_skips_what_was_printed_and_replays_from_just_before_the_newest() -> None:
+    r = Resume(since="-15m")
+    assert r.start() == "-15m"  # nothing printed yet: what the stream began with
     a = {"timestamp": "2026-01-30T12:00:00.000000Z", "id": "a"}
-    b = {"timestamp": "2026-01-30T12:00:00.000000Z", "id": "b"}
-    c = {"timestamp": "2026-01-30T12:00:01.000000Z", "id": "c"}
-    assert [r.seen(x) for x in (a, b)] == [False, False]
-    assert r.start() == a["timestamp"]
-    assert [r.seen(x) for x in (a, b, c)] == [True, True, False]
-    assert r.start() == c["timestamp"]
-    assert r.seen(c) is True
+    b = {"timestamp": "2026-01-30T12:00:01.000000Z", "id": "b"}
+    late = {"timestamp": "2026-01-30T11:59:30.000000Z", "id": "late"}
+    assert [r.seen(x) for x in (a, b, late)] == [False, False, False]
+    assert [r.seen(x) for x in (a, b, late)] == [True, True, True]
+    # A minute before the newest printed: late arrivals still come, printed ones are skipped.
+    assert float(r.start() or 0) == 1_769_774_401 - RESUME_MARGIN
+    for i in range(RECENT_IDS + 5):
+        r.seen({"timestamp": "2026-01-30T12:00:02.000000Z", "id": f"x{i}"})
+    assert len(r.recent) == RECENT_IDS  # bounded
 
 
 # --- against a live daemon -------------------------------------------------------------

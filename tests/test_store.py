@@ -550,6 +550,13 @@ def test_stats_with_step_and_by_level_stack_each_bucket_by_level() -> None:
         assert [b["count"] for b in got["histogram"]] == [10, 10, 10]
         assert got["histogram"][0]["by_level"] == {"err": 4, "info": 6}
         assert sum(sum(b["by_level"].values()) for b in got["histogram"]) == 30
+    # Many records a bucket: counted per bucket and level at C speed, same answer.
+    s = store()
+    s.add_many([rec(i * 2, level=i % 4) for i in range(1500)])
+    whole = s.stats(Query(), by=("level",), step_us=250)
+    scanned = s.stats(Query(search=parse("-nothing")), by=("level",), step_us=250)
+    assert whole == scanned
+    assert whole["histogram"][0]["by_level"] == {"emerg": 32, "alert": 31, "crit": 31, "err": 31}
     assert "by_level" not in s.stats(Query(), by=("host",), step_us=1000)["histogram"][0]
 
 
@@ -632,3 +639,38 @@ def test_expire_counts_older_shards_field_names_ahead_of_fields() -> None:
     assert fresh.fields(Query()) == want
     fresh.expire(10**9)  # the sweeper's call: warming is part of it, a budget at a time
     assert fresh.fields(Query()) == want
+
+
+def test_remembered_counts_and_indexes_are_bounded_and_least_recently_used_go_first() -> None:
+    from collector.shard import Memo
+
+    memo = Memo(max_entries=10)
+    assert memo.get(("a",), dict.fromkeys, "abcd") == dict.fromkeys("abcd")  # 5 entries
+    memo.get(("b",), dict.fromkeys, "xyz")  # 4 more: 9
+    assert memo.peek(("a",)) is not None  # a is now the most recent
+    memo.get(("c",), dict.fromkeys, "pq")  # 3 more: b goes
+    assert memo.peek(("b",)) is None
+    assert memo.peek(("a",)) is not None
+    assert memo.entries <= 10
+    big = memo.get(("d",), dict.fromkeys, "0123456789")  # too big to keep: computed, not kept
+    assert len(big) == 10
+    assert memo.peek(("d",)) is None
+
+
+def test_a_few_hits_in_a_big_shard_are_walked_in_order_both_ways() -> None:
+    from collector.search import parse
+
+    s = store(shard_span_us=10**9)  # one shard of 3,000 records
+    recs = [
+        rec(i, "needle here" if i % 500 == 7 else "hay", host="web-1" if i % 1000 == 7 else "db-1")
+        for i in range(3000)
+    ]
+    first = s.add_many(recs)
+    ids = [make_id(r.timestamp, first + k) for k, r in enumerate(recs)]
+    want = [ids[i] for i in range(3000) if i % 500 == 7]
+    for q in (Query(q="needle", limit=2), Query(search=parse("needle"), limit=2)):
+        assert page_all(s, q) == want
+        assert page_all(s, replace(q, order="desc")) == want[::-1]
+    both = Query(search=parse("needle host:web-1"), limit=2)
+    assert page_all(s, both) == [ids[i] for i in range(3000) if i % 1000 == 7]
+    assert page_all(s, replace(both, order="desc", start=1000)) == [ids[2007], ids[1007]]
