@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 
 from collector import systemd
 from collector.config import Config
-from collector.http import App
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
 from collector.persist import Persistence
 from collector.record import Record
 from collector.reload import bind_listener, on_sighup, start_http_server
+from collector.routes import App
 from collector.settings import Settings
 from collector.store import Store
 from collector.tail import LiveTails

@@ -1,58 +1,31 @@
-"""HTTP stage: one asyncio.Protocol per connection over httptools, handlers are functions.
+"""HTTP stage, the connection: one asyncio.Protocol per connection over httptools.
 
-Requests route to `(request, app) -> Response`; answers go in request order
-(RFC 9112 §9.3.2); every error is JSON, never a trace; counters are plain ints.
-POST /logs hands records to the `ingest` callable it is given (the listeners'
-seam) and /tail joins the daemon's LiveTails: HTTP never calls the daemon.
+Requests are routed by routes.route(); answers go in request order (RFC 9112
+§9.3.2); heads and bodies are bounded, every error is JSON, and a /tail
+answer turns the connection into a stream of the daemon's LiveTails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import hmac
-import json
-import logging
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
 import httptools
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector import __version__
-from collector.config import HttpConfig
-from collector.jsonlines import MAX_DEPTH, nested_deeper_than, record_from_object
-from collector.query import (
-    Query,
-    QueryError,
-    logs_json,
-    parse_logs_query,
-    parse_stats_query,
-    parse_tail_query,
-    to_json,
-)
-from collector.record import Record, apply_clock_skew, make_id, record_to_dict
-from collector.settings import Settings
-from collector.store import Store
-from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
-
-log = logging.getLogger("collector.http")
+from collector.routes import App, Request, Response, error, route
+from collector.tail import Tail
 
 SERVER = f"collector/{__version__}"
 MAX_URL_BYTES = 16 * 1024  # longer request targets are 431 (the contract's status set has no 414)
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
-POST_MAX_ITEM_ERRORS = 50
-LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer  # bad items named in one 400 answer
-NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
-# Upper bounds (seconds) of the request-duration histogram buckets; +Inf is implicit.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
 
 _REASONS = {
     100: "Continue",
@@ -70,294 +43,6 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-
-
-# --- counters ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Durations:
-    """One route's request durations: a fixed-bucket histogram.
-
-    `buckets[i]` counts requests that took <= DURATION_BUCKETS[i] seconds and
-    more than the bound before it (not cumulative); slower ones only count
-    in `count`. `cumulative()` gives Prometheus' shape."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    sum: float = 0.0
-    count: int = 0
-
-    def observe(self, seconds: float) -> None:
-        self.sum += seconds
-        self.count += 1
-        for i, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
-                return
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, requests at or under it), ending with (+Inf, count)."""
-        out, running = [], 0
-        for bound, n in zip(DURATION_BUCKETS, self.buckets, strict=True):
-            running += n
-            out.append((bound, running))
-        out.append((float("inf"), self.count))
-        return out
-
-
-@dataclass(slots=True)
-class HttpStats:
-    """Plain-int HTTP counters for the metrics collector.
-
-    `requests[(route, status)]`: route is the pattern (`/logs/{id}`), or
-    `other` for paths that match none."""
-
-    requests: dict[tuple[str, int], int] = field(default_factory=dict)
-    duration: dict[str, Durations] = field(default_factory=dict)
-    active_tails: int = 0
-    tails_dropped: int = 0  # /tail clients cut off for falling too far behind
-    connections_refused: int = 0  # over http.max_connections
-    timeouts: int = 0  # requests not complete within http.idle_timeout (408)
-
-    def count(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        d = self.duration.get(route)
-        if d is None:
-            d = self.duration[route] = Durations()
-        d.observe(seconds)
-
-
-# --- shared state -------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class App:
-    """What handlers may read: the small shared server state.
-
-    `settings` is the daemon's live Settings, read per request (a reload's
-    http.*, TTL and timezone apply from the next request on). `ingest(records)
-    -> first_seq` stores a batch: the same sink the listeners feed (store,
-    write-ahead log, live tails). `tails` is the daemon's LiveTails."""
-
-    store: Store
-    registry: CollectorRegistry
-    listener_names: Callable[[], list[str]]
-    settings: Settings
-    ingest: Callable[[list[Record]], int]
-    tails: LiveTails = field(default_factory=LiveTails)
-    tail_keepalive: float = TAIL_KEEPALIVE
-    started_at: float = field(default_factory=time.monotonic)
-    connections: set[HttpProtocol] = field(default_factory=set)
-    stats: HttpStats = field(default_factory=HttpStats)
-
-    @property
-    def http(self) -> HttpConfig:
-        """The running http.* section."""
-        return self.settings.config.http
-
-
-# --- requests and responses -------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes = b""
-    peer: str | None = None
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    route: str = "other"
-    tail: Query | None = None  # set by /tail: the connection becomes a stream
-
-
-def json_response(status: int, obj: Any) -> Response:
-    return Response(status, to_json(obj))
-
-
-def error(status: int, message: str, **extra: Any) -> Response:
-    return json_response(status, {"error": message, **extra})
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-# --- handlers ---------------------------------------------------------------------
-
-
-def handle_health(req: Request, app: App) -> Response:
-    return json_response(
-        200,
-        {
-            "status": "ok",
-            "records": len(app.store),
-            "uptime_seconds": round(time.monotonic() - app.started_at, 3),
-            "ttl_seconds": app.settings.config.store.ttl,
-            "listeners": app.listener_names(),
-        },
-    )
-
-
-def handle_logs(req: Request, app: App) -> Response:
-    page = app.store.query(parse_logs_query(req.query))
-    return Response(200, logs_json(page.items, page.next_cursor))
-
-
-def handle_log(req: Request, app: App, rec_id: str) -> Response:
-    rec = app.store.get(rec_id)
-    if rec is None:
-        return error(404, f"id: no record with id {rec_id!r} (expired, or never stored)")
-    return json_response(200, {"log": record_to_dict(rec, rec_id)})
-
-
-def handle_post_logs(req: Request, app: App) -> Response:
-    """Store a JSON object, an array of objects, or NDJSON; all or nothing."""
-    objs = _decode_post_body(req)
-    # A record whose fields the API could not print would break every page
-    # it falls in; the JSON-lines listener keeps such lines as raw text.
-    bad: list[dict[str, Any]] = []
-    for i, o in enumerate(objs):
-        if not isinstance(o, dict):
-            bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
-        elif nested_deeper_than(o):
-            bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
-    records: list[Record] = []
-    if not bad:
-        now = _now_us()
-        opts = app.settings.parse_options
-        for i, obj in enumerate(objs):
-            try:
-                records.append(apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts))
-            except (ValueError, TypeError) as e:
-                bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
-    if bad:
-        named = "; ".join(f"item {b['index']}: {b['error']}" for b in bad[:POST_MAX_ITEM_ERRORS])
-        more = (
-            f" (and {len(bad) - POST_MAX_ITEM_ERRORS} more)"
-            if len(bad) > POST_MAX_ITEM_ERRORS
-            else ""
-        )
-        return error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
-    ids: list[str] = []
-    if records:
-        first = app.ingest(records)
-        ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
-    return json_response(201, {"accepted": len(ids), "ids": ids})
-
-
-def _json_kind(obj: Any) -> str:
-    if isinstance(obj, list):
-        return "an array"
-    if isinstance(obj, str):
-        return "a string"
-    if obj is None:
-        return "null"
-    if isinstance(obj, bool):
-        return "a boolean"
-    return "a number"
-
-
-def _decode_post_body(req: Request) -> list[Any]:
-    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-    coding = req.headers.get("content-encoding", "identity").strip().lower()
-    if coding != "identity":
-        raise QueryError(f"content-encoding: {coding!r} is not supported; send the body as is")
-    body = req.body
-    if not body.strip():
-        raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
-    if ctype in NDJSON_TYPES:
-        objs: list[Any] = []
-        for n, line in enumerate(x for x in body.split(b"\n") if x.strip()):
-            try:
-                objs.append(json.loads(line))
-            except ValueError as e:
-                raise QueryError(f"body: item {n}: not valid JSON: {e}") from None
-            except RecursionError:
-                raise QueryError(f"body: item {n}: nested too deeply") from None
-        return objs
-    try:
-        doc = json.loads(body)
-    except RecursionError:
-        raise QueryError("body: JSON nested too deeply") from None
-    except ValueError as e:
-        hint = " (send NDJSON as Content-Type: application/x-ndjson)" if b"\n{" in body else ""
-        raise QueryError(f"body: not valid JSON: {e}{hint}") from None
-    return doc if isinstance(doc, list) else [doc]
-
-
-def handle_stats(req: Request, app: App) -> Response:
-    sq = parse_stats_query(req.query)
-    return json_response(200, app.store.stats(sq.query, sq.by, sq.step_us))
-
-
-def handle_tail(req: Request, app: App) -> Response:
-    return Response(200, b"", "application/x-ndjson", tail=parse_tail_query(req.query))
-
-
-def handle_metrics(req: Request, app: App) -> Response:
-    return Response(200, generate_latest(app.registry), CONTENT_TYPE_LATEST)
-
-
-Handler = Callable[[Request, App], Response]
-ROUTES: dict[str, dict[str, Handler]] = {
-    "/health": {"GET": handle_health},
-    "/logs": {"GET": handle_logs, "POST": handle_post_logs},
-    "/stats": {"GET": handle_stats},
-    "/tail": {"GET": handle_tail},
-    "/metrics": {"GET": handle_metrics},
-}
-LOG_ROUTE = "/logs/{id}"
-OPEN_ROUTES = frozenset({"/health"})  # reachable without http.auth_token
-
-
-def _authorized(req: Request, token: str) -> bool:
-    scheme, _, given = req.headers.get("authorization", "").strip().partition(" ")
-    # compare_digest: the time taken must not tell how much of a guess was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
-
-
-def route(req: Request, app: App) -> Response:
-    """Authorize, find and run the handler; every failure becomes JSON."""
-    token = app.http.auth_token
-    if token and req.path not in OPEN_ROUTES and not _authorized(req, token):
-        resp = error(401, "authorization: expected the header Authorization: Bearer <token>")
-        resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
-        resp.route = req.path if req.path in ROUTES else "other"
-        return resp
-    pattern, methods, arg = req.path, ROUTES.get(req.path), None
-    if methods is None and req.path.startswith("/logs/") and req.path.count("/") == 2:
-        pattern, arg = LOG_ROUTE, req.path[6:]
-        methods = {"GET": cast(Handler, None)}
-    if methods is None:
-        return error(404, f"path: no route for {req.path}")
-    method = "GET" if req.method == "HEAD" else req.method
-    if method not in methods:
-        allowed = sorted({*methods, "HEAD"} if "GET" in methods else methods)
-        resp = error(405, f"method: {req.method} is not allowed on {pattern}")
-        resp.headers.append(("Allow", ", ".join(allowed)))
-        resp.route = pattern
-        return resp
-    try:
-        resp = handle_log(req, app, arg) if arg is not None else methods[method](req, app)
-    except QueryError as e:
-        resp = error(400, str(e))
-    except Exception:
-        log.exception("handler for %s %s failed", req.method, pattern)
-        resp = error(500, "internal error; see the daemon log")
-    resp.route = pattern
-    return resp
 
 
 # --- wire format helpers --------------------------------------------------------------

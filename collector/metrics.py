@@ -24,9 +24,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from collector import __version__
-from collector.http import HttpStats
 from collector.listeners import Listener
 from collector.persist import PersistenceStats
+from collector.routes import HttpStats
 from collector.store import Store
 
 # Reasons a listener may count, exposed as 0 before they first happen so that

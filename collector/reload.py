@@ -23,10 +23,11 @@ from collector.config import (
     load_config,
     parse_host_port,
 )
-from collector.http import App, start_http
+from collector.http import start_http
 from collector.listeners import Listener, Sink, dual_stack_tcp_socket, start_listener
 from collector.metrics import ReloadStats
 from collector.record import Record
+from collector.routes import App
 from collector.settings import Settings
 from collector.store import Store
 

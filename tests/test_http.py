@@ -19,12 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import http, tail
+from collector import routes, tail
 from collector.config import Config, HttpConfig
 from collector.daemon import Daemon
-from collector.http import App, HttpProtocol, Request, route
+from collector.http import HttpProtocol
 from collector.metrics import make_registry
 from collector.query import parse_time
+from collector.routes import App, Request, route
 from collector.settings import Settings
 from collector.store import Store
 from collector.times import format_timestamp
@@ -210,7 +211,7 @@ def test_post_is_all_or_nothing_naming_each_bad_item() -> None:
 
 
 def test_durations_count_into_fixed_buckets() -> None:
-    d = http.Durations()
+    d = routes.Durations()
     for s in (0.0001, 0.003, 0.003, 100.0):
         d.observe(s)
     cum = d.cumulative()
