@@ -11,6 +11,10 @@ import asyncio
 import gzip
 import socket
 import time
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote
@@ -18,7 +22,7 @@ from urllib.parse import parse_qs, unquote
 import httptools
 
 from collector import __version__
-from collector.routes import App, Request, Response, error, route
+from collector.routes import App, Request, Response, error, route, unauthorized
 from collector.tail import Tail
 
 SERVER = f"collector/{__version__}"
@@ -26,6 +30,9 @@ MAX_URL_BYTES = 16 * 1024  # longer request targets are 431 (the contract's stat
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
+FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
+STREAM_SLICE = 256 * 1024  # bytes of a streaming answer written per loop turn
+STREAM_TURN = 0.01  # seconds a streaming answer may produce per loop turn
 
 _REASONS = {
     100: "Continue",
@@ -83,9 +90,26 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
 # --- the protocol ---------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A parsed request waiting for its turn, or an error answer that ends the
+    connection once the requests before it are answered."""
+
+    req: Request | None
+    keep_alive: bool
+    version: str
+    started: float
+    early: Response | None = None
+
+
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: keep-alive, pipelining in order, bounded
-    heads and bodies, a deadline per request, and `/tail` streams."""
+    heads and bodies, a deadline per request, and `/tail` streams.
+
+    Bounded in flight: bytes are handed to httptools a slice at a time and
+    only while no parsed request waits, so a pipeline of thousands is read
+    as it is answered; one answer per loop turn; nothing more while the
+    socket is backed up (reading pauses too); a large answer streams."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -95,7 +119,8 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self.tail: Tail | None = None
         self._drain: asyncio.Future[None] | None = None
-        self._closing = False
+        self._closing = False  # a closing answer was written: nothing more
+        self._halted = False  # stop reacting to parser callbacks (error, tail, close)
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._in_request = False
@@ -105,6 +130,13 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._started = 0.0
+        self._inbox = bytearray()  # read, not yet parsed (while requests wait)
+        self._queue: deque[_Pending] = deque()
+        self._turn: asyncio.Handle | None = None  # the next loop turn's _pump
+        self._reading = True
+        self._stream: Iterator[bytes] | None = None  # a streaming answer in progress
+        self._stream_close = False
+        self._stream_chunked = True
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,15 +157,25 @@ class HttpProtocol(asyncio.Protocol):
             self.tail.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._turn is not None:
+            self._turn.cancel()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        # Break every reference cycle that could hold a large buffer (the
+        # parser calls back into this object; a Tail writes to it): memory
+        # returns when the client leaves, whatever the GC's thresholds.
+        self._halted = self._closing = True
+        self.parser = _DEAD_PARSER
+        self.tail = None
+        self._timer = self._turn = self._drain = self._stream = None
+        self._body, self._inbox, self._headers = [], bytearray(), {}
+        self._queue.clear()
         self.transport = None
 
     def pause_writing(self) -> None:
         # Backpressure: stop reading requests while answers pile up unread.
         self.write_paused = True
-        if self.transport is not None and self.tail is None:
-            self.transport.pause_reading()
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -141,8 +183,8 @@ class HttpProtocol(asyncio.Protocol):
             self._drain.set_result(None)
         if self.tail is not None:
             self.tail.resume()
-        elif self.transport is not None and not self._closing:
-            self.transport.resume_reading()
+        elif not self._closing:
+            self._pump()
 
     async def drained(self) -> None:
         """Return once the socket's write buffer is below its high-water mark."""
@@ -153,16 +195,89 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self.tail is not None:
             return  # a /tail owns the connection; anything pipelined after it is ignored
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reply(error(400, "upgrade: protocol upgrade is not supported"), False)
-        except httptools.HttpParserError as e:
-            if not self._closing:
-                self._reply(error(400, f"request: malformed HTTP: {e}"), False)
+        if self._halted:
+            return  # an error answer waits behind earlier ones; the rest is dropped
+        self._inbox += data
+        self._pump()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; a half-closed client gets no more answers
+
+    # the work loop: parse a slice, answer one request, per loop turn
+    def _pump(self) -> None:
+        """Parse and answer while the socket keeps up: feed httptools only when
+        no request waits, answer at most one request (or one stream slice) per
+        loop turn, then yield so other connections and ingest run."""
+        self._turn = None
+        answered = False
+        while self.transport is not None and not self._closing and self.tail is None:
+            if self.write_paused:
+                break
+            if self._stream is not None:
+                if answered:
+                    break
+                self._stream_slice()
+                answered = True
+                continue
+            if self._queue:
+                if answered:
+                    break
+                self._answer(self._queue.popleft())
+                answered = True
+                continue
+            if not self._inbox or self._halted:
+                break
+            piece = bytes(self._inbox[:FEED_SLICE])
+            del self._inbox[:FEED_SLICE]
+            self._feed(piece)
+        more = bool(self._queue) or self._stream is not None
+        if (
+            more
+            and self._turn is None
+            and self.transport is not None
+            and not self._closing
+            and not self.write_paused
+            and self.tail is None
+        ):
+            self._turn = asyncio.get_running_loop().call_soon(self._pump)
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Read from the socket only while nothing waits to be parsed or
+        answered and the socket is not backed up; a /tail always reads (to
+        see the client leave)."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        want = self.tail is not None or not (
+            self.write_paused or self._inbox or self._queue or self._stream is not None
+        )
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(error(400, "upgrade: protocol upgrade is not supported"))
+        except httptools.HttpParserError as e:
+            self._fail(error(400, f"request: malformed HTTP: {e}"))
+
+    def _fail(self, resp: Response) -> None:
+        """Answer `resp` and close, after the requests already waiting."""
+        if self._halted:
+            return
+        self._halted = True
+        self._inbox = bytearray()
+        self._body = []
+        if self._queue or self._stream is not None:
+            self._queue.append(_Pending(None, False, "1.1", self._started, resp))
+        else:
+            self._reply(resp, False)
 
     # the per-connection deadline: idle between requests, whole request otherwise
     def _arm(self, seconds: float) -> None:
@@ -181,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.tail is not None or self._closing or self.transport is None:
             return
-        if self._in_request:
+        if self._in_request and not self._queue and self._stream is None:
             # Slowloris: a request must arrive whole within idle_timeout of its
             # first byte, however slowly it trickles in (RFC 9110 §15.5.9).
             self.app.stats.timeouts += 1
@@ -195,7 +310,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._in_request = True
         self._started = time.perf_counter()
@@ -207,22 +322,21 @@ class HttpProtocol(asyncio.Protocol):
         self._arm(self.app.http.idle_timeout)
 
     def on_url(self, url: bytes) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._url += url
-        if len(self._url) > MAX_URL_BYTES and not self._closing:
+        if len(self._url) > MAX_URL_BYTES:
             # 431, as Node and others answer an oversized request head: the
-            # contract's error statuses are 400 401 404 405 413 431.
-            self._reply(error(431, f"url: longer than {MAX_URL_BYTES} bytes"), False)
+            # API's error statuses are 400 401 404 405 413 431.
+            self._fail(error(431, f"url: longer than {MAX_URL_BYTES} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEADER_BYTES:
-            if not self._closing:
-                msg = f"headers: header section larger than {MAX_HEADER_BYTES} bytes"
-                self._reply(error(431, msg), False)
+            msg = f"headers: header section larger than {MAX_HEADER_BYTES} bytes"
+            self._fail(error(431, msg))
             return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -230,40 +344,60 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
-        limit = self.app.http.max_body
-        length = self._headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            # Refuse before the body arrives; no point reading it.
-            self._reply(error(413, f"body: larger than {limit} bytes (http.max_body)"), False)
+        refused = self._refuse_head()
+        if refused is not None:
+            self._fail(refused)
             return
         expect = self._headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
-                self._reply(
-                    error(417, f"expect: only 100-continue is supported; got {expect!r}"), False
-                )
-            elif self.transport is not None:
+                self._fail(error(417, f"expect: only 100-continue is supported; got {expect!r}"))
+            elif self.transport is not None and not self._queue:
                 # RFC 9110 §10.1.1: tell the client to send the body it holds back.
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def _refuse_head(self) -> Response | None:
+        """The answer to a request refused on its head alone, in the order a
+        client can act on: malformed, then unauthorized (no body is read and
+        no 100 Continue sent for it), then too large."""
+        version = self.parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            return error(400, f"request: HTTP/{version} is not supported; speak HTTP/1.1")
+        method = self.parser.get_method()
+        if method == b"CONNECT":
+            return error(405, "method: CONNECT is not allowed; this is not a proxy")
+        coding = self._headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            return error(400, f"transfer-encoding: only chunked is supported; got {coding!r}")
+        try:
+            path = _path_of(self._url)
+        except httptools.HttpParserInvalidURLError:
+            return error(400, "url: not a valid request target")
+        denied = unauthorized(path, self._headers, self.app)
+        if denied is not None:
+            return denied
+        limit = self.app.http.max_body
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            # Refuse before the body arrives; no point reading it.
+            return error(413, f"body: larger than {limit} bytes (http.max_body)")
+        return None
+
     def on_body(self, body: bytes) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._body_bytes += len(body)
         if self._body_bytes > self.app.http.max_body:
             # A chunked body has no length up front: count as it arrives.
-            self._body = []
-            self._reply(
-                error(413, f"body: larger than {self.app.http.max_body} bytes (http.max_body)"),
-                False,
-            )
+            limit = self.app.http.max_body
+            self._fail(error(413, f"body: larger than {limit} bytes (http.max_body)"))
             return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._in_request = False
         self._arm(self.app.http.idle_timeout)
@@ -274,24 +408,42 @@ class HttpProtocol(asyncio.Protocol):
         method = self.parser.get_method().decode("latin-1")
         req = Request(method, path, query, self._headers, b"".join(self._body), self.peer)
         self._body = []
-        resp = route(req, self.app)
-        keep_alive = self.parser.should_keep_alive()
-        head_only = method == "HEAD"
-        if resp.tail is not None and resp.status == 200 and not head_only:
-            self._start_tail(resp)
-        else:
-            gz = len(resp.body) >= GZIP_MIN_BYTES and _accepts_gzip(
-                self._headers.get("accept-encoding", "")
-            )
-            self._reply(resp, keep_alive, head_only, gz)
-        self.app.stats.count(resp.route, resp.status, time.perf_counter() - self._started)
+        version = self.parser.get_http_version()
+        self._queue.append(_Pending(req, self.parser.should_keep_alive(), version, self._started))
 
     # answers
+    def _answer(self, item: _Pending) -> None:
+        if item.early is not None:
+            self._reply(item.early, False)
+            return
+        req = item.req
+        assert req is not None
+        resp = route(req, self.app)
+        head_only = req.method == "HEAD"
+        if resp.tail is not None and resp.status == 200:
+            if head_only:
+                headers = _tail_headers(item.version != "1.0", item.keep_alive)
+                self._write_head(200, headers, item.keep_alive)
+            else:
+                self._start_tail(resp, item.version != "1.0")
+        elif resp.stream is not None and not head_only:
+            self._start_stream(resp, req, item)
+        else:
+            gz = len(resp.body) >= GZIP_MIN_BYTES and _accepts_gzip(
+                req.headers.get("accept-encoding", "")
+            )
+            self._reply(resp, item.keep_alive, head_only, gz, item.version)
+        self.app.stats.count(resp.route, resp.status, time.perf_counter() - item.started)
+
     def _reply(
-        self, resp: Response, keep_alive: bool, head_only: bool = False, gz: bool = False
+        self,
+        resp: Response,
+        keep_alive: bool,
+        head_only: bool = False,
+        gz: bool = False,
+        version: str = "1.1",
     ) -> None:
-        transport = self.transport
-        if transport is None or self._closing:
+        if self.transport is None or self._closing:
             return
         body = resp.body
         headers = [("Content-Type", resp.content_type), *resp.headers]
@@ -299,40 +451,101 @@ class HttpProtocol(asyncio.Protocol):
             body = gzip.compress(body, compresslevel=1, mtime=0)
             headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
         headers.append(("Content-Length", str(len(body))))
-        if not keep_alive:
-            headers.append(("Connection", "close"))
-        elif self.parser.get_http_version() == "1.0":
+        if keep_alive and version == "1.0":
             headers.append(("Connection", "keep-alive"))  # 1.0 assumes close otherwise
-        head = _head(resp.status, headers)
-        transport.write(head if head_only else head + body)
-        if not keep_alive:
-            self._closing = True
-            if self._timer is not None:
-                self._timer.cancel()
-            if transport.can_write_eof():
-                # Lingering close: a client still sending (a 413'd body) would
-                # get a RST that can destroy the answer before it is read.
-                transport.write_eof()
-                self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
-            else:
-                transport.close()
+        self._write_head(resp.status, headers, keep_alive, b"" if head_only else body)
 
-    def _start_tail(self, resp: Response) -> None:
+    def _write_head(
+        self, status: int, headers: list[tuple[str, str]], keep_alive: bool, body: bytes = b""
+    ) -> None:
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        if not keep_alive:
+            headers = [*headers, ("Connection", "close")]
+        transport.write(_head(status, headers) + body)
+        if not keep_alive:
+            self._close_after_write()
+
+    def _close_after_write(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing = self._halted = True
+        self._queue.clear()
+        self._inbox = bytearray()
+        if self._timer is not None:
+            self._timer.cancel()
+        if transport.can_write_eof():
+            # Lingering close: a client still sending (a 413'd body) would
+            # get a RST that can destroy the answer before it is read.
+            transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+        else:
+            transport.close()
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()  # read and drop what the client still sends
+
+    def _start_stream(self, resp: Response, req: Request, item: _Pending) -> None:
+        """Begin a large answer: pull its first slice; an answer that fits in
+        it goes out whole with a Content-Length, a longer one chunked (or,
+        to an HTTP/1.0 client, ended by close)."""
+        assert resp.stream is not None
+        gz = _accepts_gzip(req.headers.get("accept-encoding", ""))
+        stream = _gzipped(resp.stream) if gz else resp.stream
+        first, done = _pull(stream, STREAM_SLICE)
+        headers = [("Content-Type", resp.content_type), *resp.headers]
+        if gz:
+            headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+        if done:
+            headers.append(("Content-Length", str(len(first))))
+            if item.keep_alive and item.version == "1.0":
+                headers.append(("Connection", "keep-alive"))
+            self._write_head(resp.status, headers, item.keep_alive, first)
+            return
+        chunked = item.version != "1.0"
+        keep_alive = item.keep_alive and chunked
+        if chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            headers.append(("Connection", "close"))
+        assert self.transport is not None
+        self.transport.write(_head(resp.status, headers))
+        self._stream, self._stream_chunked, self._stream_close = stream, chunked, not keep_alive
+        self._write_piece(first)
+
+    def _stream_slice(self) -> None:
+        """Write the next slice of the streaming answer; end it when done."""
+        assert self._stream is not None
+        piece, done = _pull(self._stream, STREAM_SLICE)
+        self._write_piece(piece)
+        if done:
+            self._stream = None
+            if self.transport is None:
+                return
+            if self._stream_chunked:
+                self.transport.write(b"0\r\n\r\n")
+            if self._stream_close:
+                self._close_after_write()
+
+    def _write_piece(self, piece: bytes) -> None:
+        if piece and self.transport is not None:
+            if self._stream_chunked:
+                self.transport.writelines([b"%x\r\n" % len(piece), piece, b"\r\n"])
+            else:
+                self.transport.write(piece)
+
+    def _start_tail(self, resp: Response, chunked: bool) -> None:
         assert resp.tail is not None
         assert self.transport is not None
-        chunked = self.parser.get_http_version() != "1.0"
-        headers = [
-            ("Content-Type", "application/x-ndjson"),
-            ("Cache-Control", "no-cache"),
-            # An HTTP/1.0 client gets the stream unframed, ended by close.
-            ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close"),
-        ]
-        self.transport.write(_head(200, headers))
+        self._halted = True
+        self._queue.clear()
+        self._inbox = bytearray()
+        self.transport.write(_head(200, _tail_headers(chunked, True)))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.write_paused:
-            self.transport.resume_reading()
         app = self.app
         self.tail = Tail(
             self,
@@ -343,6 +556,51 @@ class HttpProtocol(asyncio.Protocol):
             replay=app.store.query,
             keepalive=app.tail_keepalive,
         )
+        self._set_reading()
+
+
+def _tail_headers(chunked: bool, keep_alive: bool) -> list[tuple[str, str]]:
+    """The head of a /tail answer (HEAD gets the same one)."""
+    return [
+        ("Content-Type", "application/x-ndjson"),
+        ("Cache-Control", "no-cache"),
+        # An HTTP/1.0 client gets the stream unframed, ended by close.
+        ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close"),
+    ]
+
+
+def _path_of(url: bytes) -> str:
+    return unquote(httptools.parse_url(url).path.decode("utf-8", "replace"))
+
+
+def _pull(stream: Iterator[bytes], limit: int) -> tuple[bytes, bool]:
+    """Up to about `limit` bytes of `stream` (or STREAM_TURN seconds of
+    producing them), and whether it ended."""
+    parts: list[bytes] = []
+    size = 0
+    until = time.perf_counter() + STREAM_TURN
+    for part in stream:
+        parts.append(part)
+        size += len(part)
+        if size >= limit or time.perf_counter() > until:
+            return b"".join(parts), False
+    return b"".join(parts), True
+
+
+def _gzipped(stream: Iterator[bytes]) -> Iterator[bytes]:
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    for part in stream:
+        out = z.compress(part)
+        if out:
+            yield out
+    yield z.flush()
+
+
+class _Discard:
+    """The callback object of a finished connection's parser."""
+
+
+_DEAD_PARSER = httptools.HttpRequestParser(_Discard())
 
 
 async def start_http(

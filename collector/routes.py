@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -147,6 +147,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     route: str = "other"
     tail: Query | None = None  # set by /tail: the connection becomes a stream
+    # A large answer: its body in pieces, pulled a slice per loop turn while
+    # the socket keeps up (http.py); `body` is then unused.
+    stream: Iterator[bytes] | None = None
 
 
 def json_response(status: int, obj: Any) -> Response:
@@ -289,22 +292,33 @@ LOG_ROUTE = "/logs/{id}"
 OPEN_ROUTES = frozenset({"/health"})  # reachable without http.auth_token
 
 
-def _authorized(req: Request, token: str) -> bool:
-    scheme, _, given = req.headers.get("authorization", "").strip().partition(" ")
+def _authorized(headers: dict[str, str], token: str) -> bool:
+    scheme, _, given = headers.get("authorization", "").strip().partition(" ")
     # compare_digest: the time taken must not tell how much of a guess was right.
+    # Tokens are printable ASCII without spaces (config.py checks it), so the
+    # latin-1 header text compares byte for byte.
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
+        given.strip().encode("latin-1"), token.encode("utf-8")
     )
+
+
+def unauthorized(path: str, headers: dict[str, str], app: App) -> Response | None:
+    """The 401 for a request to `path` with these headers, or None when it may
+    pass. Called once the head is complete, before any body is read."""
+    token = app.http.auth_token
+    if not token or path in OPEN_ROUTES or _authorized(headers, token):
+        return None
+    resp = error(401, "authorization: expected the header Authorization: Bearer <token>")
+    resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
+    resp.route = path if path in ROUTES else "other"
+    return resp
 
 
 def route(req: Request, app: App) -> Response:
     """Authorize, find and run the handler; every failure becomes JSON."""
-    token = app.http.auth_token
-    if token and req.path not in OPEN_ROUTES and not _authorized(req, token):
-        resp = error(401, "authorization: expected the header Authorization: Bearer <token>")
-        resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
-        resp.route = req.path if req.path in ROUTES else "other"
-        return resp
+    denied = unauthorized(req.path, req.headers, app)
+    if denied is not None:
+        return denied
     pattern, methods, arg = req.path, ROUTES.get(req.path), None
     if methods is None and req.path.startswith("/logs/") and req.path.count("/") == 2:
         pattern, arg = LOG_ROUTE, req.path[6:]

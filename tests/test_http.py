@@ -274,8 +274,11 @@ async def test_pipelined_requests_are_answered_in_order_fed_whole_or_byte_by_byt
         proto, t = fake_conn()
         for i in range(0, len(PIPELINE), step):
             proto.data_received(PIPELINE[i : i + step])
+        # One answer per loop turn: the rest wait, and so does reading.
+        await wait_for(lambda t=t: len(parse_answers(bytes(t.data))) == 4)
         statuses = [a.status for a in parse_answers(bytes(t.data))]
         assert statuses == [200, 404, 400, 200], step
+        assert t.reading
         assert not t.closed
         proto.connection_lost(None)
 
@@ -848,6 +851,7 @@ async def test_requests_are_counted_by_route_pattern_and_status() -> None:
     app = make_app()
     proto, _ = fake_conn(app)
     proto.data_received(get("/logs/abc-1") + get("/logs/abc-2") + get("/nope") + get("/health"))
+    await wait_for(lambda: sum(app.stats.requests.values()) == 4)
     assert app.stats.requests == {("/logs/{id}", 404): 2, ("other", 404): 1, ("/health", 200): 1}
     assert app.stats.duration["/logs/{id}"].count == 2
     proto.connection_lost(None)
