@@ -23,7 +23,7 @@ from collector import systemd
 from collector.config import Config
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
-from collector.persist import Persistence
+from collector.persist import DirectoryInUse, Persistence
 from collector.record import Record
 from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.routes import App
@@ -226,6 +226,8 @@ def _open_persistence(daemon: Daemon) -> None:
     )
     try:
         persistence.open(_now_us())
+    except DirectoryInUse as e:
+        raise StartupError(f"store.persist_dir: {e}") from None
     except OSError as e:
         raise StartupError(
             f"store.persist_dir: cannot use {cfg.persist_dir}: {e.strerror or e}"

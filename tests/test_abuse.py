@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults_support import DaemonProcess, poll
+from tests.faults_support import REPO, DaemonProcess, free_ports, poll
 
 pytestmark = pytest.mark.slow
 MiB = 1024 * 1024
@@ -108,3 +111,81 @@ def test_an_unauthenticated_body_is_refused_at_its_head_with_no_continue(
         assert b"Connection: close" in answer
     finally:
         d.kill()
+
+
+def run_config(tmp_path: Path, cfg: dict[str, object]) -> tuple[int, str]:
+    """`collector run` on `cfg` until it exits (expected quickly): code and stderr."""
+    path = tmp_path / f"cfg-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(json.dumps(cfg))
+    path.chmod(0o644)
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "run", "--config", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode, done.stderr.decode(errors="replace")
+
+
+def test_a_second_daemon_on_one_persist_dir_exits_2_naming_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = DaemonProcess(tmp_path, {"persist_dir": str(state)})
+    first.start()
+    try:
+        port = free_ports(1)[0]
+        cfg = {"listeners": [], "http": {"bind": f"127.0.0.1:{port}"}}
+        code, err = run_config(tmp_path, {**cfg, "store": {"persist_dir": str(state)}})
+        assert code == 2, err
+        assert f"store.persist_dir: {state} is in use by another collector" in err
+        assert first.health_latency() < STALL  # the first one is untouched
+    finally:
+        assert first.stop() == 0
+
+
+def test_state_files_are_private_and_an_open_directory_is_tightened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    d = DaemonProcess(tmp_path, {"persist_dir": str(state)})
+    d.start()
+    try:
+        post_ndjson(d, [{"message": "kept"}])
+    finally:
+        assert d.stop() == 0
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()}
+    assert "snapshot.bin" in files
+    assert set(files.values()) == {0o600}, files
+
+
+def can_mount_in_a_namespace() -> bool:
+    probe = ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not can_mount_in_a_namespace(), reason="needs unshare -rm (user namespaces)")
+def test_a_read_only_persist_dir_exits_2_naming_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    path = tmp_path / "ro.yaml"
+    cfg = {"listeners": [], "http": {"bind": "127.0.0.1:0"}, "store": {"persist_dir": str(state)}}
+    path.write_text(json.dumps(cfg))
+    # A read-only file system at the path, in a private mount namespace.
+    script = (
+        f'mount -t tmpfs -o ro tmpfs "{state}" && '
+        f'exec "{sys.executable}" -m collector run --config "{path}"'
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 2, err
+    assert f"store.persist_dir: cannot use {state}" in err
