@@ -189,3 +189,19 @@ def test_a_read_only_persist_dir_exits_2_naming_it(tmp_path: Path) -> None:
     err = done.stderr.decode(errors="replace")
     assert done.returncode == 2, err
     assert f"store.persist_dir: cannot use {state}" in err
+
+
+def test_an_oversized_octet_counted_frame_is_skipped_exactly_and_the_connection_goes_on(
+    daemon: DaemonProcess,
+) -> None:
+    big = b"<14>1 - big app - - - " + b"x" * (2 * MiB)
+    normal = b"".join(
+        b"%d %s" % (len(m), m) for m in (b"<14>1 - h app - - - after %04d" % i for i in range(1000))
+    )
+    with socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=30) as s:
+        s.sendall(b"%d %s" % (len(big), big) + normal)  # no LF anywhere
+        poll(lambda: daemon.records() == 1001, 30, "the big frame (cut) and the 1000 after it")
+    page = daemon.get("/logs?host=big")["logs"]
+    assert len(page) == 1
+    assert page[0]["fields"] == {"truncated": True}
+    assert len(page[0]["message"]) < 70_000
