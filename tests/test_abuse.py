@@ -205,3 +205,25 @@ def test_an_oversized_octet_counted_frame_is_skipped_exactly_and_the_connection_
     assert len(page) == 1
     assert page[0]["fields"] == {"truncated": True}
     assert len(page[0]["message"]) < 70_000
+
+
+def test_a_live_stream_socket_at_a_unix_listener_path_is_a_start_up_error(tmp_path: Path) -> None:
+    path = tmp_path / "log.sock"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(str(path))
+    live.listen()
+    try:
+        port = free_ports(1)[0]
+        cfg = {
+            "listeners": [{"name": "devlog", "transport": "unix", "bind": str(path)}],
+            "http": {"bind": f"127.0.0.1:{port}"},
+        }
+        code, err = run_config(tmp_path, cfg)
+        assert code == 2, err
+        assert "listener devlog" in err
+        assert f"{path} is a live stream socket" in err
+        assert path.exists()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # still the other program's socket
+    finally:
+        live.close()
