@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,18 +24,25 @@ from collector.query import (
     Query,
     QueryError,
     logs_json,
+    opt_json,
     parse_logs_query,
     parse_stats_query,
     parse_tail_query,
+    record_json,
     to_json,
 )
 from collector.record import Record, apply_clock_skew, make_id, record_to_dict
 from collector.settings import Settings
-from collector.store import Store
+from collector.store import Page, Store
 from collector.tail import TAIL_KEEPALIVE, LiveTails
 
 log = logging.getLogger("collector.http")
 
+# A /logs page also ends before the record that takes its JSON past this many
+# bytes (its next_cursor continues after the last record sent).
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+PAGE_SLICE_MIN = 64  # records read from the store per slice of a streamed page, at first
+PAGE_SLICE_MAX = 2048  # ... and at most, as slices prove cheap
 POST_MAX_ITEM_ERRORS = 50  # bad items named in one 400 answer
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
 # Upper bounds (seconds) of the request-duration histogram buckets; +Inf is implicit.
@@ -181,8 +188,49 @@ def handle_health(req: Request, app: App) -> Response:
 
 
 def handle_logs(req: Request, app: App) -> Response:
-    page = app.store.query(parse_logs_query(req.query))
-    return Response(200, logs_json(page.items, page.next_cursor))
+    """A page, streamed: read from the store a slice at a time and cut at
+    MAX_PAGE_BYTES of JSON, so neither memory nor the loop carry a whole
+    10,000-record page of large records at once."""
+    q = parse_logs_query(req.query)
+    first = app.store.query(replace(q, limit=min(q.limit, PAGE_SLICE_MIN)))  # 400s happen here
+    if first.next_cursor is None or q.limit <= PAGE_SLICE_MIN:
+        return Response(200, logs_json(first.items, first.next_cursor))
+    return Response(200, b"", stream=_page_stream(app.store, q, first))
+
+
+def _page_stream(store: Store, q: Query, page: Page) -> Iterator[bytes]:
+    """The `GET /logs` answer in pieces. Records come from the store in slices
+    (paging by cursor inside one answer, sized to take a few ms each); the
+    page ends after `limit` records, or before the record that would take its
+    JSON past MAX_PAGE_BYTES, and `next_cursor` then continues right after
+    the last record sent, as between any two pages."""
+    yield b'{"logs":['
+    count = size = 0
+    step = PAGE_SLICE_MIN
+    last_id: str | None = None
+    next_cursor: str | None = None
+    while True:
+        cut = False
+        for rid, rec in page.items:
+            text = record_json(rec, rid)
+            if count and size + len(text) > MAX_PAGE_BYTES:
+                cut = True
+                break
+            yield (text if not count else "," + text).encode("ascii")
+            count += 1
+            size += len(text)
+            last_id = rid
+        if cut:
+            next_cursor = last_id
+            break
+        next_cursor = page.next_cursor
+        if next_cursor is None or count >= q.limit:
+            break
+        t0 = time.perf_counter()
+        page = store.query(replace(q, limit=min(q.limit - count, step), cursor=next_cursor))
+        took = time.perf_counter() - t0
+        step = min(step * 2, PAGE_SLICE_MAX) if took < 0.002 else max(step // 2, PAGE_SLICE_MIN)
+    yield f'],"count":{count},"next_cursor":{opt_json(next_cursor)}}}'.encode("ascii")
 
 
 def handle_log(req: Request, app: App, rec_id: str) -> Response:

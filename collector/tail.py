@@ -23,7 +23,9 @@ log = logging.getLogger("collector.http")
 
 TAIL_KEEPALIVE = 15.0  # seconds between blank lines on an idle /tail (contract)
 TAIL_MAX_BACKLOG = 8 * 1024 * 1024  # bytes a /tail client may fall behind before it is dropped
-TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=
+TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=, at most
+TAIL_REPLAY_MIN = 4  # ... and at least (the first step reads this many)
+TAIL_REPLAY_CHUNK = 256 * 1024  # replay bytes written before waiting for the client to drain
 
 
 class Stream(Protocol):
@@ -188,14 +190,40 @@ class Tail:
         to drain between pages; then the live records that came meanwhile
         (skipped in the replay by id, so none is sent twice)."""
         q = self.query
+        limit = TAIL_REPLAY_MIN
         while not self.closed:
-            page = self.replay_page(q)
-            lines = [record_line(rec, rid) for rid, rec in page.items if rid not in self.live_ids]
-            if lines:
-                self.send(b"".join(lines))
-            if page.next_cursor is None:
+            page = self.replay_page(replace(q, limit=limit))
+            items, next_cursor = page.items, page.next_cursor
+            del page
+            parts: list[bytes] = []
+            size = total = 0
+            for rid, rec in items:
+                if rid in self.live_ids:
+                    continue
+                line = record_line(rec, rid)
+                parts.append(line)
+                size += len(line)
+                if size >= TAIL_REPLAY_CHUNK:
+                    # Bounded in flight: a chunk, then wait for the client.
+                    self.send(b"".join(parts))
+                    total += size
+                    parts, size = [], 0
+                    await self.proto.drained()
+                    if self.closed:
+                        return
+            total += size
+            if parts:
+                self.send(b"".join(parts))
+            del items, parts
+            if next_cursor is None:
                 break
-            q = replace(q, cursor=page.next_cursor)
+            # Pages sized so one holds about a chunk: few queries for small
+            # records, little memory held per client for large ones.
+            if total < TAIL_REPLAY_CHUNK // 2:
+                limit = min(limit * 2, TAIL_REPLAY_PAGE)
+            elif total > TAIL_REPLAY_CHUNK * 2:
+                limit = max(limit // 2, TAIL_REPLAY_MIN)
+            q = replace(q, cursor=next_cursor)
             await self.proto.drained()
         self.replaying = False
         if self.live and not self.closed:
@@ -223,4 +251,5 @@ class Tail:
             self.task.cancel()
         self.tails.discard(self)
         self.counters.active_tails -= 1
-        self.backlog = []
+        self.backlog, self.backlog_bytes = [], 0
+        self.live, self.live_ids = [], set()

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +228,56 @@ def test_a_live_stream_socket_at_a_unix_listener_path_is_a_start_up_error(tmp_pa
             client.connect(str(path))  # still the other program's socket
     finally:
         live.close()
+
+
+def get_raw(d: DaemonProcess, target: str) -> bytes:
+    """The body of a GET, however it is framed (urllib undoes chunking)."""
+    url = f"http://127.0.0.1:{d.http_port}{target}"
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return bytes(resp.read())
+
+
+def test_a_page_of_large_records_is_cut_by_bytes_and_its_cursor_continues_it(
+    daemon: DaemonProcess,
+) -> None:
+    big = "y" * 60_000
+    for part in range(4):  # 400 records of 60 kB: 24 MB of JSON in one page before
+        post_ndjson(daemon, [{"message": f"{part * 100 + i:04d} {big}"} for i in range(100)])
+    seen: list[str] = []
+    target = "/logs?limit=10000"
+    pages = 0
+    while True:
+        body = get_raw(daemon, target)
+        assert len(body) <= 16 * MiB + 70_000
+        page = json.loads(body)
+        assert page["count"] == len(page["logs"])
+        seen += [r["message"][:4] for r in page["logs"]]
+        pages += 1
+        if page["next_cursor"] is None:
+            break
+        target = f"/logs?limit=10000&cursor={page['next_cursor']}"
+    assert pages >= 2
+    assert seen == [f"{i:04d}" for i in range(400)]  # every record once, in order
+
+
+def test_tail_replays_to_clients_that_do_not_read_stay_bounded(daemon: DaemonProcess) -> None:
+    big = "z" * 60_000
+    for part in range(4):  # 400 records of 60 kB
+        post_ndjson(daemon, [{"message": f"{part * 100 + i} {big}"} for i in range(100)])
+    rss0 = daemon.rss_bytes()
+    clients = []
+    for _ in range(10):
+        c = socket.create_connection(("127.0.0.1", daemon.http_port))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.sendall(b"GET /tail?start=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        clients.append(c)
+    try:
+        # The replays run until each client's socket is full, then wait.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            assert daemon.health_latency() < STALL
+        grown = daemon.rss_bytes() - rss0
+    finally:
+        for c in clients:
+            c.close()
+    assert grown < 40 * MiB, f"RSS grew {grown / MiB:.0f} MiB for 10 replays"
