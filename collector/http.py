@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote
 import httptools
 
 from collector import __version__
-from collector.routes import App, Request, Response, error, route, unauthorized
+from collector.routes import App, Request, Response, error, route, step, unauthorized
 from collector.tail import Tail
 
 SERVER = f"collector/{__version__}"
@@ -135,6 +135,7 @@ class HttpProtocol(asyncio.Protocol):
         self._turn: asyncio.Handle | None = None  # the next loop turn's _pump
         self._reading = True
         self._stream: Iterator[bytes] | None = None  # a streaming answer in progress
+        self._job: tuple[Iterator[Response | None], _Pending, str] | None = None  # a sliced handler
         self._stream_close = False
         self._stream_chunked = True
 
@@ -167,7 +168,7 @@ class HttpProtocol(asyncio.Protocol):
         self._halted = self._closing = True
         self.parser = _DEAD_PARSER
         self.tail = None
-        self._timer = self._turn = self._drain = self._stream = None
+        self._timer = self._turn = self._drain = self._stream = self._job = None
         self._body, self._inbox, self._headers = [], bytearray(), {}
         self._queue.clear()
         self.transport = None
@@ -213,6 +214,12 @@ class HttpProtocol(asyncio.Protocol):
         while self.transport is not None and not self._closing and self.tail is None:
             if self.write_paused:
                 break
+            if self._job is not None:
+                if answered:
+                    break
+                self._job_step()
+                answered = True
+                continue
             if self._stream is not None:
                 if answered:
                     break
@@ -230,7 +237,7 @@ class HttpProtocol(asyncio.Protocol):
             piece = bytes(self._inbox[:FEED_SLICE])
             del self._inbox[:FEED_SLICE]
             self._feed(piece)
-        more = bool(self._queue) or self._stream is not None
+        more = bool(self._queue) or self._stream is not None or self._job is not None
         if (
             more
             and self._turn is None
@@ -249,8 +256,9 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._closing:
             return
+        busy = self._stream is not None or self._job is not None
         want = self.tail is not None or not (
-            self.write_paused or self._inbox or self._queue or self._stream is not None
+            self.write_paused or self._inbox or self._queue or busy
         )
         if want != self._reading:
             self._reading = want
@@ -274,7 +282,7 @@ class HttpProtocol(asyncio.Protocol):
         self._halted = True
         self._inbox = bytearray()
         self._body = []
-        if self._queue or self._stream is not None:
+        if self._queue or self._stream is not None or self._job is not None:
             self._queue.append(_Pending(None, False, "1.1", self._started, resp))
         else:
             self._reply(resp, False)
@@ -296,7 +304,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.tail is not None or self._closing or self.transport is None:
             return
-        if self._in_request and not self._queue and self._stream is None:
+        if self._in_request and not self._queue and self._stream is None and self._job is None:
             # Slowloris: a request must arrive whole within idle_timeout of its
             # first byte, however slowly it trickles in (RFC 9110 §15.5.9).
             self.app.stats.timeouts += 1
@@ -419,6 +427,22 @@ class HttpProtocol(asyncio.Protocol):
         req = item.req
         assert req is not None
         resp = route(req, self.app)
+        if resp.job is not None:
+            self._job = (resp.job, item, resp.route)  # the next turns run it
+            return
+        self._deliver(item, req, resp)
+
+    def _job_step(self) -> None:
+        assert self._job is not None
+        job, item, pattern = self._job
+        assert item.req is not None
+        resp = step(job, item.req.method, pattern)
+        if resp is not None:
+            self._job = None
+            resp.route = pattern
+            self._deliver(item, item.req, resp)
+
+    def _deliver(self, item: _Pending, req: Request, resp: Response) -> None:
         head_only = req.method == "HEAD"
         if resp.tail is not None and resp.status == 200:
             if head_only:

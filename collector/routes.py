@@ -43,6 +43,7 @@ log = logging.getLogger("collector.http")
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 PAGE_SLICE_MIN = 64  # records read from the store per slice of a streamed page, at first
 PAGE_SLICE_MAX = 2048  # ... and at most, as slices prove cheap
+POST_SLICE = 2000  # POST /logs items decoded, checked or stored per loop turn
 POST_MAX_ITEM_ERRORS = 50  # bad items named in one 400 answer
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
 # Upper bounds (seconds) of the request-duration histogram buckets; +Inf is implicit.
@@ -157,6 +158,8 @@ class Response:
     # A large answer: its body in pieces, pulled a slice per loop turn while
     # the socket keeps up (http.py); `body` is then unused.
     stream: Iterator[bytes] | None = None
+    # Work too big for one loop turn: steps yield None until the answer.
+    job: Iterator[Response | None] | None = None
 
 
 def json_response(status: int, obj: Any) -> Response:
@@ -241,25 +244,59 @@ def handle_log(req: Request, app: App, rec_id: str) -> Response:
 
 
 def handle_post_logs(req: Request, app: App) -> Response:
-    """Store a JSON object, an array of objects, or NDJSON; all or nothing."""
-    objs = _decode_post_body(req)
+    """Store a JSON object, an array of objects, or NDJSON; all or nothing.
+
+    The work runs in slices of POST_SLICE items (http.py runs one per loop
+    turn), so a body of a million small objects never holds up the loop."""
+    return Response(0, b"", job=_post_steps(req, app))
+
+
+def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
+    """The steps of a POST /logs: None after each slice, the answer last."""
+    objs: list[Any] = []
+    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in NDJSON_TYPES:
+        _check_post_body(req)
+        lines = req.body.split(b"\n")
+        for start in range(0, len(lines), POST_SLICE):
+            for line in lines[start : start + POST_SLICE]:
+                if not line.strip():
+                    continue
+                try:
+                    objs.append(json.loads(line))
+                except ValueError as e:
+                    raise QueryError(f"body: item {len(objs)}: not valid JSON: {e}") from None
+                except RecursionError:
+                    raise QueryError(f"body: item {len(objs)}: nested too deeply") from None
+            if start + POST_SLICE < len(lines):
+                yield None
+        del lines
+    else:
+        objs = _decode_post_body(req)
     # A record whose fields the API could not print would break every page
     # it falls in; the JSON-lines listener keeps such lines as raw text.
     bad: list[dict[str, Any]] = []
-    for i, o in enumerate(objs):
-        if not isinstance(o, dict):
-            bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
-        elif nested_deeper_than(o):
-            bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
+    for start in range(0, len(objs), POST_SLICE):
+        for i, o in enumerate(objs[start : start + POST_SLICE], start):
+            if not isinstance(o, dict):
+                bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
+            elif nested_deeper_than(o):
+                bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
+        if start + POST_SLICE < len(objs):
+            yield None
     records: list[Record] = []
     if not bad:
         now = _now_us()
         opts = app.settings.parse_options
-        for i, obj in enumerate(objs):
-            try:
-                records.append(apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts))
-            except (ValueError, TypeError) as e:
-                bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
+        for start in range(0, len(objs), POST_SLICE):
+            for i, obj in enumerate(objs[start : start + POST_SLICE], start):
+                try:
+                    rec = record_from_object(obj, now, req.peer, opts)
+                    records.append(apply_clock_skew(rec, opts))
+                except (ValueError, TypeError) as e:
+                    bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
+            if start + POST_SLICE < len(objs):
+                yield None
     if bad:
         named = "; ".join(f"item {b['index']}: {b['error']}" for b in bad[:POST_MAX_ITEM_ERRORS])
         more = (
@@ -267,12 +304,45 @@ def handle_post_logs(req: Request, app: App) -> Response:
             if len(bad) > POST_MAX_ITEM_ERRORS
             else ""
         )
-        return error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
+        yield error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
+        return
+    del objs
+    # Every item is valid: from here on all of them are stored, a slice at a time.
     ids: list[str] = []
-    if records:
-        first = app.ingest(records)
-        ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
-    return json_response(201, {"accepted": len(ids), "ids": ids})
+    for start in range(0, len(records), POST_SLICE):
+        part = records[start : start + POST_SLICE]
+        first = app.ingest(part)
+        ids += [make_id(rec.timestamp, first + i) for i, rec in enumerate(part)]
+        if start + POST_SLICE < len(records):
+            yield None
+    if len(ids) <= POST_SLICE:
+        yield json_response(201, {"accepted": len(ids), "ids": ids})
+    else:
+        yield Response(201, b"", stream=_ids_stream(ids))
+
+
+def _ids_stream(ids: list[str]) -> Iterator[bytes]:
+    """`{"accepted": n, "ids": [...]}` in pieces: a million ids are 25 MB."""
+    yield b'{"accepted":%d,"ids":[' % len(ids)
+    for start in range(0, len(ids), POST_SLICE):
+        part = ",".join(map(opt_json, ids[start : start + POST_SLICE]))
+        yield (part if not start else "," + part).encode("ascii")
+    yield b"]}"
+
+
+def step(job: Iterator[Response | None], method: str, pattern: str) -> Response | None:
+    """Run one step of a handler's job: its answer when done, else None.
+    Failures become JSON as in route()."""
+    try:
+        return next(job)
+    except StopIteration:
+        log.error("handler for %s %s ended without an answer", method, pattern)
+        return error(500, "internal error; see the daemon log")
+    except QueryError as e:
+        return error(400, str(e))
+    except Exception:
+        log.exception("handler for %s %s failed", method, pattern)
+        return error(500, "internal error; see the daemon log")
 
 
 def _json_kind(obj: Any) -> str:
@@ -287,24 +357,18 @@ def _json_kind(obj: Any) -> str:
     return "a number"
 
 
-def _decode_post_body(req: Request) -> list[Any]:
-    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+def _check_post_body(req: Request) -> None:
     coding = req.headers.get("content-encoding", "identity").strip().lower()
     if coding != "identity":
         raise QueryError(f"content-encoding: {coding!r} is not supported; send the body as is")
-    body = req.body
-    if not body.strip():
+    if not req.body.strip():
         raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
-    if ctype in NDJSON_TYPES:
-        objs: list[Any] = []
-        for n, line in enumerate(x for x in body.split(b"\n") if x.strip()):
-            try:
-                objs.append(json.loads(line))
-            except ValueError as e:
-                raise QueryError(f"body: item {n}: not valid JSON: {e}") from None
-            except RecursionError:
-                raise QueryError(f"body: item {n}: nested too deeply") from None
-        return objs
+
+
+def _decode_post_body(req: Request) -> list[Any]:
+    """A JSON document body: one object, or an array of them."""
+    _check_post_body(req)
+    body = req.body
     try:
         doc = json.loads(body)
     except RecursionError:
@@ -387,5 +451,10 @@ def route(req: Request, app: App) -> Response:
     except Exception:
         log.exception("handler for %s %s failed", req.method, pattern)
         resp = error(500, "internal error; see the daemon log")
+    if resp.job is not None:
+        # A first step now: a small job (most POSTs) is answered at once.
+        done = step(resp.job, req.method, pattern)
+        if done is not None:
+            resp = done
     resp.route = pattern
     return resp

@@ -8,6 +8,7 @@ histogram's size bound is query.py's MAX_BUCKETS, checked by query.py.
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from bisect import bisect_left
 from collections import Counter
@@ -18,6 +19,8 @@ from collector.query import MAX_BUCKETS, check_buckets
 from collector.record import FACILITIES, LEVELS
 from collector.shard import NO_FACILITY, Plan, Shard
 from collector.times import format_timestamp
+
+MAX_BY_VALUES = 1000  # values per `by` field in an answer; the rest go to "by_others"
 
 
 def aggregate(
@@ -76,11 +79,22 @@ def aggregate(
             {"start": format_timestamp(k * step_us), "count": buckets.get(k, 0)}
             for k in range(first, last + 1)
         ]
-    return {
-        "total": total,
-        "by": {f: dict(sorted(c.items(), key=_by_count)) for f, c in counts.items()},
-        "histogram": histogram,
-    }
+    answer: dict[str, Any] = {"total": total, "by": {}, "histogram": histogram}
+    others: dict[str, dict[str, int]] = {}
+    for f, c in counts.items():
+        if len(c) <= MAX_BY_VALUES:
+            answer["by"][f] = dict(sorted(c.items(), key=_by_count))
+            continue
+        # Bounded answer: the most frequent values, the rest summed apart.
+        top = heapq.nsmallest(MAX_BY_VALUES, c.items(), key=_by_count)
+        answer["by"][f] = dict(top)
+        others[f] = {
+            "values": len(c) - len(top),
+            "records": sum(c.values()) - sum(n for _, n in top),
+        }
+    if others:
+        answer["by_others"] = others
+    return answer
 
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:

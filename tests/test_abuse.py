@@ -281,3 +281,41 @@ def test_tail_replays_to_clients_that_do_not_read_stay_bounded(daemon: DaemonPro
         for c in clients:
             c.close()
     assert grown < 40 * MiB, f"RSS grew {grown / MiB:.0f} MiB for 10 replays"
+
+
+def test_stats_by_a_field_of_many_values_is_bounded(daemon: DaemonProcess) -> None:
+    post_ndjson(daemon, [{"message": "m", "host": f"h{i:05d}"} for i in range(5000)])
+    post_ndjson(daemon, [{"message": "m", "host": "busy"} for _ in range(10)])
+    answer = daemon.get("/stats?by=host")
+    assert len(answer["by"]["host"]) == 1000
+    assert next(iter(answer["by"]["host"])) == "busy"
+    assert answer["by_others"] == {"host": {"values": 4001, "records": 4001}}
+    assert answer["total"] == 5010
+
+
+def test_a_post_of_a_million_small_objects_does_not_stall_the_loop(daemon: DaemonProcess) -> None:
+    body = b"{}\n" * 1_000_000  # 3 MB: within http.max_body
+    latencies: list[float] = []
+    with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=120) as s:
+        s.sendall(
+            b"POST /logs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Content-Type: application/x-ndjson\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        s.settimeout(0.05)
+        answer = b""
+        while True:
+            latencies.append(daemon.health_latency())
+            try:
+                chunk = s.recv(1 << 20)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+    assert daemon.records() == 1_000_000
+    assert len(latencies) > 5  # measured while the POST was being worked on
+    assert max(latencies) < STALL, f"/health took {max(latencies):.2f}s during the POST"
+    print(f"POST of 1M objects: worst /health {max(latencies) * 1000:.0f} ms")
