@@ -319,3 +319,53 @@ def test_a_post_of_a_million_small_objects_does_not_stall_the_loop(daemon: Daemo
     assert len(latencies) > 5  # measured while the POST was being worked on
     assert max(latencies) < STALL, f"/health took {max(latencies):.2f}s during the POST"
     print(f"POST of 1M objects: worst /health {max(latencies) * 1000:.0f} ms")
+
+
+def exchange(d: DaemonProcess, raw: bytes) -> bytes:
+    """Send raw bytes on a fresh connection; everything the daemon answers
+    until it closes (or 3 s pass)."""
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=3) as s:
+        s.sendall(raw)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n", b"400"),
+        (b"GET /health\r\n\r\n", b"400"),
+        (b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: t\r\n\r\n", b"405"),
+        (
+            b"POST /logs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n",
+            b"400",
+        ),
+    ],
+    ids=["HTTP/2.0", "no version", "CONNECT", "TE gzip, chunked"],
+)
+def test_requests_outside_http_1_are_refused_as_json_and_closed(
+    daemon: DaemonProcess, raw: bytes, status: bytes
+) -> None:
+    answer = exchange(daemon, raw)
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head
+    assert json.loads(body)["error"]
+    assert daemon.records() == 0
+
+
+def test_head_tail_answers_the_headers_get_would(daemon: DaemonProcess) -> None:
+    def headers(method: bytes) -> set[bytes]:
+        answer = exchange(
+            daemon, method + b" /tail HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        head = answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        return {h for h in head[1:] if not h.startswith((b"Date:", b"Connection:"))} | {head[0]}
+
+    assert headers(b"HEAD") == headers(b"GET")
