@@ -11,81 +11,30 @@ import asyncio
 import gzip
 import socket
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import formatdate
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qs, unquote
 
 import httptools
 
-from collector import __version__
+from collector.httpwire import (
+    accepts_gzip,
+    gzipped,
+    head,
+    pull,
+    tail_headers,
+)
 from collector.routes import App, Request, Response, error, route, step, unauthorized
 from collector.tail import Tail
 
-SERVER = f"collector/{__version__}"
-MAX_URL_BYTES = 16 * 1024  # longer request targets are 431 (the contract's status set has no 414)
+MAX_URL_BYTES = 16 * 1024  # longer request targets are 431, as docs/api.md lists (no 414)
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
 FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
 STREAM_SLICE = 256 * 1024  # bytes of a streaming answer written per loop turn
-STREAM_TURN = 0.01  # seconds a streaming answer may produce per loop turn
-
-_REASONS = {
-    100: "Continue",
-    200: "OK",
-    201: "Created",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
-# --- wire format helpers --------------------------------------------------------------
-
-_date_cache: list[Any] = [0, ""]
-
-
-def _http_date() -> str:
-    # One formatdate per second, not per response.
-    now = int(time.time())
-    if now != _date_cache[0]:
-        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
-    return cast(str, _date_cache[1])
-
-
-def _accepts_gzip(value: str) -> bool:
-    """Accept-Encoding names gzip (or *) with a non-zero q (RFC 9110 §12.5.3)."""
-    for item in value.lower().split(","):
-        name, _, params = item.partition(";")
-        if name.strip() in ("gzip", "x-gzip", "*"):
-            q = params.strip()
-            if q.startswith("q="):
-                try:
-                    return float(q[2:]) > 0
-                except ValueError:
-                    return False
-            return True
-    return False
-
-
-def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Server: {SERVER}"]
-    lines.append(f"Date: {_http_date()}")
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
 
 # --- the protocol ---------------------------------------------------------------------
 
@@ -446,14 +395,14 @@ class HttpProtocol(asyncio.Protocol):
         head_only = req.method == "HEAD"
         if resp.tail is not None and resp.status == 200:
             if head_only:
-                headers = _tail_headers(item.version != "1.0", item.keep_alive)
+                headers = tail_headers(item.version != "1.0", item.keep_alive)
                 self._write_head(200, headers, item.keep_alive)
             else:
                 self._start_tail(resp, item.version != "1.0")
         elif resp.stream is not None and not head_only:
             self._start_stream(resp, req, item)
         else:
-            gz = len(resp.body) >= GZIP_MIN_BYTES and _accepts_gzip(
+            gz = len(resp.body) >= GZIP_MIN_BYTES and accepts_gzip(
                 req.headers.get("accept-encoding", "")
             )
             self._reply(resp, item.keep_alive, head_only, gz, item.version)
@@ -487,7 +436,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not keep_alive:
             headers = [*headers, ("Connection", "close")]
-        transport.write(_head(status, headers) + body)
+        transport.write(head(status, headers) + body)
         if not keep_alive:
             self._close_after_write()
 
@@ -516,9 +465,9 @@ class HttpProtocol(asyncio.Protocol):
         it goes out whole with a Content-Length, a longer one chunked (or,
         to an HTTP/1.0 client, ended by close)."""
         assert resp.stream is not None
-        gz = _accepts_gzip(req.headers.get("accept-encoding", ""))
-        stream = _gzipped(resp.stream) if gz else resp.stream
-        first, done = _pull(stream, STREAM_SLICE)
+        gz = accepts_gzip(req.headers.get("accept-encoding", ""))
+        stream = gzipped(resp.stream) if gz else resp.stream
+        first, done = pull(stream, STREAM_SLICE)
         headers = [("Content-Type", resp.content_type), *resp.headers]
         if gz:
             headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
@@ -535,14 +484,14 @@ class HttpProtocol(asyncio.Protocol):
         else:
             headers.append(("Connection", "close"))
         assert self.transport is not None
-        self.transport.write(_head(resp.status, headers))
+        self.transport.write(head(resp.status, headers))
         self._stream, self._stream_chunked, self._stream_close = stream, chunked, not keep_alive
         self._write_piece(first)
 
     def _stream_slice(self) -> None:
         """Write the next slice of the streaming answer; end it when done."""
         assert self._stream is not None
-        piece, done = _pull(self._stream, STREAM_SLICE)
+        piece, done = pull(self._stream, STREAM_SLICE)
         self._write_piece(piece)
         if done:
             self._stream = None
@@ -566,7 +515,7 @@ class HttpProtocol(asyncio.Protocol):
         self._halted = True
         self._queue.clear()
         self._inbox = bytearray()
-        self.transport.write(_head(200, _tail_headers(chunked, True)))
+        self.transport.write(head(200, tail_headers(chunked, True)))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -583,41 +532,8 @@ class HttpProtocol(asyncio.Protocol):
         self._set_reading()
 
 
-def _tail_headers(chunked: bool, keep_alive: bool) -> list[tuple[str, str]]:
-    """The head of a /tail answer (HEAD gets the same one)."""
-    return [
-        ("Content-Type", "application/x-ndjson"),
-        ("Cache-Control", "no-cache"),
-        # An HTTP/1.0 client gets the stream unframed, ended by close.
-        ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close"),
-    ]
-
-
 def _path_of(url: bytes) -> str:
     return unquote(httptools.parse_url(url).path.decode("utf-8", "replace"))
-
-
-def _pull(stream: Iterator[bytes], limit: int) -> tuple[bytes, bool]:
-    """Up to about `limit` bytes of `stream` (or STREAM_TURN seconds of
-    producing them), and whether it ended."""
-    parts: list[bytes] = []
-    size = 0
-    until = time.perf_counter() + STREAM_TURN
-    for part in stream:
-        parts.append(part)
-        size += len(part)
-        if size >= limit or time.perf_counter() > until:
-            return b"".join(parts), False
-    return b"".join(parts), True
-
-
-def _gzipped(stream: Iterator[bytes]) -> Iterator[bytes]:
-    z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: the gzip container
-    for part in stream:
-        out = z.compress(part)
-        if out:
-            yield out
-    yield z.flush()
 
 
 class _Discard:
