@@ -33,6 +33,7 @@ MAX_URL_BYTES = 16 * 1024  # longer request targets are 431, as docs/api.md list
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
+BODIES_BUDGET = 64 * 1024 * 1024  # request body bytes held across connections (or 4 x max_body)
 FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
 STREAM_SLICE = 256 * 1024  # bytes of a streaming answer written per loop turn
 
@@ -118,7 +119,8 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = _DEAD_PARSER
         self.tail = None
         self._timer = self._turn = self._drain = self._stream = self._job = None
-        self._body, self._inbox, self._headers = [], bytearray(), {}
+        self._drop_body()
+        self._inbox, self._headers = bytearray(), {}
         self._queue.clear()
         self.transport = None
 
@@ -230,7 +232,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._halted = True
         self._inbox = bytearray()
-        self._body = []
+        self._drop_body()
         if self._queue or self._stream is not None or self._job is not None:
             self._queue.append(_Pending(None, False, "1.1", self._started, resp))
         else:
@@ -274,7 +276,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._head_bytes = 0
-        self._body = []
+        self._drop_body()
         self._body_bytes = 0
         self._arm(self.app.http.idle_timeout)
 
@@ -311,7 +313,7 @@ class HttpProtocol(asyncio.Protocol):
         if expect is not None:
             if expect.lower() != "100-continue":
                 self._fail(error(417, f"expect: only 100-continue is supported; got {expect!r}"))
-            elif self.transport is not None and not self._queue:
+            elif self.transport is not None and not (self._queue or self._stream or self._job):
                 # RFC 9110 §10.1.1: tell the client to send the body it holds back.
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -351,7 +353,20 @@ class HttpProtocol(asyncio.Protocol):
             limit = self.app.http.max_body
             self._fail(error(413, f"body: larger than {limit} bytes (http.max_body)"))
             return
+        app = self.app
+        if app.body_bytes + len(body) > max(BODIES_BUDGET, 4 * app.http.max_body):
+            # Bounded across connections too: 1,024 clients x max_body is not.
+            resp = error(503, "body: the server holds too many request bodies now; retry")
+            resp.headers.append(("Retry-After", "1"))
+            self._fail(resp)
+            return
+        app.body_bytes += len(body)
         self._body.append(body)
+
+    def _drop_body(self) -> None:
+        """Forget the body being read (and give its bytes back to the budget)."""
+        self.app.body_bytes -= sum(map(len, self._body))
+        self._body = []
 
     def on_message_complete(self) -> None:
         if self._halted:
@@ -364,7 +379,7 @@ class HttpProtocol(asyncio.Protocol):
         query = parse_qs(raw_query, keep_blank_values=True) if raw_query else {}
         method = self.parser.get_method().decode("latin-1")
         req = Request(method, path, query, self._headers, b"".join(self._body), self.peer)
-        self._body = []
+        self._drop_body()
         version = self.parser.get_http_version()
         self._queue.append(_Pending(req, self.parser.should_keep_alive(), version, self._started))
 
@@ -399,7 +414,12 @@ class HttpProtocol(asyncio.Protocol):
                 self._write_head(200, headers, item.keep_alive)
             else:
                 self._start_tail(resp, item.version != "1.0")
-        elif resp.stream is not None and not head_only:
+        elif resp.stream is not None and head_only:
+            # The head a GET would get, when its answer is long: chunked.
+            chunked = [("Transfer-Encoding", "chunked")] if item.version != "1.0" else []
+            headers = [("Content-Type", resp.content_type), *resp.headers, *chunked]
+            self._write_head(resp.status, headers, item.keep_alive and bool(chunked))
+        elif resp.stream is not None:
             self._start_stream(resp, req, item)
         else:
             gz = len(resp.body) >= GZIP_MIN_BYTES and accepts_gzip(

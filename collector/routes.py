@@ -43,6 +43,7 @@ log = logging.getLogger("collector.http")
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 PAGE_SLICE_MIN = 64  # records read from the store per slice of a streamed page, at first
 PAGE_SLICE_MAX = 2048  # ... and at most, as slices prove cheap
+POST_MAX_ITEMS = 100_000  # records per POST /logs; more is 413
 POST_SLICE = 2000  # POST /logs items decoded, checked or stored per loop turn
 POST_MAX_ITEM_ERRORS = 50  # bad items named in one 400 answer
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
@@ -127,6 +128,7 @@ class App:
     started_at: float = field(default_factory=time.monotonic)
     connections: set[Any] = field(default_factory=set)  # http.py's HttpProtocols
     stats: HttpStats = field(default_factory=HttpStats)
+    body_bytes: int = 0  # request body bytes held by all connections now (http.py)
 
     @property
     def http(self) -> HttpConfig:
@@ -257,22 +259,35 @@ def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
     ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in NDJSON_TYPES:
         _check_post_body(req)
-        lines = req.body.split(b"\n")
-        for start in range(0, len(lines), POST_SLICE):
-            for line in lines[start : start + POST_SLICE]:
+        body, pos, end_of_body = req.body, 0, len(req.body)
+        while pos < end_of_body:
+            for _ in range(POST_SLICE):
+                if pos >= end_of_body:
+                    break
+                end = body.find(b"\n", pos)
+                if end < 0:
+                    end = end_of_body
+                line, pos = body[pos:end], end + 1
                 if not line.strip():
                     continue
+                if len(objs) >= POST_MAX_ITEMS:
+                    # Bounded: a million tiny objects would become gigabytes
+                    # of Python objects before the first one is stored.
+                    yield error(413, f"body: more than {POST_MAX_ITEMS} items per request")
+                    return
                 try:
                     objs.append(json.loads(line))
                 except ValueError as e:
                     raise QueryError(f"body: item {len(objs)}: not valid JSON: {e}") from None
                 except RecursionError:
                     raise QueryError(f"body: item {len(objs)}: nested too deeply") from None
-            if start + POST_SLICE < len(lines):
+            if pos < end_of_body:
                 yield None
-        del lines
     else:
         objs = _decode_post_body(req)
+        if len(objs) > POST_MAX_ITEMS:
+            yield error(413, f"body: more than {POST_MAX_ITEMS} items per request")
+            return
     # A record whose fields the API could not print would break every page
     # it falls in; the JSON-lines listener keeps such lines as raw text.
     bad: list[dict[str, Any]] = []

@@ -293,10 +293,10 @@ def test_stats_by_a_field_of_many_values_is_bounded(daemon: DaemonProcess) -> No
     assert answer["total"] == 5010
 
 
-def test_a_post_of_a_million_small_objects_does_not_stall_the_loop(daemon: DaemonProcess) -> None:
-    body = b"{}\n" * 1_000_000  # 3 MB: within http.max_body
+def post_watching_health(d: DaemonProcess, body: bytes) -> tuple[bytes, list[float]]:
+    """POST NDJSON `body`; the answer, and /health latencies measured meanwhile."""
     latencies: list[float] = []
-    with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=120) as s:
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=120) as s:
         s.sendall(
             b"POST /logs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
             b"Content-Type: application/x-ndjson\r\n"
@@ -306,7 +306,7 @@ def test_a_post_of_a_million_small_objects_does_not_stall_the_loop(daemon: Daemo
         s.settimeout(0.05)
         answer = b""
         while True:
-            latencies.append(daemon.health_latency())
+            latencies.append(d.health_latency())
             try:
                 chunk = s.recv(1 << 20)
             except TimeoutError:
@@ -314,11 +314,24 @@ def test_a_post_of_a_million_small_objects_does_not_stall_the_loop(daemon: Daemo
             if not chunk:
                 break
             answer += chunk
+    return answer, latencies
+
+
+def test_a_post_of_many_small_objects_is_sliced_and_a_million_is_413(
+    daemon: DaemonProcess,
+) -> None:
+    answer, latencies = post_watching_health(daemon, b'{"m":1}\n' * 100_000)
     assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
-    assert daemon.records() == 1_000_000
-    assert len(latencies) > 5  # measured while the POST was being worked on
+    assert daemon.records() == 100_000
     assert max(latencies) < STALL, f"/health took {max(latencies):.2f}s during the POST"
-    print(f"POST of 1M objects: worst /health {max(latencies) * 1000:.0f} ms")
+    print(f"POST of 100k objects: worst /health {max(latencies) * 1000:.0f} ms")
+    rss0 = daemon.rss_bytes()
+    answer, latencies = post_watching_health(daemon, b"{}\n" * 1_000_000)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"body: more than 100000 items per request" in answer
+    assert max(latencies) < STALL
+    assert daemon.records() == 100_000
+    assert daemon.rss_bytes() - rss0 < 64 * MiB
 
 
 def exchange(d: DaemonProcess, raw: bytes) -> bytes:
