@@ -35,7 +35,7 @@ GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
 BODIES_BUDGET = 64 * 1024 * 1024  # request body bytes held across connections (or 4 x max_body)
 FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
-STREAM_SLICE = 256 * 1024  # bytes of a streaming answer written per loop turn
+STREAM_SLICE = 1024 * 1024  # bytes of a streaming answer written per loop turn (at most)
 
 # --- the protocol ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 from collector import __version__
 
 SERVER = f"collector/{__version__}"
-STREAM_TURN = 0.01  # seconds a streaming answer may produce per loop turn
+STREAM_TURN = 0.02  # seconds a streaming answer may produce per loop turn
 
 REASONS = {
     100: "Continue",
