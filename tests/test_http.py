@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import itertools
 import json
 import socket
 import time
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -924,3 +926,29 @@ async def test_the_stats_histogram_covers_the_matching_span_in_step_buckets() ->
         counts = [b["count"] for b in st_["histogram"]]
         assert counts == [2, 0, 0, 0, 0, 0, 0, 0, 1]
         assert st_["histogram"][0]["start"] == format_timestamp((now - 660) * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"POST /logs HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000,
+        get("/tail"),
+        get("/health") * 50,
+    ],
+    ids=["half a body", "a tail", "a pipeline"],
+)
+async def test_a_closed_connection_is_freed_by_reference_counting_alone(sent: bytes) -> None:
+    """No reference cycle outlives connection_lost: what a client left behind
+    is freed at once, even with the cycle collector off (as the daemon's
+    tuned GC may leave it for a long time)."""
+    gc.collect()
+    gc.disable()
+    try:
+        proto, _ = fake_conn()
+        proto.data_received(sent)
+        ref = weakref.ref(proto)
+        proto.connection_lost(None)
+        del proto
+        assert ref() is None
+    finally:
+        gc.enable()
