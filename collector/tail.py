@@ -138,6 +138,7 @@ class Tail:
         self.replaying = query.start is not None
         self.live: list[tuple[str, Record]] = []  # arrivals held back during replay
         self.live_ids: set[str] = set()
+        self.live_bytes = 0
         self.backlog: list[bytes] = []
         self.backlog_bytes = 0
         self.last_write = time.monotonic()
@@ -179,9 +180,13 @@ class Tail:
             self.send(data)
 
     def buffer_live(self, items: list[tuple[str, Record]]) -> None:
+        """Hold live records back while the replay runs, bounded like the
+        backlog (by an estimate of their bytes: a message's length and a
+        record's fixed part)."""
         self.live.extend(items)
         self.live_ids.update(rid for rid, _ in items)
-        if len(self.live) > TAIL_MAX_BACKLOG // 256 and self.proto.transport is not None:
+        self.live_bytes += sum(len(rec.message) + 256 for _, rec in items)
+        if self.live_bytes > TAIL_MAX_BACKLOG and self.proto.transport is not None:
             self.counters.tails_dropped += 1
             self.proto.transport.abort()
 
@@ -228,7 +233,7 @@ class Tail:
         self.replaying = False
         if self.live and not self.closed:
             self.send(b"".join(record_line(rec, rid) for rid, rec in self.live))
-        self.live, self.live_ids = [], set()
+        self.live, self.live_ids, self.live_bytes = [], set(), 0
 
     def _keepalive(self) -> None:
         # Contract: an empty line every 15 s keeps an idle stream alive
@@ -252,4 +257,4 @@ class Tail:
         self.tails.discard(self)
         self.counters.active_tails -= 1
         self.backlog, self.backlog_bytes = [], 0
-        self.live, self.live_ids = [], set()
+        self.live, self.live_ids, self.live_bytes = [], set(), 0
