@@ -384,9 +384,32 @@ def _wal_flush_interval(v: Any) -> float:
 def _mode(v: Any) -> int:
     if isinstance(v, str) and re.fullmatch(r"0?o?[0-7]{3,4}", v):
         return int(v.replace("o", ""), 8)
+    text = getattr(v, "yaml_text", None)
+    if text is not None and not re.fullmatch(r"0o?[0-7]{1,4}", text):
+        # YAML reads an unquoted 600 as six hundred (octal 1130): refused,
+        # not guessed at, since an unquoted 0600 is read as octal.
+        raise ValueError(
+            f'expected a file mode like "0666"; got {text}, a decimal number in YAML'
+            f' (write "0{text}" in quotes for octal {text})'
+        )
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0o7777:
         return v  # YAML 1.1 already reads an unquoted 0666 as octal
     raise ValueError(f'expected a file mode like "0666"; got {v!r}')
+
+
+def _token(v: Any) -> str | None:
+    token = _opt_str(v)
+    # Sent as is in an HTTP header (RFC 6750 b64token is narrower still): a
+    # space or a non-ASCII character could never be presented, so every
+    # client would be locked out. The token itself is never echoed.
+    if token is not None and not re.fullmatch(r"[!-~]+", token):
+        raise ValueError(
+            "expected printable ASCII without spaces (it is sent in an HTTP header);"
+            " got a token with a space, a control or a non-ASCII character"
+            if token
+            else "expected a token; got an empty string (use null for no token)"
+        )
+    return token
 
 
 def _timezone(v: Any) -> str:
@@ -576,7 +599,7 @@ _LISTENER_CONVERT: dict[str, Any] = {
 }
 _HTTP_CONVERT: dict[str, Any] = {
     "bind": _http_bind,
-    "auth_token": _opt_str,
+    "auth_token": _token,
     "max_body": _positive_size,
     "max_connections": _int(1),
     "idle_timeout": _positive_duration,
@@ -729,6 +752,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+class _YamlInt(int):
+    """An int read from YAML, with its text: `mode: 600` and `mode: 0600`
+    differ in meaning, and only the text tells which was written."""
+
+    yaml_text: str
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value = _YamlInt(loader.construct_yaml_int(node))
+    value.yaml_text = str(node.value)
+    return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 
 from collector import systemd
 from collector.config import Config
-from collector.http import App
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
-from collector.persist import Persistence
+from collector.persist import DirectoryInUse, Persistence
 from collector.ratelimit import SUMMARY_EVERY
 from collector.record import Record
 from collector.redact import key_for
 from collector.reload import bind_listener, on_sighup, start_http_server
+from collector.routes import App
 from collector.settings import Settings
 from collector.sockets import bind_error
 from collector.store import Store
@@ -278,6 +278,8 @@ def _open_persistence(daemon: Daemon) -> None:
     )
     try:
         persistence.open(_now_us())
+    except DirectoryInUse as e:
+        raise StartupError(f"store.persist_dir: {e}") from None
     except OSError as e:
         raise StartupError(
             f"store.persist_dir: cannot use {cfg.persist_dir}: {e.strerror or e}"

@@ -17,7 +17,7 @@ Frame = tuple[bytes, bool]  # (frame, stripped of trailing LF/CR/NUL; cut to max
 STRIP = b"\n\r\x00"
 
 # Drop reasons this module reports (see `drop` below).
-BAD_LENGTH = "bad_length"  # octet count over the limit: frame skipped to the next delimiter
+BAD_LENGTH = "bad_length"  # octet count over max_count: frame skipped to the next delimiter
 INCOMPLETE_FRAME = "incomplete_frame"  # the stream ended inside an octet-counted frame
 
 # Longest MSG-LEN (RFC 6587 §3.4.1: NONZERO-DIGIT *DIGIT) looked at: digits and
@@ -67,12 +67,15 @@ class StreamFramer:
     line's first bytes tell (`pending`); the caller ends the wait with
     `flush()` after a short bound, as the next line may never come.
 
-    `octet_counting=False` gives plain line framing (JSON lines: LF only,
-    no joining). `drop(reason, n)` is told about frames that are lost
-    (`bad_length`, `incomplete_frame`); truncation is reported per frame in
-    its flag. An octet count above `max_count` (default: 16 x max_bytes, at
-    least 1 MiB) is taken as a bad length rather than skipping that much of
-    the stream.
+    `octet_counting=False` gives plain line framing (JSON lines: LF only, no joining).
+    `drop(reason, n)` is told about frames that are lost (`bad_length`,
+    `incomplete_frame`); truncation is reported per frame in its flag.
+    A frame with a valid octet count longer than max_bytes is skipped exactly:
+    its first max_bytes are kept (truncated), its other bytes read and dropped,
+    and the next frame starts right after it (octet-counting senders send no
+    delimiter to resynchronise on). Only a count above `max_count` (default:
+    1024 x max_bytes, at least 64 MiB) is taken as a bad length, skipped to
+    the next delimiter, rather than discarding that much of the stream.
     """
 
     __slots__ = (
@@ -104,7 +107,7 @@ class StreamFramer:
         self.octet_counting = octet_counting
         self._nul = nul_delimits
         self._nul_mode = False  # this connection ends its frames with NUL
-        self.max_count = max_count if max_count is not None else max(16 * max_bytes, 1 << 20)
+        self.max_count = max_count if max_count is not None else max(1024 * max_bytes, 1 << 26)
         self.drop = drop
         self._state = _IDLE
         self._held = bytearray()  # the frame so far, at most max_bytes

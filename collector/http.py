@@ -1,9 +1,8 @@
-"""HTTP stage: one asyncio.Protocol per connection over httptools, handlers are functions.
+"""HTTP stage, the connection: one asyncio.Protocol per connection over httptools.
 
-Requests route to `(request, app) -> Response`; answers go in request order
-(RFC 9112 §9.3.2); every error is JSON, never a trace; counters are plain ints.
-POST /logs hands records to the `ingest` callable it is given (the listeners'
-seam) and /tail joins the daemon's LiveTails: HTTP never calls the daemon.
+Requests are routed by routes.route(); answers go in request order (RFC 9112
+§9.3.2); heads and bodies are bounded, every error is JSON, and a /tail
+answer turns the connection into a stream of the daemon's LiveTails.
 """
 
 from __future__ import annotations
@@ -11,501 +10,58 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
-import hashlib
-import json
-import logging
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from pathlib import Path
-from typing import Any, cast
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import cast
 from urllib.parse import parse_qs, unquote
 
 import httptools
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from collector import __version__, access
-from collector.config import HttpConfig
-from collector.jsonlines import MAX_DEPTH, nested_deeper_than, read_warnings, record_from_object
-from collector.query import (
-    Query,
-    QueryError,
-    logs_json,
-    make_cursor,
-    parse_context_query,
-    parse_fields_query,
-    parse_logs_query,
-    parse_stats_query,
-    parse_tail_query,
-    record_json,
-    to_json,
+from collector.httpwire import (
+    accepts_gzip,
+    gzipped,
+    head,
+    pull,
+    tail_headers,
 )
-from collector.record import Record, apply_clock_skew, make_id, record_to_dict
-from collector.settings import Settings
-from collector.store import Store
-from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
+from collector.routes import App, Request, Response, error, route, step, unauthorized
+from collector.tail import Tail
 from collector.tls import TlsServer
 
-log = logging.getLogger("collector.http")
-
-SERVER = f"collector/{__version__}"
-MAX_URL_BYTES = 16 * 1024  # longer request targets are 431 (the contract's status set has no 414)
+MAX_URL_BYTES = 16 * 1024  # longer request targets are 431, as docs/api.md lists (no 414)
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
-POST_MAX_ITEM_ERRORS = 50
-LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer  # bad items named in one 400 answer
-NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
-# Upper bounds (seconds) of the request-duration histogram buckets; +Inf is implicit.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-_REASONS = {
-    100: "Continue",
-    200: "OK",
-    201: "Created",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
-# --- counters ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Durations:
-    """One route's request durations: a fixed-bucket histogram.
-
-    `buckets[i]` counts requests that took <= DURATION_BUCKETS[i] seconds and
-    more than the bound before it (not cumulative); slower ones only count
-    in `count`. `cumulative()` gives Prometheus' shape."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    sum: float = 0.0
-    count: int = 0
-
-    def observe(self, seconds: float) -> None:
-        self.sum += seconds
-        self.count += 1
-        for i, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
-                return
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, requests at or under it), ending with (+Inf, count)."""
-        out, running = [], 0
-        for bound, n in zip(DURATION_BUCKETS, self.buckets, strict=True):
-            running += n
-            out.append((bound, running))
-        out.append((float("inf"), self.count))
-        return out
-
-
-@dataclass(slots=True)
-class HttpStats:
-    """Plain-int HTTP counters for the metrics collector.
-
-    `requests[(route, status)]`: route is the pattern (`/logs/{id}`), or
-    `other` for paths that match none."""
-
-    requests: dict[tuple[str, int], int] = field(default_factory=dict)
-    duration: dict[str, Durations] = field(default_factory=dict)
-    active_tails: int = 0
-    tails_dropped: int = 0  # /tail clients cut off for falling too far behind
-    connections_refused: int = 0  # over http.max_connections
-    timeouts: int = 0  # requests not complete within http.idle_timeout (408)
-
-    def count(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        d = self.duration.get(route)
-        if d is None:
-            d = self.duration[route] = Durations()
-        d.observe(seconds)
-
-
-# --- shared state -------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class App:
-    """What handlers may read: the small shared server state.
-
-    `settings` is the daemon's live Settings, read per request (a reload's
-    http.*, TTL and timezone apply from the next request on). `ingest(records)
-    -> first_seq` stores a batch: the same sink the listeners feed (store,
-    write-ahead log, live tails). `tails` is the daemon's LiveTails."""
-
-    store: Store
-    registry: CollectorRegistry
-    listener_names: Callable[[], list[str]]
-    settings: Settings
-    ingest: Callable[[list[Record]], int]
-    tails: LiveTails = field(default_factory=LiveTails)
-    tail_keepalive: float = TAIL_KEEPALIVE
-    started_at: float = field(default_factory=time.monotonic)
-    connections: set[HttpProtocol] = field(default_factory=set)
-    stats: HttpStats = field(default_factory=HttpStats)
-
-    @property
-    def http(self) -> HttpConfig:
-        """The running http.* section."""
-        return self.settings.config.http
-
-
-# --- requests and responses -------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes = b""
-    peer: str | None = None
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    route: str = "other"
-    tail: Query | None = None  # set by /tail: the connection becomes a stream
-
-
-def json_response(status: int, obj: Any) -> Response:
-    return Response(status, to_json(obj))
-
-
-def error(status: int, message: str, **extra: Any) -> Response:
-    return json_response(status, {"error": message, **extra})
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-# --- handlers ---------------------------------------------------------------------
-
-
-def handle_health(req: Request, app: App) -> Response:
-    return json_response(
-        200,
-        {
-            "status": "ok",
-            "records": len(app.store),
-            "uptime_seconds": round(time.monotonic() - app.started_at, 3),
-            "ttl_seconds": app.settings.config.store.ttl,
-            "listeners": app.listener_names(),
-        },
-    )
-
-
-def handle_logs(req: Request, app: App) -> Response:
-    q = parse_logs_query(req.query, now_us=_now_us())
-    page = app.store.query(q)
-    return Response(200, logs_json(page.items, make_cursor(page.next_cursor, q)))
-
-
-def handle_context(req: Request, app: App, rec_id: str) -> Response:
-    found = app.store.context(rec_id, parse_context_query(req.query))
-    if found is None:
-        return error(404, f"id: no record with id {rec_id!r} (expired, or never stored)")
-    items, anchor = found
-    logs = ",".join(record_json(rec, rid) for rid, rec in items)
-    return Response(200, f'{{"logs":[{logs}],"anchor":{anchor}}}'.encode("ascii"))
-
-
-def handle_fields(req: Request, app: App) -> Response:
-    names = app.store.fields(parse_fields_query(req.query, now_us=_now_us()))
-    return json_response(200, {"fields": [{"name": n, "count": c} for n, c in names]})
-
-
-def handle_log(req: Request, app: App, rec_id: str) -> Response:
-    rec = app.store.get(rec_id)
-    if rec is None:
-        return error(404, f"id: no record with id {rec_id!r} (expired, or never stored)")
-    return json_response(200, {"log": record_to_dict(rec, rec_id)})
-
-
-def handle_post_logs(req: Request, app: App) -> Response:
-    """Store a JSON object, an array of objects, or NDJSON; all or nothing."""
-    objs = _decode_post_body(req)
-    # A record whose fields the API could not print would break every page
-    # it falls in; the JSON-lines listener keeps such lines as raw text.
-    bad: list[dict[str, Any]] = []
-    for i, o in enumerate(objs):
-        if not isinstance(o, dict):
-            bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
-        elif nested_deeper_than(o):
-            bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
-    records: list[Record] = []
-    warnings: list[dict[str, Any]] = []
-    if not bad:
-        now = _now_us()
-        opts = app.settings.parse_options
-        for i, obj in enumerate(objs):
-            try:
-                rec = apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts)
-            except (ValueError, TypeError) as e:
-                bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
-                continue
-            records.append(rec)
-            # Stored leniently, but the sender is told (bounded like the errors).
-            if len(warnings) < POST_MAX_ITEM_ERRORS:
-                warnings += (
-                    {"index": i, "warning": w} for w in read_warnings(obj, rec, opts.ttl_us)
-                )
-    if bad:
-        named = "; ".join(f"item {b['index']}: {b['error']}" for b in bad[:POST_MAX_ITEM_ERRORS])
-        more = (
-            f" (and {len(bad) - POST_MAX_ITEM_ERRORS} more)"
-            if len(bad) > POST_MAX_ITEM_ERRORS
-            else ""
-        )
-        return error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
-    ids: list[str] = []
-    if records:
-        first = app.ingest(records)
-        ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
-    return json_response(
-        201, {"accepted": len(ids), "ids": ids, "warnings": warnings[:POST_MAX_ITEM_ERRORS]}
-    )
-
-
-def _json_kind(obj: Any) -> str:
-    if isinstance(obj, list):
-        return "an array"
-    if isinstance(obj, str):
-        return "a string"
-    if obj is None:
-        return "null"
-    if isinstance(obj, bool):
-        return "a boolean"
-    return "a number"
-
-
-def _decode_post_body(req: Request) -> list[Any]:
-    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-    coding = req.headers.get("content-encoding", "identity").strip().lower()
-    if coding != "identity":
-        raise QueryError(f"content-encoding: {coding!r} is not supported; send the body as is")
-    body = req.body
-    if not body.strip():
-        raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
-    if ctype in NDJSON_TYPES:
-        objs: list[Any] = []
-        for n, line in enumerate(x for x in body.split(b"\n") if x.strip()):
-            try:
-                objs.append(json.loads(line))
-            except ValueError as e:
-                raise QueryError(f"body: item {n}: not valid JSON: {e}") from None
-            except RecursionError:
-                raise QueryError(f"body: item {n}: nested too deeply") from None
-        return objs
-    try:
-        doc = json.loads(body)
-    except RecursionError:
-        raise QueryError("body: JSON nested too deeply") from None
-    except ValueError as e:
-        hint = " (send NDJSON as Content-Type: application/x-ndjson)" if b"\n{" in body else ""
-        raise QueryError(f"body: not valid JSON: {e}{hint}") from None
-    return doc if isinstance(doc, list) else [doc]
-
-
-def handle_stats(req: Request, app: App) -> Response:
-    sq = parse_stats_query(req.query, now_us=_now_us())
-    return json_response(200, app.store.stats(sq.query, sq.by, sq.step_us))
-
-
-def handle_tail(req: Request, app: App) -> Response:
-    return Response(
-        200, b"", "application/x-ndjson", tail=parse_tail_query(req.query, now_us=_now_us())
-    )
-
-
-def handle_metrics(req: Request, app: App) -> Response:
-    return Response(200, generate_latest(app.registry), CONTENT_TYPE_LATEST)
-
-
-# --- the web page -------------------------------------------------------------------
-
-WEB_DIR = Path(__file__).resolve().parent / "web"
-WEB_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-}
-# The page loads only its own files and talks only to this origin's API:
-# no inline script or style, nothing from any other host (offline networks).
-WEB_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-WEB_HEADERS = [
-    ("Content-Security-Policy", WEB_CSP),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-]
-
-
-@functools.cache
-def web_files() -> tuple[str, dict[str, tuple[bytes, str]]]:
-    """(version, {name: (bytes, content type)}), read once from `collector/web/`.
-
-    Assets are served under `/assets/<version>/`, the version being a hash of
-    every file, so they can be cached for a year: a new release is a new URL."""
-    files = {
-        p.name: (p.read_bytes(), WEB_TYPES[p.suffix])
-        for p in sorted(WEB_DIR.iterdir())
-        if p.suffix in WEB_TYPES
-    }
-    version = hashlib.sha256(b"".join(n.encode() + b for n, (b, _) in files.items()))
-    return version.hexdigest()[:12], files
-
-
-def handle_web(req: Request, app: App) -> Response:
-    """`/` (the page, never cached) and `/assets/<version>/<file>`."""
-    version, files = web_files()
-    if req.path == "/":
-        body = files["index.html"][0].replace(b"{{version}}", version.encode())
-        headers = [*WEB_HEADERS, ("Cache-Control", "no-cache")]
-        return Response(200, body, WEB_TYPES[".html"], headers)
-    _, _, given, name = req.path.split("/", 3) if req.path.count("/") == 3 else ("",) * 4
-    found = files.get(name) if name != "index.html" else None
-    if found is None:
-        return error(404, f"path: no route for {req.path}")
-    # An old page asking for an old version gets today's file, uncached.
-    cache = "public, max-age=31536000, immutable" if given == version else "no-cache"
-    return Response(200, found[0], found[1], [*WEB_HEADERS, ("Cache-Control", cache)])
-
-
-Handler = Callable[[Request, App], Response]
-ROUTES: dict[str, dict[str, Handler]] = {
-    "/health": {"GET": handle_health},
-    "/logs": {"GET": handle_logs, "POST": handle_post_logs},
-    "/stats": {"GET": handle_stats},
-    "/fields": {"GET": handle_fields},
-    "/tail": {"GET": handle_tail},
-    "/metrics": {"GET": handle_metrics},
-}
-LOG_ROUTE = "/logs/{id}"
-CONTEXT_ROUTE = "/logs/{id}/context"
-OPEN_ROUTES = frozenset({"/health"})  # reachable without http.auth_token
-
-
-def route(req: Request, app: App) -> Response:
-    """Authorize, find and run the handler; every failure becomes JSON."""
-    if req.path == "/" or req.path.startswith("/assets/"):
-        # The page and its files need no token: the page asks for one when
-        # the API answers 401.
-        if req.method not in ("GET", "HEAD"):
-            resp = error(405, f"method: {req.method} is not allowed on {req.path}")
-            resp.headers.append(("Allow", "GET, HEAD"))
-        else:
-            resp = handle_web(req, app)
-        resp.route = "/" if req.path == "/" else "/assets/{file}"
-        return resp
-    denied = access.check(app.http, req.headers.get("authorization", ""), req.method, req.path)
-    if denied is not None and req.path not in OPEN_ROUTES:
-        resp = error(*denied)
-        if denied[0] == 401:
-            resp.headers.append(("WWW-Authenticate", 'Bearer realm="collector"'))
-        resp.route = req.path if req.path in ROUTES else "other"
-        return resp
-    pattern, methods, arg = req.path, ROUTES.get(req.path), None
-    if methods is None and req.path.startswith("/logs/") and req.path.count("/") == 2:
-        pattern, arg = LOG_ROUTE, req.path[6:]
-        methods = {"GET": cast(Handler, None)}
-    elif (
-        methods is None
-        and req.path.startswith("/logs/")
-        and req.path.endswith("/context")
-        and req.path.count("/") == 3
-    ):
-        pattern, arg = CONTEXT_ROUTE, req.path[6 : -len("/context")]
-        methods = {"GET": cast(Handler, None)}
-    if methods is None:
-        return error(404, f"path: no route for {req.path}")
-    method = "GET" if req.method == "HEAD" else req.method
-    if method not in methods:
-        allowed = sorted({*methods, "HEAD"} if "GET" in methods else methods)
-        resp = error(405, f"method: {req.method} is not allowed on {pattern}")
-        resp.headers.append(("Allow", ", ".join(allowed)))
-        resp.route = pattern
-        return resp
-    try:
-        if arg is None:
-            resp = methods[method](req, app)
-        elif pattern == CONTEXT_ROUTE:
-            resp = handle_context(req, app, arg)
-        else:
-            resp = handle_log(req, app, arg)
-    except QueryError as e:
-        resp = error(400, str(e))
-    except Exception:
-        log.exception("handler for %s %s failed", req.method, pattern)
-        resp = error(500, "internal error; see the daemon log")
-    resp.route = pattern
-    return resp
-
-
-# --- wire format helpers --------------------------------------------------------------
-
-_date_cache: list[Any] = [0, ""]
-
-
-def _http_date() -> str:
-    # One formatdate per second, not per response.
-    now = int(time.time())
-    if now != _date_cache[0]:
-        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
-    return cast(str, _date_cache[1])
-
-
-def _accepts_gzip(value: str) -> bool:
-    """Accept-Encoding names gzip (or *) with a non-zero q (RFC 9110 §12.5.3)."""
-    for item in value.lower().split(","):
-        name, _, params = item.partition(";")
-        if name.strip() in ("gzip", "x-gzip", "*"):
-            q = params.strip()
-            if q.startswith("q="):
-                try:
-                    return float(q[2:]) > 0
-                except ValueError:
-                    return False
-            return True
-    return False
-
-
-def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Server: {SERVER}"]
-    lines.append(f"Date: {_http_date()}")
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
+LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
+BODIES_BUDGET = 64 * 1024 * 1024  # request body bytes held across connections (or 4 x max_body)
+FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
+STREAM_SLICE = 1024 * 1024  # bytes of a streaming answer written per loop turn (at most)
 
 # --- the protocol ---------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A parsed request waiting for its turn, or an error answer that ends the
+    connection once the requests before it are answered."""
+
+    req: Request | None
+    keep_alive: bool
+    version: str
+    started: float
+    early: Response | None = None
+
+
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: keep-alive, pipelining in order, bounded
-    heads and bodies, a deadline per request, and `/tail` streams."""
+    heads and bodies, a deadline per request, and `/tail` streams.
+
+    Bounded in flight: bytes are handed to httptools a slice at a time and
+    only while no parsed request waits, so a pipeline of thousands is read
+    as it is answered; one answer per loop turn; nothing more while the
+    socket is backed up (reading pauses too); a large answer streams."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -515,7 +71,8 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self.tail: Tail | None = None
         self._drain: asyncio.Future[None] | None = None
-        self._closing = False
+        self._closing = False  # a closing answer was written: nothing more
+        self._halted = False  # stop reacting to parser callbacks (error, tail, close)
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._in_request = False
@@ -525,6 +82,14 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._started = 0.0
+        self._inbox = bytearray()  # read, not yet parsed (while requests wait)
+        self._queue: deque[_Pending] = deque()
+        self._turn: asyncio.Handle | None = None  # the next loop turn's _pump
+        self._reading = True
+        self._stream: Iterator[bytes] | None = None  # a streaming answer in progress
+        self._job: tuple[Iterator[Response | None], _Pending, str] | None = None  # a sliced handler
+        self._stream_close = False
+        self._stream_chunked = True
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -545,15 +110,26 @@ class HttpProtocol(asyncio.Protocol):
             self.tail.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._turn is not None:
+            self._turn.cancel()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        # Break every reference cycle that could hold a large buffer (the
+        # parser calls back into this object; a Tail writes to it): memory
+        # returns when the client leaves, whatever the GC's thresholds.
+        self._halted = self._closing = True
+        self.parser = _DEAD_PARSER
+        self.tail = None
+        self._timer = self._turn = self._drain = self._stream = self._job = None
+        self._drop_body()
+        self._inbox, self._headers = bytearray(), {}
+        self._queue.clear()
         self.transport = None
 
     def pause_writing(self) -> None:
         # Backpressure: stop reading requests while answers pile up unread.
         self.write_paused = True
-        if self.transport is not None and self.tail is None:
-            self.transport.pause_reading()
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -561,8 +137,8 @@ class HttpProtocol(asyncio.Protocol):
             self._drain.set_result(None)
         if self.tail is not None:
             self.tail.resume()
-        elif self.transport is not None and not self._closing:
-            self.transport.resume_reading()
+        elif not self._closing:
+            self._pump()
 
     async def drained(self) -> None:
         """Return once the socket's write buffer is below its high-water mark."""
@@ -573,16 +149,96 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self.tail is not None:
             return  # a /tail owns the connection; anything pipelined after it is ignored
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reply(error(400, "upgrade: protocol upgrade is not supported"), False)
-        except httptools.HttpParserError as e:
-            if not self._closing:
-                self._reply(error(400, f"request: malformed HTTP: {e}"), False)
+        if self._halted:
+            return  # an error answer waits behind earlier ones; the rest is dropped
+        self._inbox += data
+        self._pump()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; a half-closed client gets no more answers
+
+    # the work loop: parse a slice, answer one request, per loop turn
+    def _pump(self) -> None:
+        """Parse and answer while the socket keeps up: feed httptools only when
+        no request waits, answer at most one request (or one stream slice) per
+        loop turn, then yield so other connections and ingest run."""
+        self._turn = None
+        answered = False
+        while self.transport is not None and not self._closing and self.tail is None:
+            if self.write_paused:
+                break
+            if self._job is not None:
+                if answered:
+                    break
+                self._job_step()
+                answered = True
+                continue
+            if self._stream is not None:
+                if answered:
+                    break
+                self._stream_slice()
+                answered = True
+                continue
+            if self._queue:
+                if answered:
+                    break
+                self._answer(self._queue.popleft())
+                answered = True
+                continue
+            if not self._inbox or self._halted:
+                break
+            piece = bytes(self._inbox[:FEED_SLICE])
+            del self._inbox[:FEED_SLICE]
+            self._feed(piece)
+        more = bool(self._queue) or self._stream is not None or self._job is not None
+        if (
+            more
+            and self._turn is None
+            and self.transport is not None
+            and not self._closing
+            and not self.write_paused
+            and self.tail is None
+        ):
+            self._turn = asyncio.get_running_loop().call_soon(self._pump)
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Read from the socket only while nothing waits to be parsed or
+        answered and the socket is not backed up; a /tail always reads (to
+        see the client leave)."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        busy = self._stream is not None or self._job is not None
+        want = self.tail is not None or not (
+            self.write_paused or self._inbox or self._queue or busy
+        )
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(error(400, "upgrade: protocol upgrade is not supported"))
+        except httptools.HttpParserError as e:
+            self._fail(error(400, f"request: malformed HTTP: {e}"))
+
+    def _fail(self, resp: Response) -> None:
+        """Answer `resp` and close, after the requests already waiting."""
+        if self._halted:
+            return
+        self._halted = True
+        self._inbox = bytearray()
+        self._drop_body()
+        if self._queue or self._stream is not None or self._job is not None:
+            self._queue.append(_Pending(None, False, "1.1", self._started, resp))
+        else:
+            self._reply(resp, False)
 
     # the per-connection deadline: idle between requests, whole request otherwise
     def _arm(self, seconds: float) -> None:
@@ -601,7 +257,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.tail is not None or self._closing or self.transport is None:
             return
-        if self._in_request:
+        if self._in_request and not self._queue and self._stream is None and self._job is None:
             # Slowloris: a request must arrive whole within idle_timeout of its
             # first byte, however slowly it trickles in (RFC 9110 §15.5.9).
             self.app.stats.timeouts += 1
@@ -615,34 +271,33 @@ class HttpProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._in_request = True
         self._started = time.perf_counter()
         self._url = b""
         self._headers = {}
         self._head_bytes = 0
-        self._body = []
+        self._drop_body()
         self._body_bytes = 0
         self._arm(self.app.http.idle_timeout)
 
     def on_url(self, url: bytes) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._url += url
-        if len(self._url) > MAX_URL_BYTES and not self._closing:
+        if len(self._url) > MAX_URL_BYTES:
             # 431, as Node and others answer an oversized request head: the
-            # contract's error statuses are 400 401 404 405 413 431.
-            self._reply(error(431, f"url: longer than {MAX_URL_BYTES} bytes"), False)
+            # API's error statuses are 400 401 404 405 413 431.
+            self._fail(error(431, f"url: longer than {MAX_URL_BYTES} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEADER_BYTES:
-            if not self._closing:
-                msg = f"headers: header section larger than {MAX_HEADER_BYTES} bytes"
-                self._reply(error(431, msg), False)
+            msg = f"headers: header section larger than {MAX_HEADER_BYTES} bytes"
+            self._fail(error(431, msg))
             return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -650,40 +305,73 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
-        limit = self.app.http.max_body
-        length = self._headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            # Refuse before the body arrives; no point reading it.
-            self._reply(error(413, f"body: larger than {limit} bytes (http.max_body)"), False)
+        refused = self._refuse_head()
+        if refused is not None:
+            self._fail(refused)
             return
         expect = self._headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
-                self._reply(
-                    error(417, f"expect: only 100-continue is supported; got {expect!r}"), False
-                )
-            elif self.transport is not None:
+                self._fail(error(417, f"expect: only 100-continue is supported; got {expect!r}"))
+            elif self.transport is not None and not (self._queue or self._stream or self._job):
                 # RFC 9110 §10.1.1: tell the client to send the body it holds back.
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def _refuse_head(self) -> Response | None:
+        """The answer to a request refused on its head alone, in the order a
+        client can act on: malformed, then unauthorized (no body is read and
+        no 100 Continue sent for it), then too large."""
+        version = self.parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            return error(400, f"request: HTTP/{version} is not supported; speak HTTP/1.1")
+        method = self.parser.get_method()
+        if method == b"CONNECT":
+            return error(405, "method: CONNECT is not allowed; this is not a proxy")
+        coding = self._headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            return error(400, f"transfer-encoding: only chunked is supported; got {coding!r}")
+        try:
+            path = _path_of(self._url)
+        except httptools.HttpParserInvalidURLError:
+            return error(400, "url: not a valid request target")
+        denied = unauthorized(method.decode("latin-1"), path, self._headers, self.app)
+        if denied is not None:
+            return denied
+        limit = self.app.http.max_body
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            # Refuse before the body arrives; no point reading it.
+            return error(413, f"body: larger than {limit} bytes (http.max_body)")
+        return None
+
     def on_body(self, body: bytes) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._body_bytes += len(body)
         if self._body_bytes > self.app.http.max_body:
             # A chunked body has no length up front: count as it arrives.
-            self._body = []
-            self._reply(
-                error(413, f"body: larger than {self.app.http.max_body} bytes (http.max_body)"),
-                False,
-            )
+            limit = self.app.http.max_body
+            self._fail(error(413, f"body: larger than {limit} bytes (http.max_body)"))
             return
+        app = self.app
+        if app.body_bytes + len(body) > max(BODIES_BUDGET, 4 * app.http.max_body):
+            # Bounded across connections too: 1,024 clients x max_body is not.
+            resp = error(503, "body: the server holds too many request bodies now; retry")
+            resp.headers.append(("Retry-After", "1"))
+            self._fail(resp)
+            return
+        app.body_bytes += len(body)
         self._body.append(body)
 
+    def _drop_body(self) -> None:
+        """Forget the body being read (and give its bytes back to the budget)."""
+        self.app.body_bytes -= sum(map(len, self._body))
+        self._body = []
+
     def on_message_complete(self) -> None:
-        if self._closing or self.tail is not None:
+        if self._halted:
             return
         self._in_request = False
         self._arm(self.app.http.idle_timeout)
@@ -693,25 +381,64 @@ class HttpProtocol(asyncio.Protocol):
         query = parse_qs(raw_query, keep_blank_values=True) if raw_query else {}
         method = self.parser.get_method().decode("latin-1")
         req = Request(method, path, query, self._headers, b"".join(self._body), self.peer)
-        self._body = []
-        resp = route(req, self.app)
-        keep_alive = self.parser.should_keep_alive()
-        head_only = method == "HEAD"
-        if resp.tail is not None and resp.status == 200 and not head_only:
-            self._start_tail(resp)
-        else:
-            gz = len(resp.body) >= GZIP_MIN_BYTES and _accepts_gzip(
-                self._headers.get("accept-encoding", "")
-            )
-            self._reply(resp, keep_alive, head_only, gz)
-        self.app.stats.count(resp.route, resp.status, time.perf_counter() - self._started)
+        self._drop_body()
+        version = self.parser.get_http_version()
+        self._queue.append(_Pending(req, self.parser.should_keep_alive(), version, self._started))
 
     # answers
+    def _answer(self, item: _Pending) -> None:
+        if item.early is not None:
+            self._reply(item.early, False)
+            return
+        req = item.req
+        assert req is not None
+        resp = route(req, self.app)
+        if resp.job is not None:
+            self._job = (resp.job, item, resp.route)  # the next turns run it
+            return
+        self._deliver(item, req, resp)
+
+    def _job_step(self) -> None:
+        assert self._job is not None
+        job, item, pattern = self._job
+        assert item.req is not None
+        resp = step(job, item.req.method, pattern)
+        if resp is not None:
+            self._job = None
+            resp.route = pattern
+            self._deliver(item, item.req, resp)
+
+    def _deliver(self, item: _Pending, req: Request, resp: Response) -> None:
+        head_only = req.method == "HEAD"
+        if resp.tail is not None and resp.status == 200:
+            if head_only:
+                headers = tail_headers(item.version != "1.0", item.keep_alive)
+                self._write_head(200, headers, item.keep_alive)
+            else:
+                self._start_tail(resp, item.version != "1.0")
+        elif resp.stream is not None and head_only:
+            # The head a GET would get, when its answer is long: chunked.
+            chunked = [("Transfer-Encoding", "chunked")] if item.version != "1.0" else []
+            headers = [("Content-Type", resp.content_type), *resp.headers, *chunked]
+            self._write_head(resp.status, headers, item.keep_alive and bool(chunked))
+        elif resp.stream is not None:
+            self._start_stream(resp, req, item)
+        else:
+            gz = len(resp.body) >= GZIP_MIN_BYTES and accepts_gzip(
+                req.headers.get("accept-encoding", "")
+            )
+            self._reply(resp, item.keep_alive, head_only, gz, item.version)
+        self.app.stats.count(resp.route, resp.status, time.perf_counter() - item.started)
+
     def _reply(
-        self, resp: Response, keep_alive: bool, head_only: bool = False, gz: bool = False
+        self,
+        resp: Response,
+        keep_alive: bool,
+        head_only: bool = False,
+        gz: bool = False,
+        version: str = "1.1",
     ) -> None:
-        transport = self.transport
-        if transport is None or self._closing:
+        if self.transport is None or self._closing:
             return
         body = resp.body
         headers = [("Content-Type", resp.content_type), *resp.headers]
@@ -719,40 +446,101 @@ class HttpProtocol(asyncio.Protocol):
             body = gzip.compress(body, compresslevel=1, mtime=0)
             headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
         headers.append(("Content-Length", str(len(body))))
-        if not keep_alive:
-            headers.append(("Connection", "close"))
-        elif self.parser.get_http_version() == "1.0":
+        if keep_alive and version == "1.0":
             headers.append(("Connection", "keep-alive"))  # 1.0 assumes close otherwise
-        head = _head(resp.status, headers)
-        transport.write(head if head_only else head + body)
-        if not keep_alive:
-            self._closing = True
-            if self._timer is not None:
-                self._timer.cancel()
-            if transport.can_write_eof():
-                # Lingering close: a client still sending (a 413'd body) would
-                # get a RST that can destroy the answer before it is read.
-                transport.write_eof()
-                self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
-            else:
-                transport.close()
+        self._write_head(resp.status, headers, keep_alive, b"" if head_only else body)
 
-    def _start_tail(self, resp: Response) -> None:
+    def _write_head(
+        self, status: int, headers: list[tuple[str, str]], keep_alive: bool, body: bytes = b""
+    ) -> None:
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        if not keep_alive:
+            headers = [*headers, ("Connection", "close")]
+        transport.write(head(status, headers) + body)
+        if not keep_alive:
+            self._close_after_write()
+
+    def _close_after_write(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing = self._halted = True
+        self._queue.clear()
+        self._inbox = bytearray()
+        if self._timer is not None:
+            self._timer.cancel()
+        if transport.can_write_eof():
+            # Lingering close: a client still sending (a 413'd body) would
+            # get a RST that can destroy the answer before it is read.
+            transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+        else:
+            transport.close()
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()  # read and drop what the client still sends
+
+    def _start_stream(self, resp: Response, req: Request, item: _Pending) -> None:
+        """Begin a large answer: pull its first slice; an answer that fits in
+        it goes out whole with a Content-Length, a longer one chunked (or,
+        to an HTTP/1.0 client, ended by close)."""
+        assert resp.stream is not None
+        gz = accepts_gzip(req.headers.get("accept-encoding", ""))
+        stream = gzipped(resp.stream) if gz else resp.stream
+        first, done = pull(stream, STREAM_SLICE)
+        headers = [("Content-Type", resp.content_type), *resp.headers]
+        if gz:
+            headers += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+        if done:
+            headers.append(("Content-Length", str(len(first))))
+            if item.keep_alive and item.version == "1.0":
+                headers.append(("Connection", "keep-alive"))
+            self._write_head(resp.status, headers, item.keep_alive, first)
+            return
+        chunked = item.version != "1.0"
+        keep_alive = item.keep_alive and chunked
+        if chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            headers.append(("Connection", "close"))
+        assert self.transport is not None
+        self.transport.write(head(resp.status, headers))
+        self._stream, self._stream_chunked, self._stream_close = stream, chunked, not keep_alive
+        self._write_piece(first)
+
+    def _stream_slice(self) -> None:
+        """Write the next slice of the streaming answer; end it when done."""
+        assert self._stream is not None
+        piece, done = pull(self._stream, STREAM_SLICE)
+        self._write_piece(piece)
+        if done:
+            self._stream = None
+            if self.transport is None:
+                return
+            if self._stream_chunked:
+                self.transport.write(b"0\r\n\r\n")
+            if self._stream_close:
+                self._close_after_write()
+
+    def _write_piece(self, piece: bytes) -> None:
+        if piece and self.transport is not None:
+            if self._stream_chunked:
+                self.transport.writelines([b"%x\r\n" % len(piece), piece, b"\r\n"])
+            else:
+                self.transport.write(piece)
+
+    def _start_tail(self, resp: Response, chunked: bool) -> None:
         assert resp.tail is not None
         assert self.transport is not None
-        chunked = self.parser.get_http_version() != "1.0"
-        headers = [
-            ("Content-Type", "application/x-ndjson"),
-            ("Cache-Control", "no-cache"),
-            # An HTTP/1.0 client gets the stream unframed, ended by close.
-            ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close"),
-        ]
-        self.transport.write(_head(200, headers))
+        self._halted = True
+        self._queue.clear()
+        self._inbox = bytearray()
+        self.transport.write(head(200, tail_headers(chunked, True)))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.write_paused:
-            self.transport.resume_reading()
         app = self.app
         self.tail = Tail(
             self,
@@ -763,12 +551,25 @@ class HttpProtocol(asyncio.Protocol):
             replay=app.store.query,
             keepalive=app.tail_keepalive,
         )
+        self._set_reading()
+
+
+def _path_of(url: bytes) -> str:
+    return unquote(httptools.parse_url(url).path.decode("utf-8", "replace"))
+
+
+class _Discard:
+    """The callback object of a finished connection's parser."""
+
+
+_DEAD_PARSER = httptools.HttpRequestParser(_Discard())
 
 
 async def start_http(
     app: App, host: str, port: int, sock: socket.socket | None = None, tls: TlsServer | None = None
 ) -> asyncio.Server:
-    """Bind the HTTP port (or serve on `sock`), HTTPS while `tls` has a certificate."""
+    """Bind the HTTP port (or serve on `sock`), HTTPS while `tls` has a certificate;
+    OSError when it cannot be bound."""
     loop = asyncio.get_running_loop()
     factory: Callable[[], asyncio.BaseProtocol] = functools.partial(HttpProtocol, app)
     if tls is not None:

@@ -24,10 +24,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from collector import __version__
-from collector.http import HttpStats
 from collector.listeners import Listener
 from collector.persist import PersistenceStats
 from collector.ratelimit import RateLimiter
+from collector.routes import HttpStats
 from collector.store import Store
 from collector.tls import TlsStats
 

@@ -9,6 +9,7 @@ raised: the daemon keeps serving from memory.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import time
@@ -23,9 +24,14 @@ from collector.wal import PersistenceStats, WriteAheadLog
 
 # PersistenceStats is defined beside the log that writes most of its counters;
 # daemon.py and metrics.py import it from here, with Persistence.
-__all__ = ["Persistence", "PersistenceStats", "RecordStore"]
+__all__ = ["DirectoryInUse", "Persistence", "PersistenceStats", "RecordStore"]
 
 log = logging.getLogger("collector.persist")
+LOCK_NAME = "lock"  # flock()ed by the daemon using the directory
+
+
+class DirectoryInUse(OSError):
+    """Another process holds the persist_dir's lock."""
 
 
 class RecordStore(Protocol):
@@ -60,12 +66,28 @@ class Persistence:
         self.wal = WriteAheadLog(directory, self.stats, fsync=fsync, max_bytes=wal_max_bytes)
         self._snapshot_task: asyncio.Task[None] | None = None
         self._last_snapshot_try = 0.0
+        self._lock_fd: int | None = None
 
     def open(self, now_us: int) -> None:
         """Create the directory, restore snapshot + log into the store, open the log.
 
-        OSError only when the directory cannot be created or the log opened."""
+        OSError when the directory cannot be created, locked or written;
+        DirectoryInUse when another process holds it."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        # An existing directory too: records are private. Only group and other
+        # bits are taken away; a directory the owner made read-only stays so
+        # (and the log's first segment then fails: an error at start-up).
+        mode = os.stat(self.directory).st_mode & 0o7777
+        if mode & 0o077:
+            os.chmod(self.directory, mode & 0o700)
+        self._lock()
+        try:
+            self._restore(now_us)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _restore(self, now_us: int) -> None:
         for name in os.listdir(self.directory):
             if name.startswith(SNAPSHOT_NAME + ".tmp"):  # a snapshot cut short by a crash
                 os.unlink(os.path.join(self.directory, name))
@@ -100,7 +122,28 @@ class Persistence:
                 len(snap.items) + len(replayed) - len(self.store),
                 time.monotonic() - t0,
             )
-        self.wal.open_segment()
+        self.wal.open_segment(strict=True)  # a read-only directory is an error now, not later
+
+    def _lock(self) -> None:
+        """Hold an exclusive flock on `lock` in the directory for the process's
+        life: two daemons on one directory would overwrite each other's files
+        and reuse each other's ids."""
+        path = os.path.join(self.directory, LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise DirectoryInUse(
+                f"{self.directory} is in use by another collector (pid {holder})"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
 
     def log(self, first_seq: int, records: list[Record]) -> None:
         """Log a batch that `add_many` just stored (seqs first_seq...)."""
@@ -150,11 +193,12 @@ class Persistence:
                     self.stats.snapshot_records,
                     self.stats.snapshot_seconds,
                 )
+                self.wal.snapshot_written()
                 self.wal.remove_segments(sealed)
             else:
                 self.stats.snapshot_errors += 1
                 log.error("snapshot %s failed: %s; the log is kept", self.snapshot_path, outcome)
-                self.wal.snapshot_failed(sealed)
+                self.wal.snapshot_failed()
         finally:
             self._snapshot_task = None
 
@@ -216,13 +260,26 @@ class Persistence:
         return True
 
     async def close(self) -> None:
-        """Shutdown: flush the log, write the snapshot, truncate the log."""
-        if self._snapshot_task is not None:
-            await self._snapshot_task
-        self.wal.write_pending()
-        if self.wal.fsync_mode != "never":
-            self.wal.sync()
-        sealed = self.wal.rotate(reopen=False)
-        if self._write_snapshot(self.store.snapshot_items(), self.wal.last_seq, sealed[-1]):
-            self.wal.remove_segments(sealed)
-        self.wal.close()
+        """Shutdown: flush the log, write the snapshot, truncate the log,
+        release the directory."""
+        try:
+            if self._snapshot_task is not None:
+                await self._snapshot_task
+            self.wal.write_pending()
+            if self.wal.fsync_mode != "never":
+                self.wal.sync()
+            sealed = self.wal.rotate(reopen=False)
+            if self._write_snapshot(self.store.snapshot_items(), self.wal.last_seq, sealed[-1]):
+                self.wal.snapshot_written()
+                self.wal.remove_segments(sealed)
+            else:
+                self.wal.snapshot_failed()
+            self.wal.close()
+        finally:
+            self.unlock()
+
+    def unlock(self) -> None:
+        """Release the directory's lock (closing its file releases the flock)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -485,8 +485,12 @@ def _object(d: dict[Any, Any]) -> str:
     return f"{{{','.join(parts)}}}"
 
 
-def _opt(value: str | None) -> str:
+def opt_json(value: str | None) -> str:
+    """A string or None as JSON text."""
     return "null" if value is None else _str(value)
+
+
+_opt = opt_json
 
 
 def record_json(rec: Record, rec_id: str) -> str:

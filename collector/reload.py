@@ -23,12 +23,13 @@ from collector.config import (
     load_config,
     parse_host_port,
 )
-from collector.http import App, start_http
+from collector.http import start_http
 from collector.listeners import Listener, Sink, start_listener
 from collector.metrics import ReloadStats
 from collector.ratelimit import RateLimiter
 from collector.record import Record
 from collector.redact import key_for
+from collector.routes import App
 from collector.settings import Settings
 from collector.sockets import bind_error, dual_stack_tcp_socket
 from collector.store import Store

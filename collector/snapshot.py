@@ -56,7 +56,9 @@ def write_snapshot(
     tmp = tmp or path + ".tmp"
     count = 0
     try:
-        with no_gc(), open(tmp, "wb") as f:
+        # 0600 like the log: records may hold what only the owner should read.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with no_gc(), open(fd, "wb") as f:
             f.write(header(SNAPSHOT_MAGIC))
             batch: list[RecordTuple] = []
             for seq, rec in items:

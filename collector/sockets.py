@@ -88,8 +88,12 @@ def unix_socket(path: str, mode: int) -> socket.socket:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             probe.connect(path)
-        except OSError:
+        except ConnectionRefusedError:
             os.unlink(path)  # nobody bound to it: a leftover of a dead process
+        except OSError as e:
+            if e.errno == errno.EPROTOTYPE:  # alive, but a stream socket: not ours to remove
+                raise OSError(errno.EADDRINUSE, f"{path} is a live stream socket") from None
+            raise
         else:
             raise OSError(errno.EADDRINUSE, "Address already in use")
         finally:

@@ -23,7 +23,9 @@ log = logging.getLogger("collector.http")
 
 TAIL_KEEPALIVE = 15.0  # seconds between blank lines on an idle /tail (contract)
 TAIL_MAX_BACKLOG = 8 * 1024 * 1024  # bytes a /tail client may fall behind before it is dropped
-TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=
+TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=, at most
+TAIL_REPLAY_MIN = 4  # ... and at least (the first step reads this many)
+TAIL_REPLAY_CHUNK = 256 * 1024  # replay bytes written before waiting for the client to drain
 
 
 class Stream(Protocol):
@@ -136,6 +138,7 @@ class Tail:
         self.replaying = query.start is not None
         self.live: list[tuple[str, Record]] = []  # arrivals held back during replay
         self.live_ids: set[str] = set()
+        self.live_bytes = 0
         self.backlog: list[bytes] = []
         self.backlog_bytes = 0
         self.last_write = time.monotonic()
@@ -177,9 +180,13 @@ class Tail:
             self.send(data)
 
     def buffer_live(self, items: list[tuple[str, Record]]) -> None:
+        """Hold live records back while the replay runs, bounded like the
+        backlog (by an estimate of their bytes: a message's length and a
+        record's fixed part)."""
         self.live.extend(items)
         self.live_ids.update(rid for rid, _ in items)
-        if len(self.live) > TAIL_MAX_BACKLOG // 256 and self.proto.transport is not None:
+        self.live_bytes += sum(len(rec.message) + 256 for _, rec in items)
+        if self.live_bytes > TAIL_MAX_BACKLOG and self.proto.transport is not None:
             self.counters.tails_dropped += 1
             self.proto.transport.abort()
 
@@ -188,19 +195,45 @@ class Tail:
         to drain between pages; then the live records that came meanwhile
         (skipped in the replay by id, so none is sent twice)."""
         q = self.query
+        limit = TAIL_REPLAY_MIN
         while not self.closed:
-            page = self.replay_page(q)
-            lines = [record_line(rec, rid) for rid, rec in page.items if rid not in self.live_ids]
-            if lines:
-                self.send(b"".join(lines))
-            if page.next_cursor is None:
+            page = self.replay_page(replace(q, limit=limit))
+            items, next_cursor = page.items, page.next_cursor
+            del page
+            parts: list[bytes] = []
+            size = total = 0
+            for rid, rec in items:
+                if rid in self.live_ids:
+                    continue
+                line = record_line(rec, rid)
+                parts.append(line)
+                size += len(line)
+                if size >= TAIL_REPLAY_CHUNK:
+                    # Bounded in flight: a chunk, then wait for the client.
+                    self.send(b"".join(parts))
+                    total += size
+                    parts, size = [], 0
+                    await self.proto.drained()
+                    if self.closed:
+                        return
+            total += size
+            if parts:
+                self.send(b"".join(parts))
+            del items, parts
+            if next_cursor is None:
                 break
-            q = replace(q, cursor=page.next_cursor)
+            # Pages sized so one holds about a chunk: few queries for small
+            # records, little memory held per client for large ones.
+            if total < TAIL_REPLAY_CHUNK // 2:
+                limit = min(limit * 2, TAIL_REPLAY_PAGE)
+            elif total > TAIL_REPLAY_CHUNK * 2:
+                limit = max(limit // 2, TAIL_REPLAY_MIN)
+            q = replace(q, cursor=next_cursor)
             await self.proto.drained()
         self.replaying = False
         if self.live and not self.closed:
             self.send(b"".join(record_line(rec, rid) for rid, rec in self.live))
-        self.live, self.live_ids = [], set()
+        self.live, self.live_ids, self.live_bytes = [], set(), 0
 
     def _keepalive(self) -> None:
         # Contract: an empty line every 15 s keeps an idle stream alive
@@ -223,4 +256,5 @@ class Tail:
             self.task.cancel()
         self.tails.discard(self)
         self.counters.active_tails -= 1
-        self.backlog = []
+        self.backlog, self.backlog_bytes = [], 0
+        self.live, self.live_ids, self.live_bytes = [], set(), 0

@@ -10,6 +10,7 @@ Write errors are counted and logged rate-limited, never raised.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -92,7 +93,9 @@ class WriteAheadLog:
         self.last_seq = 0  # highest seq appended (or replayed)
         self.needs_fsync = False
         self.gap = False  # records were dropped from the log since the last snapshot
-        self.covering_gap = False  # the snapshot under way must hold records the log dropped
+        # The first segment opened by a rotate() while the log had a gap: it
+        # follows the hole, so it counts only once a snapshot covers the hole.
+        self.after_gap: int | None = None
         self._fd: int | None = None
         self._fd_lock = threading.Lock()  # sync() runs in a thread; close() must wait for it
         self._pending: list[tuple[int, list[Record]]] = []
@@ -197,13 +200,17 @@ class WriteAheadLog:
             f.close()
         self.segments[n] = size
 
-    def open_segment(self) -> None:
-        """Start a fresh segment for appends (numbered after every existing one)."""
+    def open_segment(self, *, strict: bool = False) -> None:
+        """Start a fresh segment for appends (numbered after every existing one).
+
+        `strict` (at start-up): raise the OSError instead of serving from memory."""
         self.segment += 1
         path = self._path(self.segment)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         except OSError as e:
+            if strict:
+                raise
             self._fd_failed(path, e)
             return
         try:
@@ -213,6 +220,8 @@ class WriteAheadLog:
                 fsync_dir(self.directory)
         except OSError as e:
             os.close(fd)
+            if strict:
+                raise
             self._fd_failed(path, e)
             return
         self._fd = fd
@@ -317,24 +326,45 @@ class WriteAheadLog:
         the store taken now covers them all."""
         self.write_pending()
         self._close_fd()
-        self.covering_gap = self.gap
-        self.gap = False  # the snapshot taken now holds what the log dropped
+        if self.gap and self.after_gap is None:
+            # The snapshot taken now will hold what the log dropped; until it
+            # is written, what follows is logged past a hole: snapshot_failed()
+            # removes it again, so the log still replays a prefix.
+            self.after_gap = self.segment + 1
+        self.gap = False
         sealed = sorted(set(self.segments) | {self.segment})
         if reopen:
             self.open_segment()
         return sealed
 
-    def snapshot_failed(self, sealed: list[int]) -> None:
-        """The snapshot meant to cover `sealed` failed. If the log had dropped
-        records before it, the segments begun since would replay after that
-        hole: remove them and take nothing more until a snapshot succeeds, so
-        a replay still brings back a prefix (their records stay in memory)."""
-        if not self.covering_gap:
-            return  # the new segment follows the sealed ones without a hole
-        self.covering_gap = False
+    def snapshot_written(self) -> None:
+        """A snapshot covering every sealed segment (and any hole) is durable."""
+        self.after_gap = None
+
+    def snapshot_failed(self) -> None:
+        """The snapshot after a rotate() failed. When the log had a gap, the
+        segments logged since follow a hole: remove them and take nothing
+        more until a snapshot succeeds. What a crash loses is then a suffix."""
+        first = self.after_gap
+        if first is None:
+            return
+        self.after_gap = None
+        self.write_pending()
         self._close_fd()
-        self.remove_segments([n for n in self.segments if n > sealed[-1]])
         self.gap = True
+        for n in sorted(self.segments):
+            if n >= first:
+                try:
+                    os.unlink(self._path(n))
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    # Cannot remove: empty it, or replay would bring a hole back.
+                    self._warn("cannot remove write-ahead log segment %s: %s", self._path(n), e)
+                    with contextlib.suppress(OSError):
+                        os.truncate(self._path(n), 0)
+                self.segments.pop(n, None)
+        self.stats.wal_bytes = self.size
 
     def remove_segments(self, numbers: list[int]) -> None:
         """Delete segments a durable snapshot covers."""

@@ -64,7 +64,7 @@ class DaemonProcess:
         max_file_bytes: int | None = None,
         http: dict[str, Any] | None = None,
     ) -> None:
-        self.http = http or {}  # more keys of the http section (auth_token, ...)
+        self.http = http or {}  # http.* keys beside bind
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: writes past it fail, like a full disk
         self.workdir = workdir
         self.store = store or {}
@@ -103,7 +103,7 @@ class DaemonProcess:
                 {"name": name, "transport": transport, "format": fmt, "bind": f"127.0.0.1:{port}"}
                 for (name, transport, fmt), port in zip(self.listeners, ports, strict=True)
             ],
-            "http": {"bind": f"127.0.0.1:{self.http_port}", **self.http},
+            "http": {**self.http, "bind": f"127.0.0.1:{self.http_port}"},
             "store": self.store,
         }
         path = self.workdir / "collector.yaml"
@@ -136,6 +136,19 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def rss_bytes(self) -> int:
+        """The daemon's resident memory now, from /proc."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
+
+    def health_latency(self) -> float:
+        """Seconds a GET /health takes on a fresh connection (the loop's stall)."""
+        t0 = time.perf_counter()
+        self.get("/health")
+        return time.perf_counter() - t0
 
     def get_text(self, target: str) -> str:
         url = f"http://127.0.0.1:{self.http_port}{target}"

@@ -325,6 +325,28 @@ def test_unix_mode_accepts_octal_strings_and_yaml_octal() -> None:
     assert c.listeners[0].mode == 0o660
 
 
+def test_an_unquoted_decimal_mode_is_refused_and_yaml_octal_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "mode.yaml"
+    unix = "listeners:\n  - {name: u, transport: unix, bind: /tmp/x.sock, mode: %s}\n"
+    path.write_text(unix % "0640")
+    assert load_config(path).listeners[0].mode == 0o640
+    path.write_text(unix % "600")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        'listeners[0].mode: expected a file mode like "0666"; got 600, a decimal number'
+        ' in YAML (write "0600" in quotes for octal 600)'
+    ]
+
+
+@pytest.mark.parametrize("token", ["abc ", " abc", "a b", "héllo", "tab\there", ""])
+def test_an_auth_token_no_client_could_send_is_refused_without_echoing_it(token: str) -> None:
+    problems = _problems({"http": {"auth_token": token}})
+    assert len(problems) == 1
+    assert problems[0].startswith("http.auth_token: expected ")
+    assert token.strip() == "" or token.strip() not in problems[0]
+
+
 def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("store:\n  ttl: [1h\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from collector.config import Config, HttpConfig, ListenerConfig, ParsingConfig, StoreConfig
-from collector.http import LOG_ROUTE, ROUTES
+from collector.routes import LOG_ROUTE, ROUTES
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = {

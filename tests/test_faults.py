@@ -270,3 +270,55 @@ def test_a_full_disk_is_counted_and_the_daemon_keeps_serving_from_memory(
         daemon.stop()
     assert_prefix(numbers)
     assert 2_000 <= len(numbers) < 20_000
+
+
+def metric(daemon: DaemonProcess, name: str) -> float:
+    """The sum of a metric's samples, from /metrics."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in daemon.get_text("/metrics").splitlines()
+        if line.startswith((name + " ", name + "{"))
+    )
+
+
+def test_a_failed_early_snapshot_after_a_full_disk_loses_a_suffix_not_a_middle(
+    workdir: Path,
+) -> None:
+    """The log fills (a gap), the early snapshot fails too, more records come:
+    they must not be logged after the hole, or a restart brings them back
+    without the ones before them."""
+    state = workdir / "state"
+    daemon = DaemonProcess(workdir, {"persist_dir": str(state)}, max_file_bytes=256 * 1024)
+    daemon.start()
+    base = now_us()
+    sender = Sender(daemon.tcp_port, base, 0)
+    try:
+        sender.sock.sendall(b"".join(message(i, base) for i in range(2_000)))
+        poll(lambda: durable_records(state, workdir / "copy") == 2_000, 10, "logged before full")
+        sender.sock.sendall(b"".join(message(i, base) for i in range(2_000, 20_000)))
+        poll(lambda: daemon.records() == 20_000, 30, "all stored while the disk is full")
+        poll(lambda: "the log is kept" in daemon.log(), 30, "the early snapshot failed")
+        sender.sock.sendall(b"".join(message(i, base) for i in range(20_000, 21_000)))
+        poll(lambda: daemon.records() == 21_000, 30, "the later records stored")
+        # Logged or counted as kept in memory only: either way, decided.
+        poll(
+            lambda: (
+                metric(daemon, "collector_persist_wal_records_total")
+                + metric(daemon, "collector_persist_wal_dropped_records_total")
+                >= 21_000
+            ),
+            30,
+            "every record logged or dropped",
+        )
+    finally:
+        sender.close()
+        daemon.kill()  # kill -9: no shutdown snapshot
+
+    daemon.max_file_bytes = None
+    daemon.start()
+    try:
+        numbers = stored_numbers(daemon, base)
+    finally:
+        daemon.stop()
+    assert_prefix(numbers)
+    assert 2_000 <= len(numbers) < 20_000

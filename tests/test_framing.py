@@ -111,6 +111,12 @@ SYSLOG_CASES: list[tuple[str, bytes, Frames, dict[str, int]]] = [
         {"bad_length": 1},
     ),
     (
+        "a valid length past the cap is skipped exactly: the next frame needs no LF",
+        b"70 <13>" + b"y" * 66 + b"6 <13>ok",
+        [(b"<13>" + b"y" * 60, True), (b"<13>ok", False)],
+        {},
+    ),
+    (
         "a huge length at EOF is still one bad frame",
         b"<13>a\n123456789 <junk",
         [(b"<13>a", False)],

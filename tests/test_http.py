@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import itertools
 import json
 import socket
 import time
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -19,12 +21,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import http, tail
+from collector import routes, tail
 from collector.config import Config, HttpConfig
 from collector.daemon import Daemon
-from collector.http import App, HttpProtocol, Request, route
+from collector.http import HttpProtocol
 from collector.metrics import make_registry
 from collector.query import parse_time
+from collector.routes import App, Request, route
 from collector.settings import Settings
 from collector.store import Store
 from collector.times import format_timestamp
@@ -210,7 +213,7 @@ def test_post_is_all_or_nothing_naming_each_bad_item() -> None:
 
 
 def test_durations_count_into_fixed_buckets() -> None:
-    d = http.Durations()
+    d = routes.Durations()
     for s in (0.0001, 0.003, 0.003, 100.0):
         d.observe(s)
     cum = d.cumulative()
@@ -273,8 +276,11 @@ async def test_pipelined_requests_are_answered_in_order_fed_whole_or_byte_by_byt
         proto, t = fake_conn()
         for i in range(0, len(PIPELINE), step):
             proto.data_received(PIPELINE[i : i + step])
+        # One answer per loop turn: the rest wait, and so does reading.
+        await wait_for(lambda t=t: len(parse_answers(bytes(t.data))) == 4)
         statuses = [a.status for a in parse_answers(bytes(t.data))]
         assert statuses == [200, 404, 400, 200], step
+        assert t.reading
         assert not t.closed
         proto.connection_lost(None)
 
@@ -877,6 +883,7 @@ async def test_requests_are_counted_by_route_pattern_and_status() -> None:
     app = make_app()
     proto, _ = fake_conn(app)
     proto.data_received(get("/logs/abc-1") + get("/logs/abc-2") + get("/nope") + get("/health"))
+    await wait_for(lambda: sum(app.stats.requests.values()) == 4)
     assert app.stats.requests == {("/logs/{id}", 404): 2, ("other", 404): 1, ("/health", 200): 1}
     assert app.stats.duration["/logs/{id}"].count == 2
     proto.connection_lost(None)
@@ -949,3 +956,29 @@ async def test_the_stats_histogram_covers_the_matching_span_in_step_buckets() ->
         counts = [b["count"] for b in st_["histogram"]]
         assert counts == [2, 0, 0, 0, 0, 0, 0, 0, 1]
         assert st_["histogram"][0]["start"] == format_timestamp((now - 660) * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"POST /logs HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000,
+        get("/tail"),
+        get("/health") * 50,
+    ],
+    ids=["half a body", "a tail", "a pipeline"],
+)
+async def test_a_closed_connection_is_freed_by_reference_counting_alone(sent: bytes) -> None:
+    """No reference cycle outlives connection_lost: what a client left behind
+    is freed at once, even with the cycle collector off (as the daemon's
+    tuned GC may leave it for a long time)."""
+    gc.collect()
+    gc.disable()
+    try:
+        proto, _ = fake_conn()
+        proto.data_received(sent)
+        ref = weakref.ref(proto)
+        proto.connection_lost(None)
+        del proto
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from collector import __version__
 from collector.config import ListenerConfig, StoreConfig
-from collector.http import HttpStats
 from collector.metrics import DaemonCollector, ReloadStats, make_registry, read_udp_drops
 from collector.record import Record
+from collector.routes import HttpStats
 from collector.store import Store
 from tests.support import http_request, listener_addr, local_config, running_daemon, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from collector.config import ConfigError, config_from_dict
-from collector.persist import Persistence
+from collector.persist import DirectoryInUse, Persistence
 from collector.record import Record
 from collector.store import Store
 from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
@@ -37,13 +37,24 @@ def test_close_then_open_restores_records_with_their_ids(tmp_path: Path) -> None
         batch = [rec(i) for i in range(start, start + 100)]
         p1.log(s1.add_many(batch), batch)
     asyncio.run(p1.close())
-    assert os.listdir(tmp_path) == ["snapshot.bin"]  # the log is truncated
+    assert sorted(os.listdir(tmp_path)) == ["lock", "snapshot.bin"]  # the log is truncated
 
     s2 = store()
     p2 = Persistence(str(tmp_path), s2)
     p2.open(NOW)
     assert ids(s2) == ids(s1)
     assert p2.stats.restored_records == 300
+    asyncio.run(p2.close())
+
+
+def test_a_second_open_of_a_locked_directory_is_refused_naming_it(tmp_path: Path) -> None:
+    p1 = Persistence(str(tmp_path), store())
+    p1.open(NOW)
+    with pytest.raises(DirectoryInUse, match="is in use by another collector"):
+        Persistence(str(tmp_path), store()).open(NOW)
+    asyncio.run(p1.close())
+    p2 = Persistence(str(tmp_path), store())
+    p2.open(NOW)  # released by close()
     asyncio.run(p2.close())
 
 
@@ -84,6 +95,7 @@ def test_after_a_crash_the_log_is_replayed_on_top_of_the_snapshot(tmp_path: Path
     p1b.log(s1b.add_many(b), b)
     p1b.wal.write_pending()  # a flush, then "kill -9": no close()
     p1b.wal.close()
+    p1b.unlock()  # the dead process's lock goes with it
 
     s2 = store()
     p2 = Persistence(str(tmp_path), s2)
@@ -103,6 +115,7 @@ def test_a_crash_between_snapshot_and_log_truncation_doubles_nothing(tmp_path: P
     p1._write_snapshot(s1.snapshot_items(), p1.wal.last_seq, sealed[-1])
     # crash here: the snapshot is renamed into place, the log is not removed
     assert any(name.startswith("wal-") for name in os.listdir(tmp_path))
+    p1.unlock()  # the dead process's lock goes with it
 
     s2 = store()
     p2 = Persistence(str(tmp_path), s2)
@@ -220,6 +233,7 @@ def test_a_damaged_snapshot_and_a_leftover_log_segment_double_no_id(tmp_path: Pa
     # crash before the log is removed, and the snapshot's end is damaged later
     snap = tmp_path / "snapshot.bin"
     snap.write_bytes(snap.read_bytes()[:-10])
+    p1.unlock()  # the dead process's lock goes with it
 
     s2 = store()
     p2 = Persistence(str(tmp_path), s2)

@@ -208,10 +208,10 @@ def test_a_snapshot_that_fails_after_a_gap_leaves_the_log_a_prefix_without_holes
     wal.write_pending()
     wal.append(101, batch(101, 1000, size=100))  # over the bound: dropped, a gap
     wal.write_pending()
-    sealed = wal.rotate()  # an early snapshot starts ...
+    wal.rotate()  # an early snapshot starts ...
     wal.append(1101, batch(1101, 10, size=100))  # ... records arrive meanwhile ...
     wal.write_pending()
-    wal.snapshot_failed(sealed)  # ... and the snapshot fails (disk full)
+    wal.snapshot_failed()  # ... and the snapshot fails (disk full)
     wal.append(1111, batch(1111, 10, size=100))
     wal.write_pending()
     assert [seq for seq, _ in replay(tmp_path)[0]] == list(range(1, 101))
@@ -221,10 +221,10 @@ def test_a_snapshot_that_fails_after_a_gap_leaves_the_log_a_prefix_without_holes
 def test_a_failed_snapshot_without_a_gap_keeps_the_new_segment(tmp_path: Path) -> None:
     wal = new_wal(tmp_path)
     wal.append(1, batch(1, 10))
-    sealed = wal.rotate()
+    wal.rotate()
     wal.append(11, batch(11, 10))
     wal.write_pending()
-    wal.snapshot_failed(sealed)
+    wal.snapshot_failed()
     assert [seq for seq, _ in replay(tmp_path)[0]] == list(range(1, 21))
     wal.close()
 
