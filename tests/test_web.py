@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from collector.http import App, Request, route, web_files
+from collector.routes import App, Request, route, web_files
 from collector.record import format_timestamp
 from tests.faults_support import DaemonProcess, poll
 from tests.test_http import make_app
