@@ -24,6 +24,7 @@ from collector.config import Config
 from collector.http import App
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
+from collector.parse import IMPLEMENTATION_DETAIL
 from collector.persist import Persistence
 from collector.record import Record
 from collector.reload import bind_listener, on_sighup, start_http_server
@@ -318,9 +319,10 @@ async def serve(
     if on_started is not None:
         on_started(daemon)
     log.info(
-        "collector started: %d listeners, http on %s:%d",
+        "collector started: %d listeners, http on %s:%d, parser %s",
         len(daemon.listeners),
         *daemon.http_address,
+        IMPLEMENTATION_DETAIL,
     )
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", _status(daemon)):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from collector import __version__
+from collector import __version__, parse
 from collector.cli import main
+from collector.parse import IMPLEMENTATION_DETAIL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
 
@@ -58,13 +61,38 @@ def test_version_and_help_via_python_dash_m() -> None:
         [sys.executable, "-m", "collector", "--version"], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0
-    assert out.stdout.strip() == f"collector {__version__}"
+    assert out.stdout.strip() == f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}"
     helped = subprocess.run(
         [sys.executable, "-m", "collector", "--help"], capture_output=True, text=True, timeout=30
     )
     assert helped.returncode == 0
     assert "check-config" in helped.stdout
     assert "run" in helped.stdout
+
+
+def test_version_says_pure_when_collector_pure_is_set() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "collector", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLLECTOR_PURE": "1"},
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip().endswith("parser pure Python (native module: COLLECTOR_PURE is set)")
+
+
+def test_with_a_compiler_at_hand_the_native_parser_is_built_and_loaded() -> None:
+    if os.environ.get("COLLECTOR_PURE", "") not in ("", "0"):
+        assert not parse.NATIVE
+        assert parse.IMPLEMENTATION == "pure"
+        assert "COLLECTOR_PURE" in parse.IMPLEMENTATION_DETAIL
+        return
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler: the pure path is the expected one")
+    assert parse.NATIVE, parse.IMPLEMENTATION_DETAIL
+    assert parse.IMPLEMENTATION == "native"
+    assert IMPLEMENTATION_DETAIL.startswith("native")
 
 
 def test_no_command_is_a_usage_error() -> None:
