@@ -306,3 +306,13 @@ def test_records_survive_many_batches_without_leaking_references() -> None:
     for _ in range(50):
         native.parse_frames(msgs, NOW, SENDER, OPTS.ttl_us)
     assert sys.getrefcount(SENDER) == before
+
+
+def test_records_are_filled_slot_by_slot_as_the_record_type_allows() -> None:
+    # Record is a slots dataclass: the native code fills its slots directly
+    # (the differential tests above then check that path).
+    assert native.direct_slots()
+    rec = native.parse(b"<13>1 - h a - - - x", NOW, SENDER, OPTS.ttl_us, False)
+    assert rec is not None
+    rec.message = "changed"  # an ordinary, mutable Record
+    assert rec == Record(NOW, NOW, "h", "a", None, None, 1, 5, "changed", None, None, "rfc5424")
