@@ -301,7 +301,10 @@ class Rsyslog(Target):
 
 
 def _message(i: int) -> bytes:
-    head = b"<38>1 2026-01-01T00:00:00.000000Z bench-host benchapp 1234 ID47 - "
+    # Stamped now: a fixed date would age out of the 1 h TTL and send every
+    # record through the clock-skew rule (restamped, original time kept).
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()).encode()
+    head = b"<38>1 " + now + b".000000Z bench-host benchapp 1234 ID47 - "
     body = b"seq %010d " % i
     return head + body + b"x" * (MSG_SIZE - len(head) - len(body))
 
