@@ -33,7 +33,7 @@ _native_frames: (
     Callable[[list[tuple[bytes, bool]], int, str | None, int], list[Record | None]] | None
 ) = None
 try:
-    from collector import _native
+    import collector._native as _native
 except ImportError as e:
     _NATIVE_MISSING = (
         "native module not built" if isinstance(e, ModuleNotFoundError) else f"native module: {e}"
