@@ -82,6 +82,29 @@ def test_version_says_pure_when_collector_pure_is_set() -> None:
     assert out.stdout.strip().endswith("parser pure Python (native module: COLLECTOR_PURE is set)")
 
 
+def test_without_the_native_module_version_says_it_was_not_built() -> None:
+    # As after an install where the C build failed: the module cannot be found.
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoNative(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'collector._native':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, NoNative())\n"
+        "from collector.cli import main\n"
+        "main(['--version'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "COLLECTOR_PURE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.strip()
+        == f"collector {__version__}, parser pure Python (native module not built)"
+    )
+
+
 def test_with_a_compiler_at_hand_the_native_parser_is_built_and_loaded() -> None:
     if os.environ.get("COLLECTOR_PURE", "") not in ("", "0"):
         assert not parse.NATIVE
