@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?=
 
-.PHONY: run test lint format bench soak clean
+.PHONY: run test lint format bench soak fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "python3 -m venv failed: on Debian, apt-get install python3-venv" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -35,8 +35,16 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The suite with the native parser (when built), then the parser suites again
+# on the pure path alone (COLLECTOR_PURE=1), as a machine without a compiler runs.
 test: lint
 	$(BIN)/pytest -q
+	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_rfc5424.py \
+	  tests/test_parse.py tests/test_rfc3164.py tests/test_listeners.py tests/test_cli.py
+
+# The native parser under AddressSanitizer + UBSan, differential suite and corpus.
+fuzz: $(STAMP)
+	.ci/fuzz
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
@@ -45,4 +53,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(RUN_DIR)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(RUN_DIR) build collector/*.so

@@ -6,7 +6,7 @@ peak RSS. TCP load is octet-counted ~250 B RFC 5424 (syslog-ng's `loggen`
 when found, else a Python sender); UDP load is paced. `--vs-peers` runs the
 same TCP load against syslog-ng and rsyslog, interleaved, and prints ratios.
 
-    .venv/bin/python bench/ingest.py [--quick] [--vs-peers] [--noop-parse]
+    .venv/bin/python bench/ingest.py [--quick] [--vs-peers] [--vs-pure] [--tcp-only] [--noop-parse]
     .venv/bin/python bench/ingest.py --pauses   # GC: CPU us/msg, worst loop stall
 """
 
@@ -142,12 +142,17 @@ class Target:
 
 
 class Collector(Target):
-    def __init__(self, noop_parse: bool = False, untuned_gc: bool = False) -> None:
+    def __init__(
+        self, noop_parse: bool = False, untuned_gc: bool = False, pure: bool = False
+    ) -> None:
         self.noop = noop_parse
         self.untuned = untuned_gc
+        self.pure = pure
         self.name = "collector(noop-parse)" if noop_parse else "collector"
         if untuned_gc:
             self.name = "collector(CPython GC)"
+        if pure:
+            self.name = "collector(pure)"
 
     def start(self, work: Path) -> None:
         self.tcp_port, self.udp_port, self.http_port = (
@@ -174,7 +179,8 @@ class Collector(Target):
         else:
             cmd = [sys.executable, "-m", "collector", "run", "--config", str(cfg)]
         self.log = open(work / "collector.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=self.log, stdout=self.log)
+        env = {**os.environ, "COLLECTOR_PURE": "1"} if self.pure else None
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=self.log, stdout=self.log, env=env)
         wait_port(self.http_port, self.proc)
 
     def count(self) -> int:
@@ -295,7 +301,10 @@ class Rsyslog(Target):
 
 
 def _message(i: int) -> bytes:
-    head = b"<38>1 2026-01-01T00:00:00.000000Z bench-host benchapp 1234 ID47 - "
+    # Stamped now: a fixed date would age out of the 1 h TTL and send every
+    # record through the clock-skew rule (restamped, original time kept).
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()).encode()
+    head = b"<38>1 " + now + b".000000Z bench-host benchapp 1234 ID47 - "
     body = b"seq %010d " % i
     return head + body + b"x" * (MSG_SIZE - len(head) - len(body))
 
@@ -523,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the GC comparison: CPU us/msg and worst event-loop stall",
     )
+    ap.add_argument(
+        "--vs-pure",
+        action="store_true",
+        help="also run the daemon with COLLECTOR_PURE=1 (the pure-Python parser), interleaved",
+    )
+    ap.add_argument("--tcp-only", action="store_true", help="skip the UDP loads")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--tcp-messages", type=int, default=None)
     ap.add_argument("--udp-rate", type=int, default=100_000)
@@ -556,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(lambda: Collector(noop_parse=True))
     if args.untuned_gc:
         targets.append(lambda: Collector(untuned_gc=True))
+    if args.vs_pure:
+        targets.append(lambda: Collector(pure=True))
     if args.vs_peers:
         if _peer_root() is not None:
             targets.append(SyslogNg)
@@ -578,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         ceiling = 0
+        if args.tcp_only:
+            targets, ramp = [], []
         for make in targets:
             r = run_one(make(), "udp", work, rate=args.udp_rate, seconds=udp_s)
             results.append(r)
@@ -587,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             if r.target == "collector" and r.loss < 0.1:
                 ceiling = args.udp_rate
-        if not ramp and not args.quick:  # up from the target rate if it held, else down
+        if (
+            not ramp and not args.quick and not args.tcp_only
+        ):  # up from the target rate if it held, else down
             ramp = [150_000, 200_000, 300_000] if ceiling else [75_000, 50_000, 25_000]
         for rate in ramp:
             r = run_one(Collector(), "udp", work, rate=rate, seconds=udp_s)
@@ -606,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     med = summarise(results)
     tcp_load_name = f"tcp {n_tcp // 1000}k x{MSG_SIZE}B"
     ours = med.get(("collector", tcp_load_name))
-    for peer in ("syslog-ng", "rsyslog"):
+    for peer in ("collector(pure)", "syslog-ng", "rsyslog"):
         theirs = med.get((peer, tcp_load_name))
         if ours and theirs:
             print(
@@ -614,7 +635,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ours['cpu'] / theirs['cpu']:.2f}x CPU per message"
             )
     tried = sorted({args.udp_rate, *ramp})
-    if ceiling:
+    if args.tcp_only:
+        pass
+    elif ceiling:
         print(f"UDP: highest offered rate with < 0.1% loss: {ceiling:,} msg/s (tried {tried})")
     else:
         print(f"UDP: none of the offered rates {tried} held < 0.1% loss")

@@ -19,6 +19,7 @@ from typing import Any
 
 from collector import __version__
 from collector.config import Config, ConfigError, load_config
+from collector.parse import IMPLEMENTATION_DETAIL
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -319,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="A syslog and JSON-lines collector with an in-memory store and an HTTP query API.",
         epilog="See README.md for the configuration and the HTTP API.",
     )
-    parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -24,6 +24,7 @@ from collector import systemd
 from collector.config import Config
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
+from collector.parse import IMPLEMENTATION_DETAIL
 from collector.persist import DirectoryInUse, Persistence
 from collector.ratelimit import SUMMARY_EVERY
 from collector.record import Record
@@ -417,9 +418,10 @@ async def serve(
     if on_started is not None:
         on_started(daemon)
     log.info(
-        "collector started: %d listeners, http on %s:%d",
+        "collector started: %d listeners, http on %s:%d, parser %s",
         len(daemon.listeners),
         *daemon.http_address,
+        IMPLEMENTATION_DETAIL,
     )
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", _status(daemon)):

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from collector import __version__
 from collector.listeners import Listener
+from collector.parse import IMPLEMENTATION
 from collector.persist import PersistenceStats
 from collector.ratelimit import RateLimiter
 from collector.routes import HttpStats
@@ -178,10 +179,10 @@ class DaemonCollector(Collector):
     def _process(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "collector_build_info",
-            "Always 1; the labels name the running version",
-            labels=["version", "python"],
+            "Always 1; the labels name the running version and parser (native or pure)",
+            labels=["version", "python", "parser"],
         )
-        info.add_metric([__version__, platform.python_version()], 1)
+        info.add_metric([__version__, platform.python_version(), IMPLEMENTATION], 1)
         yield info
         yield GaugeMetricFamily(
             "collector_start_time_seconds",

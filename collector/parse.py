@@ -3,13 +3,15 @@
 Reads PRI, then picks RFC 5424 (VERSION 1..999) or RFC 3164 per message, and falls
 back to `raw`, so nothing that arrives is lost. Bytes are decoded once (invalid
 UTF-8 -> U+FFFD) and never raise. Pure: receipt time, sender and timezone come
-in as arguments; no clock, no I/O.
+in as arguments; no clock, no I/O. The native module, when built, reads common
+RFC 5424 frames first; `parse_syslog_pure` is the specification it mirrors.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 
 from collector.record import (
     FACILITY_USER,
@@ -22,6 +24,32 @@ from collector.record import (
 from collector.rfc3164 import parse_rfc3164
 from collector.rfc5424 import parse_rfc5424
 from collector.times import parse_timestamp
+
+# The native hot path (collector/_native.c): common RFC 5424 frames at C
+# speed, None for every frame it declines. Absent when it was not built, or
+# when COLLECTOR_PURE is set (the module then refuses to load).
+_native_parse: Callable[[bytes, int, str | None, int, bool], Record | None] | None = None
+_native_frames: (
+    Callable[[list[tuple[bytes, bool]], int, str | None, int], list[Record | None]] | None
+) = None
+try:
+    import collector._native as _native
+except ImportError as e:
+    _NATIVE_MISSING = (
+        "native module not built" if isinstance(e, ModuleNotFoundError) else f"native module: {e}"
+    )
+else:
+    _native_parse = _native.parse
+    _native_frames = _native.parse_frames
+
+NATIVE = _native_parse is not None
+# What parses syslog in this process, for --version, a metric and the log.
+IMPLEMENTATION = "native" if NATIVE else "pure"
+IMPLEMENTATION_DETAIL = (
+    "native (C: RFC 5424; the rest in Python)" if NATIVE else f"pure Python ({_NATIVE_MISSING})"
+)
+# The native code keeps every time inside int64; outside this TTL it declines.
+_NATIVE_MAX_TTL = 10**18
 
 # PRI = "<" PRIVAL ">"; PRIVAL = 1*3DIGIT ; range 0 .. 191 (RFC 5424 §6.2.1).
 # Every spelling of 0..191 in one to three digits, leading zeros included
@@ -85,7 +113,35 @@ def parse_syslog(
 
     `sender` is the host for messages that carry none (peer IP, or this
     machine's hostname for the unix socket); `truncated` marks a frame cut to
-    max_message_bytes (`fields.truncated`)."""
+    max_message_bytes (`fields.truncated`). The native module reads the frame
+    when it can, with the same result as `parse_syslog_pure`."""
+    if _native_parse is not None:
+        rec = _native_parse(data, received_at, sender, opts.ttl_us, truncated)
+        if rec is not None:
+            return rec
+    return parse_syslog_pure(data, received_at, sender, opts, truncated)
+
+
+def parse_frames(
+    frames: list[tuple[bytes, bool]], received_at: int, sender: str | None, opts: ParseOptions
+) -> list[Record | None] | None:
+    """The native batch: for each (bytes, truncated) frame from one sender,
+    its Record, or None for a frame to hand to `parse_syslog` (the native
+    code declined it). None when the native module is not loaded (or the TTL
+    is beyond what it handles): parse every frame with `parse_syslog`."""
+    if _native_frames is None or not 0 <= opts.ttl_us <= _NATIVE_MAX_TTL:
+        return None
+    return _native_frames(frames, received_at, sender, opts.ttl_us)
+
+
+def parse_syslog_pure(
+    data: bytes,
+    received_at: int,
+    sender: str | None,
+    opts: ParseOptions,
+    truncated: bool = False,
+) -> Record:
+    """`parse_syslog` in Python alone: the specification of the native path."""
     text = data.decode("utf-8", "replace")
     if text[:1] == "<":
         # PRI = "<" PRIVAL ">" (RFC 5424 §6.2.1, RFC 3164 §4.1.1)
@@ -110,7 +166,7 @@ def parse_syslog(
     elif text[:1] == "\ufeff":
         # A BOM before the whole line instead of before MSG: defensive, it is
         # never text, wherever a sender puts it.
-        return parse_syslog(data[3:], received_at, sender, opts, truncated)
+        return parse_syslog_pure(data[3:], received_at, sender, opts, truncated)
     else:
         rec = _without_pri(text, received_at, sender, opts.tz)
     return finish_record(rec, opts, truncated)

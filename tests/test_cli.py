@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from collector import __version__
+from collector import __version__, parse
 from collector.cli import main
+from collector.parse import IMPLEMENTATION_DETAIL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
 
@@ -59,13 +62,61 @@ def test_version_and_help_via_python_dash_m() -> None:
         [sys.executable, "-m", "collector", "--version"], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0
-    assert out.stdout.strip() == f"collector {__version__}"
+    assert out.stdout.strip() == f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}"
     helped = subprocess.run(
         [sys.executable, "-m", "collector", "--help"], capture_output=True, text=True, timeout=30
     )
     assert helped.returncode == 0
     assert "check-config" in helped.stdout
     assert "run" in helped.stdout
+
+
+def test_version_says_pure_when_collector_pure_is_set() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "collector", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLLECTOR_PURE": "1"},
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip().endswith("parser pure Python (native module: COLLECTOR_PURE is set)")
+
+
+def test_without_the_native_module_version_says_it_was_not_built() -> None:
+    # As after an install where the C build failed: the module cannot be found.
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoNative(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'collector._native':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, NoNative())\n"
+        "from collector.cli import main\n"
+        "main(['--version'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "COLLECTOR_PURE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.strip()
+        == f"collector {__version__}, parser pure Python (native module not built)"
+    )
+
+
+def test_with_a_compiler_at_hand_the_native_parser_is_built_and_loaded() -> None:
+    if os.environ.get("COLLECTOR_PURE", "") not in ("", "0"):
+        assert not parse.NATIVE
+        assert parse.IMPLEMENTATION == "pure"
+        assert "COLLECTOR_PURE" in parse.IMPLEMENTATION_DETAIL
+        return
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler: the pure path is the expected one")
+    assert parse.NATIVE, parse.IMPLEMENTATION_DETAIL
+    assert parse.IMPLEMENTATION == "native"
+    assert IMPLEMENTATION_DETAIL.startswith("native")
 
 
 def test_no_command_is_a_usage_error() -> None:

@@ -518,6 +518,8 @@ async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
         return real(data, *args)
 
     monkeypatch.setattr(listeners_mod, "parse_syslog", fragile)
+    # The native batch path would read these lines before parse_syslog sees them.
+    monkeypatch.setattr(listeners_mod, "parse_frames", lambda *args: None)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
@@ -532,6 +534,22 @@ async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
             ("after", "rfc5424"),
         ]
         assert lst.stats.raw == 1
+
+
+async def test_a_native_parser_crash_leaves_that_batch_to_the_python_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> list[Record | None]:
+        raise MemoryError("native bug")
+
+    monkeypatch.setattr(listeners_mod, "parse_frames", broken)
+    async with _listener(_tcp_cfg()) as (lst, records):
+        addr = lst.address
+        assert isinstance(addr, tuple)
+        await _send_tcp(addr, b"<13>1 - h app - - - one\n<13>Jan  2 03:04:05 h app: two\n")
+        await wait_for(lambda: len(records) == 2)
+        assert [(r.message, r.format) for r in records] == [("one", "rfc5424"), ("two", "rfc3164")]
+        assert lst.stats.raw == 0
 
 
 async def test_a_failing_sink_loses_that_batch_counted_and_the_listener_carries_on() -> None:

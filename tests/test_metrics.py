@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from collector import __version__
 from collector.config import ListenerConfig, StoreConfig
 from collector.metrics import DaemonCollector, ReloadStats, make_registry, read_udp_drops
+from collector.parse import IMPLEMENTATION
 from collector.record import Record
 from collector.routes import HttpStats
 from collector.store import Store
@@ -109,7 +110,7 @@ async def test_metrics_endpoint_serves_the_registry_as_prometheus_text() -> None
         text = answer.body.decode()
         assert 'collector_messages_received_total{listener="udp"} 0.0' in text
         assert "collector_store_records 0.0" in text
-        assert 'collector_build_info{python="' in text
+        assert f'collector_build_info{{parser="{IMPLEMENTATION}",python="' in text
         assert f'version="{__version__}"' in text
 
 
@@ -122,6 +123,8 @@ def test_build_info_start_time_and_uptime() -> None:
     reg = make_registry(_store(), list, started_at=started)
     samples = {s.name: s for m in reg.collect() for s in m.samples}
     assert samples["collector_build_info"].labels["version"] == __version__
+    assert samples["collector_build_info"].labels["parser"] in ("native", "pure")
+    assert samples["collector_build_info"].labels["parser"] == IMPLEMENTATION
     assert samples["collector_build_info"].value == 1
     assert _value(reg, "collector_start_time_seconds") == started
     uptime = _value(reg, "collector_uptime_seconds")

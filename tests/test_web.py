@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from collector.routes import App, Request, route, web_files
 from collector.record import format_timestamp
+from collector.routes import App, Request, route, web_files
 from tests.faults_support import DaemonProcess, poll
 from tests.test_http import make_app
 

@@ -1,0 +1,18 @@
+"""The native hot path, built by `pip install .` when a C compiler and the
+Python headers are there (metadata lives in pyproject.toml). `optional=True`:
+when the build fails, the install goes on and the pure-Python parser runs.
+CFLAGS/LDFLAGS from the environment are added (`make fuzz` builds it with
+sanitizers that way)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "collector._native",
+            ["collector/_native.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)

@@ -1,0 +1,318 @@
+"""The native hot path against its specification: collector/_native.c must
+give exactly the Record `parse_syslog_pure` gives (same values, same types,
+same key order), or decline (None) and leave the frame to Python. Random,
+adversarial and real device lines; `make fuzz` runs this module with the C
+code built under AddressSanitizer and UndefinedBehaviorSanitizer."""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.messages import malformed, mixed, rfc3164_messages, rfc5424_messages
+from collector import parse
+from collector.parse import parse_syslog, parse_syslog_pure
+from collector.record import ParseOptions, Record
+
+NOW = 1767323045_500000  # 2026-01-02T03:04:05.5Z
+OPTS = ParseOptions(ttl_us=100 * 365 * 86400 * 1_000_000)
+# Receipt after year 9999 and a TTL past year 1: every valid time is inside
+# the clock-skew window, so time tests see the time rules and nothing else.
+LATE = 260_000_000_000_000_000
+WIDE = ParseOptions(ttl_us=10**18)
+SENDER = "192.0.2.7"
+CORPUS = Path(__file__).parent / "corpus" / "syslog-devices.txt"
+FAST = os.environ.get("COLLECTOR_FUZZ_EXAMPLES")  # `make fuzz` asks for more examples
+EXAMPLES = int(FAST) if FAST else 300
+
+
+# Skipped when not built or when COLLECTOR_PURE is set (tests/test_cli.py
+# checks that a machine with a compiler does build it).
+native = pytest.importorskip(
+    "collector._native", reason="native module not loaded", exc_type=ImportError
+)
+
+
+def _same(data: bytes, now: int = NOW, opts: ParseOptions = OPTS, cut: bool = False) -> bool:
+    """Assert native == pure for one frame; True when native read it."""
+    got = native.parse(data, now, SENDER, opts.ttl_us, cut)
+    want = parse_syslog_pure(data, now, SENDER, opts, cut)
+    # parse_syslog never differs from the pure parser, whichever reads it.
+    assert repr(parse_syslog(data, now, SENDER, opts, cut)) == repr(want), data
+    if got is None:
+        return False
+    assert isinstance(got, Record)
+    # repr: values, their types (str vs list) and dict key order, all at once.
+    assert repr(got) == repr(want), data
+    assert type(got.timestamp) is int
+    assert type(got.facility) is int
+    return True
+
+
+def _corpus() -> list[bytes]:
+    lines = CORPUS.read_bytes().split(b"\n")
+    return [codecs.escape_decode(x)[0] for x in lines if x and not x.startswith(b"#")]
+
+
+def test_device_corpus_lines_read_the_same_natively_and_in_python() -> None:
+    lines = _corpus()
+    assert len(lines) > 40
+    read = sum(_same(x, LATE, WIDE) for x in lines)
+    # The common shapes really take the native path (not all declined).
+    assert read >= 20
+
+
+def test_every_test_table_line_reads_the_same_natively_and_in_python() -> None:
+    from tests import test_parse, test_rfc3164, test_rfc5424
+
+    found = []
+    for mod in (test_rfc5424, test_parse, test_rfc3164):
+        for name, table in vars(mod).items():
+            if name.endswith("_CASES") and isinstance(table, list):
+                for case in table:
+                    values = getattr(case, "values", case)
+                    found += [v for v in values if isinstance(v, bytes)]
+    assert len(found) > 50
+    for data in found:
+        _same(data)
+        _same(data, cut=True)
+
+
+def test_benchmark_rfc5424_messages_all_take_the_native_path() -> None:
+    start = NOW / 1e6 - 30
+    msgs = rfc5424_messages(2000, seed=3, start=start)
+    assert all(_same(m) for m in msgs)
+
+
+def test_benchmark_mixed_and_malformed_messages_read_the_same() -> None:
+    start = NOW / 1e6 - 30
+    for m in mixed(2000, seed=4, start=start) + malformed(2000, seed=5, start=start):
+        _same(m)
+
+
+def test_rfc3164_lines_are_always_left_to_python() -> None:
+    for m in rfc3164_messages(500, seed=6, start=NOW / 1e6):
+        assert native.parse(m, NOW, SENDER, OPTS.ttl_us, False) is None
+
+
+def test_a_batch_gives_what_each_frame_gives_alone() -> None:
+    start = NOW / 1e6 - 30
+    msgs = mixed(300, seed=7, start=start) + _corpus()
+    frames = [(m, i % 5 == 0) for i, m in enumerate(msgs)]
+    got = native.parse_frames(frames, NOW, SENDER, OPTS.ttl_us)
+    assert len(got) == len(frames)
+    for rec, (m, cut) in zip(got, frames, strict=True):
+        alone = native.parse(m, NOW, SENDER, OPTS.ttl_us, cut)
+        assert repr(rec) == repr(alone)
+    assert parse.parse_frames(frames, NOW, SENDER, OPTS) is not None
+
+
+def test_outside_the_times_it_handles_the_native_code_declines_every_frame() -> None:
+    m = b"<13>1 - h a - - - x"
+    assert native.parse(m, NOW, SENDER, -1, False) is None
+    assert native.parse(m, 2**70, SENDER, OPTS.ttl_us, False) is None
+    assert native.parse_frames([(m, False)], NOW, SENDER, 2**70) == [None]
+    assert parse.parse_frames([(m, False)], NOW, SENDER, ParseOptions(ttl_us=2**70)) is None
+
+
+def test_bad_arguments_raise_type_errors_not_crashes() -> None:
+    with pytest.raises(TypeError):
+        native.parse("text", NOW, SENDER, 1, False)
+    with pytest.raises(TypeError):
+        native.parse_frames([b"<13>1 - - - - -"], NOW, SENDER, 1)
+    with pytest.raises(TypeError):
+        native.parse_frames(((b"x", False),), NOW, SENDER, 1)
+
+
+def test_clock_skew_is_left_to_python_and_recorded_there() -> None:
+    old = b"<13>1 2000-01-01T00:00:00Z h a - - - old"
+    assert native.parse(old, NOW, SENDER, 3600 * 10**6, False) is None
+    rec = parse_syslog(old, NOW, SENDER, ParseOptions())
+    assert rec.fields == {"original_timestamp": "2000-01-01T00:00:00.000000Z"}
+
+
+# --- generated -------------------------------------------------------------
+
+_TOKENS = [
+    b"[",
+    b"]",
+    b" ",
+    b'"',
+    b"\\",
+    b"=",
+    b"a",
+    b"x=",
+    b'x="',
+    b"[a",
+    b"[b@1",
+    b"] ",
+    b"\x00",
+    b"\x01",
+    b"\xc3\xa9",
+    b"\xff",
+    b"\xe2\x82",
+    b"\xef\xbb\xbf",
+    b"-",
+    b"\\]",
+    b'\\"',
+    b"\\\\",
+    b"\n",
+]
+_TAIL = st.lists(st.sampled_from(_TOKENS), max_size=25).map(b"".join)
+_FIELD = st.one_of(
+    st.just(b"-"),
+    st.binary(min_size=0, max_size=6),
+    st.sampled_from([b"host", b"h\xc3\xa9", b"app", b"12", b"ID47", b"\xff", b"a b"]),
+)
+_PRI = st.one_of(
+    st.integers(0, 200).map(lambda n: b"<%d>" % n),
+    st.sampled_from([b"<013>", b"<>", b"<1", b"<0001>", b"< 1>", b"<1a>", b""]),
+)
+_VERSION = st.sampled_from([b"1 ", b"1", b"2 ", b"10 ", b"1  ", b""])
+
+
+def _ts_text(t: dt.datetime, digits: int, offset: str, sep: str) -> bytes:
+    s = t.strftime("%Y-%m-%d") + sep + t.strftime("%H:%M:%S")
+    if digits:
+        s += "." + f"{t.microsecond:06d}{t.microsecond:06d}"[:digits]
+    return (s + offset).encode()
+
+
+_OFFSETS = st.one_of(
+    st.sampled_from(["Z", "z", "", "+00:00", "-00:00", "+0530", "-0800", "+24:00", "+01:60"]),
+    st.builds(
+        lambda sign, h, m, colon: f"{sign}{h:02d}{colon}{m:02d}",
+        st.sampled_from("+-"),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.sampled_from([":", ""]),
+    ),
+)
+_TIMESTAMP = st.one_of(
+    st.just(b"-"),
+    st.builds(
+        _ts_text,
+        st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)),
+        st.integers(0, 10),
+        _OFFSETS,
+        st.sampled_from(["T", "t", "T", "_"]),
+    ),
+)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
+    """A value with a few bytes replaced: dates like 2026-13-45, stray signs."""
+    b = bytearray(draw(base))
+    for _ in range(draw(st.integers(0, 2))):
+        if b:
+            i = draw(st.integers(0, len(b) - 1))
+            b[i] = draw(st.sampled_from(b"0123456789:+-.TZz \x80"))
+    return bytes(b)
+
+
+_MESSAGE = st.builds(
+    lambda pri, ver, ts, h, a, p, m, tail: pri + ver + ts + b" " + b" ".join([h, a, p, m]) + tail,
+    _PRI,
+    _VERSION,
+    st.one_of(_TIMESTAMP, _mutated(_TIMESTAMP)),
+    _FIELD,
+    _FIELD,
+    _FIELD,
+    _FIELD,
+    st.one_of(_TAIL.map(lambda t: b" " + t), _TAIL, st.just(b"")),
+)
+
+
+# Headers the native code takes (and near misses): its real work, not declines.
+_GOOD_FIELD = st.one_of(
+    st.sampled_from([b"-", b"host", b"h\xc3\xa9", b"\xff", b"app", b"12", b"ID47", b"[x]"]),
+    st.binary(min_size=1, max_size=6).filter(lambda b: b" " not in b),
+)
+_GOOD_MESSAGE = st.builds(
+    lambda pri, ts, h, a, p, m, tail: b"<%d>1 " % pri + b" ".join([ts, h, a, p, m]) + tail,
+    st.integers(0, 191),
+    st.one_of(_TIMESTAMP, _mutated(_TIMESTAMP)),
+    _GOOD_FIELD,
+    _GOOD_FIELD,
+    _GOOD_FIELD,
+    _GOOD_FIELD,
+    st.one_of(_TAIL.map(lambda t: b" " + t), _TAIL, st.just(b"")),
+)
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_MESSAGE, _GOOD_MESSAGE), st.booleans())
+def test_generated_rfc5424ish_messages_read_the_same(data: bytes, cut: bool) -> None:
+    _same(data, NOW, OPTS, cut)
+    _same(data, LATE, WIDE, cut)
+
+
+@st.composite
+def _sd(draw: st.DrawFn) -> bytes:
+    """Well-formed SD (or nearly: one token swapped in), values full of escapes."""
+    out = b""
+    for _ in range(draw(st.integers(1, 3))):
+        out += b"[" + draw(st.sampled_from([b"a", b"origin", b"meta@32473", b"x.y"]))
+        for _ in range(draw(st.integers(0, 3))):
+            name = draw(st.sampled_from([b"ip", b"x", b"ip", b"k-1"]))
+            value = draw(_TAIL).replace(b'"', b'\\"')
+            out += b" " + name + b'="' + value + b'"'
+        out += b"]"
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(out)))
+        out = out[:i] + draw(st.sampled_from(_TOKENS)) + out[i:]
+    return out
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sd(), _TAIL)
+def test_generated_structured_data_reads_the_same(sd: bytes, msg: bytes) -> None:
+    _same(b"<13>1 2026-01-02T03:04:05.1Z host app 12 ID " + sd + b" " + msg)
+    _same(b"<13>1 - host app 12 ID " + sd + msg)
+    _same(b"<13>1 - host app 12 ID " + sd)
+
+
+@settings(max_examples=EXAMPLES * 3, deadline=None)
+@given(st.binary(max_size=80))
+def test_arbitrary_bytes_after_a_header_read_the_same(tail: bytes) -> None:
+    _same(b"<165>1 2026-01-02T03:04:05.123456+01:00 h a p m " + tail)
+    _same(b"<165>1 " + tail)
+    _same(tail)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(st.one_of(_MESSAGE, _GOOD_MESSAGE), st.booleans()), max_size=20))
+def test_generated_batches_give_what_each_frame_gives_alone(
+    frames: list[tuple[bytes, bool]],
+) -> None:
+    got = native.parse_frames(frames, NOW, SENDER, OPTS.ttl_us)
+    for rec, (m, cut) in zip(got, frames, strict=True):
+        assert repr(rec) == repr(native.parse(m, NOW, SENDER, OPTS.ttl_us, cut))
+
+
+def test_records_survive_many_batches_without_leaking_references() -> None:
+    msgs = [(m, False) for m in rfc5424_messages(200, seed=8, start=NOW / 1e6 - 30)]
+    for _ in range(3):
+        native.parse_frames(msgs, NOW, SENDER, OPTS.ttl_us)
+    before = sys.getrefcount(SENDER)
+    for _ in range(50):
+        native.parse_frames(msgs, NOW, SENDER, OPTS.ttl_us)
+    assert sys.getrefcount(SENDER) == before
+
+
+def test_records_are_filled_slot_by_slot_as_the_record_type_allows() -> None:
+    # Record is a slots dataclass: the native code fills its slots directly
+    # (the differential tests above then check that path).
+    assert native.direct_slots()
+    rec = native.parse(b"<13>1 - h a - - - x", NOW, SENDER, OPTS.ttl_us, False)
+    assert rec is not None
+    rec.message = "changed"  # an ordinary, mutable Record
+    assert rec == Record(NOW, NOW, "h", "a", None, None, 1, 5, "changed", None, None, "rfc5424")
