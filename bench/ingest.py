@@ -663,7 +663,7 @@ def breakdown_one(mode: str, n: int) -> None:
 
     import uvloop
 
-    from collector import listeners
+    from collector import ingest, listeners
     from collector.config import ListenerConfig
     from collector.record import Record
     from collector.settings import Settings
@@ -676,7 +676,7 @@ def breakdown_one(mode: str, n: int) -> None:
         ) -> Record:
             return Record(now, now, sender, None, None, None, 1, 5, "", None, None, "rfc5424")
 
-        listeners.parse_syslog = noop  # type: ignore[assignment]
+        ingest.parse_syslog = noop  # type: ignore[assignment]
     if "nogc" in mode:
         gc.disable()
 
@@ -959,7 +959,7 @@ def pauses(n: int, rounds: int) -> None:
 def serve_noop(config: str) -> int:
     """The daemon with parsing replaced by a constant-cost record builder:
     what remains is the listener path (framing, batching) and the store."""
-    from collector import cli, listeners
+    from collector import cli, ingest
     from collector.record import Record
 
     def noop_parse(
@@ -969,7 +969,7 @@ def serve_noop(config: str) -> int:
             received_at, received_at, sender, None, None, None, 1, 5, "", None, None, "rfc5424"
         )
 
-    listeners.parse_syslog = noop_parse  # type: ignore[assignment]
+    ingest.parse_syslog = noop_parse  # type: ignore[assignment]
     return cli.main(["run", "--config", config])
 
 

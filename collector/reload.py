@@ -24,7 +24,8 @@ from collector.config import (
     parse_host_port,
 )
 from collector.http import start_http
-from collector.listeners import Listener, Sink, start_listener
+from collector.ingest import Sink
+from collector.listeners import Listener, start_listener
 from collector.metrics import ReloadStats
 from collector.ratelimit import RateLimiter
 from collector.record import Record

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from collector.daemon import GC_GEN0_THRESHOLD, tune_gc
-from collector.listeners import FLUSH_FRAMES
+from collector.ingest import FLUSH_FRAMES
 from collector.query import parse_logs_query
 from collector.record import Record
 from collector.store import Store

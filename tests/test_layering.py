@@ -144,8 +144,9 @@ def test_no_collector_modules_import_each_other_in_a_cycle() -> None:
     assert cycles == [], "import cycles: " + "; ".join(cycles)
 
 
-def test_listeners_import_neither_the_store_nor_http() -> None:
-    assert _collector_imports("listeners") & LISTENERS_MUST_NOT_IMPORT == set()
+@pytest.mark.parametrize("module", ["listeners", "ingest"])
+def test_listeners_import_neither_the_store_nor_http(module: str) -> None:
+    assert _collector_imports(module) & LISTENERS_MUST_NOT_IMPORT == set()
 
 
 def test_the_cycle_check_finds_a_cycle_and_names_the_way_round() -> None:

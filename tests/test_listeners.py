@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from collector import listeners as listeners_mod
+from collector import ingest as ingest_mod
 from collector.config import ListenerConfig, ParsingConfig
 from collector.daemon import StartupError
 from collector.listeners import Listener, start_listener
@@ -111,7 +111,7 @@ async def test_a_lone_lf_framed_line_is_stored_within_the_continuation_wait() ->
         waited = loop.time() - sent
         assert records[0].message == "alone"
         # Held at most the bound (and never extended here: nothing unread).
-        assert waited < listeners_mod.CONTINUATION_WAIT + 0.2
+        assert waited < ingest_mod.CONTINUATION_WAIT + 0.2
 
 
 async def test_a_line_followed_by_a_new_frame_is_stored_without_waiting() -> None:
@@ -121,7 +121,7 @@ async def test_a_line_followed_by_a_new_frame_is_stored_without_waiting() -> Non
         await writer.drain()
         sent = loop.time()
         await wait_for(lambda: records, timeout=5.0, interval=0.002)
-        assert loop.time() - sent < listeners_mod.CONTINUATION_WAIT
+        assert loop.time() - sent < ingest_mod.CONTINUATION_WAIT
         assert records[0].message == "first"
 
 
@@ -359,9 +359,9 @@ async def test_an_idle_connection_is_closed_after_idle_timeout() -> None:
 async def test_a_backlog_over_the_high_water_mark_pauses_reading_and_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(listeners_mod, "HIGH_WATER", 1000)
-    monkeypatch.setattr(listeners_mod, "LOW_WATER", 100)
-    monkeypatch.setattr(listeners_mod, "FLUSH_FRAMES", 50)
+    monkeypatch.setattr(ingest_mod, "HIGH_WATER", 1000)
+    monkeypatch.setattr(ingest_mod, "LOW_WATER", 100)
+    monkeypatch.setattr(ingest_mod, "FLUSH_FRAMES", 50)
     n = 20_000
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
@@ -510,16 +510,16 @@ async def test_an_inherited_unix_socket_is_served_and_its_file_left_to_its_owner
 async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = listeners_mod.parse_syslog
+    real = ingest_mod.parse_syslog
 
     def fragile(data: bytes, *args: Any) -> Record:
         if b"boom" in data:
             raise ValueError("parser bug")
         return real(data, *args)
 
-    monkeypatch.setattr(listeners_mod, "parse_syslog", fragile)
+    monkeypatch.setattr(ingest_mod, "parse_syslog", fragile)
     # The native batch path would read these lines before parse_syslog sees them.
-    monkeypatch.setattr(listeners_mod, "parse_frames", lambda *args: None)
+    monkeypatch.setattr(ingest_mod, "parse_frames", lambda *args: None)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
@@ -542,7 +542,7 @@ async def test_a_native_parser_crash_leaves_that_batch_to_the_python_parser(
     def broken(*args: Any) -> list[Record | None]:
         raise MemoryError("native bug")
 
-    monkeypatch.setattr(listeners_mod, "parse_frames", broken)
+    monkeypatch.setattr(ingest_mod, "parse_frames", broken)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)

@@ -235,7 +235,7 @@ class _UdpListener:
     stats: Any = None
 
     def __post_init__(self) -> None:
-        from collector.listeners import ListenerStats
+        from collector.ingest import ListenerStats
 
         self.stats = ListenerStats()
         self.address = self.socket.getsockname()
