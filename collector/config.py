@@ -8,6 +8,7 @@ them all; each names its dotted key (`listeners[1].bind: ...`).
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import ipaddress
 import math
 import os
@@ -19,7 +20,11 @@ from typing import Any
 
 import yaml
 
-TRANSPORTS = ("udp", "tcp", "unix")
+STREAM_TRANSPORTS = ("redis", "kafka")
+TRANSPORTS = ("udp", "tcp", "unix", *STREAM_TRANSPORTS)
+OUTPUT_TYPES = ("redis", "kafka", "syslog")
+# The optional extra each broker client comes from: (import name, pip extra).
+CLIENT_EXTRAS = {"redis": ("redis", "redis"), "kafka": ("confluent_kafka", "kafka")}
 FORMATS = ("syslog", "json")
 FSYNC_MODES = ("never", "batch", "always")
 
@@ -45,6 +50,32 @@ class ListenerConfig:
     # Extensions beyond the contract:
     idle_timeout: float | None = None  # tcp: close a connection silent this long
     mode: int = 0o666  # unix: permissions of the socket file, like /dev/log
+    # Stream listeners (transport redis | kafka):
+    url: str | None = None
+    stream: str = "collector"  # kafka: the topic
+    group: str | None = None  # None: read the whole stream (a replica)
+    consumer: str | None = None  # group member name; default: host name and node id
+
+    @property
+    def is_stream(self) -> bool:
+        """Reads a broker (Redis Streams, Kafka) rather than a socket."""
+        return self.transport in STREAM_TRANSPORTS
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    """One destination every stored record is forwarded to."""
+
+    name: str
+    type: str
+    url: str
+    stream: str = "collector"  # redis: the stream; kafka: the topic; syslog: unused
+    spool_dir: str | None = None
+    spool_max: int = 1024 * 1024 * 1024
+    # Extensions beyond the contract:
+    maxlen: int = 1_000_000  # redis: XADD MAXLEN ~ this
+    tls_ca: str | None = None  # syslog tls://: CA file to verify the server (default: system CAs)
+    tls_verify: bool = True  # syslog tls://: check the server's certificate and name
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +128,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
+    outputs: tuple[OutputConfig, ...] = ()
+    node_id: int | None = None  # the node part of ids; None: persisted in persist_dir or random
 
 
 # --- value parsers: each returns the value or raises ValueError(reason) ----
@@ -253,6 +286,12 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else _str(v)
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false; got {_kind(v)}")
+    return v
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if v not in options:
@@ -341,6 +380,21 @@ _LISTENER_CONVERT: dict[str, Any] = {
     "recv_buffer": _positive_size,
     "idle_timeout": _opt_duration,
     "mode": _mode,
+    "url": _opt_str,
+    "stream": _str,
+    "group": _opt_str,
+    "consumer": _opt_str,
+}
+_OUTPUT_CONVERT: dict[str, Any] = {
+    "name": _str,
+    "type": _choice(OUTPUT_TYPES),
+    "url": _str,
+    "stream": _str,
+    "spool_dir": _opt_str,
+    "spool_max": _positive_size,
+    "maxlen": _int(1),
+    "tls_ca": _opt_str,
+    "tls_verify": _bool,
 }
 _HTTP_CONVERT: dict[str, Any] = {
     "bind": _http_bind,
@@ -383,6 +437,10 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
         if lc.name in names:
             ck.problems.append(f"{key}.name: duplicate of listeners[{names[lc.name]}]: {lc.name!r}")
         names.setdefault(lc.name, i)
+        if lc.is_stream:
+            _check_stream_listener(ck, key, lc)
+            out.append(lc)
+            continue
         if lc.transport == "unix":
             if re.fullmatch(r"[^/]*:\d+", lc.bind):
                 ck.problems.append(f'{key}.bind: unix needs a socket path; got "{lc.bind}"')
@@ -406,6 +464,103 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
     return tuple(out)
 
 
+def check_broker_url(kind: str, url: str) -> None:
+    """Raise ValueError unless `url` suits a `kind` broker (redis, kafka, syslog)."""
+    if kind == "redis":
+        if not re.match(r"^(redis|rediss|unix)://", url):
+            raise ValueError(
+                f'expected redis://HOST:PORT/DB, rediss://... or unix://PATH; got "{url}"'
+            )
+        return
+    if kind == "kafka":
+        m = re.fullmatch(r"kafka://([^/]+)/?", url)
+        if m is None:
+            raise ValueError(f'expected kafka://HOST:PORT[,HOST:PORT...]; got "{url}"')
+        for hp in m[1].split(","):
+            parse_host_port(hp)
+        return
+    m = re.fullmatch(r"(tcp|tls|udp)://(.+)", url)
+    if m is None:
+        raise ValueError(
+            f'expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT; got "{url}"'
+        )
+    _, port = parse_host_port(m[2])
+    if port == 0:
+        raise ValueError(f'port 0 cannot be sent to; got "{url}"')
+
+
+def missing_extra(kind: str) -> str | None:
+    """Why a `kind` broker cannot be used here (its client is not installed), or None."""
+    if kind not in CLIENT_EXTRAS:
+        return None
+    module, extra = CLIENT_EXTRAS[kind]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return f"{kind} needs its client library: pip install 'collector[{extra}]'"
+
+
+def _check_stream_listener(ck: _Checker, key: str, lc: ListenerConfig) -> None:
+    if lc.url is None:
+        ck.problems.append(f"{key}.url: required for transport {lc.transport}")
+    else:
+        try:
+            check_broker_url(lc.transport, lc.url)
+        except ValueError as e:
+            ck.problems.append(f"{key}.url: {e}")
+    why = missing_extra(lc.transport)
+    if why:
+        ck.problems.append(f"{key}.transport: {why}")
+
+
+def _check_outputs(ck: _Checker, value: Any) -> tuple[OutputConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        ck.problems.append(f"outputs: expected a list; got {_kind(value)}")
+        return ()
+    out: list[OutputConfig] = []
+    names: dict[str, int] = {}
+    spools: dict[str, int] = {}
+    for i, item in enumerate(value):
+        key = f"outputs[{i}]"
+        oc = ck.section(key, item, OutputConfig, _OUTPUT_CONVERT)
+        if oc is None:
+            continue
+        if oc.name in names:
+            ck.problems.append(f"{key}.name: duplicate of outputs[{names[oc.name]}]: {oc.name!r}")
+        names.setdefault(oc.name, i)
+        try:
+            check_broker_url(oc.type, oc.url)
+        except ValueError as e:
+            ck.problems.append(f"{key}.url: {e}")
+        why = missing_extra(oc.type)
+        if why:
+            ck.problems.append(f"{key}.type: {why}")
+        if oc.spool_dir is not None:
+            where = os.path.abspath(oc.spool_dir)
+            if where in spools:
+                ck.problems.append(
+                    f"{key}.spool_dir: already used by outputs[{spools[where]}]; each output needs its own"
+                )
+            spools.setdefault(where, i)
+            parent = os.path.dirname(where.rstrip("/")) or "/"
+            if not os.path.isdir(where) and not os.path.isdir(parent):
+                ck.problems.append(f"{key}.spool_dir: neither it nor its parent {parent} exists")
+        if oc.tls_ca is not None and not os.access(oc.tls_ca, os.R_OK):
+            ck.problems.append(f"{key}.tls_ca: cannot read {oc.tls_ca}")
+        out.append(oc)
+    return tuple(out)
+
+
+def _node_id(v: Any) -> int | None:
+    return None if v is None else _int(0, NODE_MAX)(v)
+
+
+# The node part of a record id: NODE_BITS bits above the sequence number.
+NODE_BITS = 20
+NODE_MAX = (1 << NODE_BITS) - 1
+
+
 def config_from_dict(data: Any) -> Config:
     """Validate a parsed YAML document into a Config, or raise ConfigError."""
     if data is None:
@@ -414,15 +569,28 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError([f"(top level): expected a mapping; got {_kind(data)}"])
     ck = _Checker()
     for k in data:
-        if k not in ("listeners", "http", "store", "parsing"):
+        if k not in ("listeners", "http", "store", "parsing", "outputs", "node_id"):
             ck.problems.append(f"{k}: unknown key")
     listeners = _check_listeners(ck, data.get("listeners"))
     http = ck.section("http", data.get("http"), HttpConfig, _HTTP_CONVERT)
     store = ck.section("store", data.get("store"), StoreConfig, _STORE_CONVERT)
     parsing = ck.section("parsing", data.get("parsing"), ParsingConfig, _PARSING_CONVERT)
+    outputs = _check_outputs(ck, data.get("outputs"))
+    node_id = None
+    try:
+        node_id = _node_id(data.get("node_id"))
+    except ValueError as e:
+        ck.problems.append(f"node_id: {e}")
     if ck.problems:
         raise ConfigError(ck.problems)
-    return Config(listeners=listeners, http=http, store=store, parsing=parsing)
+    return Config(
+        listeners=listeners,
+        http=http,
+        store=store,
+        parsing=parsing,
+        outputs=outputs,
+        node_id=node_id,
+    )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
