@@ -407,6 +407,9 @@ class KafkaStreamListener(StreamListener):
             "group.id": group or f"collector-replica-{self.node:x}-{self.name}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            # A member that died (kill -9) is replaced after this long, not 45 s.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
             "log_level": 3,
         }
         if group is not None:
