@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from collector.record import NODE_MAX
+
 STREAM_TRANSPORTS = ("redis", "kafka")
 TRANSPORTS = ("udp", "tcp", "unix", *STREAM_TRANSPORTS)
 OUTPUT_TYPES = ("redis", "kafka", "syslog")
@@ -102,6 +104,7 @@ class StoreConfig:
     sweep_interval: float = 1.0
     wal_max_bytes: int = 256 * 1024 * 1024  # write-ahead log bound; snapshot early at half
     wal_flush_interval: float = 0.2  # write (and, with fsync: batch, fsync) the log this often
+    node_id: int | None = None  # the node part of ids; None: kept in persist_dir, or random
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +132,6 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
     outputs: tuple[OutputConfig, ...] = ()
-    node_id: int | None = None  # the node part of ids; None: persisted in persist_dir or random
 
 
 # --- value parsers: each returns the value or raises ValueError(reason) ----
@@ -413,6 +415,7 @@ _STORE_CONVERT: dict[str, Any] = {
     "sweep_interval": _positive_duration,
     "wal_max_bytes": _wal_max_bytes,
     "wal_flush_interval": _wal_flush_interval,
+    "node_id": lambda v: None if v is None else _int(0, NODE_MAX)(v),
 }
 _PARSING_CONVERT: dict[str, Any] = {
     "default_timezone": _timezone,
@@ -552,15 +555,6 @@ def _check_outputs(ck: _Checker, value: Any) -> tuple[OutputConfig, ...]:
     return tuple(out)
 
 
-def _node_id(v: Any) -> int | None:
-    return None if v is None else _int(0, NODE_MAX)(v)
-
-
-# The node part of a record id: NODE_BITS bits above the sequence number.
-NODE_BITS = 20
-NODE_MAX = (1 << NODE_BITS) - 1
-
-
 def config_from_dict(data: Any) -> Config:
     """Validate a parsed YAML document into a Config, or raise ConfigError."""
     if data is None:
@@ -569,18 +563,13 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError([f"(top level): expected a mapping; got {_kind(data)}"])
     ck = _Checker()
     for k in data:
-        if k not in ("listeners", "http", "store", "parsing", "outputs", "node_id"):
+        if k not in ("listeners", "http", "store", "parsing", "outputs"):
             ck.problems.append(f"{k}: unknown key")
     listeners = _check_listeners(ck, data.get("listeners"))
     http = ck.section("http", data.get("http"), HttpConfig, _HTTP_CONVERT)
     store = ck.section("store", data.get("store"), StoreConfig, _STORE_CONVERT)
     parsing = ck.section("parsing", data.get("parsing"), ParsingConfig, _PARSING_CONVERT)
     outputs = _check_outputs(ck, data.get("outputs"))
-    node_id = None
-    try:
-        node_id = _node_id(data.get("node_id"))
-    except ValueError as e:
-        ck.problems.append(f"node_id: {e}")
     if ck.problems:
         raise ConfigError(ck.problems)
     return Config(
@@ -589,7 +578,6 @@ def config_from_dict(data: Any) -> Config:
         store=store,
         parsing=parsing,
         outputs=outputs,
-        node_id=node_id,
     )
 
 

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from collector.config import OutputConfig
 from collector.query import record_json as _api_json
-from collector.record import Record, format_timestamp
+from collector.record import Record, make_id
 from collector.spool import DiskSpool, Item, MemoryQueue, OutputQueue
-from collector.store import make_id
+from collector.times import format_timestamp
 
 log = logging.getLogger("collector.outputs")
 
@@ -389,6 +389,9 @@ class Output:
             else MemoryQueue(min(cfg.spool_max, MEMORY_QUEUE_MAX))
         )
         self.stats = OutputStats()
+        # The stream this output writes to (see streams.stream_key), so that
+        # records read from it are not sent back; None for syslog.
+        self.key: str | None = None
         self._pending: deque[tuple[Sequence[int], list[Record]]] = deque()
         self._pending_records = 0
         self._pending_dropped = 0

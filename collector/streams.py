@@ -26,9 +26,8 @@ from urllib.parse import urlsplit
 
 from collector.config import ListenerConfig
 from collector.listeners import ListenerStats
-from collector.record import Record, facility_from_name, level_from_name
-from collector.rfc5424 import parse_timestamp
-from collector.store import parse_id
+from collector.record import Record, facility_from_name, level_from_name, parse_id
+from collector.times import parse_timestamp
 
 log = logging.getLogger("collector.streams")
 

@@ -171,7 +171,7 @@ def _problems(data: object) -> list[str]:
         ),
         pytest.param(
             {"listeners": [{"name": "x", "transport": "sctp"}]},
-            "listeners[0].transport: expected one of udp, tcp, unix; got 'sctp'",
+            "listeners[0].transport: expected one of udp, tcp, unix, redis, kafka; got 'sctp'",
             id="bad-transport",
         ),
         pytest.param(

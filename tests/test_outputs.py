@@ -13,10 +13,9 @@ import pytest
 
 from collector.config import ListenerConfig, OutputConfig
 from collector.outputs import Output, encode_items, record_json, record_rfc5424
-from collector.record import Record, record_to_dict
+from collector.record import Record, make_id, record_to_dict
 from collector.rfc5424 import parse_rfc5424
 from collector.spool import DiskSpool, MemoryQueue
-from collector.store import make_id
 from tests.brokers import Broker, needs_kafka, needs_redis, redis_broker, running
 from tests.support import listener_addr, local_config, running_daemon, wait_for
 

@@ -10,8 +10,7 @@ import pytest
 
 from collector.config import ListenerConfig, OutputConfig
 from collector.outputs import Output, record_json
-from collector.record import Record, record_to_dict
-from collector.store import make_id
+from collector.record import Record, make_id, record_to_dict
 from collector.streams import (
     StreamItem,
     StreamListener,
