@@ -298,9 +298,14 @@ class RedisStreamListener(StreamListener):
         last_id = str(pos.get("last_id", "0-0"))
         index: int | None = pos.get("index") if isinstance(pos.get("index"), int) else None
         if index is None and last_id == "0-0":
+            # Entries before the oldest one held were trimmed: our position
+            # in the count of entries ever added starts after them.
             info = await self._info()
-            if info is not None:
-                index = int(info.get("entries-added", 0)) - int(info.get("length", 0))
+            index = (
+                0
+                if info is None
+                else int(info.get("entries-added", 0)) - int(info.get("length", 0))
+            )
         next_lag = 0.0
         while not self._stopping.is_set():
             resp = await r.xread({stream: last_id}, count=READ_COUNT, block=BLOCK_MS)
