@@ -62,7 +62,11 @@ class DaemonProcess:
         store: dict[str, Any] | None = None,
         listeners: tuple[tuple[str, str, str], ...] = (("tcp", "tcp", "syslog"),),
         max_file_bytes: int | None = None,
+        streams: list[dict[str, Any]] | None = None,
+        outputs: list[dict[str, Any]] | None = None,
     ) -> None:
+        self.streams = streams or []  # stream listeners (transport redis | kafka), as in YAML
+        self.outputs = outputs or []
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: writes past it fail, like a full disk
         self.workdir = workdir
         self.store = store or {}
@@ -100,9 +104,11 @@ class DaemonProcess:
             "listeners": [
                 {"name": name, "transport": transport, "format": fmt, "bind": f"127.0.0.1:{port}"}
                 for (name, transport, fmt), port in zip(self.listeners, ports, strict=True)
-            ],
+            ]
+            + self.streams,
             "http": {"bind": f"127.0.0.1:{self.http_port}"},
             "store": self.store,
+            "outputs": self.outputs,
         }
         path = self.workdir / "collector.yaml"
         path.write_text(json.dumps(cfg))  # JSON is YAML
