@@ -546,9 +546,6 @@ def _check_outputs(ck: _Checker, value: Any) -> tuple[OutputConfig, ...]:
                     f"{key}.spool_dir: already used by outputs[{spools[where]}]; each output needs its own"
                 )
             spools.setdefault(where, i)
-            parent = os.path.dirname(where.rstrip("/")) or "/"
-            if not os.path.isdir(where) and not os.path.isdir(parent):
-                ck.problems.append(f"{key}.spool_dir: neither it nor its parent {parent} exists")
         if oc.tls_ca is not None and not os.access(oc.tls_ca, os.R_OK):
             ck.problems.append(f"{key}.tls_ca: cannot read {oc.tls_ca}")
         out.append(oc)
