@@ -36,7 +36,9 @@ log = logging.getLogger("collector.outputs")
 # Without spool_dir the queue lives in memory: at most this much of spool_max,
 # so that a long outage cannot take the process past store.max_memory + 128 MiB.
 MEMORY_QUEUE_MAX = 64 * 1024 * 1024
-PENDING_MAX_RECORDS = 200_000  # offered but not yet encoded; past it the oldest go (counted)
+PENDING_MAX_RECORDS = (
+    50_000  # offered, not yet encoded (~30 MB of records); past it the oldest go (counted)
+)
 CHUNK_RECORDS = 2000  # records per chunk: one pipeline / produce round / write
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
