@@ -265,7 +265,9 @@ class KafkaSender:
                     "message.timeout.ms": int(SEND_TIMEOUT * 1000 * 0.8),
                     "socket.keepalive.enable": True,
                     "error_cb": on_error,
-                    "log_level": 3,
+                    # librdkafka would print each failed reconnect (every 50 ms) on
+                    # stderr; failures reach our own rate-limited warnings instead.
+                    "log_level": 0,
                 }
             )
         # Metadata for the topic proves the broker answers (and creates it

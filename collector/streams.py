@@ -414,7 +414,7 @@ class KafkaStreamListener(StreamListener):
             # A member that died (kill -9) is replaced after this long, not 45 s.
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
-            "log_level": 3,
+            "log_level": 0,  # as for the producer: our warnings, rate-limited
         }
         if group is not None:
             conf["client.id"] = _consumer_name(self.cfg, self.node)
