@@ -413,3 +413,54 @@ async def test_syslog_output_over_tcp_reconnects_when_the_server_comes_back() ->
         await out.close()
         server.close()
         await server.wait_closed()
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    import subprocess
+
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_syslog_output_over_tls_checks_the_server_against_tls_ca(tmp_path: Any) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    got: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            got.append(chunk)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    trusted = Output(
+        OutputConfig(name="tls", type="syslog", url=f"tls://127.0.0.1:{port}", tls_ca=cert)
+    )
+    untrusted = Output(OutputConfig(name="nope", type="syslog", url=f"tls://127.0.0.1:{port}"))
+    trusted.start()
+    untrusted.start()
+    try:
+        trusted.offer([1, 2], [rec(1), rec(2)])
+        untrusted.offer([1], [rec(1)])
+        await wait_for(lambda: trusted.stats.sent == 2, timeout=15)
+        await wait_for(lambda: b"#2" in b"".join(got), timeout=15)
+        assert untrusted.stats.sent == 0
+        assert not untrusted.stats.up  # the system CAs do not know this server
+    finally:
+        await trusted.close()
+        await untrusted.close(timeout=0.5)
+        server.close()
+        await server.wait_closed()
+    frames = b"".join(got)
+    n, _, rest = frames.partition(b" ")
+    assert rest[: int(n)].startswith(b"<35>1 ")  # auth.err, RFC 5424
