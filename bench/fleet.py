@@ -204,6 +204,11 @@ def lag(root: Path, rate: int, seconds: float) -> None:
                     time.sleep(ahead)  # pacing the load, not synchronising
         reader.join(120)
         resp.close()
+        counts = {
+            r: metric(edge, f'collector_output_records_total{{output="out",result="{r}"}}')
+            for r in ("sent", "failed", "dropped")
+        }
+        print(f"edge stored {edge.records()}, output {counts}; replica holds {replica.records()}")
     finally:
         edge.stop()
         replica.stop()

@@ -459,7 +459,8 @@ class Output:
         """Hand over a stored batch (seqs are the records' sequence numbers). O(1)."""
         if not records:
             return
-        self._pending.append((seqs, records))
+        # A copy of the list (not of the records): a listener reuses its list.
+        self._pending.append((seqs, records[:]))
         self._pending_records += len(records)
         while self._pending_records > PENDING_MAX_RECORDS and len(self._pending) > 1:
             _, old = self._pending.popleft()

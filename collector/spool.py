@@ -55,6 +55,7 @@ class MemoryQueue:
         self.dropped = 0
         self._chunks: deque[tuple[int, int, list[Item]]] = deque()  # (number, bytes, items)
         self._next = 0
+        self._in_flight: int | None = None  # the chunk peek() handed out
 
     def put(self, items: list[Item]) -> None:
         """Append a chunk; drop the oldest chunks while over the bound."""
@@ -66,7 +67,12 @@ class MemoryQueue:
         self.records += len(items)
         self.nbytes += size
         while self.nbytes > self.max_bytes and len(self._chunks) > 1:
-            _, size, old = self._chunks.popleft()
+            # The oldest goes, unless it is being sent: then the next oldest.
+            at = 1 if self._chunks[0][0] == self._in_flight else 0
+            if at >= len(self._chunks) - 1 and at:
+                break  # only the chunk in flight and the new one are left
+            _, size, old = self._chunks[at]
+            del self._chunks[at]
             self.records -= len(old)
             self.nbytes -= size
             self.dropped += len(old)
@@ -76,6 +82,7 @@ class MemoryQueue:
         if not self._chunks:
             return None
         number, _, items = self._chunks[0]
+        self._in_flight = number
         return number, items
 
     def ack(self, number: int) -> None:
@@ -84,6 +91,7 @@ class MemoryQueue:
             _, size, items = self._chunks.popleft()
             self.records -= len(items)
             self.nbytes -= size
+            self._in_flight = None
 
     def close(self) -> None:
         """Nothing to release: what is left is lost with the process."""
@@ -149,6 +157,7 @@ class DiskSpool:
         self._fd: int | None = None
         self._read_fd: tuple[int, int] | None = None  # (segment number, fd)
         self._head: tuple[int, list[Item]] | None = None
+        self._orphan = False  # the head's segment was dropped while it was in flight
         self._opened = False
 
     # --- start-up -----------------------------------------------------------
@@ -227,11 +236,15 @@ class DiskSpool:
     def _drop_oldest(self) -> None:
         seg = self._segments.popleft()
         lost = sum(count for _, count in seg.frames)
+        if self._head is not None and self._head[0] >> 32 == seg.number:
+            # Being sent: its items are in memory already; ack() finishes it.
+            in_flight = len(self._head[1])
+            lost -= in_flight
+            self.records -= in_flight
+            self._orphan = True
         self.records -= lost
         self.dropped += lost
         self.nbytes -= seg.size
-        if self._head is not None and self._read_fd is not None and self._read_fd[0] == seg.number:
-            self._head = None
         self._close_reader()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(seg.number))
@@ -298,6 +311,9 @@ class DiskSpool:
         if self._head is None or self._head[0] != number:
             return
         self._head = None
+        if self._orphan:  # its segment is gone (and its records uncounted already)
+            self._orphan = False
+            return
         seg = self._segments[0]
         _, count = seg.frames.popleft()
         self.records -= count

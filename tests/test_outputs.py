@@ -464,3 +464,17 @@ async def test_syslog_output_over_tls_checks_the_server_against_tls_ca(tmp_path:
     frames = b"".join(got)
     n, _, rest = frames.partition(b" ")
     assert rest[: int(n)].startswith(b"<35>1 ")  # auth.err, RFC 5424
+
+
+def test_a_chunk_being_sent_is_never_also_counted_as_dropped(tmp_path: Any) -> None:
+    for q in (MemoryQueue(max_bytes=3000), DiskSpool(str(tmp_path / "s"), 64 * 1024)):
+        q.put(items(10))
+        head = q.peek()  # in flight now
+        assert head is not None
+        for c in range(1, 400):
+            q.put(items(10, c * 10, size=150))  # far past the bound
+        q.ack(head[0])  # the destination took it after all
+        sent = len(head[1])
+        assert q.dropped > 0
+        assert sent + q.dropped + q.records == 4000
+        q.close()
