@@ -224,7 +224,15 @@ class Store:
                 seen.add(key)
             fresh.append((seq, rec))
         if fresh:
-            self._restore_batch(list(fresh))
+            # Deduplicated above: sorted by key and stored without a second lookup.
+            keyed = sorted(fresh, key=lambda it: (it[1].timestamp, it[0]))
+            seqs = [seq for seq, _ in keyed]
+            recs = [rec for _, rec in keyed]
+            self._ingest(recs, [r.timestamp for r in recs], seqs, presorted=True)
+            node = self.node
+            mine = [seq for seq in seqs if seq >> NODE_SHIFT == node]
+            if mine:
+                self._seq = max(self._seq, max(mine))
             self._enforce()
         return fresh
 
