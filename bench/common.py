@@ -51,9 +51,18 @@ class DaemonProcess:
     """`python -m collector run` with one TCP syslog listener named `tcp` and
     the given `store:` section; stderr kept in `workdir/daemon-<n>.log`."""
 
-    def __init__(self, workdir: Path, store: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        store: dict[str, Any] | None = None,
+        *,
+        outputs: list[dict[str, Any]] | None = None,
+        streams: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.store = store or {}
+        self.outputs = outputs or []  # `outputs:` entries, as in YAML
+        self.streams = streams or []  # stream listeners (transport redis | kafka)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.tcp_port = 0
@@ -71,10 +80,12 @@ class DaemonProcess:
             self.tcp_port, self.http_port = free_ports(2)
             cfg = {
                 "listeners": [
-                    {"name": "tcp", "transport": "tcp", "bind": f"127.0.0.1:{self.tcp_port}"}
+                    {"name": "tcp", "transport": "tcp", "bind": f"127.0.0.1:{self.tcp_port}"},
+                    *self.streams,
                 ],
                 "http": {"bind": f"127.0.0.1:{self.http_port}"},
                 "store": self.store,
+                "outputs": self.outputs,
             }
             path = self.workdir / "collector.yaml"
             path.write_text(json.dumps(cfg))  # JSON is YAML

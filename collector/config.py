@@ -8,6 +8,7 @@ them all; each names its dotted key (`listeners[1].bind: ...`).
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import ipaddress
 import math
 import os
@@ -22,7 +23,13 @@ from typing import Any
 import re2
 import yaml
 
-TRANSPORTS = ("udp", "tcp", "unix")
+from collector.record import NODE_MAX
+
+STREAM_TRANSPORTS = ("redis", "kafka")
+TRANSPORTS = ("udp", "tcp", "unix", *STREAM_TRANSPORTS)
+OUTPUT_TYPES = ("redis", "kafka", "syslog")
+# The optional extra each broker client comes from: (import name, pip extra).
+CLIENT_EXTRAS = {"redis": ("redis", "redis"), "kafka": ("confluent_kafka", "kafka")}
 RATE_LIMIT_KEYS = ("host", "service", "peer", "host,service")
 TOKEN_SCOPES = ("read", "write")
 REDACT_ACTIONS = ("mask", "partial", "hash")
@@ -94,6 +101,32 @@ class ListenerConfig:
     default_timezone: str | None = None  # None: parsing.default_timezone
     tls: TlsConfig | None = None  # tcp: syslog over TLS (RFC 5425)
     rate_limit: RateLimitConfig | None = None
+    # Stream listeners (transport redis | kafka):
+    url: str | None = None
+    stream: str = "collector"  # kafka: the topic
+    group: str | None = None  # None: read the whole stream (a replica)
+    consumer: str | None = None  # group member name; default: host name and node id
+
+    @property
+    def is_stream(self) -> bool:
+        """Reads a broker (Redis Streams, Kafka) rather than a socket."""
+        return self.transport in STREAM_TRANSPORTS
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    """One destination every stored record is forwarded to."""
+
+    name: str
+    type: str
+    url: str
+    stream: str = "collector"  # redis: the stream; kafka: the topic; syslog: unused
+    spool_dir: str | None = None
+    spool_max: int = 1024 * 1024 * 1024
+    # Extensions beyond the contract:
+    maxlen: int = 1_000_000  # redis: XADD MAXLEN ~ this
+    tls_ca: str | None = None  # syslog tls://: CA file to verify the server (default: system CAs)
+    tls_verify: bool = True  # syslog tls://: check the server's certificate and name
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +155,7 @@ class StoreConfig:
     sweep_interval: float = 1.0
     wal_max_bytes: int = 256 * 1024 * 1024  # write-ahead log bound; snapshot early at half
     wal_flush_interval: float = 0.2  # write (and, with fsync: batch, fsync) the log this often
+    node_id: int | None = None  # the node part of ids; None: kept in persist_dir, or random
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +184,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
+    outputs: tuple[OutputConfig, ...] = ()
 
 
 # --- value parsers: each returns the value or raises ValueError(reason) ----
@@ -319,6 +354,12 @@ def _str(v: Any) -> str:
 
 def _opt_str(v: Any) -> str | None:
     return None if v is None else _str(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false; got {_kind(v)}")
+    return v
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
@@ -596,6 +637,21 @@ _LISTENER_CONVERT: dict[str, Any] = {
     "default_timezone": lambda v: None if v is None else _timezone(v),
     "tls": _tls,
     "rate_limit": _opt(_nested(RateLimitConfig, _RATE_LIMIT_CONVERT)),
+    "url": _opt_str,
+    "stream": _str,
+    "group": _opt_str,
+    "consumer": _opt_str,
+}
+_OUTPUT_CONVERT: dict[str, Any] = {
+    "name": _str,
+    "type": _choice(OUTPUT_TYPES),
+    "url": _str,
+    "stream": _str,
+    "spool_dir": _opt_str,
+    "spool_max": _positive_size,
+    "maxlen": _int(1),
+    "tls_ca": _opt_str,
+    "tls_verify": _bool,
 }
 _HTTP_CONVERT: dict[str, Any] = {
     "bind": _http_bind,
@@ -616,6 +672,7 @@ _STORE_CONVERT: dict[str, Any] = {
     "sweep_interval": _positive_duration,
     "wal_max_bytes": _wal_max_bytes,
     "wal_flush_interval": _wal_flush_interval,
+    "node_id": lambda v: None if v is None else _int(0, NODE_MAX)(v),
 }
 _PARSING_CONVERT: dict[str, Any] = {
     "default_timezone": _timezone,
@@ -641,6 +698,10 @@ def _check_listeners(ck: _Checker, value: Any) -> tuple[ListenerConfig, ...]:
         if lc.name in names:
             ck.problems.append(f"{key}.name: duplicate of listeners[{names[lc.name]}]: {lc.name!r}")
         names.setdefault(lc.name, i)
+        if lc.is_stream:
+            _check_stream_listener(ck, key, lc)
+            out.append(lc)
+            continue
         if lc.tls is not None and lc.transport != "tcp":
             ck.problems.append(
                 f"{key}.tls: only a tcp listener speaks TLS; this one is {lc.transport}"
@@ -691,6 +752,8 @@ def _check_addresses(ck: _Checker, listeners: tuple[ListenerConfig, ...], http: 
     listeners and http.bind share TCP ports; UDP ports are separate."""
     taken: list[tuple[str, tuple[str, int], str, str]] = []  # (kind, address, who, what)
     for lc in listeners:
+        if lc.is_stream:
+            continue  # reads a broker: binds nothing
         key = f"listeners[{ck.listener_index.get(id(lc), '?')}]"
         if lc.transport == "unix":
             where: tuple[str, int] = (os.path.abspath(lc.bind), -1)
@@ -715,6 +778,91 @@ def _check_addresses(ck: _Checker, listeners: tuple[ListenerConfig, ...], http: 
             break
 
 
+def check_broker_url(kind: str, url: str) -> None:
+    """Raise ValueError unless `url` suits a `kind` broker (redis, kafka, syslog)."""
+    if kind == "redis":
+        if not re.match(r"^(redis|rediss|unix)://", url):
+            raise ValueError(
+                f'expected redis://HOST:PORT/DB, rediss://... or unix://PATH; got "{url}"'
+            )
+        return
+    if kind == "kafka":
+        m = re.fullmatch(r"kafka://([^/]+)/?", url)
+        if m is None:
+            raise ValueError(f'expected kafka://HOST:PORT[,HOST:PORT...]; got "{url}"')
+        for hp in m[1].split(","):
+            parse_host_port(hp)
+        return
+    m = re.fullmatch(r"(tcp|tls|udp)://(.+)", url)
+    if m is None:
+        raise ValueError(
+            f'expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT; got "{url}"'
+        )
+    _, port = parse_host_port(m[2])
+    if port == 0:
+        raise ValueError(f'port 0 cannot be sent to; got "{url}"')
+
+
+def missing_extra(kind: str) -> str | None:
+    """Why a `kind` broker cannot be used here (its client is not installed), or None."""
+    if kind not in CLIENT_EXTRAS:
+        return None
+    module, extra = CLIENT_EXTRAS[kind]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return f"{kind} needs its client library: pip install 'collector[{extra}]'"
+
+
+def _check_stream_listener(ck: _Checker, key: str, lc: ListenerConfig) -> None:
+    if lc.url is None:
+        ck.problems.append(f"{key}.url: required for transport {lc.transport}")
+    else:
+        try:
+            check_broker_url(lc.transport, lc.url)
+        except ValueError as e:
+            ck.problems.append(f"{key}.url: {e}")
+    why = missing_extra(lc.transport)
+    if why:
+        ck.problems.append(f"{key}.transport: {why}")
+
+
+def _check_outputs(ck: _Checker, value: Any) -> tuple[OutputConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        ck.problems.append(f"outputs: expected a list; got {_kind(value)}")
+        return ()
+    out: list[OutputConfig] = []
+    names: dict[str, int] = {}
+    spools: dict[str, int] = {}
+    for i, item in enumerate(value):
+        key = f"outputs[{i}]"
+        oc = ck.section(key, item, OutputConfig, _OUTPUT_CONVERT)
+        if oc is None:
+            continue
+        if oc.name in names:
+            ck.problems.append(f"{key}.name: duplicate of outputs[{names[oc.name]}]: {oc.name!r}")
+        names.setdefault(oc.name, i)
+        try:
+            check_broker_url(oc.type, oc.url)
+        except ValueError as e:
+            ck.problems.append(f"{key}.url: {e}")
+        why = missing_extra(oc.type)
+        if why:
+            ck.problems.append(f"{key}.type: {why}")
+        if oc.spool_dir is not None:
+            where = os.path.abspath(oc.spool_dir)
+            if where in spools:
+                ck.problems.append(
+                    f"{key}.spool_dir: already used by outputs[{spools[where]}]; each output needs its own"
+                )
+            spools.setdefault(where, i)
+        if oc.tls_ca is not None and not os.access(oc.tls_ca, os.R_OK):
+            ck.problems.append(f"{key}.tls_ca: cannot read {oc.tls_ca}")
+        out.append(oc)
+    return tuple(out)
+
+
 def config_from_dict(data: Any) -> Config:
     """Validate a parsed YAML document into a Config, or raise ConfigError."""
     if data is None:
@@ -723,7 +871,7 @@ def config_from_dict(data: Any) -> Config:
         raise ConfigError([f"(top level): expected a mapping; got {_kind(data)}"])
     ck = _Checker()
     for k in data:
-        if k not in ("listeners", "http", "store", "parsing"):
+        if k not in ("listeners", "http", "store", "parsing", "outputs"):
             ck.problems.append(f"{k}: unknown key")
     listeners = _check_listeners(ck, data.get("listeners"))
     http = ck.section("http", data.get("http"), HttpConfig, _HTTP_CONVERT)
@@ -731,9 +879,16 @@ def config_from_dict(data: Any) -> Config:
     parsing = ck.section("parsing", data.get("parsing"), ParsingConfig, _PARSING_CONVERT)
     if http is not None:
         _check_addresses(ck, listeners, http)
+    outputs = _check_outputs(ck, data.get("outputs"))
     if ck.problems:
         raise ConfigError(ck.problems)
-    return Config(listeners=listeners, http=http, store=store, parsing=parsing)
+    return Config(
+        listeners=listeners,
+        http=http,
+        store=store,
+        parsing=parsing,
+        outputs=outputs,
+    )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import random
 import signal
 import socket
 import ssl
@@ -24,16 +25,24 @@ from collector import systemd
 from collector.config import Config
 from collector.listeners import Listener
 from collector.metrics import ReloadStats, make_registry
+from collector.outputs import Output
 from collector.parse import IMPLEMENTATION_DETAIL
 from collector.persist import DirectoryInUse, Persistence
 from collector.ratelimit import SUMMARY_EVERY
-from collector.record import Record
+from collector.record import NODE_MAX, Record
 from collector.redact import key_for
 from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.routes import App
 from collector.settings import Settings
 from collector.sockets import bind_error
 from collector.store import Store
+from collector.streams import (
+    StreamItem,
+    StreamListener,
+    StreamSink,
+    make_stream_listener,
+    stream_key,
+)
 from collector.tail import LiveTails
 from collector.tls import TlsServer
 
@@ -76,6 +85,9 @@ class Daemon:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started_at: float = field(default_factory=time.time)
     persistence: Persistence | None = None
+    outputs: list[Output] = field(default_factory=list)
+    streams: dict[str, StreamListener] = field(default_factory=dict)
+    node: int = 0
 
     @property
     def config(self) -> Config:
@@ -99,7 +111,33 @@ class Daemon:
         if self.persistence is not None:
             self.persistence.log(first, records)
         self.tails.publish(first, records)
+        if self.outputs:
+            seqs = range(first, first + len(records))
+            for out in self.outputs:
+                out.offer(seqs, records)
         return first
+
+    def stream_sink(self, origin: str) -> StreamSink:
+        """The sink of a stream listener reading `origin` (a `stream_key`):
+        store what is not stored yet, log it and wait until the log has it
+        (with persistence), then tails and every output but the stream it
+        came from. The listener acknowledges the batch when this returns."""
+
+        async def sink(items: list[StreamItem]) -> None:
+            stored = self.store.add_items(items)
+            if not stored:
+                return
+            if self.persistence is not None:
+                self.persistence.log_items(stored)
+                await self.persistence.durable()
+            seqs = [seq for seq, _ in stored]
+            records = [rec for _, rec in stored]
+            self.tails.publish(seqs, records)
+            for out in self.outputs:
+                if out.key != origin:
+                    out.offer(seqs, records)
+
+        return sink
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -166,11 +204,13 @@ async def start(
     `inherited` are sockets passed by systemd socket activation (see
     `systemd.listen_fds`); `config_path` is the file SIGHUP re-reads;
     `stop_event` is the event signal handlers set (it may already be set)."""
+    node = node_id(config)
     store = Store(
         ttl_us=int(config.store.ttl * 1_000_000),
         max_records=config.store.max_records,
         max_memory=config.store.max_memory,
         shard_span_us=int(config.store.shard_span * 1_000_000),
+        node=node,
     )
     parsing = config.parsing
     try:
@@ -178,7 +218,7 @@ async def start(
     except OSError as e:
         where = "parsing.redact_key_file" if parsing.redact_key_file else "store.persist_dir"
         raise StartupError(f"{where}: cannot use the redaction key: {e.strerror or e}") from None
-    daemon = Daemon(Settings(config, redact_key=key), store, config_path=config_path)
+    daemon = Daemon(Settings(config, redact_key=key), store, config_path=config_path, node=node)
     if any(rule.action == "hash" for rule in config.parsing.redact):
         log.info("redaction: hashing with the key from %s", key_source)
     try:
@@ -191,7 +231,10 @@ async def start(
     daemon.inherited.adopt(config.listeners, inherited or [])
     _open_persistence(daemon)
     try:
+        _start_outputs(daemon)
         for lc in config.listeners:
+            if lc.is_stream:
+                continue
             try:
                 await bind_listener(daemon, lc, config.parsing.max_message_bytes)
             except OSError as e:
@@ -207,11 +250,13 @@ async def start(
             persistence=lambda: daemon.persistence.stats if daemon.persistence else None,
             http_tls=lambda: daemon.http_tls.stats if daemon.http_tls.cfg else None,
             redactions=lambda: daemon.settings.redaction_counts,
+            outputs=lambda: daemon.outputs,
+            streams=lambda: daemon.streams.values(),
         )
         daemon.app = App(
             store=store,
             registry=registry,
-            listener_names=lambda: list(daemon.listeners),
+            listener_names=lambda: [*daemon.listeners, *daemon.streams],
             settings=daemon.settings,
             ingest=daemon.ingest,
             tails=daemon.tails,
@@ -225,8 +270,10 @@ async def start(
         # Said only once all is bound: a port in use leaves just its one-line
         # reason on stderr (contract: exit 2 with a one-line reason).
         for lc in config.listeners:
-            log.info("listener %s: %s %s on %s", lc.name, lc.transport, lc.format, lc.bind)
+            if not lc.is_stream:
+                log.info("listener %s: %s %s on %s", lc.name, lc.transport, lc.format, lc.bind)
         log.info("http: listening on %s:%d", *daemon.http_address)
+        _start_streams(daemon)
     except BaseException:
         await stop(daemon)
         raise
@@ -245,9 +292,10 @@ async def stop(daemon: Daemon) -> None:
         await asyncio.wait_for(daemon.reload_lock.acquire(), SHUTDOWN_STEP_TIMEOUT)
     # Listeners stop accepting, store every complete frame already read and
     # close their connections, each bounded.
-    if daemon.listeners:
+    if daemon.listeners or daemon.streams:
         await asyncio.gather(
-            *(lst.aclose(SHUTDOWN_STEP_TIMEOUT) for lst in daemon.listeners.values())
+            *(lst.aclose(SHUTDOWN_STEP_TIMEOUT) for lst in daemon.listeners.values()),
+            *(sl.close(SHUTDOWN_STEP_TIMEOUT) for sl in daemon.streams.values()),
         )
     report_rate_limits(daemon, socket.gethostname())  # the last window's drops, not lost
     daemon.http_tls.close()
@@ -262,7 +310,80 @@ async def stop(daemon: Daemon) -> None:
     if daemon.tasks:
         await asyncio.wait(daemon.tasks, timeout=SHUTDOWN_STEP_TIMEOUT)
     daemon.inherited.close()
+    # Everything stored is handed over by now: deliver what can be delivered
+    # in the time given; a spool keeps the rest for the next start.
+    if daemon.outputs:
+        await asyncio.gather(*(out.close(SHUTDOWN_STEP_TIMEOUT) for out in daemon.outputs))
     await _close_persistence(daemon)
+
+
+# --- fleet: node id, outputs, stream listeners --------------------------------------
+
+
+NODE_FILE = "node-id"
+
+
+def node_id(config: Config) -> int:
+    """The node part of this daemon's ids: `node_id` when configured; else the
+    one kept in persist_dir (made once, so ids stay this node's across
+    restarts); else a random one per start (a restart without persistence
+    starts its counter again, so it must not reuse its old node)."""
+    if config.store.node_id is not None:
+        return config.store.node_id
+    fresh = random.SystemRandom().randint(1, NODE_MAX)
+    persist_dir = config.store.persist_dir
+    if persist_dir is None:
+        return fresh
+    path = os.path.join(persist_dir, NODE_FILE)
+    try:
+        with open(path, encoding="ascii") as f:
+            value = int(f.read().strip())
+        if 0 <= value <= NODE_MAX:
+            return value
+    except (OSError, ValueError):
+        pass
+    try:
+        os.makedirs(persist_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{fresh}\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise StartupError(
+            f"store.persist_dir: cannot use {persist_dir}: {e.strerror or e}"
+        ) from None
+    return fresh
+
+
+def _start_outputs(daemon: Daemon) -> None:
+    for oc in daemon.config.outputs:
+        out = Output(oc)
+        out.key = stream_key(oc.type, oc.url, oc.stream) if oc.type != "syslog" else None
+        try:
+            out.start()
+        except OSError as e:
+            raise StartupError(
+                f"output {oc.name}: cannot use spool_dir {oc.spool_dir}: {e.strerror or e}"
+            ) from None
+        daemon.outputs.append(out)
+        log.info("output %s: %s %s", oc.name, oc.type, oc.url)
+
+
+def _start_streams(daemon: Daemon) -> None:
+    state_dir = daemon.config.store.persist_dir
+    for lc in daemon.config.listeners:
+        if not lc.is_stream:
+            continue
+        key = stream_key(lc.transport, lc.url or "", lc.stream)
+        sl = make_stream_listener(
+            lc, daemon.stream_sink(key), node=daemon.node, state_dir=state_dir
+        )
+        sl.start()
+        daemon.streams[lc.name] = sl
+        what = "whole stream" if lc.group is None else f"group {lc.group}"
+        log.info(
+            "listener %s: %s %s stream %s (%s)", lc.name, lc.transport, lc.url, lc.stream, what
+        )
 
 
 # --- persistence ------------------------------------------------------------------

@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -31,6 +31,10 @@ from collector.ratelimit import RateLimiter
 from collector.routes import HttpStats
 from collector.store import Store
 from collector.tls import TlsStats
+
+if TYPE_CHECKING:
+    from collector.outputs import Output
+    from collector.streams import StreamListener
 
 # Reasons a listener may count, exposed as 0 before they first happen so that
 # rate() and alerts see the series from the start.
@@ -116,10 +120,14 @@ class DaemonCollector(Collector):
         persistence: Callable[[], PersistenceStats | None] = lambda: None,
         http_tls: Callable[[], TlsStats | None] = lambda: None,
         redactions: Callable[[], dict[str, int]] = dict,
+        outputs: Callable[[], Iterable[Output]] = tuple,
+        streams: Callable[[], Iterable[StreamListener]] = tuple,
     ) -> None:
         self.http_tls = http_tls
         self.redactions = redactions
         self.persistence = persistence
+        self.outputs = outputs
+        self.streams = streams
         self.store = store
         self.listeners = listeners
         self.http_stats = http_stats
@@ -135,6 +143,7 @@ class DaemonCollector(Collector):
         yield from self._reloads()
         yield from self._persistence()
         yield from self._protection()
+        yield from self._fleet()
 
     def _protection(self) -> Iterator[Metric]:
         """TLS handshakes, rate limiting and redaction (docs/security.md)."""
@@ -175,6 +184,51 @@ class DaemonCollector(Collector):
         for rule, n in sorted(self.redactions().items()):
             redactions.add_metric([rule], n)
         yield from (done, failed, pending, keys, redactions)
+
+    def _fleet(self) -> Iterator[Metric]:
+        records = CounterMetricFamily(
+            "collector_output_records",
+            "Records by output and result: sent (acknowledged), failed (a delivery that "
+            "failed and is retried), dropped (past spool_max, or left in memory at exit)",
+            labels=["output", "result"],
+        )
+        queue = GaugeMetricFamily(
+            "collector_output_queue_records",
+            "Records waiting for an output (in memory or in its spool)",
+            labels=["output"],
+        )
+        queue_bytes = GaugeMetricFamily(
+            "collector_output_queue_bytes",
+            "Bytes the waiting records take in the output's queue or spool",
+            labels=["output"],
+        )
+        up = GaugeMetricFamily(
+            "collector_output_up",
+            "1 when the output's last connection or delivery worked",
+            labels=["output"],
+        )
+        for out in self.outputs():
+            records.add_metric([out.name, "sent"], out.stats.sent)
+            records.add_metric([out.name, "failed"], out.stats.failed)
+            records.add_metric([out.name, "dropped"], out.dropped)
+            queue.add_metric([out.name], out.queue_records)
+            queue_bytes.add_metric([out.name], out.queue.nbytes)
+            up.add_metric([out.name], 1 if out.stats.up else 0)
+        lag = GaugeMetricFamily(
+            "collector_stream_lag_records",
+            "Entries the stream holds that this listener has not read yet, as the broker tells",
+            labels=["listener"],
+        )
+        stream_up = GaugeMetricFamily(
+            "collector_stream_up",
+            "1 when the stream listener is connected to its broker",
+            labels=["listener"],
+        )
+        for sl in self.streams():
+            if sl.lag is not None:
+                lag.add_metric([sl.name], sl.lag)
+            stream_up.add_metric([sl.name], 1 if sl.up else 0)
+        yield from (records, queue, queue_bytes, up, lag, stream_up)
 
     def _process(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -267,6 +321,16 @@ class DaemonCollector(Collector):
             "Datagrams the kernel dropped because the socket receive buffer was full (/proc/net/udp)",
             labels=lab,
         )
+        for sl in self.streams():
+            cfg, st = sl.cfg, sl.stats
+            name = [cfg.name]
+            info.add_metric([cfg.name, cfg.transport, "json", cfg.url or ""], 1)
+            received.add_metric(name, st.received)
+            nbytes.add_metric(name, st.bytes)
+            parsed.add_metric([cfg.name, "json"], st.received)
+            reasons = {"bad_record": 0, **st.dropped}
+            for reason, n in sorted(reasons.items()):
+                dropped.add_metric([cfg.name, reason], n)
         drops_by_inode: dict[int, int] | None = None
         drops_by_port: dict[int, int] = {}
         for lst in self.listeners():

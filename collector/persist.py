@@ -149,6 +149,17 @@ class Persistence:
         """Log a batch that `add_many` just stored (seqs first_seq...)."""
         self.wal.append(first_seq, records)
 
+    def log_items(self, items: list[tuple[int, Record]]) -> None:
+        """Log records stored with their own seqs (`Store.add_items`)."""
+        self.wal.append_items(items)
+
+    async def durable(self) -> None:
+        """Return once what was logged so far is written (and fsynced, in
+        `batch` mode): a stream listener acknowledges only then."""
+        self.wal.write_pending()
+        if self.wal.fsync_mode == "batch" and self.wal.needs_fsync:
+            await asyncio.to_thread(self.wal.sync)
+
     @property
     def wants_snapshot(self) -> bool:
         """The log is past half its bound, or has dropped records (disk full,

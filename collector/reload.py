@@ -150,6 +150,18 @@ async def reload(parts: Running, new: Config) -> bool:
         # bound below, and those kept, parse with them; HTTP reads them from
         # its next request on. Listeners and the HTTP port follow as they bind.
         http_kept = dataclasses.replace(new.http, bind=old.http.bind)
+        # Outputs, stream listeners and the node id are read at start only:
+        # they keep running as they are (a restart applies changes to them).
+        fleet_old = (old.outputs, [lc for lc in old.listeners if lc.is_stream], old.store.node_id)
+        fleet_new = (new.outputs, [lc for lc in new.listeners if lc.is_stream], new.store.node_id)
+        if fleet_old != fleet_new:
+            log.warning("reload: outputs, stream listeners and node_id change on restart only")
+        new = dataclasses.replace(
+            new,
+            outputs=old.outputs,
+            store=dataclasses.replace(new.store, node_id=old.store.node_id),
+            listeners=tuple(lc for lc in new.listeners if not lc.is_stream),
+        )
         key = _redact_key(parts, new)
         parts.settings.apply(
             dataclasses.replace(new, listeners=old.listeners, http=http_kept), redact_key=key
@@ -163,7 +175,7 @@ async def reload(parts: Running, new: Config) -> bool:
         # it; likewise an HTTP port that could not move keeps its old bind.
         running = tuple(
             parts.listeners[lc.name].cfg for lc in new.listeners if lc.name in parts.listeners
-        )
+        ) + tuple(lc for lc in old.listeners if lc.is_stream)
         http = http_kept if http_problems else new.http
         parts.settings.apply(dataclasses.replace(new, listeners=running, http=http))
         problems += http_problems

@@ -20,7 +20,7 @@ from typing import Any
 
 from collector import search
 from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
-from collector.record import LEVELS, Record, make_id, parse_id
+from collector.record import LEVELS, NODE_SHIFT, Record, make_id, node_of, parse_id
 from collector.shard import Memo, Plan, Shard
 from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES, SEAL_CHUNK
@@ -160,6 +160,7 @@ class Store:
         seal_budget: int = SEAL_BUDGET,
         seal_chunk: int = SEAL_CHUNK,
         freeze_bytes: int = FREEZE_BYTES,
+        node: int = 0,
     ) -> None:
         if shard_span_us <= 0 or seal_chunk <= 0:
             raise ValueError("shard_span_us and seal_chunk must be positive")
@@ -173,7 +174,9 @@ class Store:
         self._shards: dict[int, Shard] = {}
         self.memo = Memo()  # whole-shard counts and indexes, bounded (shard.Memo)
         self._keys: list[int] = []  # shard keys, sorted
-        self._seq = 0
+        # Seqs this store mints are node << NODE_SHIFT | counter (see record.py).
+        self.node = node
+        self._seq = node << NODE_SHIFT
         self._count = 0
         self._bytes = 0
         self.expired_total = 0
@@ -226,7 +229,8 @@ class Store:
         records then take seqs above the highest restored one and above
         `last_seq` (pass the highest seq ever handed out, so that a new
         record never reuses an evicted one's id)."""
-        self._seq = max(self._seq, last_seq)
+        if node_of(last_seq) == self.node:
+            self._seq = max(self._seq, last_seq)
         batch: list[tuple[int, Record]] = []
         for item in items:
             batch.append(item)
@@ -264,7 +268,42 @@ class Store:
             seqs = [seqs[i] for i in dedup]
         if recs:
             self._ingest(recs, ts, seqs, presorted=True)
-            self._seq = max(self._seq, max(seqs))
+            # Only this node's seqs move its counter: records read from a
+            # stream keep other nodes' ids.
+            node = self.node
+            mine = [s for s in seqs if s >> NODE_SHIFT == node]
+            if mine:
+                self._seq = max(self._seq, max(mine))
+
+    def add_items(self, items: list[tuple[int | None, Record]]) -> list[tuple[int, Record]]:
+        """Store records that come with ids (read from a stream), minting new
+        seqs for those without; a record whose id is already stored, or
+        repeats in the batch, is skipped (at-least-once delivery replays).
+        Returns the (seq, record) pairs actually stored, in the given order."""
+        fresh: list[tuple[int, Record]] = []
+        seen: set[tuple[int, int]] = set()
+        for seq, rec in items:
+            if seq is None:
+                self._seq += 1
+                seq = self._seq
+            else:
+                key = (rec.timestamp, seq)
+                if key in seen or self._find(rec.timestamp, seq) is not None:
+                    continue
+                seen.add(key)
+            fresh.append((seq, rec))
+        if fresh:
+            # Deduplicated above: sorted by key and stored without a second lookup.
+            keyed = sorted(fresh, key=lambda it: (it[1].timestamp, it[0]))
+            seqs = [seq for seq, _ in keyed]
+            recs = [rec for _, rec in keyed]
+            self._ingest(recs, [r.timestamp for r in recs], seqs, presorted=True)
+            node = self.node
+            mine = [seq for seq in seqs if seq >> NODE_SHIFT == node]
+            if mine:
+                self._seq = max(self._seq, max(mine))
+            self._enforce()
+        return fresh
 
     def _ingest(
         self,

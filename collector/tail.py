@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -56,7 +56,7 @@ class LiveTails:
 
     def __init__(self) -> None:
         self._tails: set[Tail] = set()
-        self._pending: list[tuple[int, list[Record]]] = []
+        self._pending: list[tuple[Sequence[int], list[Record]]] = []
         self._flush_scheduled = False
 
     def __len__(self) -> int:
@@ -68,12 +68,15 @@ class LiveTails:
     def discard(self, tail: Tail) -> None:
         self._tails.discard(tail)
 
-    def publish(self, first_seq: int, records: list[Record]) -> None:
+    def publish(self, first_seq: int | Sequence[int], records: list[Record]) -> None:
         """Hand a stored batch to the live tails: O(1) now, one flush per
         event-loop turn later, so a burst of small batches costs each tail
-        one write. The batch took seqs first_seq, first_seq + 1, ..."""
+        one write. The batch took seqs first_seq, first_seq + 1, ... (or the
+        seqs given, for records read from a stream)."""
         if not self._tails or not records:
             return
+        if isinstance(first_seq, int):
+            first_seq = range(first_seq, first_seq + len(records))
         self._pending.append((first_seq, records))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -83,9 +86,9 @@ class LiveTails:
         self._flush_scheduled = False
         batches, self._pending = self._pending, []
         items = [
-            (make_id(rec.timestamp, first + i), rec)
-            for first, recs in batches
-            for i, rec in enumerate(recs)
+            (make_id(rec.timestamp, seq), rec)
+            for seqs, recs in batches
+            for seq, rec in zip(seqs, recs, strict=True)
         ]
         # Each record is rendered at most once, and tails with the same
         # filter share one chunk: N tails cost N writes, not N renderings.

@@ -16,6 +16,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +99,7 @@ class WriteAheadLog:
         self.after_gap: int | None = None
         self._fd: int | None = None
         self._fd_lock = threading.Lock()  # sync() runs in a thread; close() must wait for it
-        self._pending: list[tuple[int, list[Record]]] = []
+        self._pending: list[tuple[Sequence[int], list[Record]]] = []
         self._pending_records = 0
         self._bytes_per_record = 256.0  # running estimate, for the 1 MiB trigger
         self._last_log = 0.0
@@ -243,8 +244,20 @@ class WriteAheadLog:
             return
         self.last_seq = first_seq + n - 1
         # A copy of the list (not of the records): the caller may reuse its list.
-        self._pending.append((first_seq, records[:]))
+        self._pending.append((range(first_seq, first_seq + n), records[:]))
         self._pending_records += n
+        self._after_append()
+
+    def append_items(self, items: list[tuple[int, Record]]) -> None:
+        """Buffer records with their own seqs (read from a stream: other
+        nodes' ids). `last_seq` stays this node's: it is what new ids follow."""
+        if not items:
+            return
+        self._pending.append(([s for s, _ in items], [r for _, r in items]))
+        self._pending_records += len(items)
+        self._after_append()
+
+    def _after_append(self) -> None:
         if self.fsync_mode == "always":
             self.write_pending()
             self.sync()
@@ -262,7 +275,11 @@ class WriteAheadLog:
         if self._fd is None or self.gap:
             self._drop(n)
             return
-        tuples = [record_tuple(first + i, r) for first, recs in pending for i, r in enumerate(recs)]
+        tuples = [
+            record_tuple(seq, r)
+            for seqs, recs in pending
+            for seq, r in zip(seqs, recs, strict=True)
+        ]
         chunk = encode_chunk(tuples)
         self._bytes_per_record = len(chunk) / n
         if self.size + len(chunk) > self.max_bytes:

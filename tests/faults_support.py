@@ -63,7 +63,11 @@ class DaemonProcess:
         listeners: tuple[tuple[str, str, str], ...] = (("tcp", "tcp", "syslog"),),
         max_file_bytes: int | None = None,
         http: dict[str, Any] | None = None,
+        streams: list[dict[str, Any]] | None = None,
+        outputs: list[dict[str, Any]] | None = None,
     ) -> None:
+        self.streams = streams or []  # stream listeners (transport redis | kafka), as in YAML
+        self.outputs = outputs or []
         self.http = http or {}  # http.* keys beside bind
         self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: writes past it fail, like a full disk
         self.workdir = workdir
@@ -102,9 +106,11 @@ class DaemonProcess:
             "listeners": [
                 {"name": name, "transport": transport, "format": fmt, "bind": f"127.0.0.1:{port}"}
                 for (name, transport, fmt), port in zip(self.listeners, ports, strict=True)
-            ],
+            ]
+            + self.streams,
             "http": {**self.http, "bind": f"127.0.0.1:{self.http_port}"},
             "store": self.store,
+            "outputs": self.outputs,
         }
         path = self.workdir / "collector.yaml"
         path.write_text(json.dumps(cfg))  # JSON is YAML

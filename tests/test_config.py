@@ -171,7 +171,7 @@ def _problems(data: object) -> list[str]:
         ),
         pytest.param(
             {"listeners": [{"name": "x", "transport": "sctp"}]},
-            "listeners[0].transport: expected one of udp, tcp, unix; got 'sctp'",
+            "listeners[0].transport: expected one of udp, tcp, unix, redis, kafka; got 'sctp'",
             id="bad-transport",
         ),
         pytest.param(
@@ -395,3 +395,45 @@ def test_an_unhashable_yaml_key_is_reported_not_raised(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "found unhashable key" in info.value.problems[0]
+
+
+def test_outputs_and_stream_listeners_are_checked_naming_their_keys() -> None:
+    problems = _problems(
+        {
+            "listeners": [
+                {"name": "in", "transport": "redis"},
+                {"name": "k", "transport": "kafka", "url": "redis://x"},
+            ],
+            "outputs": [
+                {"name": "o", "type": "syslog", "url": "http://x:1"},
+                {"name": "o", "type": "redis", "url": "redis://h/0", "spool_max": "lots"},
+                {"name": "p", "type": "kafka", "url": "kafka://h:9092", "colour": "red"},
+            ],
+        }
+    )
+    assert problems == [
+        "listeners[0].url: required for transport redis",
+        'listeners[1].url: expected kafka://HOST:PORT[,HOST:PORT...]; got "redis://x"',
+        'outputs[0].url: expected tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT; got "http://x:1"',
+        'outputs[1].spool_max: expected a size like 64KiB, 512MiB, 2GiB or bytes; got "lots"',
+        "outputs[1].name: duplicate of outputs[0]: 'o'",
+        "outputs[2].colour: unknown key",
+    ]
+
+
+def test_a_broker_whose_client_is_not_installed_is_a_config_error_naming_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['confluent_kafka'] = None\n"
+        "from collector.config import config_from_dict, ConfigError\n"
+        "try:\n"
+        "    config_from_dict({'outputs': [{'name': 'k', 'type': 'kafka', 'url': 'kafka://h:1'}]})\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (
+        "outputs[0].type: kafka needs its client library: pip install 'collector[kafka]'"
+    )

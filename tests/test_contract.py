@@ -198,7 +198,7 @@ def test_check_config_reports_an_invalid_value_once_not_also_as_required(tmp_pat
     result = _cli("check-config", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "listeners[0].transport: expected one of udp, tcp, unix; got 'udpx'"
+        "listeners[0].transport: expected one of udp, tcp, unix, redis, kafka; got 'udpx'"
     ]
 
 

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import Config, HttpConfig, ListenerConfig, ParsingConfig, StoreConfig
+from collector.config import (
+    Config,
+    HttpConfig,
+    ListenerConfig,
+    OutputConfig,
+    ParsingConfig,
+    StoreConfig,
+)
 from collector.routes import LOG_ROUTE, ROUTES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +31,7 @@ SECTIONS = {
     "http": HttpConfig,
     "store": StoreConfig,
     "parsing": ParsingConfig,
+    "outputs": OutputConfig,
 }
 
 

@@ -674,3 +674,26 @@ def test_a_few_hits_in_a_big_shard_are_walked_in_order_both_ways() -> None:
     both = Query(search=parse("needle host:web-1"), limit=2)
     assert page_all(s, both) == [ids[i] for i in range(3000) if i % 1000 == 7]
     assert page_all(s, replace(both, order="desc", start=1000)) == [ids[2007], ids[1007]]
+
+
+def test_records_with_ids_are_stored_once_under_them_and_new_ones_take_this_node() -> None:
+    from collector.record import NODE_SHIFT, node_of
+
+    s = store(node=3)
+    other = 9 << NODE_SHIFT
+    items: list[tuple[int | None, Record]] = [
+        (other + 2, rec(20, "b")),
+        (other + 1, rec(10, "a")),
+        (None, rec(15, "mine")),
+        (other + 1, rec(10, "a")),  # repeated in the batch
+    ]
+    stored = s.add_items(items)
+    assert [r.message for _, r in stored] == ["b", "a", "mine"]
+    assert s.add_items(items[:2]) == []  # already held: a replay stores nothing
+    assert len(s) == 3
+    assert s.get(make_id(10, other + 1)) == rec(10, "a")
+    minted = stored[2][0]
+    assert node_of(minted) == 3
+    assert [r.message for _, r in s.query(Query()).items] == ["a", "mine", "b"]
+    first = s.add_many([rec(30, "next")])
+    assert first == minted + 1  # the foreign seqs did not move this node's counter
