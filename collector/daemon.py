@@ -345,7 +345,9 @@ def node_id(config: Config) -> int:
     try:
         os.makedirs(persist_dir, exist_ok=True)
         tmp = path + ".tmp"
-        with open(tmp, "w", encoding="ascii") as f:
+        # 0600 like every other state file (the directory's files are private).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="ascii") as f:
             f.write(f"{fresh}\n")
         os.replace(tmp, path)
     except OSError as e:
