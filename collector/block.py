@@ -718,3 +718,122 @@ def find_substring(
         if extra:
             found = sorted(set(found).union(extra))
     return found
+
+
+class BlockRun:
+    """One sealed shard's records as consecutive blocks: record `p` (its
+    physical index, in (timestamp, seq) order) is record `p - starts[j]` of
+    block `j`. Whole blocks before `dropped_to` are gone (trimmed by TTL or
+    eviction); their bytes are freed at once.
+    """
+
+    __slots__ = ("blocks", "cache", "first_block", "starts")
+
+    def __init__(self, blocks: list[Block], cache: BlockCache) -> None:
+        self.blocks = blocks
+        self.cache = cache
+        self.starts = array("q", accumulate((b.n for b in blocks), initial=0))
+        self.first_block = 0  # blocks before it are dropped
+
+    @property
+    def nbytes(self) -> int:
+        return 120 + 8 * len(self.starts) + sum(b.nbytes for b in self.live_blocks())
+
+    def live_blocks(self) -> list[Block]:
+        return self.blocks[self.first_block :]
+
+    def block_of(self, p: int) -> int:
+        return bisect_right(self.starts, p) - 1
+
+    def drop_before(self, p: int) -> int:
+        """Drop every block whose records all lie before `p`; returns the bytes freed."""
+        j = self.block_of(p) if p < self.starts[-1] else len(self.blocks)
+        freed = 0
+        while self.first_block < j:
+            block = self.blocks[self.first_block]
+            freed += block.nbytes
+            self.cache.forget(block)
+            self.blocks[self.first_block] = _DROPPED
+            self.first_block += 1
+        return freed
+
+    def forget(self) -> None:
+        """Drop the decoded frames of every block from the cache (the shard goes)."""
+        for block in self.live_blocks():
+            self.cache.forget(block)
+
+    def message(self, p: int) -> str:
+        j = self.block_of(p)
+        return self.cache.text(self.blocks[j]).message(p - self.starts[j])
+
+    def records(self, phys: Sequence[int]) -> list[Record]:
+        """The records at physical indices `phys` (any order), block by block."""
+        out: list[Record] = []
+        k = 0
+        n = len(phys)
+        starts = self.starts
+        while k < n:
+            j = self.block_of(phys[k])
+            lo, hi = starts[j], starts[j + 1]
+            stop = k + 1
+            while stop < n and lo <= phys[stop] < hi:
+                stop += 1
+            out.extend(records(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache))
+            k = stop
+        return out
+
+    def search(
+        self,
+        needle: str,
+        pa: int,
+        pb: int,
+        mapper: Callable[..., Iterable[list[int]]] = map,
+    ) -> list[int]:
+        """Physical indices in [pa, pb) whose message lower-cased contains `needle` (lower-cased).
+
+        `mapper` runs the per-block scans: pass a thread pool's `map` to use
+        both cores (decompression releases the GIL).
+        """
+        if pa >= pb:
+            return []
+        j0, j1 = self.block_of(pa), self.block_of(pb - 1)
+        starts, blocks, cache = self.starts, self.blocks, self.cache
+
+        def scan(j: int) -> list[int]:
+            base = starts[j]
+            block = blocks[j]
+            a, b = max(pa - base, 0), min(pb - base, block.n)
+            return [base + i for i in find_substring(block, cache.text(block), needle, a, b)]
+
+        out: list[int] = []
+        for hits in mapper(scan, range(j0, j1 + 1)):
+            out.extend(hits)
+        return out
+
+    def may_contain_keys(self, keys: Sequence[int], pa: int, pb: int) -> bool:
+        """Whether some block holding records of [pa, pb) may hold every hashed word."""
+        if pa >= pb:
+            return False
+        j0, j1 = self.block_of(pa), self.block_of(pb - 1)
+        return any(self.blocks[j].may_contain_keys(keys) for j in range(j0, j1 + 1))
+
+
+# Stands in for a dropped block in BlockRun.blocks (indices stay valid).
+_DROPPED = Block(
+    n=0,
+    first=(0, 0),
+    last=(0, 0),
+    dicts=((), (), (), (), ()),
+    widths=(1, 1, 1, 1, 1),
+    host_counts=(),
+    service_counts=(),
+    level_counts={},
+    facility_counts={},
+    word_filter=WordFilter(16, array("I", [0, 0]), array("H")),
+    non_ascii=array("I"),
+    text_bytes=0,
+    keys_z=b"",
+    attrs_z=b"",
+    text_z=b"",
+    extras_z=None,
+)
