@@ -12,34 +12,27 @@ same TCP load against syslog-ng and rsyslog, interleaved, and prints ratios.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
 import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
 import sys
-
-# bench/http.py is a sibling: the script directory must not shadow the stdlib
-# `http` package (urllib.request imports http.client), so it leaves sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import textwrap  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out"
 PEERS = OUT / "peers"  # syslog-ng-core unpacked here (see find_loggen)
 MSG_SIZE = 250
@@ -649,8 +642,8 @@ def breakdown_one(mode: str, n: int) -> None:
 
     from collector import listeners
     from collector.config import ListenerConfig
-    from collector.parse import ParseOptions
     from collector.record import Record
+    from collector.settings import Settings
     from collector.store import Store
 
     if "noparse" in mode:
@@ -687,7 +680,7 @@ def breakdown_one(mode: str, n: int) -> None:
                 done.set()
 
         cfg = ListenerConfig(name="t", transport="tcp", bind="127.0.0.1:0")
-        lst = await listeners.start_listener(cfg, sink, ParseOptions(), 65536)
+        lst = await listeners.start_listener(cfg, sink, Settings(), 65536)
         assert isinstance(lst.address, tuple)
         c0 = time.process_time()
         sender = tcp_load(lst.address[1], n, find_loggen())
@@ -829,14 +822,13 @@ def udp_paths(rate: int, seconds: float, rounds: int) -> None:
 
 
 PAUSE_MODES = ["default", "tuned"]
-# `--pause-modes tuned,tuned,flush1024`-style extra modes are accepted by --pause-one.
 
 
 def send_mixed(port: int, n: int) -> None:
     """Realistic traffic (RFC 5424 with structured data and RFC 3164, about
     40/60), octet-counted on one connection, event times moving forward
     (0-2 ms apart, as bench/messages makes them) from ~20 min ago."""
-    from bench.messages import mixed, octet_counted
+    from messages import mixed, octet_counted
 
     start = time.time() - 1200
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -868,11 +860,6 @@ def pause_one(mode: str, n: int) -> None:
             store=dataclasses.replace(cfg.store, ttl=3600.0, max_records=10**8, max_memory=1 << 36),
         )
         assert isinstance(cfg.store, StoreConfig)
-        if "flush" in mode:  # e.g. tuned,flush1024: another listener batch budget
-            from collector.listeners import _Ingest
-
-            budget = int(mode.split("flush")[1])
-            _Ingest.flush.__defaults__ = (budget,)
         d = await daemon_mod.start(cfg)
         if mode.startswith("tuned"):
             daemon_mod.tune_gc()

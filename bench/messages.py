@@ -25,8 +25,7 @@ Framing helpers for stream benchmarks: `lf_framed(msgs)` and
 `octet_counted(msgs)` (RFC 6587 §3.4.1) join messages into one bytes blob.
 
 Example:
-    import sys; sys.path.insert(0, ".")
-    from bench.messages import mixed, octet_counted
+    from messages import mixed, octet_counted   # from a script in bench/
     payload = octet_counted(mixed(10_000, seed=1))
 """
 

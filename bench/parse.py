@@ -22,17 +22,14 @@ import argparse
 import cProfile
 import pstats
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from messages import json_lines, mixed, rfc3164_messages, rfc5424_messages
 
-from bench.messages import json_lines, mixed, rfc3164_messages, rfc5424_messages
 from collector.jsonlines import parse_json_line
-from collector.parse import ParseOptions, parse_syslog
-from collector.record import Record
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, Record
 
 Parser = Callable[[bytes, int, "str | None", ParseOptions, bool], Record]
 

@@ -2,7 +2,7 @@
 the daemon's TCP ingest rate with the write-ahead log off / never / batch / always.
 
 Run: .venv/bin/python bench/persist.py [--records N] [--runs R] [--quick]
-The chosen format (collector/persist.py: marshal tuples in CRC32 chunks) is
+The chosen format (collector/diskformat.py: marshal tuples in CRC32 chunks) is
 measured through its real functions; JSON lines through the same tuples with
 json.dumps/loads per line, the safe alternative. Ingest: a daemon process,
 one blasting TCP sender, messages/s received over a few seconds, each mode
@@ -15,19 +15,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import zlib
 
-# bench/http.py would shadow the standard library's `http` package (urllib
-# and prometheus-client import http.client), so this directory leaves
-# sys.path and the repository root takes its place.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-from collector.persist import no_gc, read_snapshot, record_from_tuple, record_tuple, write_snapshot  # noqa: E402 (after the sys.path fix above)
-from collector.record import Record  # noqa: E402 (after the sys.path fix above)
+from collector.diskformat import no_gc, record_from_tuple, record_tuple
+from collector.record import Record
+from collector.snapshot import read_snapshot, write_snapshot
 
 
 def make_records(n: int) -> list[tuple[int, Record]]:
@@ -91,9 +85,8 @@ def ingest_rate(workdir: str, fsync: str | None, seconds: float) -> float:
     """Messages/s one blasting TCP sender gets into a daemon process."""
     from pathlib import Path
 
+    from common import DaemonProcess, poll
     from soak import Sender, received
-
-    from tests.faults_support import DaemonProcess, poll
 
     w = Path(tempfile.mkdtemp(dir=workdir))
     store: dict[str, object] = {"ttl": "1m"}

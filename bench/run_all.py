@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["parse.py", "store.py", "ingest.py", "http.py"]
+ORDER = ["parse.py", "store.py", "ingest.py", "api.py"]
 
 
 def main() -> int:

@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing as mp
-import os
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,14 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# bench/http.py would shadow the standard library's `http` package (urllib
-# and prometheus-client import http.client), so this directory leaves
-# sys.path and the repository root takes its place.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+from common import DaemonProcess, poll
 
-from collector.config import parse_duration  # noqa: E402 (after the sys.path fix above)
-from tests.faults_support import DaemonProcess, poll  # noqa: E402 (after the sys.path fix above)
+from collector.config import parse_duration
 
 SERVICES = ("sshd", "nginx", "cron", "app", "db")
 

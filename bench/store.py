@@ -19,13 +19,9 @@ import dataclasses
 import gc
 import random
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.query import Query
 from collector.record import Record

@@ -1,10 +1,9 @@
-"""HTTP stage: one asyncio.Protocol per connection, driven by httptools.
+"""HTTP stage: one asyncio.Protocol per connection over httptools, handlers are functions.
 
-httptools parses (no hand-written request parsing); this module reacts to its
-callbacks as uvicorn does, routes each finished request to a handler function
-`(request, app) -> Response` and writes answers in request order (RFC 9112
-§9.3.2, pipelining). Every error is JSON `{"error": ...}`, never a trace.
-Counters are plain ints in `HttpStats`; /metrics folds them in at scrape time.
+Requests route to `(request, app) -> Response`; answers go in request order
+(RFC 9112 §9.3.2); every error is JSON, never a trace; counters are plain ints.
+POST /logs hands records to the `ingest` callable it is given (the listeners'
+seam) and /tail joins the daemon's LiveTails: HTTP never calls the daemon.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from collector import __version__
 from collector.config import HttpConfig
 from collector.jsonlines import MAX_DEPTH, nested_deeper_than, record_from_object
-from collector.parse import ParseOptions, apply_clock_skew
 from collector.query import (
     Query,
     QueryError,
@@ -39,8 +37,9 @@ from collector.query import (
     parse_tail_query,
     to_json,
 )
-from collector.record import Record, record_to_dict
-from collector.store import Store, make_id
+from collector.record import Record, apply_clock_skew, make_id, record_to_dict
+from collector.settings import Settings
+from collector.store import Store
 from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
 
 log = logging.getLogger("collector.http")
@@ -136,34 +135,26 @@ class HttpStats:
 class App:
     """What handlers may read: the small shared server state.
 
-    `ingest(records) -> first_seq` stores a batch and hands it to live tails
-    (the daemon's sink); without one, the App does both itself."""
+    `settings` is the daemon's live Settings, read per request (a reload's
+    http.*, TTL and timezone apply from the next request on). `ingest(records)
+    -> first_seq` stores a batch: the same sink the listeners feed (store,
+    write-ahead log, live tails). `tails` is the daemon's LiveTails."""
 
     store: Store
     registry: CollectorRegistry
     listener_names: Callable[[], list[str]]
-    ttl_seconds: float
-    http: HttpConfig = field(default_factory=HttpConfig)
-    parse_options: ParseOptions = field(default_factory=ParseOptions)
-    ingest: Callable[[list[Record]], int] | None = None
+    settings: Settings
+    ingest: Callable[[list[Record]], int]
+    tails: LiveTails = field(default_factory=LiveTails)
     tail_keepalive: float = TAIL_KEEPALIVE
     started_at: float = field(default_factory=time.monotonic)
     connections: set[HttpProtocol] = field(default_factory=set)
     stats: HttpStats = field(default_factory=HttpStats)
-    tails: LiveTails = field(default_factory=LiveTails)
 
-    def add_records(self, records: list[Record]) -> int:
-        """Store a batch (through the daemon's sink when there is one)."""
-        if self.ingest is not None:
-            return self.ingest(records)
-        first = self.store.add_many(records)
-        self.publish(first, records)
-        return first
-
-    def publish(self, first_seq: int, records: list[Record]) -> None:
-        """Hand a stored batch to the live /tail streams (the daemon's sink
-        calls this after `store.add_many`); O(1) until the next loop turn."""
-        self.tails.publish(first_seq, records)
+    @property
+    def http(self) -> HttpConfig:
+        """The running http.* section."""
+        return self.settings.config.http
 
 
 # --- requests and responses -------------------------------------------------------
@@ -211,7 +202,7 @@ def handle_health(req: Request, app: App) -> Response:
             "status": "ok",
             "records": len(app.store),
             "uptime_seconds": round(time.monotonic() - app.started_at, 3),
-            "ttl_seconds": app.ttl_seconds,
+            "ttl_seconds": app.settings.config.store.ttl,
             "listeners": app.listener_names(),
         },
     )
@@ -243,7 +234,7 @@ def handle_post_logs(req: Request, app: App) -> Response:
     records: list[Record] = []
     if not bad:
         now = _now_us()
-        opts = app.parse_options
+        opts = app.settings.parse_options
         for i, obj in enumerate(objs):
             try:
                 records.append(apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts))
@@ -259,7 +250,7 @@ def handle_post_logs(req: Request, app: App) -> Response:
         return error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
     ids: list[str] = []
     if records:
-        first = app.add_records(records)
+        first = app.ingest(records)
         ids = [make_id(rec.timestamp, first + i) for i, rec in enumerate(records)]
     return json_response(201, {"accepted": len(ids), "ids": ids})
 
@@ -657,9 +648,16 @@ class HttpProtocol(asyncio.Protocol):
             self._timer = None
         if self.write_paused:
             self.transport.resume_reading()
-        tail = self.tail = Tail(self, resp.tail, chunked)
-        self.app.tails.add(tail)
-        self.app.stats.active_tails += 1
+        app = self.app
+        self.tail = Tail(
+            self,
+            resp.tail,
+            chunked,
+            tails=app.tails,
+            counters=app.stats,
+            replay=app.store.query,
+            keepalive=app.tail_keepalive,
+        )
 
 
 async def start_http(

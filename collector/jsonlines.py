@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from collector.parse import MAX_FUTURE_US, ParseOptions, apply_clock_skew, raw_record
 from collector.record import (
     CRIT,
     DEBUG,
@@ -25,11 +24,14 @@ from collector.record import (
     INFO,
     LEVEL_BY_NAME,
     WARNING,
+    ParseOptions,
     Record,
     facility_from_name,
+    finish_record,
     level_from_name,
+    raw_record,
 )
-from collector.rfc5424 import parse_timestamp
+from collector.times import MAX_US, MIN_US, parse_timestamp
 
 _intern = sys.intern
 
@@ -51,8 +53,6 @@ _MISSING: Any = object()
 _MS_FROM = 100_000_000_000
 _US_FROM = 100_000_000_000_000
 _NS_FROM = 100_000_000_000_000_000
-_MIN_US = -62135596800 * 1_000_000
-_MAX_US = 253402300800 * 1_000_000 - 1
 
 
 def _nonfinite(name: str) -> str:
@@ -99,7 +99,7 @@ def epoch_to_us(value: float) -> int | None:
         else:
             f = value / 1_000
         us = round(f)
-    return us if _MIN_US <= us <= _MAX_US else None
+    return us if MIN_US <= us <= MAX_US else None
 
 
 def _time_value(v: Any, tz: _dt.tzinfo) -> int | None:
@@ -230,7 +230,7 @@ def record_from_object(
 
     `obj` is not modified nor shared: `fields` gets a deep copy that the API
     can always print (lone surrogates -> U+FFFD, NaN/inf floats -> text). Clock skew is not applied here: callers apply
-    `collector.parse.apply_clock_skew(rec, opts)` once per record (it
+    `collector.record.apply_clock_skew(rec, opts)` once per record (it
     re-stamps and keeps `fields.original_timestamp`)."""
     try:
         fields = _sanitized(obj)
@@ -315,9 +315,4 @@ def parse_json_line(
         rec = _from_fields(obj, received_at, sender, opts.tz)
     else:
         rec = raw_record(text, received_at, sender)
-    if truncated:
-        rec.fields = {**(rec.fields or {}), "truncated": True}
-    ts = rec.timestamp
-    if ts < received_at - opts.ttl_us or ts > received_at + MAX_FUTURE_US:
-        apply_clock_skew(rec, opts)
-    return rec
+    return finish_record(rec, opts, truncated)

@@ -1,9 +1,9 @@
 """Listener stage: sockets -> framing -> parse -> sink, for UDP, TCP and unix.
 
-Protocols only frame bytes and queue them; once per loop iteration the queue is
-parsed and handed to `sink` as one batch (no per-message await or task). Errors
-are caught here, at the edge: counted in plain ints, logged rate-limited with
-the peer's bytes sanitised, and a bad frame never costs its neighbours.
+Once per loop iteration queued frames are parsed and handed to `sink` as one
+batch (no per-message await). Errors are caught here, at the edge: counted,
+logged rate-limited, peer bytes sanitised; a bad frame never costs its neighbours.
+Listeners know only the sink and the live Settings: never the store or HTTP.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from collector.framing import (
     syslog_framer,
 )
 from collector.jsonlines import parse_json_line
-from collector.parse import ParseOptions, parse_syslog, raw_record
-from collector.record import Record
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, Record, raw_record
+from collector.settings import Settings
 
 log = logging.getLogger("collector.listeners")
 
-Sink = Callable[[list[Record]], None]
+Sink = Callable[[list[Record]], object]
 Parser = Callable[[bytes, int, "str | None", ParseOptions, bool], Record]
 
 # Drop reasons (the `reason` label of collector_messages_dropped_total):
@@ -116,13 +117,17 @@ class _Ingest:
         self,
         cfg: ListenerConfig,
         sink: Sink,
-        opts: ParseOptions,
+        settings: Settings,
         max_bytes: int,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.cfg = cfg
         self.sink = sink
-        self.opts = opts
+        # Read once per batch, by reference: a reload's new timezone and TTL
+        # apply from the next batch on, with nothing to patch here.
+        self.settings = settings
+        # Fixed for this incarnation (framers and the UDP buffer are sized
+        # by it): a reload that changes it rebinds the listener.
         self.max_bytes = max_bytes
         self.loop = loop
         self.stats = ListenerStats()
@@ -244,7 +249,7 @@ class _Ingest:
 
     def _parse_batches(self, now: int, recs: list[Record], budget: int) -> None:
         parse = self.parse
-        opts = self.opts
+        opts = self.settings.parse_options
         batches = self._batches
         append = recs.append
         raw = truncated = 0
@@ -268,7 +273,7 @@ class _Ingest:
         dgrams = self._dgrams
         self._dgrams = []
         parse = self.parse
-        opts = self.opts
+        opts = self.settings.parse_options
         cap = self.max_bytes
         local = self.local_sender
         senders = self._senders
@@ -644,7 +649,7 @@ def _unix_socket(path: str, mode: int) -> socket.socket:
 async def start_listener(
     cfg: ListenerConfig,
     sink: Sink,
-    opts: ParseOptions,
+    settings: Settings,
     max_message_bytes: int,
     sock: socket.socket | None = None,
 ) -> Listener:
@@ -653,7 +658,7 @@ async def start_listener(
     With `sock` (an inherited, already bound socket: systemd socket
     activation, or a reload keeping it) the listener serves on it instead."""
     loop = asyncio.get_running_loop()
-    ingest = _Ingest(cfg, sink, opts, max_message_bytes, loop)
+    ingest = _Ingest(cfg, sink, settings, max_message_bytes, loop)
     listener = Listener(cfg, ingest)
     if cfg.transport == "tcp":
         backlog = max(128, min(cfg.max_connections, 4096))

@@ -1,11 +1,8 @@
-"""Metrics: plain-int counters folded into prometheus-client at scrape time.
+"""Metrics stage: plain-int counters folded into prometheus-client at scrape time.
 
-The hot path never calls prometheus-client: listeners, the store and HTTP
-keep plain ints, and `DaemonCollector.collect()` reads them when /metrics is
-scraped. The registry is passed in, so tests read values back with
-`get_sample_value`. Sources that a daemon may not have (HTTP stats before
-the port is bound, persistence when `store.persist_dir` is unset) yield no
-samples rather than false zeros.
+The hot path never calls prometheus-client: listeners, the store and HTTP keep
+plain ints that `DaemonCollector.collect()` reads per scrape. The registry is
+passed in (tests use `get_sample_value`); a source not there yet yields no samples.
 """
 
 from __future__ import annotations

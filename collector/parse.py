@@ -10,58 +10,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass, field
 
-from collector.record import FACILITY_USER, NOTICE, Record, format_timestamp, level_from_name
+from collector.record import (
+    FACILITY_USER,
+    ParseOptions,
+    Record,
+    finish_record,
+    level_from_name,
+    raw_record,
+)
 from collector.rfc3164 import parse_rfc3164
-from collector.rfc5424 import parse_rfc5424, parse_timestamp
-
-# Contract: a parsed time more than 5 minutes ahead would never expire.
-MAX_FUTURE_US = 300_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ParseOptions:
-    """What a parser needs to know beyond the bytes: where times without an
-    offset live, and the window outside which an event time is distrusted."""
-
-    tz: _dt.tzinfo = field(default=_dt.timezone.utc)
-    ttl_us: int = 3600 * 1_000_000
-
-
-def apply_clock_skew(rec: Record, opts: ParseOptions) -> Record:
-    """Re-stamp an event time that would vanish or never expire (contract:
-    clock skew), keeping the sender's time in `fields.original_timestamp`.
-
-    Every parser here applies it; `record_from_object` callers (POST /logs)
-    call it themselves, once per record."""
-    now = rec.received_at
-    ts = rec.timestamp
-    if ts < now - opts.ttl_us or ts > now + MAX_FUTURE_US:
-        fields = dict(rec.fields) if rec.fields else {}
-        fields["original_timestamp"] = format_timestamp(ts)
-        rec.fields = fields
-        rec.timestamp = now
-    return rec
-
-
-def raw_record(text: str, received_at: int, sender: str | None) -> Record:
-    """The fallback: whole text, receipt time, user.notice (contract)."""
-    return Record(
-        received_at,
-        received_at,
-        sender,
-        None,
-        None,
-        None,
-        FACILITY_USER,
-        NOTICE,
-        text,
-        None,
-        None,
-        "raw",
-    )
-
+from collector.rfc5424 import parse_rfc5424
+from collector.times import parse_timestamp
 
 # PRI = "<" PRIVAL ">"; PRIVAL = 1*3DIGIT ; range 0 .. 191 (RFC 5424 §6.2.1).
 # Every spelling of 0..191 in one to three digits, leading zeros included
@@ -149,12 +109,7 @@ def parse_syslog(
         return parse_syslog(data[3:], received_at, sender, opts, truncated)
     else:
         rec = _without_pri(text, received_at, sender, opts.tz)
-    if truncated:
-        rec.fields = {**(rec.fields or {}), "truncated": True}
-    ts = rec.timestamp
-    if ts < received_at - opts.ttl_us or ts > received_at + MAX_FUTURE_US:
-        apply_clock_skew(rec, opts)
-    return rec
+    return finish_record(rec, opts, truncated)
 
 
 def _without_pri(text: str, received_at: int, sender: str | None, tz: _dt.tzinfo) -> Record:

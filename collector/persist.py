@@ -1,298 +1,31 @@
-"""Persistence stage: the store on disk (snapshot) plus the write-ahead log.
-
-Files are checksummed chunks after a versioned header (`read_chunks`); a
-snapshot is written to a temp file, fsynced, renamed and the directory
-fsynced, so a reader sees the old file or the new one, never half of one. A
-file that is not ours or is damaged is moved aside (`.corrupt-<time>`) with one
-log line and the daemon starts anyway: never a crash loop.
+"""Persistence stage, orchestration: restore the store at start, log every
+batch, snapshot early when the log grows and at shutdown, then truncate the
+log. The file formats live beneath it: `diskformat` (header, chunks),
+`snapshot` (the store written once), `wal` (the write-ahead log); imports
+flow one way, from here down. Disk errors are counted and logged, never
+raised: the daemon keeps serving from memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
-import marshal
 import os
-import struct
 import time
 import warnings
-import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
+from collector.diskformat import no_gc
 from collector.record import Record
+from collector.snapshot import SNAPSHOT_NAME, read_snapshot, write_snapshot
+from collector.wal import PersistenceStats, WriteAheadLog
+
+# PersistenceStats is defined beside the log that writes most of its counters;
+# daemon.py and metrics.py import it from here, with Persistence.
+__all__ = ["Persistence", "PersistenceStats", "RecordStore"]
 
 log = logging.getLogger("collector.persist")
-
-# Header: 8-byte magic, format version, payload encoding. Bump VERSION when
-# the record tuple changes shape; an unknown version is moved aside.
-HEADER = struct.Struct("<8sII")
-CHUNK = struct.Struct("<II")  # payload length, zlib.crc32(payload)
-SNAPSHOT_MAGIC = b"CLSNAPSH"
-WAL_MAGIC = b"CLWALOG\x00"
-VERSION = 1
-ENCODING_MARSHAL = 1
-# marshal format 4 is stable since Python 3.4 and newer Pythons read it.
-MARSHAL_VERSION = 4
-# A length field beyond this is damage, not data: refuse to allocate it.
-MAX_CHUNK = 1 << 30
-SNAPSHOT_NAME = "snapshot.bin"
-SNAPSHOT_CHUNK_RECORDS = 4096
-
-
-class BadFile(Exception):
-    """The file's header is not ours, or from a format version we do not know."""
-
-
-class DamagedChunk(Exception):
-    """A chunk is cut short or fails its checksum; `offset` is where it starts."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(f"{reason} at byte {offset}")
-        self.offset = offset
-        self.reason = reason
-
-
-RecordTuple = tuple[Any, ...]
-
-
-def record_tuple(seq: int, r: Record) -> RecordTuple:
-    """The on-disk shape of one record: builtin types only, fields in order."""
-    return (
-        seq,
-        r.timestamp,
-        r.received_at,
-        r.host,
-        r.service,
-        r.procid,
-        r.msgid,
-        r.facility,
-        r.level,
-        r.message,
-        r.structured_data,
-        r.fields,
-        r.format,
-    )
-
-
-def record_from_tuple(t: RecordTuple) -> tuple[int, Record]:
-    """Inverse of `record_tuple`; TypeError/ValueError on a wrong shape."""
-    seq, ts, recv, host, service, procid, msgid, fac, level, message, sd, fields, fmt = t
-    if type(seq) is not int or type(ts) is not int or type(message) is not str:
-        raise TypeError("record tuple has wrong types")
-    return seq, Record(ts, recv, host, service, procid, msgid, fac, level, message, sd, fields, fmt)
-
-
-def header(magic: bytes) -> bytes:
-    """The 16 bytes every file of ours starts with."""
-    return HEADER.pack(magic, VERSION, ENCODING_MARSHAL)
-
-
-def encode_chunk(obj: Any) -> bytes:
-    """One checksummed chunk holding `obj` (builtin types only)."""
-    data = marshal.dumps(obj, MARSHAL_VERSION)
-    return CHUNK.pack(len(data), zlib.crc32(data)) + data
-
-
-def check_header(f: IO[bytes], magic: bytes) -> None:
-    """Read and check the header; BadFile says why it is not ours."""
-    raw = f.read(HEADER.size)
-    if len(raw) < HEADER.size:
-        raise BadFile(f"too short for a header ({len(raw)} bytes)")
-    got_magic, version, encoding = HEADER.unpack(raw)
-    if got_magic != magic:
-        raise BadFile(f"not a collector file (magic {got_magic!r})")
-    if version != VERSION or encoding != ENCODING_MARSHAL:
-        raise BadFile(f"unknown format version {version} encoding {encoding}")
-
-
-def read_chunks(f: IO[bytes]) -> Iterator[Any]:
-    """Decoded chunks after the header, up to a clean end of file.
-
-    Raises DamagedChunk at the first chunk cut short or failing its CRC; the
-    chunks before it were good and have been yielded."""
-    offset = f.tell()
-    while True:
-        head = f.read(CHUNK.size)
-        if not head:
-            return
-        if len(head) < CHUNK.size:
-            raise DamagedChunk(offset, "chunk header cut short")
-        length, crc = CHUNK.unpack(head)
-        if length > MAX_CHUNK:
-            raise DamagedChunk(offset, f"chunk length {length} is implausible")
-        data = f.read(length)
-        if len(data) < length:
-            raise DamagedChunk(offset, "chunk cut short")
-        if zlib.crc32(data) != crc:
-            raise DamagedChunk(offset, "chunk checksum mismatch")
-        try:
-            obj = marshal.loads(data)
-        except (ValueError, EOFError, TypeError) as e:
-            raise DamagedChunk(offset, f"chunk does not decode ({e})") from None
-        yield obj
-        offset += CHUNK.size + length
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic GC while bulk-building records: a million new tuples
-    trigger hundreds of full-heap scans that find nothing (3x slower reads)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename in `path` durable (POSIX leaves it in the page cache)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def move_aside(path: str, reason: str) -> str | None:
-    """Rename a bad file to `<path>.corrupt-<UTC time>`; returns the new name."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = f"{path}.corrupt-{stamp}"
-    n = 1
-    while os.path.exists(target):
-        n += 1
-        target = f"{path}.corrupt-{stamp}-{n}"
-    try:
-        os.replace(path, target)
-    except OSError as e:
-        log.error("%s is unusable (%s) and cannot be moved aside: %s", path, reason, e)
-        return None
-    log.error("%s is unusable (%s); moved aside to %s", path, reason, target)
-    return target
-
-
-# --- snapshot ---------------------------------------------------------------
-
-
-def write_snapshot(
-    path: str,
-    items: Iterable[tuple[int, Record]],
-    last_seq: int,
-    wal_segment: int,
-    *,
-    tmp: str | None = None,
-    still_wanted: Callable[[], bool] | None = None,
-) -> int:
-    """Write every (seq, record) to `path` atomically; returns how many.
-
-    `wal_segment` is the last write-ahead log segment whose records are all in
-    this snapshot: replay skips it and those before. The last chunk is a dict
-    `{"end": True, "last_seq", "wal_segment", "records"}`; a snapshot without
-    it is incomplete. OSError propagates (disk full). `still_wanted` is asked
-    just before the rename (a snapshot child whose daemon died gives up)."""
-    tmp = tmp or path + ".tmp"
-    count = 0
-    try:
-        with no_gc(), open(tmp, "wb") as f:
-            f.write(header(SNAPSHOT_MAGIC))
-            batch: list[RecordTuple] = []
-            for seq, rec in items:
-                batch.append(record_tuple(seq, rec))
-                if len(batch) >= SNAPSHOT_CHUNK_RECORDS:
-                    f.write(encode_chunk(batch))
-                    count += len(batch)
-                    batch = []
-            if batch:
-                f.write(encode_chunk(batch))
-                count += len(batch)
-            f.write(
-                encode_chunk(
-                    {
-                        "end": True,
-                        "last_seq": last_seq,
-                        "wal_segment": wal_segment,
-                        "records": count,
-                    }
-                )
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        if still_wanted is not None and not still_wanted():
-            raise OSError("the daemon that asked for this snapshot is gone")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
-    return count
-
-
-@dataclass(slots=True)
-class SnapshotRead:
-    """What a snapshot held; `error` says why it is incomplete (file moved aside)."""
-
-    items: list[tuple[int, Record]]
-    last_seq: int
-    wal_segment: int = 0
-    error: str | None = None
-
-
-def read_snapshot(path: str) -> SnapshotRead:
-    """Read a snapshot; a damaged one yields the good chunks before the damage.
-
-    A missing file is an empty snapshot. A file that is not ours, or damaged,
-    is moved aside and logged, after salvaging what precedes the damage."""
-    items: list[tuple[int, Record]] = []
-    last_seq = 0
-    wal_segment = 0
-    ended = False
-    try:
-        f = open(path, "rb")  # noqa: SIM115 -- closed in finally, after move_aside needs it shut
-    except FileNotFoundError:
-        return SnapshotRead(items, 0)
-    error: str | None = None
-    with no_gc():
-        try:
-            check_header(f, SNAPSHOT_MAGIC)
-            for obj in read_chunks(f):
-                if ended:
-                    raise DamagedChunk(f.tell(), "data after the end marker")
-                if isinstance(obj, dict):
-                    if obj.get("end") is not True or obj.get("records") != len(items):
-                        raise DamagedChunk(f.tell(), "end marker does not match the records")
-                    last_seq = int(obj["last_seq"])
-                    wal_segment = int(obj["wal_segment"])
-                    ended = True
-                    continue
-                items.extend(record_from_tuple(t) for t in obj)
-            if not ended:
-                error = "no end marker: the snapshot is incomplete"
-        except BadFile as e:
-            error = str(e)
-            items = []
-        except DamagedChunk as e:
-            error = str(e)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            error = f"records do not decode ({e})"
-        except OSError as e:
-            error = f"cannot read: {e}"
-        finally:
-            f.close()
-    if error is not None:
-        if items:
-            last_seq = max(last_seq, max(seq for seq, _ in items))
-        log.error("snapshot %s: %s; kept %d records read before it", path, error, len(items))
-        move_aside(path, error)
-    return SnapshotRead(items, last_seq, wal_segment, error)
-
-
-# --- the running persistence: snapshot + write-ahead log ---------------------
 
 
 class RecordStore(Protocol):
@@ -302,26 +35,6 @@ class RecordStore(Protocol):
     def snapshot_items(self) -> Iterator[tuple[int, Record]]: ...
     def expire(self, now: int) -> int: ...
     def __len__(self) -> int: ...
-
-
-@dataclass(slots=True)
-class PersistenceStats:
-    """Plain counters for /metrics (read at scrape time)."""
-
-    wal_bytes: int = 0  # current size of the log on disk
-    wal_records: int = 0  # records appended to the log since start
-    wal_write_errors: int = 0  # failed write()/fsync() calls (disk full, I/O error)
-    wal_dropped_records: int = 0  # records not logged (write error or size bound)
-    wal_fsyncs: int = 0
-    wal_torn_bytes: int = 0  # bytes ignored at replay (torn tail after a crash)
-    snapshots: int = 0
-    snapshot_errors: int = 0
-    snapshot_seconds: float = 0.0  # duration of the last snapshot
-    snapshot_records: int = 0  # records in the last snapshot
-    restored_records: int = 0  # records in the store after start-up restore
-    replayed_records: int = 0  # of which from the log
-    replay_skipped: int = 0  # log segments (or records) already in the snapshot, not replayed
-    corrupt_files: int = 0  # files moved aside
 
 
 class Persistence:
@@ -340,8 +53,6 @@ class Persistence:
         fsync: str = "batch",
         wal_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
-        from collector.wal import WriteAheadLog
-
         self.directory = directory
         self.store = store
         self.stats = PersistenceStats()

@@ -13,7 +13,14 @@ import re
 import sys
 
 from collector.record import FACILITY_USER, NOTICE, Record
-from collector.rfc5424 import local_cache, local_to_seconds, parse_timestamp, valid_date
+from collector.times import (
+    CACHE_LIMIT,
+    FRACTION_SCALE,
+    local_cache,
+    local_to_seconds,
+    parse_timestamp,
+    valid_date,
+)
 
 _intern = sys.intern
 
@@ -26,7 +33,6 @@ for _i, _name in enumerate(
 
 _UTC_WORDS = frozenset({"UTC", "GMT", "UT", "Z"})
 _HALF_YEAR_US = 182 * 86400 * 1_000_000
-_FRACTION_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)
 
 # Cisco IOS `service sequence-numbers` puts a counter before the date:
 # `<189>7662: Nov 23 22:23:27.921 UTC: %LINK-3-UPDOWN: ...`.
@@ -135,13 +141,13 @@ def _month_day_time(m: re.Match[str], received_at: int, tz: _dt.tzinfo) -> int |
             secs = _nearest_year_seconds(mo, d, h, mi, s, received_at, tz)
             if secs is None:
                 return None
-        if len(cache) >= 8192:
+        if len(cache) >= CACHE_LIMIT:
             cache.clear()
         cache[key] = secs
     frac: str | None = m[8]
     if frac is None:
         return secs * 1_000_000
-    return secs * 1_000_000 + int(frac) * _FRACTION_SCALE[len(frac)]
+    return secs * 1_000_000 + int(frac) * FRACTION_SCALE[len(frac)]
 
 
 def parse_rfc3164(

@@ -48,6 +48,12 @@ def notify(*states: str, env: Env | None = None) -> bool:
     return True
 
 
+def status(records: int, listeners: int, rate: float | None = None) -> str:
+    """The STATUS= line `systemctl status` shows: records held, msg/s, listeners."""
+    per_s = f", {rate:.1f} msg/s" if rate is not None else ""
+    return f"STATUS={records} records{per_s}, {listeners} listeners"
+
+
 def watchdog_interval(env: Env | None = None) -> float | None:
     """Seconds between WATCHDOG=1 pings: half of WATCHDOG_USEC, as
     sd_watchdog_enabled(3) advises; None when no watchdog is asked of us
@@ -193,3 +199,64 @@ def match_sockets(
         else:
             unmatched.append((name, sock))
     return assigned, unmatched
+
+
+class Inherited:
+    """The sockets systemd passed, adopted by listener name and kept open
+    for the daemon's life, so a reload can rebind on the same socket.
+
+    A listener serves from a duplicate (`for_listener`), which it closes when
+    it stops; the original closes here (`release`, `close`)."""
+
+    def __init__(self) -> None:
+        # listener name -> (LISTEN_FDNAMES name, inherited socket)
+        self._by_listener: dict[str, tuple[str, socket.socket]] = {}
+
+    def adopt(
+        self, listeners: Sequence[ListenerConfig], inherited: list[tuple[str, socket.socket]]
+    ) -> None:
+        """Match systemd's sockets to listeners; close (and say so) what no
+        listener wants, so a port does not stay open with nobody reading it."""
+        if not inherited:
+            return
+        names = {id(sock): name for name, sock in inherited}
+        assigned, unmatched = match_sockets(listeners, inherited)
+        for lname, sock in assigned.items():
+            self._by_listener[lname] = (names[id(sock)], sock)
+            log.info("listener %s: using inherited socket %s", lname, describe(sock))
+        for fdname, sock in unmatched:
+            log.warning(
+                "inherited socket %s (%s) matches no listener by name or address; closed",
+                fdname,
+                describe(sock),
+            )
+            sock.close()
+
+    def usable(self, lc: ListenerConfig) -> bool:
+        """Whether this listener serves from its inherited socket: one matched
+        by name follows its name; one matched by address only while the
+        listener's transport and bind still say that address."""
+        entry = self._by_listener.get(lc.name)
+        if entry is None:
+            return False
+        fdname, sock = entry
+        return bound_at(sock, lc) or (fdname == lc.name and fits(sock, lc.transport))
+
+    def for_listener(self, lc: ListenerConfig) -> socket.socket | None:
+        """A duplicate of the inherited socket this listener may serve from."""
+        if not self.usable(lc):
+            return None
+        return self._by_listener[lc.name][1].dup()
+
+    def release(self, name: str) -> None:
+        """Close an inherited socket its listener no longer serves from."""
+        entry = self._by_listener.pop(name, None)
+        if entry is not None:
+            log.info("listener %s: inherited socket %s closed", name, describe(entry[1]))
+            entry[1].close()
+
+    def close(self) -> None:
+        """Shutdown: close every original."""
+        for _, sock in self._by_listener.values():
+            sock.close()
+        self._by_listener.clear()

@@ -1,9 +1,9 @@
 """Tail stage: live fan-out of stored batches to `/tail` streams.
 
-The daemon's sink publishes each stored batch once; one flush per event-loop
-turn renders every record at most once and writes each stream one chunk, so
-N tails cost N writes per turn, never a per-message await. A stream whose
-client stops reading is cut off at a fixed backlog, never buffered forever.
+The daemon owns the LiveTails; its sink publishes each batch once, and one flush
+per loop turn renders each record at most once (no per-message await). A Tail
+writes to the small `Stream` protocol, so no HTTP is imported here; a client
+that stops reading is cut off at a fixed backlog, never buffered forever.
 """
 
 from __future__ import annotations
@@ -11,21 +11,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from collector.query import Query, matches, record_line
-from collector.record import Record
-from collector.store import make_id
-
-if TYPE_CHECKING:
-    from collector.http import HttpProtocol
+from collector.record import Record, make_id
+from collector.store import Page
 
 log = logging.getLogger("collector.http")
 
 TAIL_KEEPALIVE = 15.0  # seconds between blank lines on an idle /tail (contract)
 TAIL_MAX_BACKLOG = 8 * 1024 * 1024  # bytes a /tail client may fall behind before it is dropped
 TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=
+
+
+class Stream(Protocol):
+    """The connection a Tail writes to (HTTP's protocol object is one)."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    @property
+    def write_paused(self) -> bool: ...
+
+    @property
+    def peer(self) -> str | None: ...
+
+    async def drained(self) -> None:
+        """Return once the connection can take more bytes."""
+
+
+class TailCounters(Protocol):
+    """Where a Tail counts itself (HTTP's stats, read by /metrics)."""
+
+    active_tails: int
+    tails_dropped: int
 
 
 class LiveTails:
@@ -93,9 +114,22 @@ class Tail:
     a backlog; a client more than TAIL_MAX_BACKLOG behind is disconnected
     (counted in `tails_dropped`) rather than letting memory grow."""
 
-    def __init__(self, proto: HttpProtocol, query: Query, chunked: bool) -> None:
+    def __init__(
+        self,
+        proto: Stream,
+        query: Query,
+        chunked: bool,
+        *,
+        tails: LiveTails,
+        counters: TailCounters,
+        replay: Callable[[Query], Page],
+        keepalive: float = TAIL_KEEPALIVE,
+    ) -> None:
         self.proto = proto
-        self.app = proto.app
+        self.tails = tails
+        self.counters = counters
+        self.replay_page = replay
+        self.keepalive = keepalive
         self.query = replace(query, limit=TAIL_REPLAY_PAGE, order="asc", cursor=None)
         self.chunked = chunked
         self.everything = replace(self.query, limit=0) == Query(limit=0, order="asc")
@@ -107,7 +141,9 @@ class Tail:
         self.last_write = time.monotonic()
         self.closed = False
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.app.tail_keepalive, self._keepalive)
+        tails.add(self)
+        counters.active_tails += 1
+        self.timer = loop.call_later(keepalive, self._keepalive)
         self.task: asyncio.Task[None] | None = None
         if self.replaying:
             self.task = loop.create_task(self._replay())
@@ -126,7 +162,7 @@ class Tail:
             self.backlog.append(data)
             self.backlog_bytes += len(data)
             if self.backlog_bytes > TAIL_MAX_BACKLOG:
-                self.app.stats.tails_dropped += 1
+                self.counters.tails_dropped += 1
                 log.warning("tail client %s fell too far behind; disconnected", self.proto.peer)
                 transport.abort()
             return
@@ -144,7 +180,7 @@ class Tail:
         self.live.extend(items)
         self.live_ids.update(rid for rid, _ in items)
         if len(self.live) > TAIL_MAX_BACKLOG // 256 and self.proto.transport is not None:
-            self.app.stats.tails_dropped += 1
+            self.counters.tails_dropped += 1
             self.proto.transport.abort()
 
     async def _replay(self) -> None:
@@ -153,7 +189,7 @@ class Tail:
         (skipped in the replay by id, so none is sent twice)."""
         q = self.query
         while not self.closed:
-            page = self.app.store.query(q)
+            page = self.replay_page(q)
             lines = [record_line(rec, rid) for rid, rec in page.items if rid not in self.live_ids]
             if lines:
                 self.send(b"".join(lines))
@@ -171,7 +207,7 @@ class Tail:
         # through proxies; only when nothing else was written meanwhile.
         if self.closed:
             return
-        interval = self.app.tail_keepalive
+        interval = self.keepalive
         idle = time.monotonic() - self.last_write
         if idle >= interval * 0.99 and not self.proto.write_paused:
             self.send(b"\n")
@@ -185,6 +221,6 @@ class Tail:
         self.timer.cancel()
         if self.task is not None:
             self.task.cancel()
-        self.app.tails.discard(self)
-        self.app.stats.active_tails -= 1
+        self.tails.discard(self)
+        self.counters.active_tails -= 1
         self.backlog = []

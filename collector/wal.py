@@ -15,11 +15,11 @@ import os
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from collector.persist import (
+from collector.diskformat import (
     HEADER,
-    WAL_MAGIC,
     BadFile,
     DamagedChunk,
     check_header,
@@ -34,14 +34,35 @@ from collector.persist import (
 )
 from collector.record import Record
 
-if TYPE_CHECKING:
-    from collector.persist import PersistenceStats
-
 log = logging.getLogger("collector.wal")
 
 _SEGMENT = re.compile(r"^wal-(\d{8})\.log$")
 FLUSH_BYTES = 1024 * 1024
 _LOG_EVERY = 10.0
+WAL_MAGIC = b"CLWALOG\x00"
+
+
+@dataclass(slots=True)
+class PersistenceStats:
+    """Plain counters of the persistence stage for /metrics (read at scrape time).
+
+    The log writes the `wal_*`, `replay_skipped` and `corrupt_files` counts;
+    `Persistence` (persist.py) owns the object and adds the snapshot ones."""
+
+    wal_bytes: int = 0  # current size of the log on disk
+    wal_records: int = 0  # records appended to the log since start
+    wal_write_errors: int = 0  # failed write()/fsync() calls (disk full, I/O error)
+    wal_dropped_records: int = 0  # records not logged (write error or size bound)
+    wal_fsyncs: int = 0
+    wal_torn_bytes: int = 0  # bytes ignored at replay (torn tail after a crash)
+    snapshots: int = 0
+    snapshot_errors: int = 0
+    snapshot_seconds: float = 0.0  # duration of the last snapshot
+    snapshot_records: int = 0  # records in the last snapshot
+    restored_records: int = 0  # records in the store after start-up restore
+    replayed_records: int = 0  # of which from the log
+    replay_skipped: int = 0  # log segments (or records) already in the snapshot, not replayed
+    corrupt_files: int = 0  # files moved aside
 
 
 def segment_name(n: int) -> str:

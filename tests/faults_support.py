@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collector.record import format_timestamp
+from collector.times import format_timestamp
 
 REPO = Path(__file__).resolve().parent.parent
 

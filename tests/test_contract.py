@@ -1,7 +1,8 @@
-"""The contract (/work/shared/CONTRACT.md), sentence by sentence, from the
-outside: a real daemon on ephemeral ports, real bytes from real clients and
-device-shaped lines, answers read back through HTTP or the CLI. Grouped by
-contract section; tables where a sentence covers many inputs."""
+"""The external surface as README.md and docs/ promise it (command line,
+configuration, the record, the HTTP API, transports, systemd), sentence by
+sentence, from the outside: a real daemon on ephemeral ports, real bytes from
+real clients and device-shaped lines, answers read back through HTTP or the
+CLI. Grouped by surface; tables where a sentence covers many inputs."""
 
 from __future__ import annotations
 
@@ -981,7 +982,7 @@ async def test_tail_replays_from_start_then_streams_live_ndjson() -> None:
 
 
 async def test_an_idle_tail_sends_an_empty_keep_alive_line() -> None:
-    # The contract's 15 s is App.tail_keepalive; shortened here to keep the suite fast.
+    # The documented 15 s (docs/api.md, GET /tail) is App.tail_keepalive; shortened here to keep the suite fast.
     async with running_daemon() as d:
         assert d.app is not None
         assert d.app.tail_keepalive == 15.0

@@ -20,13 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector import http, tail
-from collector.config import HttpConfig
+from collector.config import Config, HttpConfig
 from collector.daemon import Daemon
 from collector.http import App, HttpProtocol, Request, route
 from collector.metrics import make_registry
 from collector.query import parse_time
-from collector.record import format_timestamp
+from collector.settings import Settings
 from collector.store import Store
+from collector.times import format_timestamp
 from tests.support import get_json, http_request, local_config, running_daemon, wait_for
 
 # --- helpers ----------------------------------------------------------------------------
@@ -138,8 +139,8 @@ def make_app(**http_kw: Any) -> App:
         store=store,
         registry=make_registry(store, list),
         listener_names=lambda: ["udp"],
-        ttl_seconds=3600,
-        http=HttpConfig(**http_kw),
+        settings=Settings(replace(Config(), http=HttpConfig(**http_kw))),
+        ingest=store.add_many,
     )
 
 

@@ -21,8 +21,7 @@ from collector.jsonlines import (
     parse_json_line,
     record_from_object,
 )
-from collector.parse import ParseOptions, apply_clock_skew
-from collector.record import record_to_dict
+from collector.record import ParseOptions, apply_clock_skew, record_to_dict
 
 NOW = 1767323045_500000  # 2026-01-02T03:04:05.5Z
 OPTS = ParseOptions(ttl_us=100 * 365 * 86400 * 1_000_000)

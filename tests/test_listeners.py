@@ -20,8 +20,8 @@ from collector import listeners as listeners_mod
 from collector.config import ListenerConfig, ParsingConfig
 from collector.daemon import StartupError
 from collector.listeners import Listener, start_listener
-from collector.parse import ParseOptions
-from collector.record import Record
+from collector.record import ParseOptions, Record
+from collector.settings import Settings
 from tests.support import (
     get_json,
     http_request,
@@ -74,7 +74,7 @@ async def _listener(
     cfg: ListenerConfig, max_bytes: int = 1024, sock: socket.socket | None = None
 ) -> AsyncIterator[tuple[Listener, list[Record]]]:
     records: list[Record] = []
-    lst = await start_listener(cfg, records.extend, ParseOptions(), max_bytes, sock=sock)
+    lst = await start_listener(cfg, records.extend, Settings(), max_bytes, sock=sock)
     try:
         yield lst, records
     finally:
@@ -127,7 +127,7 @@ async def test_udp_asks_for_the_configured_receive_buffer_and_records_the_grant(
 async def test_a_burst_of_datagrams_is_stored_in_few_batches() -> None:
     batches: list[int] = []
     cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
-    lst = await start_listener(cfg, lambda recs: batches.append(len(recs)), ParseOptions(), 1024)
+    lst = await start_listener(cfg, lambda recs: batches.append(len(recs)), Settings(), 1024)
     try:
         _send_udp(lst.address, *(b"<13>msg %d" % i for i in range(500)))  # type: ignore[arg-type]
         await wait_for(lambda: sum(batches) == 500)
@@ -301,7 +301,7 @@ async def test_a_backlog_over_the_high_water_mark_pauses_reading_and_loses_nothi
 
 async def test_shutdown_delivers_what_was_read_and_closes_connections() -> None:
     records: list[Record] = []
-    lst = await start_listener(_tcp_cfg(), records.extend, ParseOptions(), 1024)
+    lst = await start_listener(_tcp_cfg(), records.extend, Settings(), 1024)
     addr = lst.address
     assert isinstance(addr, tuple)
     async with _tcp(addr) as (reader, writer):
@@ -381,7 +381,7 @@ async def test_a_unix_path_that_is_a_regular_file_is_an_error_not_deleted(tmp_pa
     path = tmp_path / "notes.txt"
     path.write_text("keep me")
     with pytest.raises(OSError, match="not a socket"):
-        await start_listener(_unix_cfg(path), lambda recs: None, ParseOptions(), 1024)
+        await start_listener(_unix_cfg(path), lambda recs: None, Settings(), 1024)
     assert path.read_text() == "keep me"
 
 
@@ -466,7 +466,7 @@ async def test_a_failing_sink_loses_that_batch_counted_and_the_listener_carries_
             raise RuntimeError("store bug")
 
     cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
-    lst = await start_listener(cfg, sink, ParseOptions(), 1024)
+    lst = await start_listener(cfg, sink, Settings(), 1024)
     try:
         addr = lst.address
         assert isinstance(addr, tuple)
@@ -557,7 +557,7 @@ async def test_a_framer_crash_closes_only_that_connection_and_is_counted(
 async def test_closing_a_udp_listener_still_stores_datagrams_waiting_in_the_kernel() -> None:
     records: list[Record] = []
     cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
-    lst = await start_listener(cfg, records.extend, ParseOptions(), 1024)
+    lst = await start_listener(cfg, records.extend, Settings(), 1024)
     addr = lst.address
     assert isinstance(addr, tuple)
     # Loopback delivers into the receive buffer before sendto returns; no
@@ -626,7 +626,7 @@ async def test_a_live_connection_frames_exactly_like_the_pure_framer_whatever_th
 async def test_an_empty_datagram_is_not_a_record_but_is_counted() -> None:
     records: list[Record] = []
     cfg = ListenerConfig(name="u", transport="udp", bind="127.0.0.1:0")
-    lst = await start_listener(cfg, records.extend, ParseOptions(), 1024)
+    lst = await start_listener(cfg, records.extend, Settings(), 1024)
     try:
         addr = lst.address
         assert isinstance(addr, tuple)

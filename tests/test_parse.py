@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.parse import ParseOptions, parse_syslog, raw_record
-from collector.record import record_to_dict
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, record_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.messages import json_lines, malformed, mixed, rfc3164_messages, rfc5424_messages
@@ -195,25 +195,6 @@ def test_times_inside_the_window_are_trusted(data: bytes) -> None:
     got = parsed(data, ParseOptions(ttl_us=3600 * 1_000_000))
     assert got["timestamp"] != RECEIPT
     assert got["fields"] == {}
-
-
-def test_raw_record_is_the_contract_fallback() -> None:
-    rec = raw_record("text", NOW, "h")
-    assert record_to_dict(rec, "i") == {
-        "id": "i",
-        "timestamp": RECEIPT,
-        "received_at": RECEIPT,
-        "host": "h",
-        "service": None,
-        "procid": None,
-        "msgid": None,
-        "facility": "user",
-        "level": "notice",
-        "message": "text",
-        "structured_data": {},
-        "fields": {},
-        "format": "raw",
-    }
 
 
 @settings(max_examples=1000, deadline=None)

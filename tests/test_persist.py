@@ -1,10 +1,10 @@
-"""Snapshot files and the persistence life cycle (open, log, close, reopen)
-against the real Store and real files in a temp directory."""
+"""The persistence life cycle (open, log, close, reopen) against the real
+Store and real files in a temp directory; the snapshot file alone is in
+test_snapshot.py."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from pathlib import Path
@@ -12,41 +12,13 @@ from pathlib import Path
 import pytest
 
 from collector.config import ConfigError, config_from_dict
-from collector.persist import (
-    HEADER,
-    SNAPSHOT_MAGIC,
-    Persistence,
-    encode_chunk,
-    header,
-    read_snapshot,
-    record_tuple,
-    write_snapshot,
-)
+from collector.persist import Persistence
 from collector.record import Record
 from collector.store import Store
 from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
+from tests.test_snapshot import NOW, rec
 
-NOW = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 HOUR = 3_600_000_000
-
-
-def rec(i: int, ts: int | None = None) -> Record:
-    return Record(
-        timestamp=NOW + i if ts is None else ts,
-        received_at=NOW + i + 5,
-        host=f"h{i % 3}",
-        service="svc" if i % 2 else None,
-        procid=str(i),
-        msgid=None,
-        facility=None if i % 4 == 0 else 3,
-        level=i % 8,
-        message=f"message {i} \u00e9\u4e2d\U0001f600",
-        structured_data={"a@1": {"k": ["v1", "v2"], "x": "y"}} if i % 5 == 0 else None,
-        fields={"n": i, "f": 1.5, "b": True, "l": [1, None], "d": {"z": "w"}}
-        if i % 3 == 0
-        else None,
-        format="rfc5424",
-    )
 
 
 def store(ttl_us: int = HOUR, max_records: int = 1_000_000) -> Store:
@@ -55,101 +27,6 @@ def store(ttl_us: int = HOUR, max_records: int = 1_000_000) -> Store:
 
 def ids(s: Store) -> list[tuple[int, Record]]:
     return list(s.snapshot_items())
-
-
-def test_a_snapshot_round_trips_every_field_and_sequence_number(tmp_path: Path) -> None:
-    items = [(i * 3 + 1, rec(i)) for i in range(10_000)]  # several chunks, sparse seqs
-    path = str(tmp_path / "snapshot.bin")
-    assert write_snapshot(path, items, last_seq=99_999, wal_segment=7) == 10_000
-    snap = read_snapshot(path)
-    assert snap.error is None
-    assert snap.items == items
-    assert (snap.last_seq, snap.wal_segment) == (99_999, 7)
-    assert not os.path.exists(path + ".tmp")
-
-
-def test_a_missing_snapshot_is_an_empty_one(tmp_path: Path) -> None:
-    snap = read_snapshot(str(tmp_path / "nothing"))
-    assert (snap.items, snap.last_seq, snap.error) == ([], 0, None)
-
-
-def test_writing_a_snapshot_replaces_the_old_one_whole(tmp_path: Path) -> None:
-    path = str(tmp_path / "snapshot.bin")
-    write_snapshot(path, [(1, rec(1))], 1, 0)
-    write_snapshot(path, [(2, rec(2)), (3, rec(3))], 3, 0)
-    assert [seq for seq, _ in read_snapshot(path).items] == [2, 3]
-    assert sorted(os.listdir(tmp_path)) == ["snapshot.bin"]
-
-
-def test_a_damaged_chunk_keeps_the_chunks_before_it_and_moves_the_file_aside(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "snapshot.bin"
-    write_snapshot(str(path), [(i + 1, rec(i)) for i in range(10_000)], 10_000, 0)
-    data = bytearray(path.read_bytes())
-    data[-2000] ^= 0x55  # inside the last record chunk (4096 records per chunk)
-    path.write_bytes(bytes(data))
-    with caplog.at_level(logging.ERROR):
-        snap = read_snapshot(str(path))
-    assert snap.error is not None
-    assert "checksum mismatch" in snap.error
-    assert len(snap.items) == 8192
-    assert snap.last_seq == 8192  # the highest seq kept, since the end marker is lost
-    assert not path.exists()
-    aside = list(tmp_path.glob("snapshot.bin.corrupt-*"))
-    assert len(aside) == 1
-    assert "moved aside" in caplog.text
-
-
-@pytest.mark.parametrize(
-    ("content", "reason"),
-    [
-        (b"", "too short for a header"),
-        (b"{}\n" * 10, "not a collector file"),
-        (b"CLSNAPSH" + b"\x09\x00\x00\x00\x01\x00\x00\x00", "unknown format version 9"),
-    ],
-)
-def test_a_file_that_is_not_a_snapshot_we_know_is_moved_aside(
-    tmp_path: Path, content: bytes, reason: str
-) -> None:
-    path = tmp_path / "snapshot.bin"
-    path.write_bytes(content)
-    snap = read_snapshot(str(path))
-    assert snap.items == []
-    assert snap.error is not None
-    assert reason in snap.error
-    assert len(list(tmp_path.glob("snapshot.bin.corrupt-*"))) == 1
-
-
-def test_a_snapshot_without_its_end_marker_keeps_its_records_but_is_moved_aside(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "snapshot.bin"
-    path.write_bytes(header(SNAPSHOT_MAGIC) + encode_chunk([record_tuple(5, rec(5))]))
-    snap = read_snapshot(str(path))
-    assert snap.error == "no end marker: the snapshot is incomplete"
-    assert snap.items == [(5, rec(5))]
-    assert snap.last_seq == 5
-    assert len(list(tmp_path.glob("snapshot.bin.corrupt-*"))) == 1
-
-
-def test_a_checksummed_chunk_of_the_wrong_shape_is_an_error_not_an_exception(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "snapshot.bin"
-    path.write_bytes(header(SNAPSHOT_MAGIC) + encode_chunk([(1, 2, 3)]))
-    snap = read_snapshot(str(path))
-    assert snap.error is not None
-    assert snap.error.startswith("records do not decode")
-    assert snap.items == []
-
-
-def test_a_snapshot_cut_after_its_header_is_incomplete_not_empty(tmp_path: Path) -> None:
-    path = tmp_path / "snapshot.bin"
-    write_snapshot(str(path), [(1, rec(1))], 1, 0)
-    path.write_bytes(path.read_bytes()[: HEADER.size])
-    snap = read_snapshot(str(path))
-    assert snap.error == "no end marker: the snapshot is incomplete"
 
 
 def test_close_then_open_restores_records_with_their_ids(tmp_path: Path) -> None:
@@ -362,8 +239,7 @@ async def test_with_fsync_always_whatever_a_query_sees_is_already_in_the_log(
     import shutil
 
     from collector.config import StoreConfig
-    from collector.persist import PersistenceStats
-    from collector.wal import WriteAheadLog
+    from collector.wal import PersistenceStats, WriteAheadLog
 
     state = tmp_path / "state"
     cfg = StoreConfig(persist_dir=str(state), fsync=fsync, wal_flush_interval=60.0)

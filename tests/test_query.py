@@ -23,7 +23,8 @@ from collector.query import (
     record_json,
     record_line,
 )
-from collector.record import FACILITIES, Record, datetime_to_us, format_timestamp, record_to_dict
+from collector.record import FACILITIES, Record, record_to_dict
+from collector.times import datetime_to_us, format_timestamp
 
 T0 = 1_769_774_400_000_000  # 2026-01-30T12:00:00Z
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from collector.config import ListenerConfig
-from collector.daemon import Daemon, reload, reload_from_file
+from collector.daemon import Daemon
+from collector.reload import reload, reload_from_file
 from tests.support import (
     get_json,
     http_request,
@@ -216,9 +217,11 @@ async def test_a_bad_config_file_is_logged_counted_and_the_running_config_stays(
         _send_udp(d, "udp", b"<13>1 - h app - - - still running")
         await wait_for(lambda: len(d.store) == 1)
 
-        # A fixed file applies on the next reload.
+        # A fixed file applies on the next reload. It names http.bind: the
+        # default (9514) may be taken by a daemon running beside the tests.
         path.write_text(
-            "store: {ttl: 2h}\nlisteners:\n  - {name: udp, transport: udp, bind: '127.0.0.1:0'}\n"
+            "store: {ttl: 2h}\nhttp: {bind: '127.0.0.1:0'}\n"
+            "listeners:\n  - {name: udp, transport: udp, bind: '127.0.0.1:0'}\n"
         )
         assert await reload_from_file(d) is True
         assert list(d.listeners) == ["udp"]

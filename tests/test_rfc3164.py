@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.parse import ParseOptions, parse_syslog
-from collector.record import record_to_dict
+from collector.parse import parse_syslog
+from collector.record import ParseOptions, record_to_dict
 
 NOW = 1767323045_500000  # 2026-01-02T03:04:05.5Z
 OPTS = ParseOptions(ttl_us=100 * 365 * 86400 * 1_000_000)

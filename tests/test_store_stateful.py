@@ -18,8 +18,8 @@ from hypothesis.stateful import (
 )
 
 from collector.query import Query
-from collector.record import FACILITIES, LEVELS, Record
-from collector.store import Store, make_id
+from collector.record import FACILITIES, LEVELS, Record, make_id
+from collector.store import Store
 
 SPAN = 100
 TTL = 2_000
@@ -322,7 +322,7 @@ def _key(rec_id: str) -> Key:
 
 
 def _fmt(us: int) -> str:
-    from collector.record import format_timestamp
+    from collector.times import format_timestamp
 
     return format_timestamp(us)
 

@@ -11,9 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from collector.persist import HEADER, PersistenceStats
+from collector.diskformat import HEADER
 from collector.record import Record
-from collector.wal import WriteAheadLog, segment_name
+from collector.wal import PersistenceStats, WriteAheadLog, segment_name
 from tests.faults_support import REPO
 
 NOW = 1_767_225_600_000_000
@@ -211,8 +211,7 @@ def test_a_failing_disk_is_counted_and_the_log_stays_readable(tmp_path: Path) ->
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
         from tests.test_wal import batch
-        from collector.persist import PersistenceStats
-        from collector.wal import WriteAheadLog
+        from collector.wal import PersistenceStats, WriteAheadLog
         stats = PersistenceStats()
         wal = WriteAheadLog({str(tmp_path)!r}, stats)
         wal.open_segment()

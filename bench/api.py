@@ -5,34 +5,26 @@ process with `Store.add_many` (posting 1M records would measure POST, not
 the page); the client is this process, an asyncio + httptools client on
 uvloop, so server and client each get their own GIL. Run from the repo root:
 
-    .venv/bin/python bench/http.py            # 1M records, ~2 minutes
-    .venv/bin/python bench/http.py --quick    # ~10 s smoke run
+    .venv/bin/python bench/api.py            # 1M records, ~2 minutes
+    .venv/bin/python bench/api.py --quick    # ~10 s smoke run
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import dataclasses
+import json
 import os
+import signal
+import socket
+import statistics
+import subprocess
 import sys
+import time
+from typing import Any
 
-# This file is named http.py: its directory must not shadow the stdlib
-# `http` package (prometheus-client imports http.server), so the repo root
-# takes the script directory's place on sys.path.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_ROOT] + [
-    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
-]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httptools  # noqa: E402
+import httptools
 
 # --- the server side (child process) -------------------------------------------------
 
@@ -40,14 +32,15 @@ import httptools  # noqa: E402
 def serve(seed: int) -> None:
     """Start a daemon (one TCP syslog listener), seed `seed` records, print
     the ports as one JSON line, and run until stdin closes."""
-    from collector.config import ListenerConfig, StoreConfig
+    from collector.config import Config, HttpConfig, ListenerConfig, StoreConfig
     from collector.daemon import start, stop, tune_gc
     from collector.record import Record
-    from tests.support import local_config
 
     async def main() -> None:
-        config = local_config(
-            ListenerConfig(name="tcp", transport="tcp", bind="127.0.0.1:0"),
+        config = dataclasses.replace(
+            Config(),
+            listeners=(ListenerConfig(name="tcp", transport="tcp", bind="127.0.0.1:0"),),
+            http=HttpConfig(bind="127.0.0.1:0"),
             store=StoreConfig(max_records=seed + 10_000_000, max_memory=1 << 40),
         )
         d = await start(config)
