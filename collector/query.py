@@ -1,8 +1,9 @@
 """Query stage: HTTP parameters -> Query; records -> JSON bytes.
 
 Pure: no clock, no I/O. Bad input raises QueryError (-> 400) whose message
-starts with the parameter's name. The store interprets a Query; this module
-never touches the store, except to name the shape of its pages.
+starts with the parameter's name. Every check of a query lives here (`check`,
+`check_stats`, MAX_BUCKETS); the store calls them and has none of its own
+(it only reads its own cursor tokens). This module never touches the store.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collector.record import (
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
-# /stats: a step that would cut the asked range into more buckets is refused,
-# so one request cannot make the daemon build a million-entry answer.
+# /stats: a histogram of more buckets is refused (the asked range at parse
+# time, the matching records' range while counting), so one request cannot
+# make the daemon build a million-entry answer.
 MAX_BUCKETS = 100_000
 STATS_BY = ("level", "service", "host", "facility")
 
@@ -72,6 +74,51 @@ class StatsQuery:
     query: Query
     by: tuple[str, ...] = ()
     step_us: int | None = None
+
+
+def check(q: Query) -> Query:
+    """`q` if it is a valid query, else QueryError naming the parameter.
+
+    The one check of a Query: the parse_* functions apply it to what they
+    build, and the store at its entry, since tests, benchmarks and tools
+    build Queries directly. (A Query does not check itself on construction:
+    property tests build arbitrary ones and filter them afterwards.)"""
+    if q.start is not None and q.end is not None and q.end < q.start:
+        raise QueryError(f"end: {_show_time(q.end)} is before start {_show_time(q.start)}")
+    if q.order not in ("asc", "desc"):
+        raise QueryError(f"order: expected asc or desc; got {q.order!r}")
+    if q.cursor == "":
+        raise QueryError("cursor: empty; pass the next_cursor of the previous page")
+    # Any other cursor is opaque here: only the store that made it can read
+    # it, and refuses one it did not make (QueryError naming `cursor`).
+    return q
+
+
+def check_stats(sq: StatsQuery) -> StatsQuery:
+    """`sq` if it is a valid stats query (see `check`), else QueryError.
+
+    The HTTP parameters have further rules of their own (a step of at least
+    1 ms) that `parse_stats_query` applies."""
+    check(sq.query)
+    for n in sq.by:
+        if n not in STATS_BY:
+            raise QueryError(f"by: cannot count by {n!r}; expected {'|'.join(STATS_BY)}")
+    if sq.step_us is not None and sq.step_us <= 0:
+        raise QueryError(f"step: must be positive; got {sq.step_us}us")
+    return sq
+
+
+def check_buckets(count: int) -> None:
+    """Refuse a `/stats` histogram of `count` buckets when over MAX_BUCKETS."""
+    if count > MAX_BUCKETS:
+        raise QueryError(
+            f"step: too small for the time range ({count} buckets; at most {MAX_BUCKETS})"
+        )
+
+
+def _show_time(us: int) -> str:
+    # An error message must not fail itself: years beyond 9999 stay numbers.
+    return format_timestamp(us) if MIN_US <= us <= MAX_US else f"{us}us"
 
 
 def matches(rec: Record, q: Query) -> bool:
@@ -205,8 +252,6 @@ def _filters(p: dict[str, str]) -> dict[str, Any]:
         f["start"] = parse_time("start", p["start"])
     if "end" in p:
         f["end"] = parse_time("end", p["end"])
-    if "start" in f and "end" in f and f["end"] < f["start"]:
-        raise QueryError(f"end: {p['end']!r} is before start {p['start']!r}")
     if "service" in p:
         f["services"] = frozenset(_names("service", p["service"]))
     if "host" in p:
@@ -237,7 +282,7 @@ def _filters(p: dict[str, str]) -> dict[str, Any]:
 
 
 def parse_logs_query(params: dict[str, list[str]]) -> Query:
-    """Parameters of `GET /logs` -> Query (the cursor stays opaque here)."""
+    """Parameters of `GET /logs` -> Query (the cursor stays opaque: the store reads it)."""
     p = _single(params, LOGS_PARAMS, "/logs")
     f = _filters(p)
     if "limit" in p:
@@ -246,19 +291,15 @@ def parse_logs_query(params: dict[str, list[str]]) -> Query:
             raise QueryError(f"limit: expected an integer 1..{MAX_LIMIT}; got {p['limit']!r}")
         f["limit"] = int(raw)
     if "order" in p:
-        if p["order"] not in ("asc", "desc"):
-            raise QueryError(f"order: expected asc or desc; got {p['order']!r}")
         f["order"] = p["order"]
     if "cursor" in p:
-        if not p["cursor"]:
-            raise QueryError("cursor: empty; pass the next_cursor of the previous page")
         f["cursor"] = p["cursor"]
-    return Query(**f)
+    return check(Query(**f))
 
 
 def parse_tail_query(params: dict[str, list[str]]) -> Query:
     """Parameters of `GET /tail`: the filters only (`start` asks for replay)."""
-    return Query(**_filters(_single(params, TAIL_PARAMS, "/tail")))
+    return check(Query(**_filters(_single(params, TAIL_PARAMS, "/tail"))))
 
 
 def parse_stats_query(params: dict[str, list[str]]) -> StatsQuery:
@@ -266,14 +307,10 @@ def parse_stats_query(params: dict[str, list[str]]) -> StatsQuery:
 
     `limit`, `order` and `cursor` are refused: stats count every match."""
     p = _single(params, STATS_PARAMS, "/stats")
-    query = Query(**_filters(p))
+    query = check(Query(**_filters(p)))
     by: tuple[str, ...] = ()
     if "by" in p:
-        names = _names("by", p["by"])
-        for n in names:
-            if n not in STATS_BY:
-                raise QueryError(f"by: cannot count by {n!r}; expected {'|'.join(STATS_BY)}")
-        by = tuple(dict.fromkeys(names))
+        by = tuple(dict.fromkeys(_names("by", p["by"])))
     step_us = None
     if "step" in p:
         try:
@@ -283,13 +320,9 @@ def parse_stats_query(params: dict[str, list[str]]) -> StatsQuery:
         if step_us < 1000:
             raise QueryError(f"step: must be at least 1ms; got {p['step']!r}")
         if query.start is not None and query.end is not None:
-            buckets = (query.end - query.start) // step_us + 1
-            if buckets > MAX_BUCKETS:
-                raise QueryError(
-                    f"step: {p['step']!r} cuts start..end into {buckets} buckets; "
-                    f"at most {MAX_BUCKETS}"
-                )
-    return StatsQuery(query, by, step_us)
+            # The buckets start..end touches, aligned as the histogram aligns them.
+            check_buckets(query.end // step_us - query.start // step_us + 1)
+    return check_stats(StatsQuery(query, by, step_us))
 
 
 # --- rendering ------------------------------------------------------------------

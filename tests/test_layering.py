@@ -8,7 +8,20 @@ from pathlib import Path
 
 import pytest
 
-PURE = ["record", "parse", "rfc5424", "rfc3164", "jsonlines", "framing", "store", "block", "query"]
+PURE = [
+    "record",
+    "parse",
+    "rfc5424",
+    "rfc3164",
+    "jsonlines",
+    "framing",
+    "store",
+    "shard",
+    "textheap",
+    "block",
+    "stats",
+    "query",
+]
 FORBIDDEN_MODULES = {"asyncio", "socket", "selectors", "logging", "time", "os", "subprocess"}
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "time_ns", "monotonic", "perf_counter"}
 PACKAGE = Path(__file__).resolve().parent.parent / "collector"

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from collector.config import StoreConfig
-from collector.query import Query, QueryError
+from collector.query import MAX_BUCKETS, Query, QueryError
 from collector.record import Record
 from collector.store import Store, make_id
 from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
@@ -303,6 +303,15 @@ def test_stats_refuse_a_step_that_makes_too_many_buckets() -> None:
     with pytest.raises(QueryError, match=r"^step:"):
         s.stats(Query(q="hello"), (), 1_000)
     assert len(s.stats(Query(), (), 10**6)["histogram"]) == 1_001
+
+
+def test_the_histogram_bound_is_the_one_the_http_parameters_have() -> None:
+    s = store()
+    s.add_many([rec(0), rec((MAX_BUCKETS - 1) * 1_000)])
+    assert len(s.stats(Query(), (), 1_000)["histogram"]) == MAX_BUCKETS
+    s.add_many([rec(MAX_BUCKETS * 1_000)])
+    with pytest.raises(QueryError, match=rf"^step: .* at most {MAX_BUCKETS}\)$"):
+        s.stats(Query(), (), 1_000)
 
 
 def test_restore_keeps_ids_and_new_seqs_continue_above() -> None:

@@ -1,0 +1,591 @@
+"""Store stage, one shard: the key index and the columns of one span of event time.
+
+Pure: no asyncio, no logging, no clock. Columns grow in arrival order only
+(append, never insert); a sorted (timestamp, seq) key index orders them, so a
+late arrival costs one bisect and a memmove inside this shard. Message text
+lives in the shard's TextHeap; this module reads a Plan, it never checks one.
+"""
+
+from __future__ import annotations
+
+import marshal
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter
+from typing import Any
+
+from collector.record import Record
+from collector.textheap import FREEZE_BYTES, SEAL_CHUNK, TextHeap
+
+# Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
+# per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
+# msgid codes) + 4 (message offset) + 4 (key index) + 3 (level, facility,
+# format) plus ~10% array over-allocation; the message is counted twice (its
+# text and its lower-cased search copy). A shard's empty columns, dicts and
+# summaries cost a few KiB.
+RECORD_BYTES = 56
+SHARD_BYTES = 4096
+NO_FACILITY = 255  # the facility column's code for "none"
+
+_NO_EXTRAS = (None, None)
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+_FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
+_RECV = attrgetter("received_at")
+_HOST = attrgetter("host")
+_SERVICE = attrgetter("service")
+_PROCID = attrgetter("procid")
+_MSGID = attrgetter("msgid")
+_FACILITY = attrgetter("facility")
+_LEVEL = attrgetter("level")
+_MESSAGE = attrgetter("message")
+_SD = attrgetter("structured_data")
+_FIELDS = attrgetter("fields")
+_FORMAT = attrgetter("format")
+
+
+def count_bytes(counts: list[int], data: bytes) -> None:
+    """counts[b] += how often byte b occurs in `data`."""
+    # A few memchr-speed passes beat Counter's dict update per element.
+    for code in set(data):
+        counts[code] += data.count(code)
+
+
+def _zeros(n: int) -> array[int]:
+    return array("I", bytes(4 * n))
+
+
+def _str_bytes(value: str | None) -> int:
+    # A compact str object plus its dict and list slots.
+    return 0 if value is None else 100 + len(value)
+
+
+def _pack_extras(sd: Any, fields: Any) -> bytes | tuple[Any, Any]:
+    # Kept marshalled: a bytes object is invisible to the cyclic GC, while the
+    # dicts themselves would be ~1 tracked object per record that every full
+    # collection walks (~0.7 s per million records held). marshal takes
+    # exactly what parsers make (dict, list, str, int, float, bool, None);
+    # anything else is kept as it is.
+    try:
+        return marshal.dumps((sd, fields))
+    except ValueError:
+        return (sd, fields)
+
+
+def _unpack_extras(packed: bytes | tuple[Any, Any] | None) -> tuple[Any, Any]:
+    if packed is None:
+        return _NO_EXTRAS
+    if type(packed) is bytes:
+        sd_fields: tuple[Any, Any] = marshal.loads(packed)
+        return sd_fields
+    return packed  # type: ignore[return-value]
+
+
+def _extras_bytes(packed: bytes | tuple[Any, Any]) -> int:
+    # The bytes object and its dict slot; unpacked, a dict is ~230 bytes small
+    # and each entry a key and a value of ~60.
+    if isinstance(packed, bytes):
+        return 120 + len(packed)
+    size = 120
+    for d in packed:
+        if d:
+            size += 230 + 130 * len(d)
+    return size
+
+
+class Table:
+    """Interned values of one column in one shard, with how many live records use each.
+
+    Code 0 is None. The counts (kept for host and service) are the shard summary that lets a query skip a
+    shard holding no wanted value, and `/stats` count without a scan.
+    """
+
+    __slots__ = ("counts", "index", "nbytes", "values")
+
+    def __init__(self) -> None:
+        self.values: list[str | None] = [None]
+        self.index: dict[str | None, int] = {None: 0}
+        self.counts: list[int] = [0]
+        self.nbytes = 0
+
+    def encode(self, values: list[str | None], count: bool = True) -> Sequence[int]:
+        """Codes for `values`, interning new ones; counts them as live if `count`."""
+        n = len(values)
+        if not n:
+            return []
+        first = values[0]
+        if values.count(first) == n:
+            # One value for the batch: MSGID "-", one format, one host per connection.
+            code = self.index.get(first)
+            if code is None:
+                code = self._intern(first)
+            if count:
+                self.counts[code] += n
+            return array("I", [code]) * n if code else _zeros(n)
+        codes: list[Any]
+        try:
+            codes = list(map(self.index.__getitem__, values))
+        except KeyError:  # new values: intern them, then look up again at C speed
+            for value in set(values).difference(self.index):
+                self._intern(value)
+            codes = list(map(self.index.__getitem__, values))
+        if count:
+            try:
+                count_bytes(self.counts, bytes(codes))
+            except ValueError:  # codes above 255: a shard with many distinct values
+                counts = self.counts
+                for code, k in Counter(codes).items():
+                    counts[code] += k
+        return codes
+
+    def _intern(self, value: str | None) -> int:
+        code = len(self.values)
+        self.values.append(value)
+        self.index[value] = code
+        self.counts.append(0)
+        self.nbytes += _str_bytes(value)
+        return code
+
+    def wanted(self, values: frozenset[str]) -> set[int]:
+        """Codes of those `values` that live records of this shard hold."""
+        out = set()
+        for v in values:
+            code = self.index.get(v)
+            if code is not None and self.counts[code] > 0:
+                out.add(code)
+        return out
+
+
+@dataclass(slots=True)
+class Plan:
+    """A validated Query as shards read it: bounds as (timestamp, seq) keys and the filters."""
+
+    start: int | None
+    end: int | None
+    services: frozenset[str] | None
+    hosts: frozenset[str] | None
+    levels: frozenset[int] | None
+    facilities: frozenset[int] | None
+    needle: bytes | None  # lower-cased UTF-8, searched in the ASCII-lowered text
+    q: str | None
+    after: tuple[int, int] | None  # asc cursor: keys strictly greater
+    before: tuple[int, int] | None  # desc cursor: keys strictly smaller
+    reverse: bool
+
+
+# One filter over one shard: a column (None = the physical index itself) and
+# the set of values that pass.
+# How many live records of the shard pass it orders the filters: the most
+# selective runs at C speed over the range, the others only over its hits.
+_Filter = tuple[Any, set[int], int]
+
+
+def _hits(f: _Filter) -> int:
+    return f[2]
+
+
+class Shard:
+    """Records whose event time falls in [key * span, (key + 1) * span).
+
+    Physical columns (received_at ... message) are indexed by arrival number
+    `p` and only ever appended. The logical index `i` runs over live records
+    in (timestamp, seq) order: `ts[i]`, `seqs[i]`, and `p = order[i]`, or
+    `p = base + i` while every record arrived in order (`order` is None).
+    Records trimmed from the front stay in the physical columns as dead
+    bytes until the shard is dropped or compacted.
+    """
+
+    __slots__ = (
+        "base",
+        "dead_bytes",
+        "extras",
+        "fac",
+        "fac_counts",
+        "fmt",
+        "host",
+        "key",
+        "lvl",
+        "lvl_counts",
+        "msgid",
+        "nbytes",
+        "order",
+        "procid",
+        "recv",
+        "seqs",
+        "service",
+        "tables",
+        "text",
+        "ts",
+    )
+
+    def __init__(self, key: int, freeze_bytes: int = FREEZE_BYTES) -> None:
+        self.key = key
+        self.ts = array("q")
+        self.seqs = array("q")
+        self.order: array[int] | None = None
+        self.base = 0
+        self.recv = array("q")
+        self.lvl = bytearray()
+        self.fac = bytearray()
+        self.fmt = bytearray()
+        self.host = array("I")
+        self.service = array("I")
+        self.procid = array("I")
+        self.msgid = array("I")
+        # host, service, procid, msgid, format
+        self.tables = (Table(), Table(), Table(), Table(), Table())
+        self.text = TextHeap(freeze_bytes)
+        # p -> (structured_data, fields), marshalled (see _pack_extras)
+        self.extras: dict[int, bytes | tuple[Any, Any]] = {}
+        self.lvl_counts = [0] * 256
+        self.fac_counts = [0] * 256
+        self.nbytes = SHARD_BYTES
+        self.dead_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    # -- writing -----------------------------------------------------------
+
+    def add(self, recs: list[Record], ts: list[int], seqs: Sequence[int]) -> int:
+        """Store records sorted by (timestamp, seq); returns how many went in late."""
+        n = len(recs)
+        p0 = len(self.recv)
+        try:
+            self._append_columns(recs)
+        except BaseException:
+            self._truncate(p0)  # a bad value (a level of 300) must not misalign the columns
+            raise
+        # Records after the current last key append; the others go in by bisect.
+        split = 0
+        if len(self.ts):
+            last = (self.ts[-1], self.seqs[-1])
+            while split < n and (ts[split], seqs[split]) < last:
+                split += 1
+                if split == 8 and n > 16:
+                    # Many late ones: find the end of the late run by bisection.
+                    lo, hi = split, n
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if (ts[mid], seqs[mid]) < last:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    split = lo
+                    break
+        if split:
+            self._insert_late(ts[:split], seqs[:split], range(p0, p0 + split))
+        if split < n:
+            self.ts.extend(ts[split:] if split else ts)
+            self.seqs.extend(seqs[split:] if split else seqs)
+            if self.order is not None:
+                self.order.extend(range(p0 + split, p0 + n))
+        return split
+
+    def _truncate(self, p0: int) -> None:
+        for col in (
+            self.recv,
+            self.lvl,
+            self.fac,
+            self.fmt,
+            self.host,
+            self.service,
+            self.procid,
+            self.msgid,
+        ):
+            del col[p0:]
+        self.text.truncate(p0)
+        for p in [p for p in self.extras if p >= p0]:
+            del self.extras[p]
+
+    def _insert_late(self, ts: list[int], seqs: Sequence[int], phys: range) -> None:
+        if self.order is None:
+            self.order = array("I", range(self.base, self.base + len(self.ts)))
+        kts, kseqs, order = self.ts, self.seqs, self.order
+        if len(ts) * 16 > len(kts):
+            # A big late batch: one merge beats many memmoves.
+            merged = sorted(
+                chain(zip(kts, kseqs, order, strict=True), zip(ts, seqs, phys, strict=True)),
+            )
+            self.ts = array("q", [m[0] for m in merged])
+            self.seqs = array("q", [m[1] for m in merged])
+            self.order = array("I", [m[2] for m in merged])
+            return
+        for t, s, p in zip(ts, seqs, phys, strict=True):
+            i = bisect_right(kts, t)
+            while i and kts[i - 1] == t and kseqs[i - 1] > s:
+                i -= 1
+            kts.insert(i, t)
+            kseqs.insert(i, s)
+            order.insert(i, p)
+
+    def _append_columns(self, recs: list[Record]) -> None:
+        n = len(recs)
+        p0 = len(self.recv)
+        host_t, service_t, procid_t, msgid_t, format_t = self.tables
+        before = sum(t.nbytes for t in self.tables)
+        # What can fail (a level of 300, a message that is not text) runs
+        # before anything is counted; _truncate undoes the appends.
+        levels = bytes(map(_LEVEL, recs))
+        facs: list[Any] = list(map(_FACILITY, recs))
+        if None in facs:
+            facs = [NO_FACILITY if f is None else f for f in facs]
+        fac_bytes = bytes(facs)
+        msgs: list[str] = list(map(_MESSAGE, recs))
+        encoded = self.text.encode(msgs)
+        self.recv.extend(map(_RECV, recs))
+        self.lvl += levels
+        self.fac += fac_bytes
+        formats = format_t.encode(list(map(_FORMAT, recs)), count=False)
+        self.fmt += bytes(formats.tolist() if isinstance(formats, array) else formats)
+        count_bytes(self.lvl_counts, levels)
+        count_bytes(self.fac_counts, fac_bytes)
+        self.host.extend(host_t.encode(list(map(_HOST, recs))))
+        self.service.extend(service_t.encode(list(map(_SERVICE, recs))))
+        self.procid.extend(procid_t.encode(list(map(_PROCID, recs)), count=False))
+        self.msgid.extend(msgid_t.encode(list(map(_MSGID, recs)), count=False))
+        added = self.text.append(msgs, encoded)
+
+        sds = list(map(_SD, recs))
+        fields = list(map(_FIELDS, recs))
+        if sds.count(None) != n or fields.count(None) != n:
+            for i, (sd, fd) in enumerate(zip(sds, fields, strict=True)):
+                if sd is not None or fd is not None:
+                    packed = self.extras[p0 + i] = _pack_extras(sd, fd)
+                    added += _extras_bytes(packed)
+        grown = sum(t.nbytes for t in self.tables) - before
+        self.nbytes += n * RECORD_BYTES + added + grown
+
+    def trim(self, k: int) -> None:
+        """Forget the `k` oldest live records (their bytes stay, as dead)."""
+        if k <= 0:
+            return
+        k = min(k, len(self.ts))
+        if self.order is None:
+            a, b = self.base, self.base + k
+            phys: Sequence[int] = range(a, b)
+            msg_bytes = self.text.bytes_of_range(a, b)
+
+            def column(col: Any) -> Iterable[int]:
+                return col[a:b]  # type: ignore[no-any-return]
+        else:
+            phys = self.order[:k]
+            msg_bytes = self.text.bytes_of_many(phys)
+
+            def column(col: Any) -> Iterable[int]:
+                return map(col.__getitem__, phys)
+
+        for counts, col in (
+            (self.lvl_counts, self.lvl),
+            (self.fac_counts, self.fac),
+            (self.tables[0].counts, self.host),
+            (self.tables[1].counts, self.service),
+        ):
+            for code, n in Counter(column(col)).items():
+                counts[code] -= n
+        extra = 0
+        if self.extras:
+            for p in phys:
+                ex = self.extras.get(p)
+                if ex is not None:
+                    extra += _extras_bytes(ex)
+        self.dead_bytes += k * RECORD_BYTES + msg_bytes + extra
+        del self.ts[:k], self.seqs[:k]
+        if self.order is None:
+            self.base += k
+        else:
+            del self.order[:k]
+
+    def record_bytes(self, i: int) -> int:
+        """The accounted bytes of live record `i` (what evicting it frees)."""
+        p = self.phys(i)
+        size = RECORD_BYTES + self.text.bytes_of(p)
+        ex = self.extras.get(p)
+        if ex is not None:
+            size += _extras_bytes(ex)
+        return size
+
+    def seal(self, budget: int, piece: int = SEAL_CHUNK) -> int:
+        """Seal this shard's message text, up to `budget` bytes; returns how many."""
+        done, delta = self.text.seal(budget, piece)
+        self.nbytes += delta
+        return done
+
+    # -- reading -----------------------------------------------------------
+
+    def phys(self, i: int) -> int:
+        """The arrival number of live record `i`."""
+        return self.base + i if self.order is None else self.order[i]
+
+    def record(self, i: int) -> Record:
+        """The live record at logical index `i`, rebuilt from the columns."""
+        p = self.base + i if self.order is None else self.order[i]
+        hosts, services, procids, msgids, formats = self.tables
+        fac = self.fac[p]
+        sd, fields = _unpack_extras(self.extras.get(p))
+        return Record(
+            timestamp=self.ts[i],
+            received_at=self.recv[p],
+            host=hosts.values[self.host[p]],
+            service=services.values[self.service[p]],
+            procid=procids.values[self.procid[p]],
+            msgid=msgids.values[self.msgid[p]],
+            facility=None if fac == NO_FACILITY else fac,
+            level=self.lvl[p],
+            message=self.text.message(p),
+            structured_data=sd,
+            fields=fields,
+            format=formats.values[self.fmt[p]] or "",
+        )
+
+    def records(self, idx: Sequence[int]) -> list[Record]:
+        """The live records at logical indices `idx`, column by column (C-speed maps)."""
+        if self.order is None:
+            phys: Sequence[int] = list(map(self.base.__add__, idx))
+        else:
+            phys = list(map(self.order.__getitem__, idx))
+
+        def column(col: Any) -> Iterator[Any]:
+            return map(col.__getitem__, phys)
+
+        hosts, services, procids, msgids, formats = self.tables
+        sds: Iterable[Any]
+        fields: Iterable[Any]
+        if self.extras:
+            extras = list(map(_unpack_extras, map(self.extras.get, phys)))
+            sds, fields = map(_FIRST, extras), map(_SECOND, extras)
+        else:  # most shards: no record with structured data or fields
+            sds = fields = repeat(None)
+        return list(
+            map(
+                Record,
+                map(self.ts.__getitem__, idx),
+                column(self.recv),
+                map(hosts.values.__getitem__, column(self.host)),
+                map(services.values.__getitem__, column(self.service)),
+                map(procids.values.__getitem__, column(self.procid)),
+                map(msgids.values.__getitem__, column(self.msgid)),
+                map(_FACILITY_OUT.__getitem__, column(self.fac)),
+                column(self.lvl),
+                map(self.text.message, phys),
+                sds,
+                fields,
+                map(formats.values.__getitem__, column(self.fmt)),
+            )
+        )
+
+    def position(self, ts: int, seq: int) -> int:
+        """The logical index of the first key >= (ts, seq)."""
+        lo = bisect_left(self.ts, ts)
+        hi = bisect_left(self.ts, ts + 1, lo)
+        if hi - lo <= 1:
+            return lo if lo == hi or self.seqs[lo] >= seq else hi
+        return bisect_left(self.seqs, seq, lo, hi)
+
+    def bounds(self, plan: Plan) -> tuple[int, int]:
+        """The logical range [a, b) of the plan's time bounds and cursor."""
+        n = len(self.ts)
+        a = 0 if plan.start is None else bisect_left(self.ts, plan.start)
+        b = n if plan.end is None else bisect_right(self.ts, plan.end)
+        if plan.after is not None:
+            a = max(a, self.position(plan.after[0], plan.after[1] + 1))
+        if plan.before is not None:
+            b = min(b, self.position(*plan.before))
+        return a, b
+
+    def filters(self, plan: Plan, a: int, b: int) -> list[_Filter] | None:
+        """Per-record filters still needed here; None when nothing here can match.
+
+        The summaries decide first: a wanted value no live record holds skips
+        the shard, and a filter every live record passes is dropped.
+        """
+        n = len(self.ts)
+        out: list[_Filter] = []
+        for values, col, table in (
+            (plan.services, self.service, self.tables[1]),
+            (plan.hosts, self.host, self.tables[0]),
+        ):
+            if values is not None:
+                codes = table.wanted(values)
+                hits = sum(table.counts[c] for c in codes)
+                if not hits:
+                    return None
+                if hits < n:
+                    out.append((col, codes, hits))
+        for ints, small_col, counts in (
+            (plan.levels, self.lvl, self.lvl_counts),
+            (plan.facilities, self.fac, self.fac_counts),
+        ):
+            if ints is not None:
+                codes = {c for c in ints if 0 <= c < NO_FACILITY and counts[c]}
+                hits = sum(counts[c] for c in codes)
+                if not hits:
+                    return None
+                if hits < n:
+                    out.append((small_col, codes, hits))
+        if plan.needle is not None:
+            assert plan.q is not None
+            if self.order is None:
+                pa, pb = self.base + a, self.base + b
+            else:  # the key range is not a physical one: search every message
+                pa, pb = 0, len(self.recv)
+            found = self.text.search(plan.needle, plan.q, pa, pb)
+            if not found:
+                return None
+            out.append((None, found, len(found)))
+        return out
+
+    def select(self, plan: Plan, a: int, b: int) -> Iterator[int]:
+        """Logical indices in [a, b) matching the plan, in the plan's order."""
+        if a >= b:
+            return iter(())
+        filters = self.filters(plan, a, b)
+        if filters is None:
+            return iter(())
+        reverse = plan.reverse
+        idx = range(b - 1, a - 1, -1) if reverse else range(a, b)
+        if not filters:
+            return iter(idx)
+        view: Callable[[Any], Iterable[int]]
+        if self.order is None:
+            pa, pb = self.base + a, self.base + b
+            prange = range(pb - 1, pa - 1, -1) if reverse else range(pa, pb)
+
+            def view(col: Any) -> Iterable[int]:
+                if col is None:
+                    return prange
+                part = col[pa:pb]
+                return part[::-1] if reverse else part  # type: ignore[no-any-return]
+        else:
+            phys = self.order[a:b]
+            if reverse:
+                phys.reverse()
+
+            def view(col: Any) -> Iterable[int]:
+                return phys if col is None else map(col.__getitem__, phys)
+
+        if len(filters) > 1 and min(f[2] for f in filters) * 4 <= len(self.ts):
+            filters.sort(key=_hits)
+            col, codes, _ = filters[0]
+            found: Iterator[int] = compress(idx, map(codes.__contains__, view(col)))
+            for col, codes, _ in filters[1:]:
+                found = filter(self._passes(col, codes), found)
+            return found
+        sels = [map(codes.__contains__, view(col)) for col, codes, _ in filters]
+        sel = sels[0] if len(sels) == 1 else map(all, zip(*sels, strict=True))
+        return compress(idx, sel)
+
+    def _passes(self, col: Any, codes: set[int]) -> Callable[[int], bool]:
+        """Whether logical record i passes one filter (for the few that passed another)."""
+        order, base = self.order, self.base
+        if col is None:
+            if order is None:
+                return lambda i: base + i in codes
+            return lambda i: order[i] in codes
+        if order is None:
+            return lambda i: col[base + i] in codes
+        return lambda i: col[order[i]] in codes
