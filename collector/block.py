@@ -569,6 +569,9 @@ class BlockCache:
         self.misses = 0
         self._items: OrderedDict[tuple[int, str], tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
+        # How a scan maps over blocks: the daemon sets a thread pool's map so
+        # that decompression (which releases the GIL) uses both cores.
+        self.mapper: Callable[..., Iterable[Any]] = map
 
     def __len__(self) -> int:
         return len(self._items)

@@ -335,7 +335,7 @@ def test_memory_estimate_grows_with_messages() -> None:
 
 
 def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
-    s = store(seal_chunk=300)
+    s = store(block_records=30)
     added = [
         rec(
             t * 10,
