@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from collector import systemd
@@ -37,7 +38,7 @@ from collector.listeners import Listener, dual_stack_tcp_socket, start_listener
 from collector.metrics import ReloadStats, make_registry
 from collector.parse import ParseOptions
 from collector.persist import Persistence
-from collector.record import Record
+from collector.record import Record, format_timestamp
 from collector.store import Store
 
 log = logging.getLogger("collector.daemon")
@@ -83,6 +84,10 @@ class Daemon:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started_at: float = field(default_factory=time.time)
     persistence: Persistence | None = None
+    # Store work: the q= scan's threads, and eviction warnings already given.
+    scan_pool: ThreadPoolExecutor | None = None
+    evicted_seen: int = 0
+    eviction_warned_at: float | None = None
 
     @property
     def http_address(self) -> tuple[str, int]:
@@ -120,6 +125,63 @@ async def _sweeper(daemon: Daemon) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(daemon.stop_event.wait(), interval)
         daemon.store.expire(_now_us())
+        await _seal(daemon)
+        _warn_eviction(daemon, time.monotonic())
+
+
+async def _seal(daemon: Daemon) -> None:
+    """Seal older shards in a worker thread: compression releases the GIL,
+    and the rest yields it every few milliseconds, so the loop keeps serving."""
+    for job in daemon.store.seal_jobs():
+        if daemon.stop_event.is_set():
+            return
+        sealed = await asyncio.to_thread(job.run)
+        daemon.store.install(job, sealed)
+
+
+EVICTION_WARNING_EVERY = 3600.0  # seconds between warnings while eviction goes on
+
+
+def _warn_eviction(daemon: Daemon, now: float) -> None:
+    """One WARNING when the store starts evicting for a bound, then hourly while it goes on."""
+    store = daemon.store
+    if store.evicted_total == daemon.evicted_seen:
+        return
+    daemon.evicted_seen = store.evicted_total
+    if (
+        daemon.eviction_warned_at is not None
+        and now - daemon.eviction_warned_at < EVICTION_WARNING_EVERY
+    ):
+        return
+    daemon.eviction_warned_at = now
+    oldest, newest = store.oldest_timestamp(), store.newest_timestamp()
+    held = "nothing" if oldest is None or newest is None else _span_text(newest - oldest)
+    cfg = daemon.config.store
+    bound = (
+        f"store.max_records ({cfg.max_records})"
+        if store.last_evicted_for == "max_records"
+        else f"store.max_memory ({_size_text(cfg.max_memory)})"
+    )
+    log.warning(
+        "store: %s reached, evicting the oldest records (%d so far); the store now holds %s of logs%s",
+        bound,
+        store.evicted_total,
+        held,
+        "" if oldest is None else f", from {format_timestamp(oldest)}",
+    )
+
+
+def _span_text(us: int) -> str:
+    s = us // 1_000_000
+    h, rest = divmod(s, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _size_text(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
 
 
 def tune_gc() -> None:
@@ -156,8 +218,12 @@ async def start(
         max_records=config.store.max_records,
         max_memory=config.store.max_memory,
         shard_span_us=int(config.store.shard_span * 1_000_000),
+        seal_inline=False,  # the sweeper seals in a worker thread
     )
     daemon = Daemon(config, store, config_path=config_path)
+    # q= scans decompress blocks on both cores (zstd releases the GIL).
+    daemon.scan_pool = ThreadPoolExecutor(2, thread_name_prefix="collector-scan")
+    store.cache.mapper = daemon.scan_pool.map
     if stop_event is not None:
         daemon.stop_event = stop_event
     opts = daemon.opts = _parse_options(config)
@@ -239,6 +305,9 @@ async def stop(daemon: Daemon) -> None:
     for _, sock in daemon.inherited.values():
         sock.close()
     await _close_persistence(daemon)
+    if daemon.scan_pool is not None:
+        daemon.store.cache.mapper = map
+        daemon.scan_pool.shutdown(wait=False)
 
 
 # --- socket activation ---------------------------------------------------------

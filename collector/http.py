@@ -39,7 +39,7 @@ from collector.query import (
     parse_tail_query,
     to_json,
 )
-from collector.record import Record, record_to_dict
+from collector.record import Record, format_timestamp, record_to_dict
 from collector.store import Store, make_id
 from collector.tail import TAIL_KEEPALIVE, LiveTails, Tail
 
@@ -205,6 +205,7 @@ def _now_us() -> int:
 
 
 def handle_health(req: Request, app: App) -> Response:
+    oldest = app.store.oldest_timestamp()
     return json_response(
         200,
         {
@@ -213,6 +214,7 @@ def handle_health(req: Request, app: App) -> Response:
             "uptime_seconds": round(time.monotonic() - app.started_at, 3),
             "ttl_seconds": app.ttl_seconds,
             "listeners": app.listener_names(),
+            "oldest": None if oldest is None else format_timestamp(oldest),
         },
     )
 

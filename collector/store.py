@@ -155,6 +155,7 @@ class Store:
         self._bytes = 0
         self.expired_total = 0
         self.evicted_total = 0
+        self.last_evicted_for: str | None = None  # "max_records" or "max_memory"
         self.out_of_order_total = 0
 
     def configure(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
@@ -181,6 +182,10 @@ class Store:
     def oldest_timestamp(self) -> int | None:
         """The event time of the oldest record held, or None when empty."""
         return self._shards[self._keys[0]].ts[0] if self._keys else None
+
+    def newest_timestamp(self) -> int | None:
+        """The event time of the newest record held, or None when empty."""
+        return self._shards[self._keys[-1]].ts[-1] if self._keys else None
 
     @property
     def sealed_records(self) -> int:
@@ -219,11 +224,18 @@ class Store:
         for item in items:
             batch.append(item)
             if len(batch) >= 65536:
-                self._restore_batch(batch)
+                self._restore_batch_sealed(batch)
                 batch = []
         if batch:
             self._restore_batch(batch)
         self._enforce()
+
+    def _restore_batch_sealed(self, batch: list[tuple[int, Record]]) -> None:
+        self._restore_batch(batch)
+        # Restored records arrive open (2-3x their sealed size): seal as we
+        # go, so that a restore never evicts what the sealed store holds.
+        if self.seal_inline or self._bytes > self._record_budget() // 2:
+            self.seal()
 
     def _restore_batch(self, batch: list[tuple[int, Record]]) -> None:
         seqs = [s for s, _ in batch]
@@ -338,6 +350,8 @@ class Store:
 
     def _enforce(self) -> None:
         over = self._count - self.max_records
+        if over > 0:
+            self.last_evicted_for = "max_records"
         while over > 0 and self._keys:
             shard = self._shards[self._keys[0]]
             if len(shard) <= over:
@@ -352,6 +366,7 @@ class Store:
                     self._compact(shard)
         budget = self._record_budget()
         if self._bytes > budget:
+            self.last_evicted_for = "max_memory"
             # Evict down to 7/8 of the bound so that the compaction this
             # costs is paid once per eighth of the store, not per batch.
             target = budget - budget // 8
