@@ -135,7 +135,14 @@ async def _seal(daemon: Daemon) -> None:
     for job in daemon.store.seal_jobs():
         if daemon.stop_event.is_set():
             return
-        sealed = await asyncio.to_thread(job.run)
+        try:
+            sealed = await asyncio.to_thread(job.run)
+        except Exception:
+            # A value the block format cannot hold: the shard stays open
+            # (and counted as such); never a dead sweeper.
+            log.exception("store: cannot seal the shard at %s; it stays open", job.start_text)
+            daemon.store.seal_failed(job)
+            continue
         daemon.store.install(job, sealed)
 
 

@@ -31,9 +31,9 @@ from collector.textheap import FREEZE_BYTES, TextHeap
 RECORD_BYTES = 56
 SHARD_BYTES = 4096
 # A sealed shard keeps in the clear, per record, its key (timestamp and seq,
-# 8 + 8), host and service codes (4 + 4) and level and facility (1 + 1);
-# everything else lives in its compressed blocks.
-SEALED_RECORD_BYTES = 26
+# 8 + 8), host and service codes (2 + 2 bytes, 4 + 4 past 65,536 values) and
+# level and facility (1 + 1); everything else lives in its compressed blocks.
+SEALED_KEY_BYTES = 18
 NO_FACILITY = 255  # the facility column's code for "none"
 
 _NO_EXTRAS = (None, None)
@@ -222,6 +222,7 @@ class Shard:
         "recv",
         "run",
         "run_base",
+        "seal_failed",
         "seqs",
         "service",
         "tables",
@@ -258,6 +259,7 @@ class Shard:
         self.run: BlockRun | None = None
         self.run_base = 0
         self.version = 0  # bumped by every change: a seal made meanwhile is stale
+        self.seal_failed = False  # its records cannot be sealed: it stays open
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -437,7 +439,11 @@ class Shard:
             del col[:k]
         del self.ts[:k], self.seqs[:k]
         self.run_base += k
-        self.nbytes -= k * SEALED_RECORD_BYTES + self.run.drop_before(self.run_base)
+        self.nbytes -= k * self.sealed_record_bytes() + self.run.drop_before(self.run_base)
+
+    def sealed_record_bytes(self) -> int:
+        """What a sealed shard keeps in the clear per record."""
+        return SEALED_KEY_BYTES + self.host.itemsize + self.service.itemsize
 
     def record_bytes(self, i: int) -> int:
         """The accounted bytes of live record `i` (what evicting it frees).
@@ -448,7 +454,7 @@ class Shard:
             p = self.run_base + i
             j = self.run.block_of(p)
             last = self.run.starts[j + 1] - 1 == p
-            return SEALED_RECORD_BYTES + (self.run.blocks[j].nbytes if last else 0)
+            return self.sealed_record_bytes() + (self.run.blocks[j].nbytes if last else 0)
         p = self.phys(i)
         size = RECORD_BYTES + self.text.bytes_of(p)
         ex = self.extras.get(p)
@@ -494,8 +500,10 @@ class Shard:
         lvl = bytearray(map(self.lvl.__getitem__, phys))
         fac = bytearray(map(self.fac.__getitem__, phys))
         out.ts, out.seqs, out.lvl, out.fac = ts, seqs, lvl, fac
-        out.host = array("I", out.tables[0].encode(hosts))
-        out.service = array("I", out.tables[1].encode(services))
+        host_codes = out.tables[0].encode(hosts)
+        service_codes = out.tables[1].encode(services)
+        out.host = array("H" if len(out.tables[0].values) <= 65536 else "I", host_codes)
+        out.service = array("H" if len(out.tables[1].values) <= 65536 else "I", service_codes)
         count_bytes(out.lvl_counts, bytes(lvl))
         count_bytes(out.fac_counts, bytes(fac))
         recv = list(map(self.recv.__getitem__, phys))
@@ -536,7 +544,7 @@ class Shard:
         out.text = TextHeap(1)
         out.nbytes = (
             SHARD_BYTES
-            + n * SEALED_RECORD_BYTES
+            + n * out.sealed_record_bytes()
             + out.run.nbytes
             + out.tables[0].nbytes
             + out.tables[1].nbytes

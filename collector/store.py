@@ -19,7 +19,7 @@ from typing import Any
 
 from collector.block import BLOCK_RECORDS, BlockCache
 from collector.query import Query, QueryError, StatsQuery, check, check_stats
-from collector.record import Record
+from collector.record import Record, format_timestamp
 from collector.shard import Plan, Shard
 from collector.stats import aggregate
 from collector.textheap import FREEZE_BYTES
@@ -45,6 +45,12 @@ class SealJob:
 
     def run(self) -> Shard:
         return self.shard.sealed_copy(self.snapshot, self.cache, self.block_records)
+
+    @property
+    def start_text(self) -> str:
+        """The time of the shard's first record, for messages."""
+        ts = self.snapshot[1]
+        return format_timestamp(ts[0]) if len(ts) else "-"
 
 
 @dataclass(slots=True)
@@ -418,9 +424,13 @@ class Store:
         jobs = []
         for key in self._keys[:-2]:
             shard = self._shards[key]
-            if shard.run is None and len(shard):
+            if shard.run is None and len(shard) and not shard.seal_failed:
                 jobs.append(SealJob(shard, shard.seal_snapshot(), self.cache, self.block_records))
         return jobs
+
+    def seal_failed(self, job: SealJob) -> None:
+        """`job.run()` raised: leave that shard open for good (not retried)."""
+        job.shard.seal_failed = True
 
     def install(self, job: SealJob, sealed: Shard) -> bool:
         """Swap in a sealed shard made by `job.run()`; False (nothing done)
@@ -445,7 +455,12 @@ class Store:
             if done >= budget:
                 break
             size = job.shard.text.offs[-1]
-            if self._shards.get(job.shard.key) is job.shard and self.install(job, job.run()):
+            try:
+                sealed = job.run()
+            except ValueError:  # a value the block format cannot hold
+                self.seal_failed(job)
+                continue
+            if self.install(job, sealed):
                 done += max(size, 1)
         return done
 
