@@ -194,8 +194,12 @@ def columns_from_records(items: Sequence[tuple[int, Record]]) -> Columns:
 
 def _compress(data: bytes) -> bytes:
     # A compressor per call: they are not safe to share between threads, and
-    # making one costs microseconds against milliseconds of work.
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    # making one costs microseconds against milliseconds of work. The copy is
+    # needed: zstandard's result keeps the allocation of its worst case (as
+    # big as the input), so without it a "compressed" frame holds as much
+    # memory as the text it compressed.
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    return memoryview(z).tobytes()
 
 
 def _decompress(data: bytes) -> bytes:
