@@ -65,14 +65,22 @@ def word_keys(ws: Iterable[str]) -> list[int]:
     return [zlib.crc32(w.encode("utf-8", "surrogatepass")) for w in ws]
 
 
+# Messages tokenised per C call: one split() of a whole block would hold the
+# GIL for ~10 ms, a stall for the event loop while a worker seals.
+_WORDS_BATCH = 256
+
+
 def _message_words(messages: Sequence[str]) -> set[bytes]:
     """Distinct words (UTF-8, lower-cased) of many messages; ASCII ones at C speed."""
     flags = list(map(str.isascii, messages))
-    if all(flags):
-        return set("\n".join(messages).encode("ascii").translate(_ASCII_WORDS).split())
-    out = set("\n".join(compress(messages, flags)).encode("ascii").translate(_ASCII_WORDS).split())
-    for m in compress(messages, map((1).__sub__, flags)):
-        out.update(w.encode("utf-8", "surrogatepass") for w in words(m))
+    plain = messages if all(flags) else list(compress(messages, flags))
+    out: set[bytes] = set()
+    for i in range(0, len(plain), _WORDS_BATCH):
+        chunk = "\n".join(plain[i : i + _WORDS_BATCH]).encode("ascii")
+        out.update(chunk.translate(_ASCII_WORDS).split())
+    if len(plain) < len(messages):
+        for m in compress(messages, map((1).__sub__, flags)):
+            out.update(w.encode("utf-8", "surrogatepass") for w in words(m))
     return out
 
 
@@ -186,8 +194,12 @@ def columns_from_records(items: Sequence[tuple[int, Record]]) -> Columns:
 
 def _compress(data: bytes) -> bytes:
     # A compressor per call: they are not safe to share between threads, and
-    # making one costs microseconds against milliseconds of work.
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    # making one costs microseconds against milliseconds of work. The copy is
+    # needed: zstandard's result keeps the allocation of its worst case (as
+    # big as the input), so without it a "compressed" frame holds as much
+    # memory as the text it compressed.
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    return memoryview(z).tobytes()
 
 
 def _decompress(data: bytes) -> bytes:
@@ -569,6 +581,9 @@ class BlockCache:
         self.misses = 0
         self._items: OrderedDict[tuple[int, str], tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
+        # How a scan maps over blocks: the daemon sets a thread pool's map so
+        # that decompression (which releases the GIL) uses both cores.
+        self.mapper: Callable[..., Iterable[Any]] = map
 
     def __len__(self) -> int:
         return len(self._items)

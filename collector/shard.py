@@ -18,8 +18,9 @@ from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
+from collector.block import BLOCK_RECORDS, BlockCache, BlockRun, Columns, encode_block
 from collector.record import Record
-from collector.textheap import FREEZE_BYTES, SEAL_CHUNK, TextHeap
+from collector.textheap import FREEZE_BYTES, TextHeap
 
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
@@ -29,6 +30,10 @@ from collector.textheap import FREEZE_BYTES, SEAL_CHUNK, TextHeap
 # summaries cost a few KiB.
 RECORD_BYTES = 56
 SHARD_BYTES = 4096
+# A sealed shard keeps in the clear, per record, its key (timestamp and seq,
+# 8 + 8), host and service codes (2 + 2 bytes, 4 + 4 past 65,536 values) and
+# level and facility (1 + 1); everything else lives in its compressed blocks.
+SEALED_KEY_BYTES = 18
 NO_FACILITY = 255  # the facility column's code for "none"
 
 _NO_EXTRAS = (None, None)
@@ -215,11 +220,15 @@ class Shard:
         "order",
         "procid",
         "recv",
+        "run",
+        "run_base",
+        "seal_failed",
         "seqs",
         "service",
         "tables",
         "text",
         "ts",
+        "version",
     )
 
     def __init__(self, key: int, freeze_bytes: int = FREEZE_BYTES) -> None:
@@ -245,6 +254,12 @@ class Shard:
         self.fac_counts = [0] * 256
         self.nbytes = SHARD_BYTES
         self.dead_bytes = 0
+        # Sealed (see `sealed_copy`): the records' blocks, and the block-run
+        # index of logical record 0 (records trimmed from the front go).
+        self.run: BlockRun | None = None
+        self.run_base = 0
+        self.version = 0  # bumped by every change: a seal made meanwhile is stale
+        self.seal_failed = False  # its records cannot be sealed: it stays open
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -252,7 +267,13 @@ class Shard:
     # -- writing -----------------------------------------------------------
 
     def add(self, recs: list[Record], ts: list[int], seqs: Sequence[int]) -> int:
-        """Store records sorted by (timestamp, seq); returns how many went in late."""
+        """Store records sorted by (timestamp, seq); returns how many went in late.
+
+        Only an open shard takes records: the store reopens a sealed one first.
+        """
+        if self.run is not None:
+            raise ValueError("a sealed shard takes no records")
+        self.version += 1
         n = len(recs)
         p0 = len(self.recv)
         try:
@@ -365,6 +386,10 @@ class Shard:
         if k <= 0:
             return
         k = min(k, len(self.ts))
+        self.version += 1
+        if self.run is not None:
+            self._trim_sealed(k)
+            return
         if self.order is None:
             a, b = self.base, self.base + k
             phys: Sequence[int] = range(a, b)
@@ -400,8 +425,36 @@ class Shard:
         else:
             del self.order[:k]
 
+    def _trim_sealed(self, k: int) -> None:
+        # Columns in the clear go at once; a block goes with its last record.
+        assert self.run is not None
+        for counts, col in (
+            (self.lvl_counts, self.lvl),
+            (self.fac_counts, self.fac),
+            (self.tables[0].counts, self.host),
+            (self.tables[1].counts, self.service),
+        ):
+            for code, n in Counter(col[:k]).items():
+                counts[code] -= n
+            del col[:k]
+        del self.ts[:k], self.seqs[:k]
+        self.run_base += k
+        self.nbytes -= k * self.sealed_record_bytes() + self.run.drop_before(self.run_base)
+
+    def sealed_record_bytes(self) -> int:
+        """What a sealed shard keeps in the clear per record."""
+        return SEALED_KEY_BYTES + self.host.itemsize + self.service.itemsize
+
     def record_bytes(self, i: int) -> int:
-        """The accounted bytes of live record `i` (what evicting it frees)."""
+        """The accounted bytes of live record `i` (what evicting it frees).
+
+        In a sealed shard a block's bytes are freed with its last record.
+        """
+        if self.run is not None:
+            p = self.run_base + i
+            j = self.run.block_of(p)
+            last = self.run.starts[j + 1] - 1 == p
+            return self.sealed_record_bytes() + (self.run.blocks[j].nbytes if last else 0)
         p = self.phys(i)
         size = RECORD_BYTES + self.text.bytes_of(p)
         ex = self.extras.get(p)
@@ -409,11 +462,94 @@ class Shard:
             size += _extras_bytes(ex)
         return size
 
-    def seal(self, budget: int, piece: int = SEAL_CHUNK) -> int:
-        """Seal this shard's message text, up to `budget` bytes; returns how many."""
-        done, delta = self.text.seal(budget, piece)
-        self.nbytes += delta
-        return done
+    def seal_snapshot(self) -> tuple[int, array[int], array[int], Sequence[int]]:
+        """(version, ts, seqs, physical indices) of the live records, for
+        `sealed_copy` in a worker thread: taken on the writer's side, cheap
+        (array copies), and the open tail's text frozen so that what the
+        worker reads is never moved."""
+        self.text.freeze()
+        phys: Sequence[int] = (
+            range(self.base, self.base + len(self.ts))
+            if self.order is None
+            else array("I", self.order)
+        )
+        return self.version, array("q", self.ts), array("q", self.seqs), phys
+
+    def sealed_copy(
+        self,
+        snapshot: tuple[int, array[int], array[int], Sequence[int]],
+        cache: BlockCache,
+        block_records: int = BLOCK_RECORDS,
+    ) -> Shard:
+        """A sealed shard holding the snapshot's records: blocks of `block_records`.
+
+        Reads this shard without changing it (only appends may run
+        meanwhile), so it can run in a worker thread; the store installs the
+        copy only if `version` still matches.
+        """
+        _, ts, seqs, phys = snapshot
+        n = len(ts)
+        out = Shard(self.key, 1)
+        host_t, service_t, procid_t, msgid_t, format_t = self.tables
+
+        def values(table: Table, col: Any) -> list[Any]:
+            return list(map(table.values.__getitem__, map(col.__getitem__, phys)))
+
+        hosts = values(host_t, self.host)
+        services = values(service_t, self.service)
+        lvl = bytearray(map(self.lvl.__getitem__, phys))
+        fac = bytearray(map(self.fac.__getitem__, phys))
+        out.ts, out.seqs, out.lvl, out.fac = ts, seqs, lvl, fac
+        host_codes = out.tables[0].encode(hosts)
+        service_codes = out.tables[1].encode(services)
+        out.host = array("H" if len(out.tables[0].values) <= 65536 else "I", host_codes)
+        out.service = array("H" if len(out.tables[1].values) <= 65536 else "I", service_codes)
+        count_bytes(out.lvl_counts, bytes(lvl))
+        count_bytes(out.fac_counts, bytes(fac))
+        recv = list(map(self.recv.__getitem__, phys))
+        procids = values(procid_t, self.procid)
+        msgids = values(msgid_t, self.msgid)
+        formats = [v or "" for v in values(format_t, self.fmt)]
+        facilities = list(map(_FACILITY_OUT.__getitem__, fac))
+        messages = list(map(self.text.message, phys))
+        if self.extras:
+            extras = list(map(_unpack_extras, map(self.extras.get, phys)))
+            sds: list[Any] = list(map(_FIRST, extras))
+            fields: list[Any] = list(map(_SECOND, extras))
+        else:
+            sds = fields = [None] * n
+        blocks = []
+        for a in range(0, n, block_records):
+            b = min(n, a + block_records)
+            blocks.append(
+                encode_block(
+                    Columns(
+                        ts=ts[a:b],
+                        seqs=seqs[a:b],
+                        received_at=recv[a:b],
+                        host=hosts[a:b],
+                        service=services[a:b],
+                        procid=procids[a:b],
+                        msgid=msgids[a:b],
+                        facility=facilities[a:b],
+                        level=lvl[a:b],
+                        format=formats[a:b],
+                        message=messages[a:b],
+                        structured_data=sds[a:b],
+                        fields=fields[a:b],
+                    )
+                )
+            )
+        out.run = BlockRun(blocks, cache)
+        out.text = TextHeap(1)
+        out.nbytes = (
+            SHARD_BYTES
+            + n * out.sealed_record_bytes()
+            + out.run.nbytes
+            + out.tables[0].nbytes
+            + out.tables[1].nbytes
+        )
+        return out
 
     # -- reading -----------------------------------------------------------
 
@@ -423,6 +559,8 @@ class Shard:
 
     def record(self, i: int) -> Record:
         """The live record at logical index `i`, rebuilt from the columns."""
+        if self.run is not None:
+            return self.run.records([self.run_base + i])[0]
         p = self.base + i if self.order is None else self.order[i]
         hosts, services, procids, msgids, formats = self.tables
         fac = self.fac[p]
@@ -444,6 +582,8 @@ class Shard:
 
     def records(self, idx: Sequence[int]) -> list[Record]:
         """The live records at logical indices `idx`, column by column (C-speed maps)."""
+        if self.run is not None:
+            return self.run.records(list(map(self.run_base.__add__, idx)))
         if self.order is None:
             phys: Sequence[int] = list(map(self.base.__add__, idx))
         else:
@@ -477,6 +617,14 @@ class Shard:
                 map(formats.values.__getitem__, column(self.fmt)),
             )
         )
+
+    def may_contain_words(self, keys: Sequence[int], a: int, b: int) -> bool:
+        """Whether some record in [a, b) may hold every word hashed in `keys`
+        (`block.word_keys` of `block.words`); False only when certainly not.
+        An open shard has no word filter and always answers True."""
+        if self.run is None or a >= b:
+            return a < b
+        return self.run.may_contain_keys(keys, self.run_base + a, self.run_base + b)
 
     def position(self, ts: int, seq: int) -> int:
         """The logical index of the first key >= (ts, seq)."""
@@ -527,7 +675,15 @@ class Shard:
                     return None
                 if hits < n:
                     out.append((small_col, codes, hits))
-        if plan.needle is not None:
+        if plan.needle is not None and self.run is not None:
+            assert plan.q is not None
+            rb = self.run_base
+            matched = self.run.search(plan.q, rb + a, rb + b, self.run.cache.mapper)
+            if not matched:
+                return None
+            found = set(map((-rb).__add__, matched))
+            out.append((None, found, len(found)))
+        elif plan.needle is not None:
             assert plan.q is not None
             if self.order is None:
                 pa, pb = self.base + a, self.base + b

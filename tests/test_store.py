@@ -335,7 +335,7 @@ def test_memory_estimate_grows_with_messages() -> None:
 
 
 def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
-    s = store(seal_chunk=300)
+    s = store(block_records=30)
     added = [
         rec(
             t * 10,
@@ -413,3 +413,16 @@ def test_a_cursor_is_a_position_whichever_order_reads_from_it() -> None:
     older = s.query(Query(order="desc", cursor=cursor))
     assert [r.timestamp for _, r in older.items] == [2, 1, 0]
     assert older.next_cursor is None
+
+
+def test_a_shard_whose_records_cannot_be_sealed_stays_open_and_answers() -> None:
+    s = store(block_records=4)
+    odd = rec(10, "odd one")
+    odd.fields = {"handle": object()}  # nothing a parser makes; marshal refuses it
+    s.add_many([rec(t, f"m{t}") for t in range(0, 5_000, 100)] + [odd])
+    s.seal()
+    s.seal()  # not retried: the failed shard stays open
+    got = [r for _, r in s.query(Query(limit=1_000)).items]
+    assert odd in got
+    assert len(got) == 51
+    assert s.sealed_records == 20  # shards 1 and 2; 0 holds the odd record, 3 and 4 are the newest
