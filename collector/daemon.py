@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -121,6 +122,7 @@ async def _sweeper(daemon: Daemon) -> None:
 async def _seal(daemon: Daemon) -> None:
     """Seal older shards in a worker thread: compression releases the GIL,
     and the rest yields it every few milliseconds, so the loop keeps serving."""
+    installed = False
     for job in daemon.store.seal_jobs():
         if daemon.stop_event.is_set():
             return
@@ -132,7 +134,30 @@ async def _seal(daemon: Daemon) -> None:
             log.exception("store: cannot seal the shard at %s; it stays open", job.start_text)
             daemon.store.seal_failed(job)
             continue
-        daemon.store.install(job, sealed)
+        if daemon.store.install(job, sealed):
+            installed = True
+    if installed:
+        await asyncio.to_thread(_give_back_free_memory)
+
+
+def _give_back_free_memory() -> None:
+    """Hand the heap pages a seal freed (an open shard's columns and text)
+    back to the kernel, so that RSS follows what the store holds. glibc
+    only; elsewhere nothing to do."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
 
 
 EVICTION_WARNING_EVERY = 3600.0  # seconds between warnings while eviction goes on
