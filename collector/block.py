@@ -647,9 +647,14 @@ class BlockCache:
 # -- reading records ---------------------------------------------------------
 
 
-def records(block: Block, idx: Sequence[int], cache: BlockCache) -> list[Record]:
-    """The records at indices `idx` of the block, column by column (C-speed maps)."""
-    keys = cache.keys(block)
+def records(
+    block: Block, idx: Sequence[int], cache: BlockCache, ts: Sequence[int] | None = None
+) -> list[Record]:
+    """The records at indices `idx` of the block, column by column (C-speed maps).
+
+    `ts`, their timestamps when the caller has them (a sealed shard keeps
+    its keys in the clear), saves decoding the keys frame.
+    """
     attrs = cache.attrs(block)
     text = cache.text(block)
     hosts, services, procids, msgids, formats = block.dicts
@@ -669,7 +674,7 @@ def records(block: Block, idx: Sequence[int], cache: BlockCache) -> list[Record]
     return list(
         map(
             Record,
-            column(keys.ts),
+            column(cache.keys(block).ts) if ts is None else ts,
             column(attrs.received_at),
             map(hosts.__getitem__, column(host_c)),
             map(services.__getitem__, column(service_c)),
@@ -781,8 +786,9 @@ class BlockRun:
         j = self.block_of(p)
         return self.cache.text(self.blocks[j]).message(p - self.starts[j])
 
-    def records(self, phys: Sequence[int]) -> list[Record]:
-        """The records at physical indices `phys` (any order), block by block."""
+    def records(self, phys: Sequence[int], ts: Sequence[int] | None = None) -> list[Record]:
+        """The records at physical indices `phys` (any order), block by block;
+        `ts`, their timestamps if known (saves decoding keys)."""
         out: list[Record] = []
         k = 0
         n = len(phys)
@@ -793,7 +799,8 @@ class BlockRun:
             stop = k + 1
             while stop < n and lo <= phys[stop] < hi:
                 stop += 1
-            out.extend(records(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache))
+            part = None if ts is None else ts[k:stop]
+            out.extend(records(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache, part))
             k = stop
         return out
 

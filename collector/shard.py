@@ -560,7 +560,7 @@ class Shard:
     def record(self, i: int) -> Record:
         """The live record at logical index `i`, rebuilt from the columns."""
         if self.run is not None:
-            return self.run.records([self.run_base + i])[0]
+            return self.run.records([self.run_base + i], [self.ts[i]])[0]
         p = self.base + i if self.order is None else self.order[i]
         hosts, services, procids, msgids, formats = self.tables
         fac = self.fac[p]
@@ -583,7 +583,9 @@ class Shard:
     def records(self, idx: Sequence[int]) -> list[Record]:
         """The live records at logical indices `idx`, column by column (C-speed maps)."""
         if self.run is not None:
-            return self.run.records(list(map(self.run_base.__add__, idx)))
+            return self.run.records(
+                list(map(self.run_base.__add__, idx)), list(map(self.ts.__getitem__, idx))
+            )
         if self.order is None:
             phys: Sequence[int] = list(map(self.base.__add__, idx))
         else:
