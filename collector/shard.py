@@ -259,7 +259,7 @@ class Shard:
         self.run: BlockRun | None = None
         self.run_base = 0
         self.version = 0  # bumped by every change: a seal made meanwhile is stale
-        self.seal_failed = False  # its records cannot be sealed: it stays open
+        self.seal_failed = False  # sealing failed or saved nothing: skip until it changes
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -274,6 +274,7 @@ class Shard:
         if self.run is not None:
             raise ValueError("a sealed shard takes no records")
         self.version += 1
+        self.seal_failed = False  # changed: worth another try
         n = len(recs)
         p0 = len(self.recv)
         try:

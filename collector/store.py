@@ -415,15 +415,20 @@ class Store:
     def install(self, job: SealJob, sealed: Shard) -> bool:
         """Swap in a sealed shard made by `job.run()`; False (nothing done)
         when its shard changed meanwhile (records added or trimmed), so the
-        next pass seals it again."""
+        next pass seals it again, or when the sealed copy would not be
+        smaller (then the shard stays open)."""
         shard = job.shard
         if self._shards.get(shard.key) is not shard or shard.version != job.snapshot[0]:
             sealed.run.forget()  # type: ignore[union-attr]
             return False
+        if sealed.nbytes >= shard.nbytes:
+            # A few records: the blocks' fixed costs outweigh the savings.
+            # Left open for good, so sealing never makes the store evict.
+            sealed.run.forget()  # type: ignore[union-attr]
+            shard.seal_failed = True
+            return False
         self._shards[shard.key] = sealed
         self._bytes += sealed.nbytes - shard.nbytes
-        if self._bytes > self._record_budget():  # tiny blocks can cost more than they save
-            self._enforce()
         return True
 
     def seal(self, max_bytes: int | None = None) -> int:

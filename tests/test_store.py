@@ -419,7 +419,7 @@ def test_a_shard_whose_records_cannot_be_sealed_stays_open_and_answers() -> None
     s = store(block_records=4)
     odd = rec(10, "odd one")
     odd.fields = {"handle": object()}  # nothing a parser makes; marshal refuses it
-    s.add_many([rec(t, f"m{t}") for t in range(0, 5_000, 100)] + [odd])
+    s.add_many([rec(t, f"m{t} " + "x" * 300) for t in range(0, 5_000, 100)] + [odd])
     s.seal()
     s.seal()  # not retried: the failed shard stays open
     got = [r for _, r in s.query(Query(limit=1_000)).items]
