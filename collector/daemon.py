@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -19,6 +20,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from collector import systemd
@@ -44,6 +46,7 @@ from collector.streams import (
     stream_key,
 )
 from collector.tail import LiveTails
+from collector.times import format_timestamp
 from collector.tls import TlsServer
 
 log = logging.getLogger("collector.daemon")
@@ -88,6 +91,10 @@ class Daemon:
     outputs: list[Output] = field(default_factory=list)
     streams: dict[str, StreamListener] = field(default_factory=dict)
     node: int = 0
+    # Store work: the q= scan's threads, and eviction warnings already given.
+    scan_pool: ThreadPoolExecutor | None = None
+    evicted_seen: int = 0
+    eviction_warned_at: float | None = None
 
     @property
     def config(self) -> Config:
@@ -156,6 +163,94 @@ async def _sweeper(daemon: Daemon) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(daemon.stop_event.wait(), interval)
         daemon.store.expire(_now_us())
+        await _seal(daemon)
+        _warn_eviction(daemon, time.monotonic())
+
+
+async def _seal(daemon: Daemon) -> None:
+    """Seal older shards in a worker thread: compression releases the GIL,
+    and the rest yields it every few milliseconds, so the loop keeps serving."""
+    installed = False
+    for job in daemon.store.seal_jobs():
+        if daemon.stop_event.is_set():
+            return
+        try:
+            sealed = await asyncio.to_thread(job.run)
+        except Exception:
+            # A value the block format cannot hold: the shard stays open
+            # (and counted as such); never a dead sweeper.
+            log.exception("store: cannot seal the shard at %s; it stays open", job.start_text)
+            daemon.store.seal_failed(job)
+            continue
+        if daemon.store.install(job, sealed):
+            installed = True
+    if installed:
+        await asyncio.to_thread(_give_back_free_memory)
+
+
+def _give_back_free_memory() -> None:
+    """Hand the heap pages a seal freed (an open shard's columns and text)
+    back to the kernel, so that RSS follows what the store holds. glibc
+    only; elsewhere nothing to do."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
+EVICTION_WARNING_EVERY = 3600.0  # seconds between warnings while eviction goes on
+
+
+def _warn_eviction(daemon: Daemon, now: float) -> None:
+    """One WARNING when the store starts evicting for a bound, then hourly while it goes on."""
+    store = daemon.store
+    if store.evicted_total == daemon.evicted_seen:
+        return
+    daemon.evicted_seen = store.evicted_total
+    if (
+        daemon.eviction_warned_at is not None
+        and now - daemon.eviction_warned_at < EVICTION_WARNING_EVERY
+    ):
+        return
+    daemon.eviction_warned_at = now
+    oldest, newest = store.oldest_timestamp(), store.newest_timestamp()
+    held = "nothing" if oldest is None or newest is None else _span_text(newest - oldest)
+    cfg = daemon.config.store
+    bound = (
+        f"store.max_records ({cfg.max_records})"
+        if store.last_evicted_for == "max_records"
+        else f"store.max_memory ({_size_text(cfg.max_memory)})"
+    )
+    log.warning(
+        "store: %s reached, evicting the oldest records (%d so far); the store now holds %s of logs%s",
+        bound,
+        store.evicted_total,
+        held,
+        "" if oldest is None else f", from {format_timestamp(oldest)}",
+    )
+
+
+def _span_text(us: int) -> str:
+    s = us // 1_000_000
+    h, rest = divmod(s, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _size_text(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
 
 
 async def _rate_limit_reporter(daemon: Daemon) -> None:
@@ -211,6 +306,7 @@ async def start(
         max_memory=config.store.max_memory,
         shard_span_us=int(config.store.shard_span * 1_000_000),
         node=node,
+        seal_inline=False,  # the sweeper seals in a worker thread
     )
     parsing = config.parsing
     try:
@@ -225,6 +321,9 @@ async def start(
         daemon.http_tls = TlsServer("http", config.http.tls)
     except (ssl.SSLError, OSError) as e:
         raise StartupError(f"http.tls: cannot load the certificate: {e}") from None
+    # q= scans decompress blocks on both cores (zstd releases the GIL).
+    daemon.scan_pool = ThreadPoolExecutor(2, thread_name_prefix="collector-scan")
+    store.cache.mapper = daemon.scan_pool.map
     if stop_event is not None:
         daemon.stop_event = stop_event
     daemon.reloads.last_success_time = daemon.started_at
@@ -315,6 +414,9 @@ async def stop(daemon: Daemon) -> None:
     if daemon.outputs:
         await asyncio.gather(*(out.close(SHUTDOWN_STEP_TIMEOUT) for out in daemon.outputs))
     await _close_persistence(daemon)
+    if daemon.scan_pool is not None:
+        daemon.store.cache.mapper = map
+        daemon.scan_pool.shutdown(wait=False)
 
 
 # --- fleet: node id, outputs, stream listeners --------------------------------------

@@ -41,6 +41,7 @@ from collector.record import Record, apply_clock_skew, make_id, record_to_dict
 from collector.settings import Settings
 from collector.store import Page, Store
 from collector.tail import TAIL_KEEPALIVE, LiveTails
+from collector.times import format_timestamp
 
 log = logging.getLogger("collector.http")
 
@@ -186,6 +187,7 @@ def _now_us() -> int:
 
 
 def handle_health(req: Request, app: App) -> Response:
+    oldest = app.store.oldest_timestamp()
     return json_response(
         200,
         {
@@ -194,6 +196,7 @@ def handle_health(req: Request, app: App) -> Response:
             "uptime_seconds": round(time.monotonic() - app.started_at, 3),
             "ttl_seconds": app.settings.config.store.ttl,
             "listeners": app.listener_names(),
+            "oldest": None if oldest is None else format_timestamp(oldest),
         },
     )
 

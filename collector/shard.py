@@ -21,8 +21,17 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from collector import search
+from collector.block import (
+    BLOCK_RECORDS,
+    BlockCache,
+    BlockRun,
+    Columns,
+    encode_block,
+    word_keys,
+    words,
+)
 from collector.record import Record
-from collector.textheap import FREEZE_BYTES, SEAL_CHUNK, TextHeap
+from collector.textheap import FREEZE_BYTES, TextHeap
 
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
@@ -32,6 +41,10 @@ from collector.textheap import FREEZE_BYTES, SEAL_CHUNK, TextHeap
 # summaries cost a few KiB.
 RECORD_BYTES = 56
 SHARD_BYTES = 4096
+# A sealed shard keeps in the clear, per record, its key (timestamp and seq,
+# 8 + 8), host and service codes (2 + 2 bytes, 4 + 4 past 65,536 values) and
+# level and facility (1 + 1); everything else lives in its compressed blocks.
+SEALED_KEY_BYTES = 18
 NO_FACILITY = 255  # the facility column's code for "none"
 
 _NO_EXTRAS = (None, None)
@@ -244,12 +257,16 @@ class Shard:
         "order",
         "procid",
         "recv",
+        "run",
+        "run_base",
+        "seal_failed",
         "seqs",
         "service",
         "tables",
         "text",
         "ts",
         "uid",
+        "version",
     )
 
     def __init__(
@@ -281,6 +298,12 @@ class Shard:
         # the store's bounded Memo under this shard's uid and version.
         self.memo = Memo() if memo is None else memo
         self.uid = next(_uids)
+        # Sealed (see `sealed_copy`): the records' blocks, and the block-run
+        # index of logical record 0 (records trimmed from the front go).
+        self.run: BlockRun | None = None
+        self.run_base = 0
+        self.version = 0  # bumped by every change: a seal made meanwhile is stale
+        self.seal_failed = False  # sealing failed or saved nothing: skip until it changes
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -288,7 +311,14 @@ class Shard:
     # -- writing -----------------------------------------------------------
 
     def add(self, recs: list[Record], ts: list[int], seqs: Sequence[int]) -> int:
-        """Store records sorted by (timestamp, seq); returns how many went in late."""
+        """Store records sorted by (timestamp, seq); returns how many went in late.
+
+        Only an open shard takes records: the store reopens a sealed one first.
+        """
+        if self.run is not None:
+            raise ValueError("a sealed shard takes no records")
+        self.version += 1
+        self.seal_failed = False  # changed: worth another try
         n = len(recs)
         p0 = len(self.recv)
         try:
@@ -401,6 +431,10 @@ class Shard:
         if k <= 0:
             return
         k = min(k, len(self.ts))
+        self.version += 1
+        if self.run is not None:
+            self._trim_sealed(k)
+            return
         if self.order is None:
             a, b = self.base, self.base + k
             phys: Sequence[int] = range(a, b)
@@ -436,8 +470,36 @@ class Shard:
         else:
             del self.order[:k]
 
+    def _trim_sealed(self, k: int) -> None:
+        # Columns in the clear go at once; a block goes with its last record.
+        assert self.run is not None
+        for counts, col in (
+            (self.lvl_counts, self.lvl),
+            (self.fac_counts, self.fac),
+            (self.tables[0].counts, self.host),
+            (self.tables[1].counts, self.service),
+        ):
+            for code, n in Counter(col[:k]).items():
+                counts[code] -= n
+            del col[:k]
+        del self.ts[:k], self.seqs[:k]
+        self.run_base += k
+        self.nbytes -= k * self.sealed_record_bytes() + self.run.drop_before(self.run_base)
+
+    def sealed_record_bytes(self) -> int:
+        """What a sealed shard keeps in the clear per record."""
+        return SEALED_KEY_BYTES + self.host.itemsize + self.service.itemsize
+
     def record_bytes(self, i: int) -> int:
-        """The accounted bytes of live record `i` (what evicting it frees)."""
+        """The accounted bytes of live record `i` (what evicting it frees).
+
+        In a sealed shard a block's bytes are freed with its last record.
+        """
+        if self.run is not None:
+            p = self.run_base + i
+            j = self.run.block_of(p)
+            last = self.run.starts[j + 1] - 1 == p
+            return self.sealed_record_bytes() + (self.run.blocks[j].nbytes if last else 0)
         p = self.phys(i)
         size = RECORD_BYTES + self.text.bytes_of(p)
         ex = self.extras.get(p)
@@ -445,11 +507,94 @@ class Shard:
             size += _extras_bytes(ex)
         return size
 
-    def seal(self, budget: int, piece: int = SEAL_CHUNK) -> int:
-        """Seal this shard's message text, up to `budget` bytes; returns how many."""
-        done, delta = self.text.seal(budget, piece)
-        self.nbytes += delta
-        return done
+    def seal_snapshot(self) -> tuple[int, array[int], array[int], Sequence[int]]:
+        """(version, ts, seqs, physical indices) of the live records, for
+        `sealed_copy` in a worker thread: taken on the writer's side, cheap
+        (array copies), and the open tail's text frozen so that what the
+        worker reads is never moved."""
+        self.text.freeze()
+        phys: Sequence[int] = (
+            range(self.base, self.base + len(self.ts))
+            if self.order is None
+            else array("I", self.order)
+        )
+        return self.version, array("q", self.ts), array("q", self.seqs), phys
+
+    def sealed_copy(
+        self,
+        snapshot: tuple[int, array[int], array[int], Sequence[int]],
+        cache: BlockCache,
+        block_records: int = BLOCK_RECORDS,
+    ) -> Shard:
+        """A sealed shard holding the snapshot's records: blocks of `block_records`.
+
+        Reads this shard without changing it (only appends may run
+        meanwhile), so it can run in a worker thread; the store installs the
+        copy only if `version` still matches.
+        """
+        _, ts, seqs, phys = snapshot
+        n = len(ts)
+        out = Shard(self.key, 1, self.memo)
+        host_t, service_t, procid_t, msgid_t, format_t = self.tables
+
+        def values(table: Table, col: Any) -> list[Any]:
+            return list(map(table.values.__getitem__, map(col.__getitem__, phys)))
+
+        hosts = values(host_t, self.host)
+        services = values(service_t, self.service)
+        lvl = bytearray(map(self.lvl.__getitem__, phys))
+        fac = bytearray(map(self.fac.__getitem__, phys))
+        out.ts, out.seqs, out.lvl, out.fac = ts, seqs, lvl, fac
+        host_codes = out.tables[0].encode(hosts)
+        service_codes = out.tables[1].encode(services)
+        out.host = array("H" if len(out.tables[0].values) <= 65536 else "I", host_codes)
+        out.service = array("H" if len(out.tables[1].values) <= 65536 else "I", service_codes)
+        count_bytes(out.lvl_counts, bytes(lvl))
+        count_bytes(out.fac_counts, bytes(fac))
+        recv = list(map(self.recv.__getitem__, phys))
+        procids = values(procid_t, self.procid)
+        msgids = values(msgid_t, self.msgid)
+        formats = [v or "" for v in values(format_t, self.fmt)]
+        facilities = list(map(_FACILITY_OUT.__getitem__, fac))
+        messages = list(map(self.text.message, phys))
+        if self.extras:
+            extras = list(map(_unpack_extras, map(self.extras.get, phys)))
+            sds: list[Any] = list(map(_FIRST, extras))
+            fields: list[Any] = list(map(_SECOND, extras))
+        else:
+            sds = fields = [None] * n
+        blocks = []
+        for a in range(0, n, block_records):
+            b = min(n, a + block_records)
+            blocks.append(
+                encode_block(
+                    Columns(
+                        ts=ts[a:b],
+                        seqs=seqs[a:b],
+                        received_at=recv[a:b],
+                        host=hosts[a:b],
+                        service=services[a:b],
+                        procid=procids[a:b],
+                        msgid=msgids[a:b],
+                        facility=facilities[a:b],
+                        level=lvl[a:b],
+                        format=formats[a:b],
+                        message=messages[a:b],
+                        structured_data=sds[a:b],
+                        fields=fields[a:b],
+                    )
+                )
+            )
+        out.run = BlockRun(blocks, cache)
+        out.text = TextHeap(1)
+        out.nbytes = (
+            SHARD_BYTES
+            + n * out.sealed_record_bytes()
+            + out.run.nbytes
+            + out.tables[0].nbytes
+            + out.tables[1].nbytes
+        )
+        return out
 
     # -- reading -----------------------------------------------------------
 
@@ -459,6 +604,8 @@ class Shard:
 
     def record(self, i: int) -> Record:
         """The live record at logical index `i`, rebuilt from the columns."""
+        if self.run is not None:
+            return self.run.records([self.run_base + i], [self.ts[i]])[0]
         p = self.base + i if self.order is None else self.order[i]
         hosts, services, procids, msgids, formats = self.tables
         fac = self.fac[p]
@@ -480,6 +627,10 @@ class Shard:
 
     def records(self, idx: Sequence[int]) -> list[Record]:
         """The live records at logical indices `idx`, column by column (C-speed maps)."""
+        if self.run is not None:
+            return self.run.records(
+                list(map(self.run_base.__add__, idx)), list(map(self.ts.__getitem__, idx))
+            )
         if self.order is None:
             phys: Sequence[int] = list(map(self.base.__add__, idx))
         else:
@@ -513,6 +664,14 @@ class Shard:
                 map(formats.values.__getitem__, column(self.fmt)),
             )
         )
+
+    def may_contain_words(self, keys: Sequence[int], a: int, b: int) -> bool:
+        """Whether some record in [a, b) may hold every word hashed in `keys`
+        (`block.word_keys` of `block.words`); False only when certainly not.
+        An open shard has no word filter and always answers True."""
+        if self.run is None or a >= b:
+            return a < b
+        return self.run.may_contain_keys(keys, self.run_base + a, self.run_base + b)
 
     def position(self, ts: int, seq: int) -> int:
         """The logical index of the first key >= (ts, seq)."""
@@ -563,10 +722,13 @@ class Shard:
                     return None
                 if hits < n:
                     out.append((small_col, codes, hits))
-        if plan.tree is not None and not search.may_match(plan.tree, _Summary(self)):
+        if plan.tree is not None and not search.may_match(plan.tree, _Summary(self, a, b)):
             return None
+        sealed = self.run is not None
         columns = (self.host, self.service, self.procid, self.msgid, self.fmt)
         for ti, test in plan.value_tests:
+            if sealed and ti >= 2:
+                continue  # sealed: only host and service stay in the clear; select() tests it
             table = self.tables[ti]
             counted = ti < 2  # live-record counts are kept for host and service only
             codes = {
@@ -579,7 +741,21 @@ class Shard:
                 return None
             if not counted or hits < n:
                 out.append((columns[ti], codes, hits))
-        if plan.needle is not None or plan.texts:
+        if self.run is not None and (plan.needle is not None or plan.texts):
+            # Sealed: the blocks' text is searched (a block at a time, on the
+            # scan pool); hits are logical indices (a sealed shard has no order).
+            run, rb = self.run, self.run_base
+            needles = [t.text for t in plan.texts]
+            if plan.needle is not None:
+                assert plan.q is not None
+                needles.insert(0, plan.q)
+            for needle in needles:
+                in_run = run.search(needle, rb + a, rb + b, run.cache.mapper)
+                if not in_run:
+                    return None
+                logical = set(map((-rb).__add__, in_run))
+                out.append((None, logical, len(logical)))
+        elif plan.needle is not None or plan.texts:
             if self.order is None:
                 pa, pb = self.base + a, self.base + b
             else:  # the key range is not a physical one: search every message
@@ -597,7 +773,7 @@ class Shard:
                 if not found:
                     return None
                 out.append((None, found, len(found)))
-        for term in plan.extra_terms:
+        for term in () if sealed else plan.extra_terms:  # sealed: the residual tests them
             key = ("index", term.name)
             index = self.memo_peek(key)
             if index is None:
@@ -632,6 +808,18 @@ class Shard:
         found = self._select(filters, idx, a, b, reverse)
         # Then, lazily, the per-record tests: a first page runs them only on
         # as many records as it needs.
+        tests = self._sealed_tests(plan) if self.run is not None else self._open_tests(plan)
+        if not tests:
+            return found
+        return self._tested(plan, found, tests)
+
+    def tests_records(self, plan: Plan) -> bool:
+        """Whether select() tests records one by one beyond what filters() says."""
+        return plan.residual is not None or (
+            self.run is not None and any(ti >= 2 for ti, _ in plan.value_tests)
+        )
+
+    def _open_tests(self, plan: Plan) -> list[Callable[[int], bool]]:
         tests: list[Callable[[int], bool]] = []
         phys = self.phys
         for t in plan.texts:
@@ -640,9 +828,31 @@ class Shard:
         if plan.residual is not None:
             residual = plan.residual
             tests.append(lambda i: residual(_Row(self, phys(i))))
-        if not tests:
-            return found
-        return self._tested(plan, found, tests)
+        return tests
+
+    def _sealed_tests(self, plan: Plan) -> list[Callable[[int], bool]]:
+        """A sealed shard's per-record tests read the record decoded from its
+        block (one decode per record, shared by its tests): word edges on
+        its message lower-cased, the value tests of columns not kept in the
+        clear (procid, msgid, format), the residual."""
+        last: list[Any] = [-1, None]
+
+        def rec(i: int) -> Record:
+            if last[0] != i:
+                last[0], last[1] = i, self.record(i)
+            return last[1]  # type: ignore[no-any-return]
+
+        tests: list[Callable[[int], bool]] = []
+        for t in plan.texts:
+            if t.start or t.end:
+                tests.append(partial(_sealed_edges_hold, rec, t))
+        for ti, test in plan.value_tests:
+            if ti >= 2:
+                tests.append(partial(_sealed_value_holds, rec, search.TEXT_FIELDS[ti], test))
+        if plan.residual is not None:
+            residual = plan.residual
+            tests.append(lambda i: residual(rec(i)))
+        return tests
 
     def _tested(
         self, plan: Plan, found: Iterable[int], tests: list[Callable[[int], bool]]
@@ -704,29 +914,32 @@ class Shard:
         sel = sels[0] if len(sels) == 1 else map(all, zip(*sels, strict=True))
         return compress(idx, sel)
 
+    def has_extras(self) -> int:
+        """How many records may have structured data or fields (0: none has)."""
+        return len(self) if self.run is not None else len(self.extras)
+
     def extras_at(self, phys: Iterable[int]) -> Iterator[tuple[Any, Any]]:
         """(structured_data, fields) of physical records (None, None without any)."""
+        if self.run is not None:  # sealed: physical = logical; decoded from the blocks
+            recs = self.records(list(phys))
+            return ((r.structured_data, r.fields) for r in recs)
         if not self.extras:
             return repeat(_NO_EXTRAS)
         get = self.extras.get
         return (_NO_EXTRAS if (e := get(p)) is None else _unpack_extras(e) for p in phys)
 
-    def version(self) -> tuple[int, int, int]:
-        """Changes whenever the shard's live records do (adds, trims)."""
-        return (len(self.ts), self.base, len(self.recv))
-
     def memo_peek(self, key: tuple[Any, ...]) -> Any:
         """What `memo_get` kept for `key` at this version, or None."""
-        return self.memo.peek((self.uid, self.version(), *key))
+        return self.memo.peek((self.uid, self.version, *key))
 
     def memo_put(self, key: tuple[Any, ...], value: Any) -> None:
         """Remember `value` for `key` at this version (see memo_get)."""
-        self.memo.put((self.uid, self.version(), *key), value)
+        self.memo.put((self.uid, self.version, *key), value)
 
     def memo_get(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
         """`compute(*args)`, kept while the shard does not change (older
         shards never do) and the store's Memo has room for it."""
-        return self.memo.get((self.uid, self.version(), *key), compute, *args)
+        return self.memo.get((self.uid, self.version, *key), compute, *args)
 
     def _value_index(self, name: str) -> _HashIndex:
         """Physical records by the hash of their (lower-cased) values of a
@@ -818,13 +1031,22 @@ class Memo:
 class _Summary:
     """What a shard knows without reading records, for search.may_match."""
 
-    __slots__ = ("shard",)
+    __slots__ = ("a", "b", "shard")
 
-    def __init__(self, shard: Shard) -> None:
+    def __init__(self, shard: Shard, a: int, b: int) -> None:
         self.shard = shard
+        self.a = a
+        self.b = b
 
     def may_have_word(self, word: str) -> bool:
-        return True  # no word index in this shard layout: every word may be here
+        # A sealed shard answers from its blocks' word filters over [a, b)
+        # (block.words splits as the search language does: runs of letters
+        # and digits of the lower-cased text); an open one has none: True.
+        shard = self.shard
+        if shard.run is None:
+            return True
+        ws = words(word)
+        return not ws or shard.may_contain_words(word_keys(ws), self.a, self.b)
 
     def values(self, name: str) -> list[str | None] | None:
         if name not in ("host", "service"):
@@ -835,6 +1057,17 @@ class _Summary:
     def codes(self, name: str) -> list[int] | None:
         counts = self.shard.lvl_counts if name == "level" else self.shard.fac_counts
         return [c for c, n in enumerate(counts) if n]
+
+
+def _sealed_edges_hold(rec: Callable[[int], Record], t: search.Text, i: int) -> bool:
+    return search.find_text(rec(i).message.lower(), t)
+
+
+def _sealed_value_holds(
+    rec: Callable[[int], Record], name: str, test: Callable[[str | None], bool], i: int
+) -> bool:
+    value: str | None = getattr(rec(i), name)
+    return test(value)
 
 
 def _edges_hold(

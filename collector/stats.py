@@ -51,7 +51,7 @@ def _memo(
 
 def _extra_counts(shard: Shard, phys: Sequence[int], field: str) -> Counter[str]:
     """Records of `phys` by their value of a fields.*/sd.* key ("-": none)."""
-    if not shard.extras:
+    if not shard.has_extras():
         return Counter({"-": len(phys)})
     out: Counter[str] = Counter()
     for sd, fields in shard.extras_at(phys):
@@ -66,7 +66,7 @@ def _extra_counts(shard: Shard, phys: Sequence[int], field: str) -> Counter[str]
 def _name_counts(shard: Shard, phys: Sequence[int]) -> Counter[str]:
     """How many records of `phys` have each fields.*/sd.* name."""
     out: Counter[str] = Counter()
-    if shard.extras:
+    if shard.has_extras():
         for sd, fields in shard.extras_at(phys):
             if sd or fields:
                 out.update(field_names(sd, fields))
@@ -104,7 +104,7 @@ def aggregate(
         if filters is None:
             continue
         whole = a == 0 and b == len(shard)
-        if not filters and plan.residual is None:
+        if not filters and not shard.tests_records(plan):
             total += b - a
             for field in by:
                 if is_dotted(field):
@@ -193,10 +193,10 @@ def warm_names(shard: Shard) -> int:
     """Count a whole shard's fields.*/sd.* names ahead of `/fields` (kept
     until it changes); returns how many records that read (0: already done)."""
     key = ("names",)
-    if not shard.extras or shard.memo_peek(key) is not None:
-        return 0
+    if shard.run is not None or not shard.has_extras() or shard.memo_peek(key) is not None:
+        return 0  # a sealed shard keeps the counts made while open (Store.install)
     _memo(shard, key, _name_counts, shard, _phys(shard, range(len(shard))))
-    return len(shard.extras)
+    return shard.has_extras()
 
 
 def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
@@ -204,7 +204,7 @@ def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
     each, most frequent first, at most MAX_FIELDS."""
     names: Counter[str] = Counter()
     for shard in shards:
-        if not shard.extras:
+        if not shard.has_extras():
             continue
         a, b = shard.bounds(plan)
         if a >= b:
@@ -212,7 +212,7 @@ def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
         filters = shard.filters(plan, a, b)
         if filters is None:
             continue
-        if not filters and plan.residual is None:
+        if not filters and not shard.tests_records(plan):
             if a == 0 and b == len(shard):
                 part = _memo(
                     shard, ("names",), _name_counts, shard, _phys(shard, range(len(shard)))

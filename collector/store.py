@@ -19,14 +19,19 @@ from operator import attrgetter, le
 from typing import Any
 
 from collector import search
+from collector.block import BLOCK_RECORDS, BlockCache
 from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
 from collector.record import LEVELS, NODE_SHIFT, Record, make_id, node_of, parse_id
 from collector.shard import Memo, Plan, Shard
 from collector.stats import aggregate, field_counts, warm_names
-from collector.textheap import FREEZE_BYTES, SEAL_CHUNK
+from collector.textheap import FREEZE_BYTES
+from collector.times import format_timestamp
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
-SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per expire() call
+SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per inline expire() call
+# Decoded blocks kept for queries: at most this, and at most an eighth of
+# max_memory (the cache is part of what max_memory bounds).
+CACHE_BYTES = 32 * 1024 * 1024
 # /logs: at most this many records tested one by one (regular expressions,
 # wildcards, negated words, word edges) per page, so that one request holds
 # the event loop for a bounded time (~0.1 s); a page cut short still has
@@ -42,6 +47,26 @@ INDEX_BUDGET = 20_000
 WARM_BUDGET = 5_000
 
 _TS = attrgetter("timestamp")
+
+
+@dataclass(slots=True)
+class SealJob:
+    """One shard to seal: `run()` (any thread) builds the sealed copy, and
+    `Store.install` (the writer's thread) swaps it in if nothing changed."""
+
+    shard: Shard
+    snapshot: tuple[Any, ...]
+    cache: BlockCache
+    block_records: int
+
+    def run(self) -> Shard:
+        return self.shard.sealed_copy(self.snapshot, self.cache, self.block_records)
+
+    @property
+    def start_text(self) -> str:
+        """The time of the shard's first record, for messages."""
+        ts = self.snapshot[1]
+        return format_timestamp(ts[0]) if len(ts) else "-"
 
 
 @dataclass(slots=True)
@@ -158,15 +183,22 @@ class Store:
         max_memory: int,
         shard_span_us: int = DEFAULT_SHARD_SPAN_US,
         seal_budget: int = SEAL_BUDGET,
-        seal_chunk: int = SEAL_CHUNK,
+        block_records: int = BLOCK_RECORDS,
         freeze_bytes: int = FREEZE_BYTES,
         node: int = 0,
+        cache_bytes: int = CACHE_BYTES,
+        seal_inline: bool = True,
     ) -> None:
-        if shard_span_us <= 0 or seal_chunk <= 0:
-            raise ValueError("shard_span_us and seal_chunk must be positive")
+        if shard_span_us <= 0 or block_records <= 0:
+            raise ValueError("shard_span_us and block_records must be positive")
         self.seal_budget = seal_budget
-        self.seal_chunk = seal_chunk
+        self.block_records = block_records
         self.freeze_bytes = freeze_bytes
+        # Inline: expire() seals too (tests, tools). The daemon says False
+        # and runs seal_jobs() in a worker thread instead.
+        self.seal_inline = seal_inline
+        self.cache_bytes = cache_bytes
+        self.cache = BlockCache(min(cache_bytes, max_memory // 8))
         self.ttl_us = ttl_us
         self.max_records = max_records
         self.max_memory = max_memory
@@ -181,6 +213,7 @@ class Store:
         self._bytes = 0
         self.expired_total = 0
         self.evicted_total = 0
+        self.last_evicted_for: str | None = None  # "max_records" or "max_memory"
         self.out_of_order_total = 0
 
     def configure(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
@@ -188,6 +221,8 @@ class Store:
         self.ttl_us = ttl_us
         self.max_records = max_records
         self.max_memory = max_memory
+        self.cache.max_bytes = min(self.cache_bytes, max_memory // 8)
+        self.cache.clear()
         self._enforce()
 
     def __len__(self) -> int:
@@ -199,8 +234,21 @@ class Store:
         return len(self._keys)
 
     def memory_bytes(self) -> int:
-        """Estimated bytes the stored records take (dead space included)."""
-        return self._bytes
+        """Bytes the stored records take (dead space included) plus the block cache's."""
+        return self._bytes + self.cache.nbytes
+
+    def oldest_timestamp(self) -> int | None:
+        """The event time of the oldest record held, or None when empty."""
+        return self._shards[self._keys[0]].ts[0] if self._keys else None
+
+    def newest_timestamp(self) -> int | None:
+        """The event time of the newest record held, or None when empty."""
+        return self._shards[self._keys[-1]].ts[-1] if self._keys else None
+
+    @property
+    def sealed_records(self) -> int:
+        """How many records live in sealed (compressed) shards."""
+        return sum(len(s) for s in self._shards.values() if s.run is not None)
 
     # -- writing -----------------------------------------------------------
 
@@ -235,11 +283,18 @@ class Store:
         for item in items:
             batch.append(item)
             if len(batch) >= 65536:
-                self._restore_batch(batch)
+                self._restore_batch_sealed(batch)
                 batch = []
         if batch:
             self._restore_batch(batch)
         self._enforce()
+
+    def _restore_batch_sealed(self, batch: list[tuple[int, Record]]) -> None:
+        self._restore_batch(batch)
+        # Restored records arrive open (2-3x their sealed size): seal as we
+        # go, so that a restore never evicts what the sealed store holds.
+        if self.seal_inline or self._bytes > self._record_budget() // 2:
+            self.seal()
 
     def _restore_batch(self, batch: list[tuple[int, Record]]) -> None:
         seqs = [s for s, _ in batch]
@@ -326,6 +381,11 @@ class Store:
             key = ts[i] // span
             j = n if ts[-1] < (key + 1) * span else bisect_left(ts, (key + 1) * span, i)
             shard = shards.get(key)
+            if shard is not None and shard.run is not None:
+                # Late records for a sealed shard reopen it (rare: only
+                # records older than the two newest shards' spans); the
+                # next seal pass seals it again.
+                shard = self._compact(shard)
             if shard is None:
                 shard = shards[key] = Shard(key, self.freeze_bytes, self.memo)
                 if not self._keys or key > self._keys[-1]:
@@ -350,26 +410,42 @@ class Store:
         shard = self._shards.pop(key)
         self._count -= len(shard)
         self._bytes -= shard.nbytes
+        if shard.run is not None:
+            shard.run.forget()
         return shard
 
     def _trim(self, shard: Shard, k: int) -> None:
+        before = shard.nbytes  # a sealed shard frees its bytes at once, an open one keeps them dead
         shard.trim(k)
         self._count -= k
+        self._bytes += shard.nbytes - before
         if not len(shard):
             self._keys.remove(shard.key)
             del self._shards[shard.key]
             self._bytes -= shard.nbytes
+            if shard.run is not None:
+                shard.run.forget()
 
-    def _compact(self, shard: Shard) -> None:
-        """Rebuild a shard from its live records: frees dead bytes and stale table entries."""
+    def _compact(self, shard: Shard) -> Shard:
+        """Rebuild a shard, open, from its live records: frees dead bytes and stale table entries."""
         n = len(shard)
         fresh = Shard(shard.key, self.freeze_bytes, self.memo)
-        fresh.add([shard.record(i) for i in range(n)], list(shard.ts), shard.seqs)
+        if n:
+            fresh.add(shard.records(range(n)), list(shard.ts), shard.seqs)
         self._shards[shard.key] = fresh
         self._bytes += fresh.nbytes - shard.nbytes
+        if shard.run is not None:
+            shard.run.forget()
+        return fresh
+
+    def _record_budget(self) -> int:
+        # The cache's whole bound is set aside, so records plus cache stay within max_memory.
+        return self.max_memory - self.cache.max_bytes
 
     def _enforce(self) -> None:
         over = self._count - self.max_records
+        if over > 0:
+            self.last_evicted_for = "max_records"
         while over > 0 and self._keys:
             shard = self._shards[self._keys[0]]
             if len(shard) <= over:
@@ -380,12 +456,14 @@ class Store:
                 self.evicted_total += over
                 self._trim(shard, over)
                 over = 0
-                if shard.dead_bytes > shard.nbytes - shard.dead_bytes:
+                if shard.run is None and shard.dead_bytes > shard.nbytes - shard.dead_bytes:
                     self._compact(shard)
-        if self._bytes > self.max_memory:
+        budget = self._record_budget()
+        if self._bytes > budget:
+            self.last_evicted_for = "max_memory"
             # Evict down to 7/8 of the bound so that the compaction this
             # costs is paid once per eighth of the store, not per batch.
-            target = self.max_memory - self.max_memory // 8
+            target = budget - budget // 8
             while self._bytes > target and self._keys:
                 shard = self._shards[self._keys[0]]
                 need = self._bytes - target
@@ -401,7 +479,7 @@ class Store:
                     k += 1
                 self.evicted_total += k
                 self._trim(shard, k)
-                if len(shard):
+                if len(shard) and shard.run is None:
                     self._compact(shard)
 
     def expire(self, now: int) -> int:
@@ -420,14 +498,16 @@ class Store:
                 self._trim(shard, k)
                 dropped += k
         self.expired_total += dropped
-        self.seal(self.seal_budget)
+        if self.seal_inline:
+            self.seal(self.seal_budget)
         self.warm(WARM_BUDGET)
         return dropped
 
     def warm(self, max_records: int) -> int:
         """Count older shards' field names ahead of `/fields`, reading at most
         about `max_records` records (the sweeper's share, a shard at a time);
-        returns how many it read."""
+        returns how many it read. Open shards only: a sealed shard keeps
+        the counts its open self had (see `install`)."""
         done = 0
         for key in self._keys[:-2]:
             if done >= max_records:
@@ -435,25 +515,62 @@ class Store:
             done += warm_names(self._shards[key])
         return done
 
-    def seal(self, max_bytes: int | None = None) -> int:
-        """Seal older shards' message text, at most `max_bytes` of it (None: all).
+    def seal_jobs(self) -> list[SealJob]:
+        """Every open shard but the newest two (by event time), ready to seal.
 
-        Every shard but the newest two (by event time) is eligible: their
-        text is kept once, lower-cased, plus a compressed case mask. Called
-        by `expire`, so the sweeper does it a budget at a time. Returns the
-        bytes sealed."""
+        Run each job's `run()` anywhere (a worker thread: compression
+        releases the GIL) and hand the result to `install` on the writer's
+        thread. Taking the jobs costs array copies, not the sealing.
+        """
+        jobs = []
+        for key in self._keys[:-2]:
+            shard = self._shards[key]
+            if shard.run is None and len(shard) and not shard.seal_failed:
+                jobs.append(SealJob(shard, shard.seal_snapshot(), self.cache, self.block_records))
+        return jobs
+
+    def seal_failed(self, job: SealJob) -> None:
+        """`job.run()` raised: leave that shard open for good (not retried)."""
+        job.shard.seal_failed = True
+
+    def install(self, job: SealJob, sealed: Shard) -> bool:
+        """Swap in a sealed shard made by `job.run()`; False (nothing done)
+        when its shard changed meanwhile (records added or trimmed), so the
+        next pass seals it again, or when the sealed copy would not be
+        smaller (then the shard stays open)."""
+        shard = job.shard
+        if self._shards.get(shard.key) is not shard or shard.version != job.snapshot[0]:
+            sealed.run.forget()  # type: ignore[union-attr]
+            return False
+        if sealed.nbytes >= shard.nbytes:
+            # A few records: the blocks' fixed costs outweigh the savings.
+            # Left open for good, so sealing never makes the store evict.
+            sealed.run.forget()  # type: ignore[union-attr]
+            shard.seal_failed = True
+            return False
+        self._shards[shard.key] = sealed
+        self._bytes += sealed.nbytes - shard.nbytes
+        names = shard.memo_peek(("names",))  # same records: the /fields counts hold
+        if names is not None:
+            sealed.memo_put(("names",), names)
+        return True
+
+    def seal(self, max_bytes: int | None = None) -> int:
+        """Seal open shards but the newest two, here and now, until `max_bytes`
+        of message text (None: all); returns the message bytes sealed."""
         budget = (1 << 62) if max_bytes is None else max_bytes
         done = 0
-        for key in self._keys[:-2]:
+        for job in self.seal_jobs():
             if done >= budget:
                 break
-            shard = self._shards[key]
-            if shard.text.unsealed_bytes():
-                before = shard.nbytes
-                done += shard.seal(budget - done, self.seal_chunk)
-                self._bytes += shard.nbytes - before
-        if self._bytes > self.max_memory:  # tiny chunks can cost more than they save
-            self._enforce()
+            size = job.shard.text.offs[-1]
+            try:
+                sealed = job.run()
+            except ValueError:  # a value the block format cannot hold
+                self.seal_failed(job)
+                continue
+            if self.install(job, sealed):
+                done += max(size, 1)
         return done
 
     # -- reading -----------------------------------------------------------

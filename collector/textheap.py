@@ -1,4 +1,4 @@
-"""Store stage, message text: one shard's messages, sealing and substring search.
+"""Store stage, message text: an open shard's messages and substring search.
 
 Pure: no asyncio, no logging, no clock. Text is only ever appended; message
 `p` (arrival number) is `offs[p]:offs[p + 1]` of the heap. Every method that
@@ -8,20 +8,14 @@ shard's memory account stays the one number the store bounds.
 
 from __future__ import annotations
 
-import zlib
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable
 from itertools import accumulate
 
-# Sealing folds a shard's message text into its lower-cased copy plus a
-# case mask (0x20 where an ASCII letter was upper case), zlib-compressed in
-# chunks of this many bytes: ~10 bytes per 250-byte message instead of 250.
-SEAL_CHUNK = 16 * 1024
 # Message text lives in frozen chunks of at least this many bytes plus an
 # open tail: one growing buffer would be copied at every reallocation.
 FREEZE_BYTES = 64 * 1024
-_CASE_MASK = bytes(0x20 if 65 <= b <= 90 else 0 for b in range(256))
 
 # What `encode` hands to `append`: the UTF-8 text, its ASCII-lower-cased
 # copy, each message's byte length, and whether any message is not ASCII.
@@ -34,11 +28,12 @@ def _uni_bytes(low: str) -> int:
 
 
 class TextHeap:
-    """The messages of one shard, UTF-8, back to back.
+    """The messages of one open shard, UTF-8, back to back.
 
     Frozen chunks hold whole messages from `chunk_starts[j]` on: the text
-    (None once sealed) and its ASCII-lower-cased copy (same offsets, for
-    `q`). Then the open tail from `tail_start` on.
+    and its ASCII-lower-cased copy (same offsets, for `q`). Then the open
+    tail from `tail_start` on. Frozen chunks never change, so a worker
+    thread sealing the shard (block.py) may read them while appends go on.
     """
 
     __slots__ = (
@@ -46,12 +41,7 @@ class TextHeap:
         "freeze_bytes",
         "low_tail",
         "lows",
-        "mask_cache",
-        "mask_starts",
-        "masks",
-        "n_sealed",
         "offs",
-        "plain_p",
         "tail",
         "tail_start",
         "texts",
@@ -60,17 +50,12 @@ class TextHeap:
 
     def __init__(self, freeze_bytes: int = FREEZE_BYTES) -> None:
         self.freeze_bytes = freeze_bytes
-        self.texts: list[bytes | None] = []
+        self.texts: list[bytes] = []
         self.lows: list[bytes] = []
         self.chunk_starts = array("q")
         self.tail = bytearray()
         self.low_tail = bytearray()
         self.tail_start = 0
-        self.n_sealed = 0  # chunks [0, n_sealed) are sealed
-        self.plain_p = 0  # the first physical record whose text is not sealed
-        self.mask_starts = array("q")  # masks cover the sealed chunks in pieces
-        self.masks: list[bytes] = []
-        self.mask_cache: dict[int, bytes] = {}
         self.offs = array("I", [0])
         self.uni: dict[int, str] = {}  # p -> message.lower() for non-ASCII messages
 
@@ -139,54 +124,19 @@ class TextHeap:
             self.tail = bytearray()
             self.low_tail = bytearray()
 
-    def seal(self, budget: int, piece: int = SEAL_CHUNK) -> tuple[int, int]:
-        """Replace message text by case masks, chunk by chunk, until `budget`
-        bytes; returns (bytes sealed, change in accounted bytes).
-
-        The lower-cased copy stays (for `q`), so the text is kept once plus
-        the compressed mask (in pieces of `piece` bytes, so that reading a
-        record decompresses a little). Text appended later stays plain
-        until the next seal.
-        """
-        self.freeze()
-        done = 0
-        delta = 0
-        while self.n_sealed < len(self.texts) and done < budget:
-            j = self.n_sealed
-            data = self.texts[j]
-            assert data is not None
-            base = self.chunk_starts[j]
-            for k in range(0, len(data), piece):
-                mask = zlib.compress(data[k : k + piece].translate(_CASE_MASK), 1)
-                self.mask_starts.append(base + k)
-                self.masks.append(mask)
-                delta += len(mask) + 50
-            self.texts[j] = None
-            delta -= len(data)
-            done += len(data)
-            self.n_sealed = j + 1
-            self.plain_p = bisect_left(self.offs, base + len(data), self.plain_p)
-        return done, delta
-
     # -- accounting --------------------------------------------------------
-
-    def unsealed_bytes(self) -> int:
-        """Bytes of text that a seal would still fold."""
-        return len(self.tail) + sum(len(t) for t in self.texts[self.n_sealed :] if t is not None)
 
     def bytes_of(self, p: int) -> int:
         """The accounted bytes of message `p` (what forgetting it frees)."""
         offs = self.offs
-        size = (offs[p + 1] - offs[p]) * (2 if p >= self.plain_p else 1)
+        size = (offs[p + 1] - offs[p]) * 2  # the text and its lower-cased copy
         u = self.uni.get(p)
         return size if u is None else size + _uni_bytes(u)
 
     def bytes_of_range(self, a: int, b: int) -> int:
         """The accounted bytes of messages [a, b)."""
         offs = self.offs
-        size = offs[b] - offs[a]
-        if b > self.plain_p:
-            size += offs[b] - offs[max(a, self.plain_p)]
+        size = 2 * (offs[b] - offs[a])
         if self.uni:
             size += sum(_uni_bytes(u) for p, u in self.uni.items() if a <= p < b)
         return size
@@ -195,9 +145,9 @@ class TextHeap:
         """The accounted bytes of the messages `phys` (a list, read twice)."""
         offs = self.offs
         phys = list(phys)
-        size = sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
-        plain_p = self.plain_p
-        size += sum(offs[p + 1] - offs[p] for p in phys if p >= plain_p)
+        size = 2 * (
+            sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
+        )
         if self.uni:
             uni = self.uni
             size += sum(_uni_bytes(uni[p]) for p in phys if p in uni)
@@ -206,26 +156,18 @@ class TextHeap:
     # -- reading -----------------------------------------------------------
 
     def message(self, p: int) -> str:
-        """Message `p` from the plain text, or from the lower-cased copy and the case mask."""
+        """Message `p`."""
         o0, o1 = self.offs[p], self.offs[p + 1]
         if o0 >= self.tail_start:
             t = self.tail_start
             return self.tail[o0 - t : o1 - t].decode("utf-8", "surrogatepass")
         j = bisect_right(self.chunk_starts, o0) - 1
         base = self.chunk_starts[j]
-        text = self.texts[j]
-        if text is not None:
-            return text[o0 - base : o1 - base].decode("utf-8", "surrogatepass")
-        low = self.lows[j][o0 - base : o1 - base]
-        mask = self._mask(o0, o1)
-        data = (int.from_bytes(low, "little") ^ int.from_bytes(mask, "little")).to_bytes(
-            o1 - o0, "little"
-        )
-        return data.decode("utf-8", "surrogatepass")
+        return self.texts[j][o0 - base : o1 - base].decode("utf-8", "surrogatepass")
 
     def lowered(self, p: int) -> str:
-        """Message `p` lower-cased, from the search copy (no case mask to
-        decompress): what word-edge checks read."""
+        """Message `p` lower-cased, from the lower-cased copy: what word-edge
+        checks read."""
         low = self.uni.get(p)
         if low is not None:
             return low
@@ -236,24 +178,6 @@ class TextHeap:
         j = bisect_right(self.chunk_starts, o0) - 1
         base = self.chunk_starts[j]
         return self.lows[j][o0 - base : o1 - base].decode("utf-8", "surrogatepass")
-
-    def _mask(self, o0: int, o1: int) -> bytes:
-        starts = self.mask_starts
-        j = bisect_right(starts, o0) - 1
-        parts = []
-        pos = o0
-        while pos < o1:
-            data = self.mask_cache.get(j)
-            if data is None:
-                if len(self.mask_cache) >= 4:
-                    self.mask_cache.clear()
-                data = self.mask_cache[j] = zlib.decompress(self.masks[j])
-            start = starts[j]
-            stop = min(o1, start + len(data))
-            parts.append(data[pos - start : stop - start])
-            pos = stop
-            j += 1
-        return b"".join(parts)
 
     def search(self, needle: bytes, text: str, pa: int, pb: int) -> set[int]:
         """Messages p in [pa, pb) that contain `text` (`needle` is its UTF-8).

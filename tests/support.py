@@ -5,6 +5,7 @@ as synchronisation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -128,3 +129,110 @@ async def get_json(daemon: Daemon, target: str) -> Any:
     answer = await http_request(daemon.http_address, "GET", target)
     assert answer.status == 200, (answer.status, answer.body)
     return answer.json()
+
+
+# --- a raw HTTP/1.1 client: any bytes out, parsed answers in --------------------
+
+
+class Answer:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _Answers:
+    """httptools response callbacks collecting every answer in a byte stream."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: list[Answer] = []
+        self.cur = Answer()
+
+    def feed(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_begin(self) -> None:
+        self.cur = Answer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.cur.headers[name.decode().lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.cur.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.cur.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append(self.cur)
+
+
+def parse_answers(data: bytes) -> list[Answer]:
+    a = _Answers()
+    a.feed(data)
+    return a.done
+
+
+class Conn:
+    """A raw client connection: write any bytes, read parsed answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.answers = _Answers()
+
+    @classmethod
+    async def open(cls, d: Daemon) -> Conn:
+        return cls(*await asyncio.open_connection(*d.http_address))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read(self, n: int = 1, timeout: float = 5.0) -> list[Answer]:
+        async def fill() -> None:
+            while len(self.answers.done) < n:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise AssertionError(f"closed after {len(self.answers.done)} of {n} answers")
+                self.answers.feed(chunk)
+
+        await asyncio.wait_for(fill(), timeout)
+        out, self.answers.done = self.answers.done[:n], self.answers.done[n:]
+        return out
+
+    async def closed_by_server(self, timeout: float = 5.0) -> bool:
+        async def drain() -> None:
+            while await self.reader.read(65536):
+                pass
+
+        await asyncio.wait_for(drain(), timeout)
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+def get(target: str, *extra: str, close: bool = False) -> bytes:
+    head = [f"GET {target} HTTP/1.1", "Host: t", *extra]
+    if close:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
+async def post(d: Daemon, body: Any, ctype: str = "application/json", **hdr: str) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await http_request(d.http_address, "POST", "/logs", raw, {"Content-Type": ctype, **hdr})
+
+
+def small_config(**http_kw: Any) -> Any:
+    return local_config(http=HttpConfig(bind="127.0.0.1:0", **http_kw))
+
+
+def jl(i: int, **kw: Any) -> dict[str, Any]:
+    return {"message": f"event {i}", "service": "api", "host": "h1", "level": "info", **kw}

@@ -5,7 +5,6 @@ pipelining, keep-alive, /tail, slow and vanishing clients, auth)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import gzip
 import itertools
@@ -16,14 +15,12 @@ import weakref
 from dataclasses import replace
 from typing import Any
 
-import httptools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import routes, tail
+from collector import routes
 from collector.config import Config, HttpConfig
-from collector.daemon import Daemon
 from collector.http import HttpProtocol
 from collector.metrics import make_registry
 from collector.query import parse_time
@@ -31,109 +28,20 @@ from collector.routes import App, Request, route
 from collector.settings import Settings
 from collector.store import Store
 from collector.times import format_timestamp
-from tests.support import get_json, http_request, local_config, running_daemon, wait_for
+from tests.support import (
+    Conn,
+    get,
+    get_json,
+    http_request,
+    jl,
+    parse_answers,
+    post,
+    running_daemon,
+    small_config,
+    wait_for,
+)
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-class Answer:
-    def __init__(self) -> None:
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.body = b""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class _Answers:
-    """httptools response callbacks collecting every answer in a byte stream."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.done: list[Answer] = []
-        self.cur = Answer()
-
-    def feed(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def on_message_begin(self) -> None:
-        self.cur = Answer()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.cur.headers[name.decode().lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        self.cur.status = self.parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.cur.body += body
-
-    def on_message_complete(self) -> None:
-        self.done.append(self.cur)
-
-
-def parse_answers(data: bytes) -> list[Answer]:
-    a = _Answers()
-    a.feed(data)
-    return a.done
-
-
-class Conn:
-    """A raw client connection: write any bytes, read parsed answers."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.answers = _Answers()
-
-    @classmethod
-    async def open(cls, d: Daemon) -> Conn:
-        return cls(*await asyncio.open_connection(*d.http_address))
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def read(self, n: int = 1, timeout: float = 5.0) -> list[Answer]:
-        async def fill() -> None:
-            while len(self.answers.done) < n:
-                chunk = await self.reader.read(65536)
-                if not chunk:
-                    raise AssertionError(f"closed after {len(self.answers.done)} of {n} answers")
-                self.answers.feed(chunk)
-
-        await asyncio.wait_for(fill(), timeout)
-        out, self.answers.done = self.answers.done[:n], self.answers.done[n:]
-        return out
-
-    async def closed_by_server(self, timeout: float = 5.0) -> bool:
-        async def drain() -> None:
-            while await self.reader.read(65536):
-                pass
-
-        await asyncio.wait_for(drain(), timeout)
-        return True
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
-
-
-def get(target: str, *extra: str, close: bool = False) -> bytes:
-    head = [f"GET {target} HTTP/1.1", "Host: t", *extra]
-    if close:
-        head.append("Connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode()
-
-
-async def post(d: Daemon, body: Any, ctype: str = "application/json", **hdr: str) -> Any:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await http_request(d.http_address, "POST", "/logs", raw, {"Content-Type": ctype, **hdr})
-
-
-def small_config(**http_kw: Any) -> Any:
-    return local_config(http=HttpConfig(bind="127.0.0.1:0", **http_kw))
 
 
 def make_app(**http_kw: Any) -> App:
@@ -348,10 +256,6 @@ async def test_a_connection_over_max_connections_gets_503() -> None:
 
 
 # --- end to end: reading ------------------------------------------------------------------
-
-
-def jl(i: int, **kw: Any) -> dict[str, Any]:
-    return {"message": f"event {i}", "service": "api", "host": "h1", "level": "info", **kw}
 
 
 async def test_posted_records_come_back_by_id_and_in_logs() -> None:
@@ -700,163 +604,6 @@ async def test_http_1_0_without_keep_alive_is_closed_after_the_answer() -> None:
             await c.close()
 
 
-# --- end to end: /tail --------------------------------------------------------------------
-
-
-class TailReader:
-    """A /tail client: reads the chunked NDJSON stream line by line."""
-
-    def __init__(self, conn: Conn) -> None:
-        self.conn = conn
-        self.lines: list[bytes] = []
-        self.buf = b""
-        self.status = 0
-        self.parser = httptools.HttpResponseParser(self)
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.buf += body
-        *done, self.buf = self.buf.split(b"\n")
-        self.lines += done
-
-    @classmethod
-    async def open(cls, d: Daemon, target: str = "/tail") -> TailReader:
-        t = cls(await Conn.open(d))
-        await t.conn.send(get(target))
-        head = await asyncio.wait_for(t.conn.reader.readuntil(b"\r\n\r\n"), 5)
-        t.parser.feed_data(head)
-        return t
-
-    async def wait_lines(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        async def fill() -> None:
-            while len(self.lines) < n:
-                chunk = await self.conn.reader.read(65536)
-                assert chunk, "stream ended"
-                self.parser.feed_data(chunk)
-
-        await asyncio.wait_for(fill(), timeout)
-        return self.lines
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines if line]
-
-
-async def test_tail_streams_new_matching_records() -> None:
-    async with running_daemon() as d:
-        t = await TailReader.open(d, "/tail?service=api")
-        try:
-            assert t.status == 200
-            assert d.app is not None
-            await wait_for(lambda: d.app is not None and d.app.stats.active_tails == 1)
-            await post(d, [jl(0), jl(1, service="other"), jl(2)])
-            await t.wait_lines(2)
-            assert [r["message"] for r in t.records()] == ["event 0", "event 2"]
-            assert all(r["id"] for r in t.records())
-            got = (await get_json(d, f"/logs/{t.records()[0]['id']}"))["log"]
-            assert got["message"] == "event 0"
-        finally:
-            await t.conn.close()
-
-
-async def test_tail_with_start_replays_stored_then_live_without_duplicates() -> None:
-    async with running_daemon() as d:
-        await post(d, [jl(i) for i in range(5)])
-        t = await TailReader.open(d, "/tail?start=0")
-        try:
-            await post(d, [jl(5), jl(6)])
-            await t.wait_lines(7)
-            assert sorted(r["message"] for r in t.records()) == [f"event {i}" for i in range(7)]
-        finally:
-            await t.conn.close()
-
-
-async def test_a_syslog_message_reaches_a_tail() -> None:
-    async with running_daemon() as d:
-        t = await TailReader.open(d)
-        try:
-            await wait_for(lambda: d.app is not None and d.app.stats.active_tails == 1)
-            host, port = d.listeners["udp"].address
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.sendto(b"<34>1 2026-01-01T10:00:00Z web-1 sshd 42 ID1 - via udp", (host, port))
-            await t.wait_lines(1)
-            assert t.records()[0]["message"] == "via udp"
-        finally:
-            await t.conn.close()
-
-
-async def test_an_idle_tail_gets_blank_keepalive_lines() -> None:
-    async with running_daemon() as d:
-        assert d.app is not None
-        d.app.tail_keepalive = 0.05
-        t = await TailReader.open(d)
-        try:
-            await t.wait_lines(2)
-            assert t.lines[:2] == [b"", b""]
-        finally:
-            await t.conn.close()
-
-
-async def test_a_client_vanishing_mid_tail_is_forgotten_and_ingest_goes_on() -> None:
-    async with running_daemon() as d:
-        assert d.app is not None
-        app = d.app
-        tails = [await TailReader.open(d) for _ in range(3)]
-        await wait_for(lambda: app.stats.active_tails == 3)
-        tails[0].conn.writer.transport.abort()  # RST, no goodbye
-        await tails[1].conn.close()
-        await wait_for(lambda: app.stats.active_tails == 1)
-        assert (await post(d, [jl(0)])).status == 201
-        await tails[2].wait_lines(1)
-        assert tails[2].records()[0]["message"] == "event 0"
-        await tails[2].conn.close()
-        await wait_for(lambda: app.stats.active_tails == 0 and not app.tails)
-
-
-async def test_a_tail_that_does_not_read_is_dropped_not_buffered_forever(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(tail, "TAIL_MAX_BACKLOG", 64 * 1024)
-    async with running_daemon() as d:
-        assert d.app is not None
-        app = d.app
-        _reader, writer = await asyncio.open_connection(*d.http_address, limit=1024)
-        writer.transport.pause_reading()  # a client that never reads
-        try:
-            writer.write(get("/tail"))
-            await wait_for(lambda: app.stats.active_tails == 1)
-            for conn in app.connections:
-                if conn.tail is not None and conn.transport is not None:
-                    conn.transport.set_write_buffer_limits(high=4096)
-            batch = [jl(i, message="x" * 2000) for i in range(500)]
-            for _ in range(40):
-                await post(d, batch)
-                if app.stats.tails_dropped:
-                    break
-            await wait_for(lambda: app.stats.tails_dropped == 1 and app.stats.active_tails == 0)
-            assert (await get_json(d, "/health"))["status"] == "ok"
-        finally:
-            writer.close()
-
-
-async def test_a_request_pipelined_after_tail_is_not_answered() -> None:
-    async with running_daemon() as d:
-        c = await Conn.open(d)
-        try:
-            await c.send(get("/tail") + get("/health"))
-            assert d.app is not None
-            app = d.app
-            await wait_for(lambda: app.stats.active_tails == 1)
-            await post(d, [jl(0)])
-            data = b""
-            while b"event 0" not in data:
-                data += await asyncio.wait_for(c.reader.read(65536), 5)
-            assert data.count(b"HTTP/1.1 ") == 1
-        finally:
-            await c.close()
-
-
 def test_config_replace_keeps_other_http_keys() -> None:
     # local_config's HttpConfig keeps every default but bind: guards small_config.
     cfg = small_config(max_body=5)
@@ -887,37 +634,6 @@ async def test_requests_are_counted_by_route_pattern_and_status() -> None:
     assert app.stats.requests == {("/logs/{id}", 404): 2, ("other", 404): 1, ("/health", 200): 1}
     assert app.stats.duration["/logs/{id}"].count == 2
     proto.connection_lost(None)
-
-
-async def test_a_tail_outlives_the_idle_timeout() -> None:
-    async with running_daemon(small_config(idle_timeout=0.2)) as d:
-        assert d.app is not None
-        d.app.tail_keepalive = 0.1
-        t = await TailReader.open(d, "/tail?service=nothing-matches")
-        try:
-            await t.wait_lines(6)  # 0.6 s of keep-alives, three idle timeouts long
-            assert set(t.lines) == {b""}
-            assert d.app.stats.active_tails == 1
-        finally:
-            await t.conn.close()
-
-
-async def test_an_http_1_0_tail_is_unframed_and_ends_by_close() -> None:
-    async with running_daemon() as d:
-        assert d.app is not None
-        app = d.app
-        c = await Conn.open(d)
-        try:
-            await c.send(b"GET /tail HTTP/1.0\r\n\r\n")
-            head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
-            assert b"Transfer-Encoding" not in head
-            assert b"Connection: close" in head
-            await wait_for(lambda: app.stats.active_tails == 1)
-            await post(d, [jl(7)])
-            line = await asyncio.wait_for(c.reader.readline(), 5)
-            assert json.loads(line)["message"] == "event 7"
-        finally:
-            await c.close()
 
 
 async def test_connections_over_max_connections_get_503_on_the_wire() -> None:

@@ -21,6 +21,7 @@ PURE = [
     "store",
     "shard",
     "textheap",
+    "block",
     "stats",
     "query",
     "search",

@@ -324,7 +324,7 @@ def test_memory_estimate_grows_with_messages() -> None:
 
 
 def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
-    s = store(seal_chunk=300)
+    s = store(block_records=30)
     added = [
         rec(
             t * 10,
@@ -487,8 +487,9 @@ def test_a_search_pages_exactly_what_the_tree_matches_in_both_orders(
     from collector.search import parse
 
     s, records = _population()
-    if sealed:  # text kept lower-cased plus a compressed case mask
+    if sealed:  # older shards as compressed blocks
         s.seal()
+        assert s.sealed_records > len(records) // 2
         assert s.get(records[0][0]) == records[0][1]
     want = _brute(records, text)
     q = Query(search=parse(text), limit=7)
@@ -697,3 +698,45 @@ def test_records_with_ids_are_stored_once_under_them_and_new_ones_take_this_node
     assert [r.message for _, r in s.query(Query()).items] == ["a", "mine", "b"]
     first = s.add_many([rec(30, "next")])
     assert first == minted + 1  # the foreign seqs did not move this node's counter
+
+
+def test_a_shard_whose_records_cannot_be_sealed_stays_open_and_answers() -> None:
+    s = store(block_records=4)
+    odd = rec(10, "odd one")
+    odd.fields = {"handle": object()}  # nothing a parser makes; marshal refuses it
+    s.add_many([rec(t, f"m{t} " + "x" * 300) for t in range(0, 5_000, 100)] + [odd])
+    s.seal()
+    s.seal()  # not retried: the failed shard stays open
+    got = [r for _, r in s.query(Query(limit=1_000)).items]
+    assert odd in got
+    assert len(got) == 51
+    assert s.sealed_records == 20  # shards 1 and 2; 0 holds the odd record, 3 and 4 are the newest
+
+
+def test_a_sealed_shard_rules_out_absent_words_from_its_word_filter_and_misses_no_match() -> None:
+    from collector.search import parse
+    from collector.shard import _Summary
+
+    s = store()
+    messages = ["disk full on sda7", "İd ready", "ΟΔΟΣ closed", "user_id=42 logged in"]
+    recs = [rec(t, messages[t // 100 % 4] + " " + "x" * 300) for t in range(0, 8_000, 100)]
+    first = s.add_many(recs)
+    ids = [make_id(r.timestamp, first + k) for k, r in enumerate(recs)]
+    s.seal()
+    sealed = [sh for sh in s._shards.values() if sh.run is not None]
+    assert sealed
+    for sh in sealed:
+        summary = _Summary(sh, 0, len(sh))
+        assert not summary.may_have_word("nosuchword")
+        assert summary.may_have_word("disk") or all(
+            "disk" not in r.message for r in sh.records(range(len(sh)))
+        )
+    for text in ["disk", "sda7", "i", "ready", "οδος", "οδοσ", "user", "id", "42", "timeout"]:
+        want = [i for i, r in zip(ids, recs, strict=True) if parse(text) and _match(text, r)]
+        assert page_all(s, Query(search=parse(text), limit=5)) == want, text
+
+
+def _match(text: str, r: Record) -> bool:
+    from collector.search import parse, predicate
+
+    return predicate(parse(text))(r)

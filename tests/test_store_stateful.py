@@ -133,7 +133,8 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
         max_records=st.sampled_from([10**9, 40, 7]),
         max_memory=st.sampled_from([1 << 40, 1 << 40, 64 * 1024, 12_000]),
         seal_budget=st.sampled_from([0, 10, 1 << 40]),
-        seal_chunk=st.sampled_from([5, 64, 16384]),
+        block_records=st.sampled_from([1, 5, 64, 4096]),
+        cache_bytes=st.sampled_from([0, 3_000, 1 << 20]),
         freeze_bytes=st.sampled_from([1, 100, 1 << 16]),
     )
     def start(
@@ -141,7 +142,8 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
         max_records: int,
         max_memory: int,
         seal_budget: int,
-        seal_chunk: int,
+        block_records: int,
+        cache_bytes: int,
         freeze_bytes: int,
     ) -> None:
         self.store = Store(
@@ -150,7 +152,8 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
             max_memory=max_memory,
             shard_span_us=SPAN,
             seal_budget=seal_budget,
-            seal_chunk=seal_chunk,
+            block_records=block_records,
+            cache_bytes=cache_bytes,
             freeze_bytes=freeze_bytes,
         )
         self.model: dict[Key, Record] = {}
@@ -209,6 +212,19 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
         self.store.seal(budget)  # reads after it are checked by every other rule
         self._settle_evictions()  # tiny test chunks can cost more than they save
 
+    @rule(batch=st.lists(records_st, max_size=5), advance=st.integers(0, 150))
+    def seal_in_a_worker_while_records_arrive(
+        self, batch: list[tuple[int, Record]], advance: int
+    ) -> None:
+        # As the daemon does: jobs taken, sealed elsewhere, installed later;
+        # records added (late ones reopen or change shards) in between.
+        jobs = self.store.seal_jobs()
+        sealed = [job.run() for job in jobs]
+        self.add(batch, advance)
+        for job, shard in zip(jobs, sealed, strict=True):
+            self.store.install(job, shard)
+        self._settle_evictions()
+
     @rule()
     def restore_into_a_new_store(self) -> None:
         fresh = Store(
@@ -216,7 +232,8 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
             max_records=self.store.max_records,
             max_memory=self.store.max_memory,
             shard_span_us=SPAN,
-            seal_chunk=self.store.seal_chunk,
+            block_records=self.store.block_records,
+            cache_bytes=self.store.cache_bytes,
             freeze_bytes=self.store.freeze_bytes,
         )
         items = list(self.store.snapshot_items())

@@ -1,0 +1,248 @@
+"""Store v2 benchmark: memory and query latencies of a store of sealed blocks.
+
+Run from the repo root:  .venv/bin/python bench/sealed.py [--records N] [--rounds R]
+
+With the DEFAULT store config (max_memory 512 MiB, 60 s shards) it stores N
+records (default 2M; ~257-byte messages, 20 services, 50 hosts, structured
+data on 20%, 10% up to 30 s late) over one hour of event time, sealing as the
+daemon's sweeper does (once per second of event time passed, here per ~0.5%
+of the records), and prints:
+  - RSS growth of the process and the store's own account, against the raw
+    message bytes, and how many records were evicted (the target is none);
+  - sealing: microseconds per record, and the longest the main thread waited
+    for the GIL while a worker thread sealed (the event loop's worst stall);
+  - query latencies (p50/p99 over R rounds, medians): a 100-record page in a
+    1-minute window, service= at 1%, a filter matching nothing, a word in no
+    message (word filters), q= in no message (one thread, two threads), a
+    common word's first page, /stats by=level, a record by id;
+  - a restore of every record into a new store (what a restart replays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import gc
+import os
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from store import HOUR_US, T0, make_records
+
+from collector.block import word_keys, words
+from collector.config import StoreConfig
+from collector.query import Query
+from collector.record import make_id
+from collector.store import Store
+
+
+def malloc_trim() -> None:
+    """What the daemon does after sealing: hand glibc's free heap pages back."""
+    ctypes.CDLL(None).malloc_trim(0)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_store(**kw: object) -> Store:
+    cfg = StoreConfig()
+    return Store(
+        ttl_us=int(cfg.ttl * 1e6) * 10,  # the records are in the past: keep them all
+        max_records=cfg.max_records,
+        max_memory=cfg.max_memory,
+        shard_span_us=int(cfg.shard_span * 1e6),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def chunk(n: int, c: int, size: int) -> list:  # type: ignore[type-arg]
+    recs = make_records(size, seed=100 + c, late_fraction=0.1)
+    step = HOUR_US // n
+    rng = random.Random(c)
+    out = []
+    for i, r in enumerate(recs):
+        arrival = T0 + (c + i) * step
+        late = r.received_at - r.timestamp
+        sd = r.structured_data
+        if sd is None and rng.random() < 0.17:  # make_records gives 3%: 20% in all
+            sd = {"meta@32473": {"region": "eu-west-1", "req": f"{rng.getrandbits(32):08x}"}}
+        out.append(
+            dataclasses.replace(
+                r, timestamp=arrival - late, received_at=arrival, structured_data=sd
+            )
+        )
+    return out
+
+
+def latencies(fn: Callable[[int], object], rounds: int, per_round: int) -> tuple[float, float]:
+    p50s, p99s = [], []
+    for r in range(rounds):
+        times = []
+        for i in range(per_round):
+            t = time.perf_counter()
+            fn(r * per_round + i)
+            times.append(time.perf_counter() - t)
+        times.sort()
+        p50s.append(times[len(times) // 2] * 1e3)
+        p99s.append(times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3)
+    return statistics.median(p50s), statistics.median(p99s)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=2_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--no-trim",
+        action="store_true",
+        help="do not give freed heap pages back after each seal (the daemon does)",
+    )
+    ap.add_argument("--memory-only", action="store_true", help="stop after the memory figures")
+    args = ap.parse_args()
+    trim = (lambda: None) if args.no_trim else malloc_trim
+    n, rounds = args.records, args.rounds
+    gc.collect()
+    base = rss()
+    store = default_store(seal_inline=False)
+    raw = 0
+    size = 5_000  # small transient batches, as listeners hand them over
+    seal_every = max(1, n // 200)
+    sealed_at = 0
+    seal_secs = 0.0
+    sealed_records = 0
+    ids = []
+    stalls: list[float] = []
+    for c in range(0, n, size):
+        recs = chunk(n, c, min(size, n - c))
+        raw += sum(len(r.message.encode()) for r in recs)
+        for i in range(0, len(recs), 1000):
+            first = store.add_many(recs[i : i + 1000])
+            if (c + i) % 100_000 == 0:
+                ids.append(make_id(recs[i].timestamp, first))
+            if c + i - sealed_at >= seal_every:
+                sealed_at = c + i
+                jobs = store.seal_jobs()
+                if jobs:
+                    # As the daemon: sealed in a worker while this thread
+                    # (the loop) keeps going; measure its GIL waits.
+                    done = threading.Event()
+                    results: list[object] = []
+
+                    def work(
+                        jobs: list = jobs,  # type: ignore[type-arg]
+                        results: list = results,  # type: ignore[type-arg]
+                        done: threading.Event = done,
+                    ) -> None:
+                        results.extend(job.run() for job in jobs)
+                        done.set()
+
+                    t = time.perf_counter()
+                    threading.Thread(target=work).start()
+                    last = time.perf_counter()
+                    while not done.is_set():
+                        time.sleep(0.001)
+                        now = time.perf_counter()
+                        stalls.append(now - last)
+                        last = now
+                    seal_secs += time.perf_counter() - t
+                    for job, sealed in zip(jobs, results, strict=True):
+                        if store.install(job, sealed):  # type: ignore[arg-type]
+                            sealed_records += len(sealed)  # type: ignore[arg-type]
+                    del results
+                    trim()
+        del recs
+    gc.collect()
+    trim()
+    grown = rss() - base
+    print(f"{n:,} records, {raw / n:.0f} message bytes each, default config (max_memory 512 MiB)")
+    print(
+        f"  evicted: {store.evicted_total:,}; sealed: {store.sealed_records:,}; shards: {store.shard_count}"
+    )
+    print(
+        f"  RSS growth {grown / 2**20:.0f} MiB = {grown / raw:.3f}x raw message bytes"
+        f" ({grown / n:.0f} B/record); store's account {store.memory_bytes() / 2**20:.0f} MiB"
+        f" = {store.memory_bytes() / raw:.3f}x"
+    )
+    stalls.sort()
+    print(
+        f"  sealing: {seal_secs / max(sealed_records, 1) * 1e6:.1f} us/record in a worker;"
+        f" main thread's sleep(1 ms) gaps meanwhile: p99 {stalls[int(len(stalls) * 0.99)] * 1e3:.1f} ms,"
+        f" max {stalls[-1] * 1e3:.1f} ms"
+    )
+
+    rng = random.Random(7)
+    windows = [T0 + rng.randrange(HOUR_US - 120_000_000) for _ in range(10_000)]
+    per = 100
+
+    def report(name: str, fn: Callable[[int], object], per_round: int = per) -> None:
+        store.cache.clear()
+        p50, p99 = latencies(fn, rounds, per_round)
+        print(f"  {name:<52} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms", flush=True)
+
+    print("queries (in-process; cache starts empty each row):")
+    if args.memory_only:
+        return
+    report(
+        "page of 100, 1-minute window",
+        lambda i: store.query(Query(start=windows[i], end=windows[i] + 59_999_999, limit=100)),
+    )
+    report(
+        "service= 1% (rare-svc), first page",
+        lambda i: store.query(Query(start=windows[i], services=frozenset({"rare-svc"}), limit=100)),
+    )
+    report(
+        "filter matching nothing",
+        lambda i: store.query(Query(services=frozenset({"no-such-service"}), limit=100)),
+    )
+
+    def word_scan(word: str) -> int:
+        keys = word_keys(words(word))
+        hits = 0
+        for shard in store._shards.values():  # what the search language will do per block
+            if shard.run is not None:
+                hits += sum(b.may_contain_keys(keys) for b in shard.run.live_blocks())
+        return hits
+
+    blocks = sum(len(s.run.live_blocks()) for s in store._shards.values() if s.run is not None)
+    report(
+        f"word in no message: probe all {blocks} blocks' filters", lambda i: word_scan(f"zq{i}x")
+    )
+    print(
+        f"    blocks passing a word in no message (false positives): "
+        f"{statistics.mean(word_scan(f'zq{i}y') for i in range(200)):.2f} of {blocks}"
+    )
+    report(
+        "q= substring in no message, 1 thread", lambda i: store.query(Query(q=f"no such {i}")), 2
+    )
+    with ThreadPoolExecutor(2) as pool:
+        store.cache.mapper = pool.map
+        report(
+            "q= substring in no message, 2 threads",
+            lambda i: store.query(Query(q=f"no such {i}")),
+            2,
+        )
+        store.cache.mapper = map
+    report("q= common word (timed), first page", lambda i: store.query(Query(q="timed")))
+    report("stats by=level, everything", lambda i: store.stats(Query(), ("level",), None), 20)
+    report("GET by id", lambda i: store.get(ids[i % len(ids)]))
+
+    items = list(store.snapshot_items())
+    fresh = default_store()
+    t = time.perf_counter()
+    fresh.restore(items)
+    fresh.seal()
+    print(
+        f"  restore of {len(items):,} records into a new store, sealing as it goes:"
+        f" {time.perf_counter() - t:.1f} s; evicted {fresh.evicted_total}"
+    )
+
+
+if __name__ == "__main__":
+    main()
