@@ -17,7 +17,8 @@ from typing import Any
 from collector.query import MAX_BUCKETS, MAX_BY_VALUES, MAX_FIELDS, check_buckets
 from collector.record import FACILITIES, LEVELS
 from collector.search import extra_values, field_names, is_dotted
-from collector.shard import NO_FACILITY, Plan, Shard
+from collector.shard import NO_FACILITY, Shard
+from collector.shardquery import Plan, bounds, filters_for, select, tests_records
 from collector.times import format_timestamp
 
 # Distinct values one `/stats` field tracks while counting: past it, values
@@ -97,14 +98,14 @@ def aggregate(
     stacked = step_us is not None and "level" in by
     by_level: Counter[tuple[int, int]] = Counter()  # (bucket, level code) -> n
     for shard in shards:
-        a, b = shard.bounds(plan)
+        a, b = bounds(shard, plan)
         if a >= b:
             continue
-        filters = shard.filters(plan, a, b)
+        filters = filters_for(shard, plan, a, b)
         if filters is None:
             continue
         whole = a == 0 and b == len(shard)
-        if not filters and not shard.tests_records(plan):
+        if not filters and not tests_records(shard, plan):
             total += b - a
             for field in by:
                 if is_dotted(field):
@@ -135,7 +136,7 @@ def aggregate(
                 if stacked:
                     _count_by_level(by_level, shard, a, b, step_us)
             continue
-        matched = list(shard.select(plan, a, b))
+        matched = list(select(shard, plan, a, b))
         if not matched:
             continue
         total += len(matched)
@@ -206,13 +207,13 @@ def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
     for shard in shards:
         if not shard.has_extras():
             continue
-        a, b = shard.bounds(plan)
+        a, b = bounds(shard, plan)
         if a >= b:
             continue
-        filters = shard.filters(plan, a, b)
+        filters = filters_for(shard, plan, a, b)
         if filters is None:
             continue
-        if not filters and not shard.tests_records(plan):
+        if not filters and not tests_records(shard, plan):
             if a == 0 and b == len(shard):
                 part = _memo(
                     shard, ("names",), _name_counts, shard, _phys(shard, range(len(shard)))
@@ -220,7 +221,7 @@ def field_counts(shards: Iterable[Shard], plan: Plan) -> list[tuple[str, int]]:
             else:
                 part = _name_counts(shard, _phys(shard, range(a, b)))
         else:
-            part = _name_counts(shard, _phys(shard, list(shard.select(plan, a, b))))
+            part = _name_counts(shard, _phys(shard, list(select(shard, plan, a, b))))
         names.update(part)
     return sorted(names.items(), key=_by_count)[:MAX_FIELDS]
 

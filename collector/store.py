@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
 from operator import attrgetter, le
 from typing import Any
 
-from collector import search
 from collector.block import BLOCK_RECORDS, BlockCache
-from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
-from collector.record import LEVELS, NODE_SHIFT, Record, make_id, node_of, parse_id
-from collector.shard import Memo, Plan, Shard
+from collector.memo import Memo
+from collector.query import ContextQuery, Query, StatsQuery, check, check_stats
+from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id
+from collector.sealing import SealJob, seal_snapshot
+from collector.shard import Shard
+from collector.shardquery import Plan, bounds, plan_of, select
 from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES
-from collector.times import format_timestamp
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per inline expire() call
@@ -50,114 +51,11 @@ _TS = attrgetter("timestamp")
 
 
 @dataclass(slots=True)
-class SealJob:
-    """One shard to seal: `run()` (any thread) builds the sealed copy, and
-    `Store.install` (the writer's thread) swaps it in if nothing changed."""
-
-    shard: Shard
-    snapshot: tuple[Any, ...]
-    cache: BlockCache
-    block_records: int
-
-    def run(self) -> Shard:
-        return self.shard.sealed_copy(self.snapshot, self.cache, self.block_records)
-
-    @property
-    def start_text(self) -> str:
-        """The time of the shard's first record, for messages."""
-        ts = self.snapshot[1]
-        return format_timestamp(ts[0]) if len(ts) else "-"
-
-
-@dataclass(slots=True)
 class Page:
     """One page of a query: (id, record) pairs and where the next page starts."""
 
     items: list[tuple[str, Record]]
     next_cursor: str | None
-
-
-def _plan(q: Query, use_cursor: bool = True) -> Plan:
-    """A Query resolved for the shards: its cursor as a key, its text as bytes."""
-    after = before = None
-    reverse = q.order == "desc"
-    if use_cursor and q.cursor is not None:
-        # Reading the cursor is not a check of the query: a cursor is this
-        # store's own token, opaque to query.py.
-        key = parse_id(q.cursor)
-        if key is None:
-            raise QueryError(f"cursor: not a cursor from this server: {q.cursor[:100]!r}")
-        if reverse:
-            before = key
-        else:
-            after = key
-    text = q.q or None
-    plan = Plan(
-        start=q.start,
-        end=q.end,
-        services=q.services,
-        hosts=q.hosts,
-        levels=q.levels,
-        facilities=q.facilities,
-        needle=None if text is None else text.encode("utf-8", "surrogatepass"),
-        q=text,
-        after=after,
-        before=before,
-        reverse=reverse,
-    )
-    if q.search is not None:
-        _plan_search(plan, q.search)
-    return plan
-
-
-_TABLE_OF = {name: i for i, name in enumerate(search.TEXT_FIELDS)}  # Shard.tables' order
-_ALL_LEVELS = frozenset(range(len(LEVELS)))
-
-
-def _value_test(node: search.Field | search.Exists, negate: bool) -> Callable[[str | None], bool]:
-    if isinstance(node, search.Exists):
-        return (lambda v: v is None) if negate else (lambda v: v is not None)
-    f = node
-
-    def test(v: str | None) -> bool:
-        return (v is not None and search.value_matches(f, (v,))) is not negate
-
-    return test
-
-
-def _plan_search(plan: Plan, tree: search.Node) -> None:
-    """Fold the tree's top-level terms into what shards run at column speed,
-    as the equivalent parameters would be: level and facility sets, value
-    tests on the interned columns (host:web-*, -service:cron), words and
-    phrases through the text search; what is left is tested per record."""
-    rest: list[search.Node] = []
-    tests: list[tuple[int, Callable[[str | None], bool]]] = []
-    texts: list[search.Text] = []
-    extra_terms: list[search.Field | search.Exists] = []
-    for node in tree.children if isinstance(tree, search.And) else (tree,):
-        inner, negate = (node.child, True) if isinstance(node, search.Not) else (node, False)
-        if isinstance(inner, search.Codes) and (inner.name == "level" or not negate):
-            codes = _ALL_LEVELS - inner.codes if negate else inner.codes
-            if inner.name == "level":
-                plan.levels = codes if plan.levels is None else plan.levels & codes
-            else:
-                plan.facilities = codes if plan.facilities is None else plan.facilities & codes
-        elif isinstance(inner, search.Field | search.Exists) and inner.name in _TABLE_OF:
-            tests.append((_TABLE_OF[inner.name], _value_test(inner, negate)))
-        elif isinstance(inner, search.Text) and not negate:
-            texts.append(inner)
-        else:
-            if isinstance(inner, search.Field | search.Exists) and not negate:
-                # Through the shard's value index where there is one; the
-                # residual test stays for shards without (see index_budget).
-                extra_terms.append(inner)
-            rest.append(node)
-    plan.value_tests = tuple(tests)
-    plan.texts = tuple(texts)
-    plan.extra_terms = tuple(extra_terms)
-    if rest:
-        plan.residual = search.predicate(rest[0] if len(rest) == 1 else search.And(tuple(rest)))
-    plan.tree = tree
 
 
 def _is_sorted(xs: list[int]) -> bool:
@@ -204,7 +102,7 @@ class Store:
         self.max_memory = max_memory
         self.shard_span_us = shard_span_us
         self._shards: dict[int, Shard] = {}
-        self.memo = Memo()  # whole-shard counts and indexes, bounded (shard.Memo)
+        self.memo = Memo()  # whole-shard counts and indexes, bounded (memo.Memo)
         self._keys: list[int] = []  # shard keys, sorted
         # Seqs this store mints are node << NODE_SHIFT | counter (see record.py).
         self.node = node
@@ -526,7 +424,7 @@ class Store:
         for key in self._keys[:-2]:
             shard = self._shards[key]
             if shard.run is None and len(shard) and not shard.seal_failed:
-                jobs.append(SealJob(shard, shard.seal_snapshot(), self.cache, self.block_records))
+                jobs.append(SealJob(shard, seal_snapshot(shard), self.cache, self.block_records))
         return jobs
 
     def seal_failed(self, job: SealJob) -> None:
@@ -626,14 +524,14 @@ class Store:
         An invalid `q` raises QueryError naming the parameter (query.check),
         and so does a cursor this store did not make.
         """
-        plan = _plan(check(q))
+        plan = plan_of(check(q))
         plan.budget = SCAN_BUDGET
         plan.index_budget = INDEX_BUDGET
         limit = max(1, q.limit)
         found = list(
             islice(
                 chain.from_iterable(
-                    zip(repeat(shard), shard.select(plan, *shard.bounds(plan)))
+                    zip(repeat(shard), select(shard, plan, *bounds(shard, plan)))
                     for shard in self._shards_for(plan)
                 ),
                 limit + 1,
@@ -672,14 +570,14 @@ class Store:
         naming `step`. The cursor, limit and order of `q` are ignored.
         """
         sq = check_stats(StatsQuery(q, by, step_us))  # query.py's one check
-        plan = _plan(sq.query, use_cursor=False)
+        plan = plan_of(sq.query, use_cursor=False)
         plan.reverse = False
         return aggregate(self._shards_for(plan), plan, sq.by, sq.step_us)
 
     def fields(self, q: Query) -> list[tuple[str, int]]:
         """`/fields`: fields.*/sd.* names in records matching `q` with how
         many records have each, most frequent first (query.MAX_FIELDS at most)."""
-        plan = _plan(check(q), use_cursor=False)
+        plan = plan_of(check(q), use_cursor=False)
         plan.reverse = False
         return field_counts(self._shards_for(plan), plan)
 

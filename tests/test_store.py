@@ -643,7 +643,7 @@ def test_expire_counts_older_shards_field_names_ahead_of_fields() -> None:
 
 
 def test_remembered_counts_and_indexes_are_bounded_and_least_recently_used_go_first() -> None:
-    from collector.shard import Memo
+    from collector.memo import Memo
 
     memo = Memo(max_entries=10)
     assert memo.get(("a",), dict.fromkeys, "abcd") == dict.fromkeys("abcd")  # 5 entries
@@ -715,7 +715,7 @@ def test_a_shard_whose_records_cannot_be_sealed_stays_open_and_answers() -> None
 
 def test_a_sealed_shard_rules_out_absent_words_from_its_word_filter_and_misses_no_match() -> None:
     from collector.search import parse
-    from collector.shard import _Summary
+    from collector.shardquery import _Summary
 
     s = store()
     messages = ["disk full on sda7", "İd ready", "ΟΔΟΣ closed", "user_id=42 logged in"]

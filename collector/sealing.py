@@ -1,0 +1,141 @@
+"""Store stage, sealing: an open shard's snapshot becomes a sealed copy
+whose records live in compressed blocks.
+
+Pure: no asyncio, no logging, no clock. `seal_snapshot` runs on the writer's
+side; `sealed_copy` (a SealJob's run) reads the shard without changing it, in
+any thread; the store installs the copy only if the shard did not change.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from collector.block import BLOCK_RECORDS, BlockCache, BlockRun, Columns, encode_block
+from collector.shard import (
+    FACILITY_OUT,
+    SHARD_BYTES,
+    Shard,
+    Table,
+    count_bytes,
+    unpack_extras,
+)
+from collector.textheap import TextHeap
+from collector.times import format_timestamp
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+
+
+@dataclass(slots=True)
+class SealJob:
+    """One shard to seal: `run()` (any thread) builds the sealed copy, and
+    `Store.install` (the writer's thread) swaps it in if nothing changed."""
+
+    shard: Shard
+    snapshot: tuple[Any, ...]
+    cache: BlockCache
+    block_records: int
+
+    def run(self) -> Shard:
+        return sealed_copy(self.shard, self.snapshot, self.cache, self.block_records)
+
+    @property
+    def start_text(self) -> str:
+        """The time of the shard's first record, for messages."""
+        ts = self.snapshot[1]
+        return format_timestamp(ts[0]) if len(ts) else "-"
+
+
+def seal_snapshot(shard: Shard) -> tuple[int, array[int], array[int], Sequence[int]]:
+    """(version, ts, seqs, physical indices) of the live records, for
+    `sealed_copy` in a worker thread: taken on the writer's side, cheap
+    (array copies), and the open tail's text frozen so that what the
+    worker reads is never moved."""
+    shard.text.freeze()
+    phys: Sequence[int] = (
+        range(shard.base, shard.base + len(shard.ts))
+        if shard.order is None
+        else array("I", shard.order)
+    )
+    return shard.version, array("q", shard.ts), array("q", shard.seqs), phys
+
+
+def sealed_copy(
+    shard: Shard,
+    snapshot: tuple[int, array[int], array[int], Sequence[int]],
+    cache: BlockCache,
+    block_records: int = BLOCK_RECORDS,
+) -> Shard:
+    """A sealed shard holding the snapshot's records: blocks of `block_records`.
+
+    Reads this shard without changing it (only appends may run
+    meanwhile), so it can run in a worker thread; the store installs the
+    copy only if `version` still matches.
+    """
+    _, ts, seqs, phys = snapshot
+    n = len(ts)
+    out = Shard(shard.key, 1, shard.memo)
+    host_t, service_t, procid_t, msgid_t, format_t = shard.tables
+
+    def values(table: Table, col: Any) -> list[Any]:
+        return list(map(table.values.__getitem__, map(col.__getitem__, phys)))
+
+    hosts = values(host_t, shard.host)
+    services = values(service_t, shard.service)
+    lvl = bytearray(map(shard.lvl.__getitem__, phys))
+    fac = bytearray(map(shard.fac.__getitem__, phys))
+    out.ts, out.seqs, out.lvl, out.fac = ts, seqs, lvl, fac
+    host_codes = out.tables[0].encode(hosts)
+    service_codes = out.tables[1].encode(services)
+    out.host = array("H" if len(out.tables[0].values) <= 65536 else "I", host_codes)
+    out.service = array("H" if len(out.tables[1].values) <= 65536 else "I", service_codes)
+    count_bytes(out.lvl_counts, bytes(lvl))
+    count_bytes(out.fac_counts, bytes(fac))
+    recv = list(map(shard.recv.__getitem__, phys))
+    procids = values(procid_t, shard.procid)
+    msgids = values(msgid_t, shard.msgid)
+    formats = [v or "" for v in values(format_t, shard.fmt)]
+    facilities = list(map(FACILITY_OUT.__getitem__, fac))
+    messages = list(map(shard.text.message, phys))
+    if shard.extras:
+        extras = list(map(unpack_extras, map(shard.extras.get, phys)))
+        sds: list[Any] = list(map(_FIRST, extras))
+        fields: list[Any] = list(map(_SECOND, extras))
+    else:
+        sds = fields = [None] * n
+    blocks = []
+    for a in range(0, n, block_records):
+        b = min(n, a + block_records)
+        blocks.append(
+            encode_block(
+                Columns(
+                    ts=ts[a:b],
+                    seqs=seqs[a:b],
+                    received_at=recv[a:b],
+                    host=hosts[a:b],
+                    service=services[a:b],
+                    procid=procids[a:b],
+                    msgid=msgids[a:b],
+                    facility=facilities[a:b],
+                    level=lvl[a:b],
+                    format=formats[a:b],
+                    message=messages[a:b],
+                    structured_data=sds[a:b],
+                    fields=fields[a:b],
+                )
+            )
+        )
+    out.run = BlockRun(blocks, cache)
+    out.text = TextHeap(1)
+    out.nbytes = (
+        SHARD_BYTES
+        + n * out.sealed_record_bytes()
+        + out.run.nbytes
+        + out.tables[0].nbytes
+        + out.tables[1].nbytes
+    )
+    return out
