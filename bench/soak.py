@@ -26,7 +26,7 @@ from typing import Any
 
 from common import DaemonProcess, poll
 
-from collector.config import parse_duration
+from collector.configvalues import parse_duration
 
 SERVICES = ("sshd", "nginx", "cron", "app", "db")
 

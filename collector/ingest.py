@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collector.config import ListenerConfig, resolve_timezone
+from collector.config import ListenerConfig
+from collector.configvalues import resolve_timezone
 from collector.framing import STRIP, Frame
 from collector.jsonlines import parse_json_line
 from collector.parse import parse_frames, parse_syslog

@@ -17,7 +17,8 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from collector.config import ListenerConfig, parse_host_port
+from collector.config import ListenerConfig
+from collector.configvalues import parse_host_port
 from collector.framing import StreamFramer, line_framer, syslog_framer
 from collector.ingest import (
     CONNECTION_LIMIT,

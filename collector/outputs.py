@@ -323,7 +323,7 @@ class SyslogSender:
 
     def __init__(self, url: str, *, tls_ca: str | None = None, tls_verify: bool = True) -> None:
         scheme, _, rest = url.partition("://")
-        from collector.config import parse_host_port
+        from collector.configvalues import parse_host_port
 
         self.scheme = scheme
         self.host, self.port = parse_host_port(rest)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from collector import search
-from collector.config import parse_duration
+from collector.configvalues import parse_duration
 from collector.record import FACILITIES, LEVELS, Record, facility_from_name, level_from_name
 from collector.times import MAX_US, MIN_US, days_from_civil, format_timestamp, valid_day
 

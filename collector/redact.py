@@ -23,7 +23,8 @@ from typing import Any
 
 import re2
 
-from collector.config import RedactRule, compile_linear
+from collector.config import RedactRule
+from collector.configvalues import compile_linear
 from collector.record import Record
 
 MASK = "[REDACTED]"

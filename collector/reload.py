@@ -15,14 +15,8 @@ import time
 from typing import Protocol
 
 from collector import systemd
-from collector.config import (
-    Config,
-    ConfigError,
-    HttpConfig,
-    ListenerConfig,
-    load_config,
-    parse_host_port,
-)
+from collector.config import Config, ConfigError, HttpConfig, ListenerConfig, load_config
+from collector.configvalues import parse_host_port
 from collector.http import start_http
 from collector.ingest import Sink
 from collector.listeners import Listener, start_listener

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from collector.config import Config, resolve_timezone
+from collector.config import Config
+from collector.configvalues import resolve_timezone
 from collector.record import ParseOptions
 from collector.redact import Redactor
 

@@ -14,7 +14,8 @@ import os
 import socket
 from collections.abc import Iterable, MutableMapping, Sequence
 
-from collector.config import ListenerConfig, parse_host_port
+from collector.config import ListenerConfig
+from collector.configvalues import parse_host_port
 
 log = logging.getLogger("collector.systemd")
 

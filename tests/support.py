@@ -16,7 +16,8 @@ from typing import Any
 import httptools
 
 from collector.config import Config, HttpConfig, ListenerConfig
-from collector.daemon import Daemon, start, stop
+from collector.daemon import start, stop
+from collector.running import Daemon
 
 
 def local_config(*listeners: ListenerConfig, **sections: Any) -> Config:

@@ -16,7 +16,7 @@ import pytest
 from collector import cli, client
 from collector.client import RECENT_IDS, RESUME_MARGIN, Resume
 from collector.config import HttpConfig, StoreConfig
-from collector.daemon import Daemon
+from collector.running import Daemon
 from tests.support import http_request, local_config, running_daemon, wait_for
 
 

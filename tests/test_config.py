@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import (
-    Config,
-    ConfigError,
-    config_from_dict,
-    load_config,
-    parse_duration,
-    parse_size,
-    resolve_timezone,
-)
+from collector.config import Config, ConfigError, config_from_dict, load_config
+from collector.configvalues import parse_duration, parse_size, resolve_timezone
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
 

@@ -138,7 +138,7 @@ def test_a_second_daemon_on_a_taken_port_exits_2_naming_listener_and_address(
 
 
 def test_the_status_line_is_silent_when_nothing_changed_and_reports_rate_and_drops() -> None:
-    from collector.daemon import Snapshot, status_line
+    from collector.running import Snapshot, status_line
 
     before = Snapshot(records=10, received=10, dropped=1, at=100.0)
     assert status_line(before, Snapshot(10, 10, 1, 110.0)) is None
@@ -150,11 +150,11 @@ def test_the_status_line_is_silent_when_nothing_changed_and_reports_rate_and_dro
 async def test_the_foreground_daemon_logs_a_status_line_once_records_arrive(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from collector.daemon import _stderr_status
+    from collector.running import stderr_status
 
     with caplog.at_level(logging.INFO, logger="collector.daemon"):
         async with running_daemon() as d:
-            d.spawn(_stderr_status(d, interval=0.05))
+            d.spawn(stderr_status(d, interval=0.05))
             host, port = listener_addr(d, "udp")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.sendto(b"<13>1 - h app - - - counted", (host, port))

@@ -8,8 +8,9 @@ import dataclasses
 from typing import Any
 
 from collector.config import Config, ListenerConfig, OutputConfig, StoreConfig
-from collector.daemon import Daemon, node_id
+from collector.daemon import node_id
 from collector.record import NODE_SHIFT, Record, node_of, parse_id
+from collector.running import Daemon
 from collector.streams import stream_key
 from tests.brokers import Broker, needs_redis
 from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for

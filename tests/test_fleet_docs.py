@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from collector.config import config_from_dict
-from collector.daemon import Daemon
+from collector.running import Daemon
 from tests.brokers import Broker, free_port, needs_redis
 from tests.support import get_json, listener_addr, running_daemon, wait_for
 

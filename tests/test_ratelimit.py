@@ -7,9 +7,9 @@ import gc
 import socket
 
 from collector.config import ListenerConfig, RateLimitConfig
-from collector.daemon import report_rate_limits
 from collector.ratelimit import MAX_KEYS, RateLimiter
 from collector.record import ERR, INFO, Record
+from collector.running import report_rate_limits
 from tests.support import get_json, http_request, listener_addr, local_config, running_daemon
 from tests.support import wait_for as wait_until
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from collector.config import ListenerConfig
-from collector.daemon import Daemon
 from collector.reload import reload, reload_from_file
+from collector.running import Daemon
 from tests.support import (
     get_json,
     http_request,

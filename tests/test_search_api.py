@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from collector.daemon import Daemon
+from collector.running import Daemon
 from tests.support import get_json, http_request, running_daemon
 
 NOW = "2026-01-30T12:00:00Z"

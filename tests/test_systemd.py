@@ -528,13 +528,13 @@ def _drain(s: socket.socket) -> list[bytes]:
 async def test_watchdog_pings_come_from_the_event_loop_and_stop_while_it_is_stuck(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from collector.daemon import _watchdog
+    from collector.running import watchdog
     from tests.support import running_daemon, wait_for
 
     with _notify_socket(abstract=True) as (ns, name):
         monkeypatch.setenv("NOTIFY_SOCKET", name)
         async with running_daemon() as d:
-            d.spawn(_watchdog(d, 0.02))
+            d.spawn(watchdog(d, 0.02))
             got: list[bytes] = []
             await wait_for(lambda: got.extend(_drain(ns)) or got.count(b"WATCHDOG=1") >= 3)
             _drain(ns)
@@ -548,10 +548,10 @@ async def test_watchdog_pings_come_from_the_event_loop_and_stop_while_it_is_stuc
 async def test_status_lines_report_records_rate_and_listeners(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import collector.daemon
+    import collector.running
     from tests.support import listener_addr, running_daemon, wait_for
 
-    monkeypatch.setattr(collector.daemon, "STATUS_INTERVAL", 0.05)
+    monkeypatch.setattr(collector.running, "STATUS_INTERVAL", 0.05)
     with _notify_socket(abstract=True) as (ns, name):
         monkeypatch.setenv("NOTIFY_SOCKET", name)
         async with running_daemon() as d:
@@ -559,7 +559,7 @@ async def test_status_lines_report_records_rate_and_listeners(
                 for i in range(3):
                     s.sendto(b"<13>1 - h app - - - m%d" % i, listener_addr(d, "udp"))
             await wait_for(lambda: len(d.store) == 3)
-            d.spawn(collector.daemon._status_reporter(d))
+            d.spawn(collector.running.status_reporter(d))
             seen: list[bytes] = []
             await wait_for(lambda: seen.extend(_drain(ns)) or seen)
             line = seen[0].decode()

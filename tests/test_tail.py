@@ -13,7 +13,7 @@ import httptools
 import pytest
 
 from collector import tail
-from collector.daemon import Daemon
+from collector.running import Daemon
 from tests.support import (
     Conn,
     get,

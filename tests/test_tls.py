@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from collector.config import ConfigError, HttpConfig, ListenerConfig, TlsConfig, config_from_dict
-from collector.daemon import Daemon
 from collector.reload import reload_from_file
+from collector.running import Daemon
 from tests.support import get_json, listener_addr, local_config, running_daemon, wait_for
 from tests.tls_support import Certs, make_certs, signed
 
