@@ -20,18 +20,13 @@ from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from collector import search
-from collector.block import (
-    BLOCK_RECORDS,
-    BlockCache,
-    BlockRun,
-    Columns,
-    encode_block,
-    word_keys,
-    words,
-)
+from collector import matching, search
+from collector.block import BLOCK_RECORDS, Columns, encode_block
+from collector.blockcache import BlockCache
+from collector.blockrun import BlockRun
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
+from collector.wordfilter import word_keys, words
 
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
@@ -201,7 +196,7 @@ class Plan:
     # search then checked at word boundaries, and the rest as a record test.
     value_tests: tuple[tuple[int, Callable[[str | None], bool]], ...] = ()
     texts: tuple[search.Text, ...] = ()
-    residual: search.Predicate | None = None
+    residual: matching.Predicate | None = None
     # fields.*/sd.* terms ANDed at the top: found through a per-shard value
     # index (built once per shard version) instead of unpacking every record.
     extra_terms: tuple[search.Field | search.Exists, ...] = ()
@@ -722,7 +717,7 @@ class Shard:
                     return None
                 if hits < n:
                     out.append((small_col, codes, hits))
-        if plan.tree is not None and not search.may_match(plan.tree, _Summary(self, a, b)):
+        if plan.tree is not None and not matching.may_match(plan.tree, _Summary(self, a, b)):
             return None
         sealed = self.run is not None
         columns = (self.host, self.service, self.procid, self.msgid, self.fmt)
@@ -947,7 +942,7 @@ class Shard:
         pairs: list[tuple[int, int]] = []
         for p, packed in self.extras.items():
             sd, fields = _unpack_extras(packed)
-            values = search.extra_values(name, sd, fields)
+            values = matching.extra_values(name, sd, fields)
             if values is not None:
                 pairs.extend((hash(v), p) for v in {v.lower() for v in values})
         pairs.sort()
@@ -1029,7 +1024,7 @@ class Memo:
 
 
 class _Summary:
-    """What a shard knows without reading records, for search.may_match."""
+    """What a shard knows without reading records, for matching.may_match."""
 
     __slots__ = ("a", "b", "shard")
 
@@ -1060,7 +1055,7 @@ class _Summary:
 
 
 def _sealed_edges_hold(rec: Callable[[int], Record], t: search.Text, i: int) -> bool:
-    return search.find_text(rec(i).message.lower(), t)
+    return matching.find_text(rec(i).message.lower(), t)
 
 
 def _sealed_value_holds(
@@ -1073,7 +1068,7 @@ def _sealed_value_holds(
 def _edges_hold(
     lowered: Callable[[int], str], phys: Callable[[int], int], t: search.Text, i: int
 ) -> bool:
-    return search.find_text(lowered(phys(i)), t)
+    return matching.find_text(lowered(phys(i)), t)
 
 
 class _Row:

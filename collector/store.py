@@ -18,8 +18,9 @@ from itertools import chain, islice, repeat
 from operator import attrgetter, le
 from typing import Any
 
-from collector import search
-from collector.block import BLOCK_RECORDS, BlockCache
+from collector import matching, search
+from collector.block import BLOCK_RECORDS
+from collector.blockcache import BlockCache
 from collector.query import ContextQuery, Query, QueryError, StatsQuery, check, check_stats
 from collector.record import LEVELS, NODE_SHIFT, Record, make_id, node_of, parse_id
 from collector.shard import Memo, Plan, Shard
@@ -120,7 +121,7 @@ def _value_test(node: search.Field | search.Exists, negate: bool) -> Callable[[s
     f = node
 
     def test(v: str | None) -> bool:
-        return (v is not None and search.value_matches(f, (v,))) is not negate
+        return (v is not None and matching.value_matches(f, (v,))) is not negate
 
     return test
 
@@ -156,7 +157,7 @@ def _plan_search(plan: Plan, tree: search.Node) -> None:
     plan.texts = tuple(texts)
     plan.extra_terms = tuple(extra_terms)
     if rest:
-        plan.residual = search.predicate(rest[0] if len(rest) == 1 else search.And(tuple(rest)))
+        plan.residual = matching.predicate(rest[0] if len(rest) == 1 else search.And(tuple(rest)))
     plan.tree = tree
 
 
