@@ -30,15 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 import zstandard
 from store import make_records
 
-from collector.block import (
-    BlockCache,
-    WordFilter,
-    _message_words,
-    columns_from_records,
-    encode_block,
-    find_substring,
-    word_keys,
-)
+from collector.block import columns_from_records, encode_block
+from collector.blockcache import BlockCache
+from collector.blockrun import find_substring
+from collector.wordfilter import WordFilter, message_words, word_keys
 
 SIZES = (1024, 4096, 16384)
 
@@ -129,7 +124,7 @@ def main() -> None:
         t_seal = median_time(lambda cols=cols: [encode_block(c) for c in cols], rounds)
         t_words = median_time(
             lambda cols=cols: [
-                WordFilter.build(map(zlib.crc32, _message_words(c.message))) for c in cols
+                WordFilter.build(map(zlib.crc32, message_words(c.message))) for c in cols
             ],
             rounds,
         )

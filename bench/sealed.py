@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from store import HOUR_US, T0, make_records
 
-from collector.block import word_keys, words
 from collector.config import StoreConfig
 from collector.query import Query
 from collector.record import make_id
 from collector.store import Store
+from collector.wordfilter import word_keys, words
 
 
 def malloc_trim() -> None:

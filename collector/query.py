@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from collector import search
+from collector import matching, search
 from collector.configvalues import parse_duration
 from collector.record import FACILITIES, LEVELS, Record, facility_from_name, level_from_name
 from collector.times import MAX_US, MIN_US, days_from_civil, format_timestamp, valid_day
@@ -167,7 +167,7 @@ def matches(rec: Record, q: Query) -> bool:
 def predicate(tree: search.Node) -> Callable[[Record], bool]:
     """The tree's record test, built once per distinct tree (every /tail
     record of a stream is tested with it)."""
-    return search.predicate(tree)
+    return matching.predicate(tree)
 
 
 # --- times ----------------------------------------------------------------------

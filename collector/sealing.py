@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from collector.block import BLOCK_RECORDS, BlockCache, BlockRun, Columns, encode_block
+from collector.block import BLOCK_RECORDS, Columns, encode_block
+from collector.blockcache import BlockCache
+from collector.blockrun import BlockRun
 from collector.shard import (
     FACILITY_OUT,
     SHARD_BYTES,

@@ -18,9 +18,7 @@ from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from collector.block import (
-    BlockRun,
-)
+from collector.blockrun import BlockRun
 from collector.memo import Memo
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
@@ -518,7 +516,7 @@ class Shard:
 
     def may_contain_words(self, keys: Sequence[int], a: int, b: int) -> bool:
         """Whether some record in [a, b) may hold every word hashed in `keys`
-        (`block.word_keys` of `block.words`); False only when certainly not.
+        (`wordfilter.word_keys` of `wordfilter.words`); False only when certainly not.
         An open shard has no word filter and always answers True."""
         if self.run is None or a >= b:
             return a < b

@@ -16,11 +16,11 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any
 
-from collector import search
-from collector.block import word_keys, words
+from collector import matching, search
 from collector.query import Query, QueryError
 from collector.record import LEVELS, Record, parse_id
 from collector.shard import NO_FACILITY, Shard, unpack_extras
+from collector.wordfilter import word_keys, words
 
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
@@ -46,7 +46,7 @@ class Plan:
     # search then checked at word boundaries, and the rest as a record test.
     value_tests: tuple[tuple[int, Callable[[str | None], bool]], ...] = ()
     texts: tuple[search.Text, ...] = ()
-    residual: search.Predicate | None = None
+    residual: matching.Predicate | None = None
     # fields.*/sd.* terms ANDed at the top: found through a per-shard value
     # index (built once per shard version) instead of unpacking every record.
     extra_terms: tuple[search.Field | search.Exists, ...] = ()
@@ -117,7 +117,7 @@ def _value_test(node: search.Field | search.Exists, negate: bool) -> Callable[[s
     f = node
 
     def test(v: str | None) -> bool:
-        return (v is not None and search.value_matches(f, (v,))) is not negate
+        return (v is not None and matching.value_matches(f, (v,))) is not negate
 
     return test
 
@@ -153,7 +153,7 @@ def _plan_search(plan: Plan, tree: search.Node) -> None:
     plan.texts = tuple(texts)
     plan.extra_terms = tuple(extra_terms)
     if rest:
-        plan.residual = search.predicate(rest[0] if len(rest) == 1 else search.And(tuple(rest)))
+        plan.residual = matching.predicate(rest[0] if len(rest) == 1 else search.And(tuple(rest)))
     plan.tree = tree
 
 
@@ -199,7 +199,7 @@ def filters_for(shard: Shard, plan: Plan, a: int, b: int) -> list[_Filter] | Non
                 return None
             if hits < n:
                 out.append((small_col, codes, hits))
-    if plan.tree is not None and not search.may_match(plan.tree, _Summary(shard, a, b)):
+    if plan.tree is not None and not matching.may_match(plan.tree, _Summary(shard, a, b)):
         return None
     sealed = shard.run is not None
     columns = (shard.host, shard.service, shard.procid, shard.msgid, shard.fmt)
@@ -402,7 +402,7 @@ def _value_index(shard: Shard, name: str) -> _HashIndex:
     pairs: list[tuple[int, int]] = []
     for p, packed in shard.extras.items():
         sd, fields = unpack_extras(packed)
-        values = search.extra_values(name, sd, fields)
+        values = matching.extra_values(name, sd, fields)
         if values is not None:
             pairs.extend((hash(v), p) for v in {v.lower() for v in values})
     pairs.sort()
@@ -448,7 +448,7 @@ class _HashIndex:
 
 
 class _Summary:
-    """What a shard knows without reading records, for search.may_match."""
+    """What a shard knows without reading records, for matching.may_match."""
 
     __slots__ = ("a", "b", "shard")
 
@@ -459,7 +459,7 @@ class _Summary:
 
     def may_have_word(self, word: str) -> bool:
         # A sealed shard answers from its blocks' word filters over [a, b)
-        # (block.words splits as the search language does: runs of letters
+        # (wordfilter.words splits as the search language does: runs of letters
         # and digits of the lower-cased text); an open one has none: True.
         shard = self.shard
         if shard.run is None:
@@ -479,7 +479,7 @@ class _Summary:
 
 
 def _sealed_edges_hold(rec: Callable[[int], Record], t: search.Text, i: int) -> bool:
-    return search.find_text(rec(i).message.lower(), t)
+    return matching.find_text(rec(i).message.lower(), t)
 
 
 def _sealed_value_holds(
@@ -492,7 +492,7 @@ def _sealed_value_holds(
 def _edges_hold(
     lowered: Callable[[int], str], phys: Callable[[int], int], t: search.Text, i: int
 ) -> bool:
-    return search.find_text(lowered(phys(i)), t)
+    return matching.find_text(lowered(phys(i)), t)
 
 
 class _Row:

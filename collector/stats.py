@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from collector.matching import extra_values, field_names
 from collector.query import MAX_BUCKETS, MAX_BY_VALUES, MAX_FIELDS, check_buckets
 from collector.record import FACILITIES, LEVELS
-from collector.search import extra_values, field_names, is_dotted
+from collector.search import is_dotted
 from collector.shard import NO_FACILITY, Shard
 from collector.shardquery import Plan, bounds, filters_for, select, tests_records
 from collector.times import format_timestamp

@@ -18,7 +18,8 @@ from itertools import chain, islice, repeat
 from operator import attrgetter, le
 from typing import Any
 
-from collector.block import BLOCK_RECORDS, BlockCache
+from collector.block import BLOCK_RECORDS
+from collector.blockcache import BlockCache
 from collector.memo import Memo
 from collector.query import ContextQuery, Query, StatsQuery, check, check_stats
 from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id

@@ -11,19 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.block import (
-    Block,
-    BlockCache,
-    WordFilter,
-    _message_words,
-    columns_from_records,
-    encode_block,
-    find_substring,
-    records,
-    word_keys,
-    words,
-)
+from collector.block import Block, columns_from_records, encode_block
+from collector.blockcache import BlockCache
+from collector.blockrun import find_substring, records
 from collector.record import Record
+from collector.wordfilter import WordFilter, message_words, word_keys, words
 
 # Letters whose lower case changes length or leaves ASCII (İ, the Kelvin
 # sign), non-ASCII punctuation (an em dash), a lone surrogate, a non-Latin digit.
@@ -107,7 +99,7 @@ def test_the_word_filter_passes_every_word_and_phrase_of_every_message(
 @given(st.lists(TEXT, min_size=1, max_size=20))
 def test_ascii_words_found_at_c_speed_are_the_words_the_definition_gives(msgs: list[str]) -> None:
     expected = {w.encode("utf-8", "surrogatepass") for m in msgs for w in words(m)}
-    assert _message_words(msgs) == expected
+    assert message_words(msgs) == expected
 
 
 def test_a_word_is_a_run_of_letters_and_digits_compared_lower_cased() -> None:

@@ -28,6 +28,10 @@ PURE = [
     "stats",
     "query",
     "search",
+    "matching",
+    "wordfilter",
+    "blockcache",
+    "blockrun",
     "terminal",
 ]
 FORBIDDEN_MODULES = {"asyncio", "socket", "selectors", "logging", "time", "os", "subprocess"}

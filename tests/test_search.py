@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector.matching import may_match, predicate, word_clauses
 from collector.record import FACILITIES, LEVELS, Record, record_to_dict
 from collector.search import (
     ALL,
@@ -27,11 +28,8 @@ from collector.search import (
     Regex,
     SearchError,
     Text,
-    may_match,
     parse,
-    predicate,
     unparse,
-    word_clauses,
 )
 
 T0 = 1_769_774_400_000_000

@@ -440,7 +440,8 @@ SEARCHES = [
 
 
 def _brute(records: list[tuple[str, Record]], text: str) -> list[str]:
-    from collector.search import parse, predicate
+    from collector.matching import predicate
+    from collector.search import parse
 
     match = predicate(parse(text))
     return [rid for rid, r in records if match(r)]
@@ -737,6 +738,7 @@ def test_a_sealed_shard_rules_out_absent_words_from_its_word_filter_and_misses_n
 
 
 def _match(text: str, r: Record) -> bool:
-    from collector.search import parse, predicate
+    from collector.matching import predicate
+    from collector.search import parse
 
     return predicate(parse(text))(r)

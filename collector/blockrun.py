@@ -1,0 +1,233 @@
+"""Store stage: reading sealed blocks: records by index, substring scans, a shard's run of blocks.
+
+Pure: no asyncio, no clock, no logging. Reads go through a BlockCache so a
+block's frames are decompressed once while they are in use.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import accumulate, repeat
+from operator import itemgetter
+from typing import Any
+
+from collector.block import FACILITY_OUT, Block, Text
+from collector.blockcache import BlockCache
+from collector.record import Record
+from collector.wordfilter import WordFilter
+
+
+def records(
+    block: Block, idx: Sequence[int], cache: BlockCache, ts: Sequence[int] | None = None
+) -> list[Record]:
+    """The records at indices `idx` of the block, column by column (C-speed maps).
+
+    `ts`, their timestamps when the caller has them (a sealed shard keeps
+    its keys in the clear), saves decoding the keys frame.
+    """
+    attrs = cache.attrs(block)
+    text = cache.text(block)
+    hosts, services, procids, msgids, formats = block.dicts
+    host_c, service_c, procid_c, msgid_c, format_c = attrs.codes
+
+    def column(col: Any) -> Iterator[Any]:
+        return map(col.__getitem__, idx)
+
+    sds: Iterable[Any]
+    fields: Iterable[Any]
+    if block.extras_z is not None:
+        extras = cache.extras(block)
+        pairs = [extras.get(i, (None, None)) for i in idx]
+        sds, fields = map(itemgetter(0), pairs), map(itemgetter(1), pairs)
+    else:
+        sds = fields = repeat(None)
+    return list(
+        map(
+            Record,
+            column(cache.keys(block).ts) if ts is None else ts,
+            column(attrs.received_at),
+            map(hosts.__getitem__, column(host_c)),
+            map(services.__getitem__, column(service_c)),
+            map(procids.__getitem__, column(procid_c)),
+            map(msgids.__getitem__, column(msgid_c)),
+            map(FACILITY_OUT.__getitem__, column(attrs.facility)),
+            column(attrs.level),
+            map(text.message, idx),
+            sds,
+            fields,
+            map(formats.__getitem__, column(format_c)),
+        )
+    )
+
+
+# -- matching ----------------------------------------------------------------
+
+
+def find_substring(
+    block: Block, text: Text, needle: str, a: int = 0, b: int | None = None
+) -> list[int]:
+    """Indices in [a, b) whose message, lower-cased, contains `needle` (already lower-cased).
+
+    The same answer as `needle in message.lower()` for each message: ASCII
+    messages are searched in the block's text lower-cased as bytes (one C
+    `find` pass; only hits cost Python work), the few non-ASCII ones as str.
+    """
+    b = block.n if b is None else b
+    if a >= b:
+        return []
+    if not needle:
+        return list(range(a, b))
+    offs = text.offs
+    found: list[int] = []
+    non_ascii = block.non_ascii
+    if needle.isascii():
+        pat = needle.encode("ascii")
+        size = len(pat)
+        lo, hi = offs[a], offs[b]
+        low = text.data[lo:hi].lower() if (lo or hi != len(text.data)) else text.data.lower()
+        pos = low.find(pat)
+        end = hi - lo
+        while pos >= 0:
+            at = lo + pos
+            i = bisect_right(offs, at, a, b + 1) - 1
+            stop = offs[i + 1]
+            if at + size <= stop:
+                found.append(i)
+                if stop - lo >= end:
+                    break
+                pos = low.find(pat, stop - lo)
+            else:  # the match runs into the next message
+                pos = low.find(pat, pos + 1)
+        if non_ascii:
+            drop = set(non_ascii)
+            found = [i for i in found if i not in drop]
+    if non_ascii:
+        lo_i = bisect_left(non_ascii, a)
+        hi_i = bisect_left(non_ascii, b)
+        extra = [i for i in non_ascii[lo_i:hi_i] if needle in text.message(i).lower()]
+        if extra:
+            found = sorted(set(found).union(extra))
+    return found
+
+
+class BlockRun:
+    """One sealed shard's records as consecutive blocks: record `p` (its
+    physical index, in (timestamp, seq) order) is record `p - starts[j]` of
+    block `j`. Whole blocks before `dropped_to` are gone (trimmed by TTL or
+    eviction); their bytes are freed at once.
+    """
+
+    __slots__ = ("blocks", "cache", "first_block", "starts")
+
+    def __init__(self, blocks: list[Block], cache: BlockCache) -> None:
+        self.blocks = blocks
+        self.cache = cache
+        self.starts = array("q", accumulate((b.n for b in blocks), initial=0))
+        self.first_block = 0  # blocks before it are dropped
+
+    @property
+    def nbytes(self) -> int:
+        return 120 + 8 * len(self.starts) + sum(b.nbytes for b in self.live_blocks())
+
+    def live_blocks(self) -> list[Block]:
+        return self.blocks[self.first_block :]
+
+    def block_of(self, p: int) -> int:
+        return bisect_right(self.starts, p) - 1
+
+    def drop_before(self, p: int) -> int:
+        """Drop every block whose records all lie before `p`; returns the bytes freed."""
+        j = self.block_of(p) if p < self.starts[-1] else len(self.blocks)
+        freed = 0
+        while self.first_block < j:
+            block = self.blocks[self.first_block]
+            freed += block.nbytes
+            self.cache.forget(block)
+            self.blocks[self.first_block] = _DROPPED
+            self.first_block += 1
+        return freed
+
+    def forget(self) -> None:
+        """Drop the decoded frames of every block from the cache (the shard goes)."""
+        for block in self.live_blocks():
+            self.cache.forget(block)
+
+    def message(self, p: int) -> str:
+        j = self.block_of(p)
+        return self.cache.text(self.blocks[j]).message(p - self.starts[j])
+
+    def records(self, phys: Sequence[int], ts: Sequence[int] | None = None) -> list[Record]:
+        """The records at physical indices `phys` (any order), block by block;
+        `ts`, their timestamps if known (saves decoding keys)."""
+        out: list[Record] = []
+        k = 0
+        n = len(phys)
+        starts = self.starts
+        while k < n:
+            j = self.block_of(phys[k])
+            lo, hi = starts[j], starts[j + 1]
+            stop = k + 1
+            while stop < n and lo <= phys[stop] < hi:
+                stop += 1
+            part = None if ts is None else ts[k:stop]
+            out.extend(records(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache, part))
+            k = stop
+        return out
+
+    def search(
+        self,
+        needle: str,
+        pa: int,
+        pb: int,
+        mapper: Callable[..., Iterable[list[int]]] = map,
+    ) -> list[int]:
+        """Physical indices in [pa, pb) whose message lower-cased contains `needle` (lower-cased).
+
+        `mapper` runs the per-block scans: pass a thread pool's `map` to use
+        both cores (decompression releases the GIL).
+        """
+        if pa >= pb:
+            return []
+        j0, j1 = self.block_of(pa), self.block_of(pb - 1)
+        starts, blocks, cache = self.starts, self.blocks, self.cache
+
+        def scan(j: int) -> list[int]:
+            base = starts[j]
+            block = blocks[j]
+            a, b = max(pa - base, 0), min(pb - base, block.n)
+            return [base + i for i in find_substring(block, cache.text(block), needle, a, b)]
+
+        out: list[int] = []
+        for hits in mapper(scan, range(j0, j1 + 1)):
+            out.extend(hits)
+        return out
+
+    def may_contain_keys(self, keys: Sequence[int], pa: int, pb: int) -> bool:
+        """Whether some block holding records of [pa, pb) may hold every hashed word."""
+        if pa >= pb:
+            return False
+        j0, j1 = self.block_of(pa), self.block_of(pb - 1)
+        return any(self.blocks[j].may_contain_keys(keys) for j in range(j0, j1 + 1))
+
+
+# Stands in for a dropped block in BlockRun.blocks (indices stay valid).
+_DROPPED = Block(
+    n=0,
+    first=(0, 0),
+    last=(0, 0),
+    dicts=((), (), (), (), ()),
+    widths=(1, 1, 1, 1, 1),
+    host_counts=(),
+    service_counts=(),
+    level_counts={},
+    facility_counts={},
+    word_filter=WordFilter(16, array("I", [0, 0]), array("H")),
+    non_ascii=array("I"),
+    text_bytes=0,
+    keys_z=b"",
+    attrs_z=b"",
+    text_z=b"",
+    extras_z=None,
+)
