@@ -12,7 +12,7 @@ import os
 import re
 import ssl
 import stat
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,22 +332,35 @@ _PARSING_CONVERT: dict[str, Any] = {
 }
 
 
+def _named_sections(
+    ck: Checker, section: str, value: Any, cls: type[Any], convert: dict[str, Any]
+) -> Iterator[tuple[int, str, Any]]:
+    """A YAML list of `cls` entries with unique `name`s (listeners, outputs):
+    (index, dotted key, entry) for each entry that reads, problems recorded.
+    Lazy, so each entry's own checks are reported right after it is read."""
+    if not isinstance(value, list):
+        ck.problems.append(f"{section}: expected a list; got {kind(value)}")
+        return
+    names: dict[str, int] = {}
+    for i, item in enumerate(value):
+        key = f"{section}[{i}]"
+        entry = ck.section(key, item, cls, convert)
+        if entry is None:
+            continue
+        if entry.name in names:
+            ck.problems.append(
+                f"{key}.name: duplicate of {section}[{names[entry.name]}]: {entry.name!r}"
+            )
+        names.setdefault(entry.name, i)
+        yield i, key, entry
+
+
 def _check_listeners(ck: Checker, value: Any) -> tuple[ListenerConfig, ...]:
     if value is None:
         return _default_listeners()
-    if not isinstance(value, list):
-        ck.problems.append(f"listeners: expected a list; got {kind(value)}")
-        return ()
     out: list[ListenerConfig] = []
-    names: dict[str, int] = {}
-    for i, item in enumerate(value):
-        key = f"listeners[{i}]"
-        lc = ck.section(key, item, ListenerConfig, _LISTENER_CONVERT)
-        if lc is None:
-            continue
-        if lc.name in names:
-            ck.problems.append(f"{key}.name: duplicate of listeners[{names[lc.name]}]: {lc.name!r}")
-        names.setdefault(lc.name, i)
+    lc: ListenerConfig
+    for i, key, lc in _named_sections(ck, "listeners", value, ListenerConfig, _LISTENER_CONVERT):
         if lc.is_stream:
             _check_stream_listener(ck, key, lc)
             out.append(lc)
@@ -425,20 +438,10 @@ def _check_stream_listener(ck: Checker, key: str, lc: ListenerConfig) -> None:
 def _check_outputs(ck: Checker, value: Any) -> tuple[OutputConfig, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list):
-        ck.problems.append(f"outputs: expected a list; got {kind(value)}")
-        return ()
     out: list[OutputConfig] = []
-    names: dict[str, int] = {}
     spools: dict[str, int] = {}
-    for i, item in enumerate(value):
-        key = f"outputs[{i}]"
-        oc = ck.section(key, item, OutputConfig, _OUTPUT_CONVERT)
-        if oc is None:
-            continue
-        if oc.name in names:
-            ck.problems.append(f"{key}.name: duplicate of outputs[{names[oc.name]}]: {oc.name!r}")
-        names.setdefault(oc.name, i)
+    oc: OutputConfig
+    for i, key, oc in _named_sections(ck, "outputs", value, OutputConfig, _OUTPUT_CONVERT):
         try:
             check_broker_url(oc.type, oc.url)
         except ValueError as e:
