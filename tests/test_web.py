@@ -607,6 +607,8 @@ def test_reloading_a_shared_url_shows_the_same_view(
     page.wait_loads(3)
     page.tab.click("#wrap")
     page.tab.click("#tz")
+    # The toggles re-render the list: wait until its rows are back.
+    page.tab.locator("[data-testid=row]").first.wait_for()
     first = page.rows()[0]
     page.tab.click(f"[data-testid=row][data-id='{first}']")
     page.tab.locator("[data-testid=detail]").wait_for(state="visible")
