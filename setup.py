@@ -1,6 +1,7 @@
 """The native hot path, built by `pip install .` when a C compiler and the
 Python headers are there (metadata lives in pyproject.toml). `optional=True`:
-when the build fails, the install goes on and the pure-Python parser runs.
+when a build fails, the install goes on and the pure-Python code runs
+(`_native`: the parser; `_netio`: datagram reception with recvmmsg).
 CFLAGS/LDFLAGS from the environment are added (`make fuzz` builds it with
 sanitizers that way)."""
 
@@ -13,6 +14,12 @@ setup(
             ["collector/_native.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        Extension(
+            "collector._netio",
+            ["collector/_netio.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ]
 )

@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from collector.config import ListenerConfig
 from collector.configvalues import resolve_timezone
-from collector.framing import STRIP, Frame
+from collector.framing import Frame
 from collector.jsonlines import parse_json_line
+from collector.netio import DatagramBatch, Receiver
 from collector.parse import parse_frames, parse_syslog
 from collector.ratelimit import RateLimiter
 from collector.record import ParseOptions, Record, raw_record
@@ -64,8 +66,9 @@ LOW_WATER = 1024 * 1024
 # CPU saving (bench/ingest.py --pause-one tuned,flush1024).
 FLUSH_FRAMES = 1024
 # Datagrams read per readiness callback at most: the batch for one flush.
-# Reading stops there, so a flood waits in the kernel's receive buffer.
-READ_BATCH = 256
+# Reading stops there, so a flood waits in the kernel's receive buffer and
+# the loop gets back to HTTP and the other listeners in between.
+READ_BATCH = 1024
 LOG_EVERY = 10.0  # seconds between two warnings of one kind from one listener
 SKEW_LOG_EVERY = 3600.0  # a sender host's clock skew is logged once an hour
 # How long a syslog message ended by LF waits for a continuation line (a line
@@ -157,7 +160,7 @@ class Ingest:
         self.draining: set[Connection] = set()
         self.drained: asyncio.Event | None = None
         self._batches: deque[tuple[list[Frame], str | None, int]] = deque()
-        self._dgrams: list[tuple[bytes, Any]] = []
+        self._dgrams: list[DatagramBatch] = []  # read, not yet parsed
         self._senders: dict[str, str] = {}
         self._backlog = 0  # bytes in _batches
         self._paused: set[Connection] = set()
@@ -249,22 +252,20 @@ class Ingest:
         if not self.draining and self.drained is not None:
             self.drained.set()
 
-    def read_datagrams(self, sock: socket.socket, bufsize: int) -> None:
-        """Readiness callback: read what the kernel holds (up to READ_BATCH)
-        and parse it as one batch on this loop iteration."""
-        recvfrom = sock.recvfrom
-        append = self._dgrams.append
-        for _ in range(READ_BATCH):
-            try:
-                append(recvfrom(bufsize))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:  # e.g. an ICMP error reported on the socket
-                self.warn("recv", "receive error: %s", e)
-                break
-        if self._dgrams and not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self.flush)
+    def read_datagrams(self, receiver: Receiver) -> int:
+        """Readiness callback: read what the kernel holds, up to READ_BATCH
+        datagrams (recvmmsg in C when built), and parse it as one batch on
+        this loop iteration. Returns how many datagrams were read."""
+        batch = receiver.recv(READ_BATCH, self.max_bytes)
+        if batch.errno:  # e.g. an ICMP error reported on the socket
+            self.warn("recv", "receive error: %s", os.strerror(batch.errno))
+        got = len(batch.frames) + batch.empty
+        if got:
+            self._dgrams.append(batch)
+            if not self._scheduled:
+                self._scheduled = True
+                self.loop.call_soon(self.flush)
+        return got
 
     # -- the batch: parse and sink ------------------------------------------
 
@@ -340,51 +341,66 @@ class Ingest:
             self.clock_skew(skewed)
 
     def _parse_dgrams(self, now: int, recs: list[Record]) -> None:
-        dgrams = self._dgrams
+        """The datagram batches read since the last flush: each run of one
+        sender's frames goes to the native parser in one call."""
+        batches = self._dgrams
         self._dgrams = []
+        local = self.local_sender
+        stats = self.stats
+        peers = self.peers if self.limiter is not None else None
+        for batch in batches:
+            stats.bytes += batch.nbytes
+            stats.truncated += batch.truncated
+            if batch.empty:  # nothing to store, but not silently: counted
+                stats.drop(EMPTY, batch.empty)
+            frames = batch.frames
+            if not frames:
+                continue
+            if local is not None:  # unix: every frame is this machine's
+                if peers is not None:
+                    peers.append((len(recs), local))
+                self._parse_run(frames, local, now, recs)
+                continue
+            runs = batch.runs
+            ends = [start for start, _ in runs[1:]] + [len(frames)]
+            senders = self._senders
+            for (start, ip), end in zip(runs, ends, strict=True):
+                sender = (senders.get(ip) or self.sender(ip)) if ip is not None else None
+                if peers is not None:
+                    peers.append((len(recs), sender))
+                run = frames if start == 0 and end == len(frames) else frames[start:end]
+                self._parse_run(run, sender, now, recs)
+
+    def _parse_run(
+        self, frames: list[Frame], sender: str | None, now: int, recs: list[Record]
+    ) -> None:
+        """One sender's datagram frames -> records appended to `recs`: the
+        native batch parser first, Python for what it declines."""
         parse = self.parse
         opts = self.options()
-        cap = self.max_bytes
-        skewed: list[Record] = []
-        local = self.local_sender
-        senders = self._senders
-        append = recs.append
-        nbytes = raw = truncated = empty = 0
-        last: str | None = None
-        for data, addr in dgrams:
-            nbytes += len(data)
-            data = data.rstrip(STRIP)
-            if not data:
-                empty += 1  # nothing to store, but not silently: counted
-                continue
-            cut = len(data) > cap
-            if cut:
-                # Contract: the whole frame is cut before parsing, flagged, counted.
-                data = data[:cap].rstrip(STRIP)
-                truncated += 1
-            if local is None:
-                ip = addr[0]
-                sender = senders.get(ip) or self.sender(ip)
-                if sender is not last and self.limiter is not None:
-                    self.peers.append((len(recs), sender))
-                    last = sender
-            else:
-                sender = local
+        parsed = None
+        if self.parse_frames is not None:
             try:
-                rec = parse(data, now, sender, opts, cut)
-            except Exception:
-                rec = self._parser_failed(data, now, sender, cut)
-            if rec.format == "raw":
-                raw += 1
-            if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
-                skewed.append(rec)
+                parsed = self.parse_frames(frames, now, sender, opts)
+            except Exception:  # a native bug: Python reads the whole batch
+                self.warn("native", "native parser failed; batch parsed in Python", exc_info=True)
+        append = recs.append
+        done: list[Record | None] = [None] * len(frames) if parsed is None else parsed
+        raw = 0
+        skewed: list[Record] = []
+        for rec, (data, cut) in zip(done, frames, strict=True):
+            if rec is None:
+                try:
+                    rec = parse(data, now, sender, opts, cut)
+                except Exception:
+                    rec = self._parser_failed(data, now, sender, cut)
+                if rec.format == "raw":
+                    raw += 1
+                # Only the Python path restamps (native declines skewed times).
+                if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
+                    skewed.append(rec)
             append(rec)
-        stats = self.stats
-        stats.bytes += nbytes
-        stats.raw += raw
-        stats.truncated += truncated
-        if empty:
-            stats.drop(EMPTY, empty)
+        self.stats.raw += raw
         if skewed:
             self.clock_skew(skewed)
 

@@ -29,6 +29,7 @@ from collector.ingest import (
     Sink,
     sanitise,
 )
+from collector.netio import Receiver, receiver
 from collector.ratelimit import RateLimiter
 from collector.settings import Settings
 from collector.sockets import (
@@ -200,7 +201,7 @@ class Listener:
         self.address: tuple[str, int] | str | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sock: socket.socket | None = None  # udp/unix: read by add_reader
-        self._bufsize = 65536
+        self._receiver: Receiver | None = None  # udp/unix: reads _sock in batches
         self._unix_path: str | None = None
         self._unix_ino: int | None = None
         self._closed = False
@@ -281,11 +282,12 @@ class Listener:
         ingest.loop.remove_reader(sock.fileno())
         # Datagrams already in the kernel's buffer are complete messages:
         # read them (bounded) before closing.
-        for _ in range(64):
-            before = len(ingest._dgrams)
-            ingest.read_datagrams(sock, self._bufsize)
-            if len(ingest._dgrams) == before:
-                break
+        receiver = self._receiver
+        self._receiver = None
+        if receiver is not None:
+            for _ in range(64):
+                if not ingest.read_datagrams(receiver):
+                    break
         sock.close()
 
     def _remove_unix_path(self) -> None:
@@ -350,13 +352,14 @@ async def start_listener(
     log.log(
         level, "listener %s: receive buffer %d bytes (asked %d)", cfg.name, granted, cfg.recv_buffer
     )
-    # One recvfrom per datagram: a longer datagram is cut by the kernel and,
-    # being over max_message_bytes, flagged when parsed.
-    listener._bufsize = max(65536, max_message_bytes + 1)
+    # One buffer per datagram: a longer datagram is cut by the kernel and,
+    # being over max_message_bytes, flagged when read.
+    bufsize = max(65536, max_message_bytes + 1)
     name = sock.getsockname()
     try:
         sock.setblocking(False)
-        loop.add_reader(sock.fileno(), ingest.read_datagrams, sock, listener._bufsize)
+        listener._receiver = receiver(sock, bufsize)
+        loop.add_reader(sock.fileno(), ingest.read_datagrams, listener._receiver)
     except BaseException:
         listener._remove_unix_path()
         sock.close()
