@@ -19,6 +19,7 @@ from typing import Any
 
 from collector import __version__
 from collector.config import Config, ConfigError, load_config
+from collector.netio import DETAIL as NETIO_DETAIL
 from collector.parse import IMPLEMENTATION_DETAIL
 
 EXIT_OK = 0
@@ -319,11 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="collector",
         description="A syslog and JSON-lines collector with an in-memory store and an HTTP query API.",
         epilog="See README.md for the configuration and the HTTP API.",
+        # Raw: the --version line is one line however wide the terminal is.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--version",
         action="version",
-        version=f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}",
+        version=f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from collector import systemd
 from collector.config import Config
 from collector.metrics import make_registry
+from collector.netio import DETAIL as NETIO_DETAIL
 from collector.outputs import Output
 from collector.parse import IMPLEMENTATION_DETAIL
 from collector.persist import DirectoryInUse, Persistence
@@ -358,10 +359,11 @@ async def serve(
     if on_started is not None:
         on_started(daemon)
     log.info(
-        "collector started: %d listeners, http on %s:%d, parser %s",
+        "collector started: %d listeners, http on %s:%d, parser %s, datagrams %s",
         len(daemon.listeners),
         *daemon.http_address,
         IMPLEMENTATION_DETAIL,
+        NETIO_DETAIL,
     )
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", systemd_status(daemon)):

@@ -18,13 +18,15 @@ try:
     import collector._netio as _netio
 except ImportError as e:
     _netio = None  # type: ignore[assignment]
-    _MISSING = "not built" if isinstance(e, ModuleNotFoundError) else str(e)
+    _MISSING = (
+        "native module not built" if isinstance(e, ModuleNotFoundError) else f"native module: {e}"
+    )
 else:
     _MISSING = ""
 
 NATIVE = _netio is not None
 # How datagrams are read in this process, for --version and the start-up line.
-DETAIL = "recvmmsg (C)" if NATIVE else f"recvfrom (pure Python: native module {_MISSING})"
+DETAIL = "recvmmsg (C)" if NATIVE else f"recvfrom (pure Python: {_MISSING})"
 
 
 class DatagramBatch(NamedTuple):

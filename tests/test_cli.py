@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import pytest
 
 from collector import __version__, parse
 from collector.cli import main
+from collector.netio import DETAIL as NETIO_DETAIL
 from collector.parse import IMPLEMENTATION_DETAIL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
@@ -62,7 +64,9 @@ def test_version_and_help_via_python_dash_m() -> None:
         [sys.executable, "-m", "collector", "--version"], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0
-    assert out.stdout.strip() == f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}"
+    assert out.stdout.strip() == (
+        f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}"
+    )
     helped = subprocess.run(
         [sys.executable, "-m", "collector", "--help"], capture_output=True, text=True, timeout=30
     )
@@ -80,7 +84,10 @@ def test_version_says_pure_when_collector_pure_is_set() -> None:
         env={**os.environ, "COLLECTOR_PURE": "1"},
     )
     assert out.returncode == 0
-    assert out.stdout.strip().endswith("parser pure Python (native module: COLLECTOR_PURE is set)")
+    assert out.stdout.strip().endswith(
+        "parser pure Python (native module: COLLECTOR_PURE is set), "
+        "datagrams recvfrom (pure Python: native module: COLLECTOR_PURE is set)"
+    )
 
 
 def test_without_the_native_module_version_says_it_was_not_built() -> None:
@@ -100,10 +107,34 @@ def test_without_the_native_module_version_says_it_was_not_built() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
     )
     assert out.returncode == 0, out.stderr
-    assert (
-        out.stdout.strip()
-        == f"collector {__version__}, parser pure Python (native module not built)"
+    # The subprocess runs without COLLECTOR_PURE: _netio loads if it was built.
+    built = importlib.util.find_spec("collector._netio") is not None
+    netio = "recvmmsg (C)" if built else "recvfrom (pure Python: native module not built)"
+    assert out.stdout.strip() == (
+        f"collector {__version__}, parser pure Python (native module not built), datagrams {netio}"
     )
+
+
+def test_without_the_datagram_module_version_says_datagrams_are_read_with_recvfrom() -> None:
+    # As after an install where _netio's build failed: the module cannot be found.
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoNetio(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'collector._netio':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, NoNetio())\n"
+        "from collector.cli import main\n"
+        "main(['--version'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "COLLECTOR_PURE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith(f"collector {__version__}, parser ")
+    assert line.endswith(", datagrams recvfrom (pure Python: native module not built)")
 
 
 def test_with_a_compiler_at_hand_the_native_parser_is_built_and_loaded() -> None:

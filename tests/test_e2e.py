@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.netio import DETAIL as NETIO_DETAIL
 from collector.parse import IMPLEMENTATION_DETAIL
 from tests.support import get_json, http_request, listener_addr, running_daemon, wait_for
 
@@ -108,10 +109,11 @@ def test_sigterm_stops_a_subprocess_daemon_with_exit_0(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
         assert b"stopping" in err
-        # One start-up line says which parser runs (native, or pure and why).
+        # One start-up line says which parser runs (native, or pure and why),
+        # and how datagrams are read (recvmmsg in C, or recvfrom and why).
         started = [line for line in err.decode().splitlines() if "collector started" in line]
         assert len(started) == 1
-        assert f"parser {IMPLEMENTATION_DETAIL}" in started[0]
+        assert f"parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}" in started[0]
     finally:
         if proc.poll() is None:
             proc.kill()
