@@ -143,8 +143,13 @@ class Target:
 
 class Collector(Target):
     def __init__(
-        self, noop_parse: bool = False, untuned_gc: bool = False, pure: bool = False
+        self,
+        noop_parse: bool = False,
+        untuned_gc: bool = False,
+        pure: bool = False,
+        recv_buffer: str | None = None,
     ) -> None:
+        self.recv_buffer = recv_buffer  # None: the default config's
         self.noop = noop_parse
         self.untuned = untuned_gc
         self.pure = pure
@@ -161,12 +166,13 @@ class Collector(Target):
             free_port(),
         )
         cfg = work / "collector.yaml"
+        rcvbuf = f", recv_buffer: {self.recv_buffer}" if self.recv_buffer else ""
         cfg.write_text(
             textwrap.dedent(
                 f"""\
                 listeners:
                   - {{name: tcp, transport: tcp, bind: "127.0.0.1:{self.tcp_port}"}}
-                  - {{name: udp, transport: udp, bind: "127.0.0.1:{self.udp_port}", recv_buffer: 32MiB}}
+                  - {{name: udp, transport: udp, bind: "127.0.0.1:{self.udp_port}"{rcvbuf}}}
                 http: {{bind: "127.0.0.1:{self.http_port}"}}
                 store: {{ttl: 1h, max_records: 50000000, max_memory: 16GiB}}
                 """
@@ -325,10 +331,30 @@ def tcp_load(
     return subprocess.Popen([sys.executable, __file__, "--send-tcp", str(port), str(n)])
 
 
+def c_udp_sender() -> Path | None:
+    """bench/udp_sender.c built into bench/out (gcc), or None without gcc."""
+    src = ROOT / "bench" / "udp_sender.c"
+    exe = OUT / "udp_sender"
+    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return None
+    OUT.mkdir(parents=True, exist_ok=True)
+    subprocess.run([gcc, "-O2", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
 def udp_load(
     port: int, rate: int, seconds: float, loggen: tuple[list[str], dict[str, str]] | None
 ) -> subprocess.Popen[bytes]:
-    """A paced stream of ~250 B RFC 5424 datagrams; the sender prints how many it sent."""
+    """A paced stream of ~250 B RFC 5424 datagrams; the sender prints how many
+    it sent. bench/udp_sender.c (sendmmsg, paced in ~1 ms slices) when gcc is
+    there, else loggen, else a Python sender."""
+    exe = c_udp_sender()
+    if exe is not None:
+        args = ["127.0.0.1", str(port), str(rate), str(seconds), str(MSG_SIZE)]
+        return subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE)
     if loggen is not None:
         cmd, env = loggen
         n = int(rate * seconds)
@@ -492,6 +518,55 @@ def summarise(results: list[Result]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
+def udp_ramp(
+    rates: list[int], rounds: int, seconds: float, makers: list[Callable[[], Target]]
+) -> None:
+    """Every target at every offered rate, `rounds` interleaved rounds; the
+    medians, and each target's highest rate with a median loss < 0.1 %."""
+    sender = c_udp_sender()
+    print(f"UDP sender: {'bench/udp_sender.c (sendmmsg, paced)' if sender else 'loggen/python'}")
+    print("load average at start:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    results: dict[tuple[str, int], list[Result]] = {}
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        work = Path(tmp)
+        for i in range(rounds):
+            for rate in rates:
+                for make in makers:
+                    r = run_one(make(), "udp", work, rate=rate, seconds=seconds)
+                    results.setdefault((r.target, rate), []).append(r)
+                    print(
+                        f"  round {i + 1}: {r.target:18s} {rate:>7,}/s: accepted "
+                        f"{r.accepted:,}/{r.offered:,}, loss {r.loss:.3f}%, "
+                        f"{r.cpu_us_per_msg:.2f} us/msg, load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
+    print("load average at end:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    rows = [["target", "offered msg/s", "runs", "loss % (median)", "CPU us/msg", "peak RSS MiB"]]
+    ceilings: dict[str, int] = {}
+    for (target, rate), rs in results.items():
+        loss = statistics.median(r.loss for r in rs)
+        if loss < 0.1:
+            ceilings[target] = max(ceilings.get(target, 0), rate)
+        else:
+            ceilings.setdefault(target, 0)
+        rows.append(
+            [
+                target,
+                f"{rate:,}",
+                str(len(rs)),
+                f"{loss:.3f}",
+                f"{statistics.median(r.cpu_us_per_msg for r in rs):.2f}",
+                f"{max(r.rss_mib for r in rs):.0f}",
+            ]
+        )
+    print(f"UDP, {MSG_SIZE} B datagrams, {seconds:g} s per run:")
+    print(_table(rows))
+    for target, ceiling in ceilings.items():
+        said = f"{ceiling:,} msg/s" if ceiling else "none"
+        print(f"{target}: highest offered rate with < 0.1% loss (median): {said}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -543,9 +618,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--udp-rate", type=int, default=100_000)
     ap.add_argument("--udp-seconds", type=float, default=None)
     ap.add_argument(
+        "--udp-recv-buffer",
+        default=None,
+        help="the collector's recv_buffer for its UDP listener (default: the default config's)",
+    )
+    ap.add_argument(
         "--udp-ramp",
         default=None,
-        help="comma list of rates (msg/s) to find the <0.1%% loss ceiling",
+        help="comma list of rates (msg/s): only UDP, each rate against the collector "
+        "(+ --vs-pure, + --vs-peers: rsyslog), --runs interleaved rounds; the <0.1%% loss ceiling",
     )
     args = ap.parse_args(argv)
     if args.fetch_peers:
@@ -565,14 +646,16 @@ def main(argv: list[str] | None = None) -> int:
         breakdown(args.tcp_messages or (50_000 if args.quick else 200_000), runs)
         return 0
     loggen = find_loggen()
-    print(f"load generator: {'loggen' if loggen else 'python sender (loggen not found)'}")
-    targets: list[Callable[[], Target]] = [Collector]
+    if not ramp:
+        print(f"load generator: {'loggen' if loggen else 'python sender (loggen not found)'}")
+    rcvbuf = args.udp_recv_buffer
+    targets: list[Callable[[], Target]] = [lambda: Collector(recv_buffer=rcvbuf)]
     if args.noop_parse:
         targets.append(lambda: Collector(noop_parse=True))
     if args.untuned_gc:
         targets.append(lambda: Collector(untuned_gc=True))
     if args.vs_pure:
-        targets.append(lambda: Collector(pure=True))
+        targets.append(lambda: Collector(pure=True, recv_buffer=rcvbuf))
     if args.vs_peers:
         if _peer_root() is not None:
             targets.append(SyslogNg)
@@ -582,6 +665,11 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(Rsyslog)
         else:
             print("rsyslog: not found (apt-get install rsyslog)")
+    if ramp:  # the UDP ramp alone: every target at every rate, interleaved
+        if args.vs_peers and _peer_root() is not None:
+            targets.remove(SyslogNg)  # its UDP source is not the comparison asked for
+        udp_ramp(ramp, runs, udp_s, targets)
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
