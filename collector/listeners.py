@@ -34,6 +34,7 @@ from collector.ratelimit import RateLimiter
 from collector.settings import Settings
 from collector.sockets import (
     dual_stack_tcp_socket,
+    recv_buffer_capped,
     set_recv_buffer,
     udp_socket,
     unix_socket,
@@ -348,10 +349,10 @@ async def start_listener(
     granted = set_recv_buffer(sock, cfg.recv_buffer)
     ingest.stats.recv_buffer = granted
     # Quiet when granted: startup says nothing before every port is bound.
-    level = logging.WARNING if granted < cfg.recv_buffer else logging.DEBUG
-    log.log(
-        level, "listener %s: receive buffer %d bytes (asked %d)", cfg.name, granted, cfg.recv_buffer
-    )
+    if granted < cfg.recv_buffer:
+        log.warning("%s", recv_buffer_capped(cfg.name, cfg.recv_buffer, granted))
+    else:
+        log.debug("listener %s: receive buffer %d bytes", cfg.name, granted)
     # One buffer per datagram: a longer datagram is cut by the kernel and,
     # being over max_message_bytes, flagged when read.
     bufsize = max(65536, max_message_bytes + 1)

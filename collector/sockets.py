@@ -46,6 +46,29 @@ def set_recv_buffer(sock: socket.socket, want: int) -> int:
     return got // 2 if sys.platform.startswith("linux") else got
 
 
+RMEM_MAX = "/proc/sys/net/core/rmem_max"
+
+
+def recv_buffer_capped(name: str, asked: int, granted: int, rmem_max_path: str = RMEM_MAX) -> str:
+    """The warning for a receive buffer the kernel granted smaller than
+    asked: without CAP_NET_ADMIN, SO_RCVBUF is capped at net.core.rmem_max."""
+    try:
+        with open(rmem_max_path) as f:
+            cap = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        cap = None
+    why = (
+        f"the kernel caps it at net.core.rmem_max ({cap}) for a process without CAP_NET_ADMIN"
+        if cap is not None and granted <= cap
+        else "the kernel granted less"
+    )
+    return (
+        f"listener {name}: receive buffer {granted} bytes, asked {asked}: {why}; "
+        f"bursts beyond it are dropped by the kernel (collector_udp_receive_buffer_drops_total). "
+        f"Raise it: sysctl -w net.core.rmem_max={asked}"
+    )
+
+
 def dual_stack_tcp_socket(port: int) -> socket.socket:
     """A TCP socket bound to [::]:port that takes IPv4 too (Linux's dual
     stack); asyncio's create_server sets IPV6_V6ONLY, so "[::]" alone would
