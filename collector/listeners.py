@@ -203,6 +203,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._sock: socket.socket | None = None  # udp/unix: read by add_reader
         self._receiver: Receiver | None = None  # udp/unix: reads _sock in batches
+        self._reader_fd = -1  # what add_reader waits on: the receiver's eventfd or _sock
         self._unix_path: str | None = None
         self._unix_ino: int | None = None
         self._closed = False
@@ -280,12 +281,14 @@ class Listener:
         assert sock is not None
         self._sock = None
         ingest = self.ingest
-        ingest.loop.remove_reader(sock.fileno())
-        # Datagrams already in the kernel's buffer are complete messages:
-        # read them (bounded) before closing.
+        ingest.loop.remove_reader(self._reader_fd)
+        # Datagrams already read into the ring, and those still in the
+        # kernel's buffer, are complete messages: read them (bounded) before
+        # closing. The reading thread ends first: it must not outlive the fd.
         receiver = self._receiver
         self._receiver = None
         if receiver is not None:
+            receiver.stop()
             for _ in range(64):
                 if not ingest.read_datagrams(receiver):
                     break
@@ -359,10 +362,19 @@ async def start_listener(
     name = sock.getsockname()
     try:
         sock.setblocking(False)
-        listener._receiver = receiver(sock, bufsize)
-        loop.add_reader(sock.fileno(), ingest.read_datagrams, listener._receiver)
+        rx = listener._receiver = receiver(sock, bufsize)
+        # The native receiver reads in a thread of its own into a ring as
+        # large as the kernel's buffer; the loop waits on its eventfd.
+        try:
+            listener._reader_fd = rx.start(cfg.recv_buffer)
+        except OSError as e:  # no thread to be had: read in the loop's thread
+            log.warning("listener %s: reading thread not started (%s)", cfg.name, e)
+            listener._reader_fd = sock.fileno()
+        loop.add_reader(listener._reader_fd, ingest.read_datagrams, rx)
     except BaseException:
         listener._remove_unix_path()
+        if listener._receiver is not None:
+            listener._receiver.stop()  # its thread must not outlive the fd
         sock.close()
         raise
     listener._sock = sock

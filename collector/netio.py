@@ -51,6 +51,12 @@ class DatagramBatch(NamedTuple):
 class Receiver(Protocol):
     def recv(self, budget: int, cap: int) -> DatagramBatch: ...
 
+    def start(self, ring_bytes: int) -> int:
+        """Begin reading; the descriptor to wait on for `recv` (add_reader)."""
+
+    def stop(self) -> None:
+        """End reading beside the loop; `recv` then reads what is left."""
+
 
 class PureReceiver:
     """`recvfrom` until the kernel has nothing (EAGAIN) or `budget` is read."""
@@ -58,6 +64,12 @@ class PureReceiver:
     def __init__(self, sock: socket.socket, bufsize: int) -> None:
         self.sock = sock
         self.bufsize = bufsize
+
+    def start(self, ring_bytes: int) -> int:
+        return self.sock.fileno()  # read in the loop's thread, when the socket is readable
+
+    def stop(self) -> None:
+        pass
 
     def recv(self, budget: int, cap: int) -> DatagramBatch:
         recvfrom = self.sock.recvfrom
@@ -93,7 +105,13 @@ class PureReceiver:
 
 
 class NativeReceiver:
-    """collector._netio's Receiver behind the `Receiver` protocol."""
+    """collector._netio's Receiver behind the `Receiver` protocol.
+
+    Before `start` and after `stop`, `recv` reads the socket in the caller's
+    thread (recvmmsg, the GIL released). `start(ring_bytes)` hands the
+    socket to a thread of the module's own that reads it into a ring of
+    `ring_bytes` beside the interpreter; `recv` then takes from the ring,
+    and the returned eventfd is readable while datagrams wait there."""
 
     def __init__(self, sock: socket.socket, bufsize: int, vlen: int = 64) -> None:
         self.sock = sock  # the fd stays open while we read it
@@ -101,6 +119,17 @@ class NativeReceiver:
 
     def recv(self, budget: int, cap: int) -> DatagramBatch:
         return DatagramBatch._make(self._native.recv(budget, cap))
+
+    def start(self, ring_bytes: int) -> int:
+        return self._native.start(ring_bytes)
+
+    def stop(self) -> None:
+        self._native.stop()
+
+    @property
+    def ring_full(self) -> int:
+        """Times the reading thread found the ring full (the kernel buffered meanwhile)."""
+        return self._native.ring_full
 
 
 def receiver(sock: socket.socket, bufsize: int, native: bool | None = None) -> Receiver:

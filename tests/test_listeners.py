@@ -9,9 +9,12 @@ import contextlib
 import datetime
 import logging
 import os
+import shutil
 import socket
 import stat
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -734,3 +737,41 @@ async def test_an_empty_datagram_is_not_a_record_but_is_counted() -> None:
         assert records[0].message == "after the empty ones"
     finally:
         await lst.aclose(1.0)
+
+
+def _rmem_max() -> int:
+    with open("/proc/sys/net/core/rmem_max") as f:
+        return int(f.read())
+
+
+CAPPED = """
+import asyncio, logging, sys
+from collector.config import ListenerConfig
+from collector.listeners import start_listener
+from collector.settings import Settings
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+async def main():
+    cfg = ListenerConfig(name="big", transport="udp", bind="127.0.0.1:0", recv_buffer=int(sys.argv[1]))
+    lst = await start_listener(cfg, lambda recs: None, Settings(), 1024)
+    print(lst.stats.recv_buffer)
+    await lst.aclose()
+asyncio.run(main())
+"""
+
+
+def test_a_receive_buffer_capped_by_rmem_max_is_said_with_the_sysctl_that_raises_it() -> None:
+    if not os.path.exists("/proc/sys/net/core/rmem_max"):
+        pytest.skip("no /proc/sys/net/core/rmem_max (not Linux)")
+    asked = 2 * _rmem_max()
+    cmd = [sys.executable, "-c", CAPPED, str(asked)]
+    if os.geteuid() == 0:  # root may exceed rmem_max: run without CAP_NET_ADMIN
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root, and no setpriv to drop CAP_NET_ADMIN")
+        cmd = [setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == _rmem_max()
+    assert f"receive buffer {_rmem_max()} bytes, asked {asked}" in out.stderr
+    assert f"net.core.rmem_max ({_rmem_max()})" in out.stderr
+    assert f"sysctl -w net.core.rmem_max={asked}" in out.stderr

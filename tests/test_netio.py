@@ -287,43 +287,105 @@ def _timeless(rec: Record) -> str:
     return repr(dataclasses.replace(rec, received_at=0, timestamp=ts))
 
 
-def _rmem_max() -> int:
-    with open("/proc/sys/net/core/rmem_max") as f:
-        return int(f.read())
+# -- the reading thread (native only) -------------------------------------------------
 
 
-CAPPED = """
-import asyncio, logging, sys
-from collector.config import ListenerConfig
-from collector.listeners import start_listener
-from collector.settings import Settings
-logging.basicConfig(level=logging.WARNING, format="%(message)s")
-async def main():
-    cfg = ListenerConfig(name="big", transport="udp", bind="127.0.0.1:0", recv_buffer=int(sys.argv[1]))
-    lst = await start_listener(cfg, lambda recs: None, Settings(), 1024)
-    print(lst.stats.recv_buffer)
-    await lst.aclose()
-asyncio.run(main())
-"""
+def _drain_started(
+    recv: netio.NativeReceiver, fd: int, want: int, cap: int = 65536, budget: int = 100
+) -> list[tuple[bytes, bool]]:
+    """Wait on the receiver's eventfd and read until `want` frames came."""
+    import select
+
+    got: list[tuple[bytes, bool]] = []
+    deadline = 50  # waits of 0.1 s without anything at most
+    while len(got) < want and deadline > 0:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            deadline -= 1
+            continue
+        got += recv.recv(budget, cap).frames
+    return got
 
 
-def test_a_receive_buffer_capped_by_rmem_max_is_said_with_the_sysctl_that_raises_it() -> None:
-    import shutil
-    import subprocess
-    import sys
+@pytest.mark.skipif(not NATIVE, reason="collector._netio not loaded")
+def test_a_started_receiver_hands_a_burst_over_through_its_eventfd_whole_and_in_order() -> None:
+    rx, addr = _udp_pair()
+    with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        recv = netio.NativeReceiver(rx, BUFSIZE)
+        fd = recv.start(1 << 20)
+        assert fd != rx.fileno()
+        try:
+            for i in range(3000):
+                tx.sendto(b"<13>threaded %05d\n" % i, addr)
+            got = _drain_started(recv, fd, 3000)
+        finally:
+            recv.stop()
+    assert got == [(b"<13>threaded %05d" % i, False) for i in range(3000)]
 
-    if not os.path.exists("/proc/sys/net/core/rmem_max"):
-        pytest.skip("no /proc/sys/net/core/rmem_max (not Linux)")
-    asked = 2 * _rmem_max()
-    cmd = [sys.executable, "-c", CAPPED, str(asked)]
-    if os.geteuid() == 0:  # root may exceed rmem_max: run without CAP_NET_ADMIN
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("root, and no setpriv to drop CAP_NET_ADMIN")
-        cmd = [setpriv, "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout) == _rmem_max()
-    assert f"receive buffer {_rmem_max()} bytes, asked {asked}" in out.stderr
-    assert f"net.core.rmem_max ({_rmem_max()})" in out.stderr
-    assert f"sysctl -w net.core.rmem_max={asked}" in out.stderr
+
+@pytest.mark.skipif(not NATIVE, reason="collector._netio not loaded")
+def test_a_full_ring_makes_the_thread_wait_and_nothing_is_lost_or_reordered() -> None:
+    rx, addr = _udp_pair()
+    with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        # The smallest ring: two of the largest datagrams (2 KiB each here),
+        # so a few hundred 300-byte datagrams wrap it many times over.
+        recv = netio.NativeReceiver(rx, 2048)
+        fd = recv.start(0)
+        try:
+            sizes = [random.Random(i).randrange(0, 1500) for i in range(600)]
+            for i, n in enumerate(sizes):
+                tx.sendto(b"<13>%04d " % i + b"r" * n, addr)
+            got = _drain_started(recv, fd, 600, budget=7)
+        finally:
+            recv.stop()
+        assert recv.ring_full > 0
+    assert got == [(b"<13>%04d " % i + b"r" * n, False) for i, n in enumerate(sizes)]
+
+
+@pytest.mark.skipif(not NATIVE, reason="collector._netio not loaded")
+def test_after_stop_the_ring_is_read_first_then_the_socket_in_arrival_order() -> None:
+    rx, addr = _udp_pair()
+    with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        recv = netio.NativeReceiver(rx, 2048)
+        fd = recv.start(0)  # a small ring: most of the burst waits in the kernel
+        for i in range(500):
+            tx.sendto(b"s%d" % i, addr)
+        recv.stop()
+        got: list[bytes] = []
+        while (batch := recv.recv(64, 1024)).frames:
+            got += [d for d, _ in batch.frames]
+        tx.sendto(b"after", addr)
+        late = recv.recv(64, 1024).frames
+        assert fd != rx.fileno()
+    assert got == [b"s%d" % i for i in range(500)]
+    assert late == [(b"after", False)]
+
+
+@pytest.mark.skipif(not NATIVE, reason="collector._netio not loaded")
+@settings(
+    max_examples=max(10, EXAMPLES // 4),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    dgrams=st.lists(st.tuples(st.sampled_from(SENDERS), _datagram), min_size=1, max_size=60),
+    cap=st.sampled_from([16, 1024, 2500]),
+)
+def test_a_started_receiver_gives_what_the_pure_one_gives(
+    dgrams: list[tuple[str, bytes]], cap: int, senders: _Senders
+) -> None:
+    rx_n, addr_n = _udp_pair()
+    rx_p, addr_p = _udp_pair()
+    with rx_n, rx_p:
+        native = netio.NativeReceiver(rx_n, BUFSIZE)
+        fd = native.start(1 << 16)
+        try:
+            for ip, data in dgrams:
+                senders.send(ip, data, addr_n)
+                senders.send(ip, data, addr_p)
+            want = PureReceiver(rx_p, BUFSIZE).recv(1000, cap)
+            got = _drain_started(native, fd, len(want.frames), cap=cap, budget=1000)
+        finally:
+            native.stop()
+        assert native.recv(1000, cap).frames == []  # nothing more came
+    assert got == want.frames
