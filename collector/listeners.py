@@ -29,7 +29,7 @@ from collector.ingest import (
     Sink,
     sanitise,
 )
-from collector.netio import Receiver, receiver
+from collector.netio import RING_PER_RECV_BUFFER, Receiver, receiver
 from collector.ratelimit import RateLimiter
 from collector.settings import Settings
 from collector.sockets import (
@@ -363,10 +363,10 @@ async def start_listener(
     try:
         sock.setblocking(False)
         rx = listener._receiver = receiver(sock, bufsize)
-        # The native receiver reads in a thread of its own into a ring as
-        # large as the kernel's buffer; the loop waits on its eventfd.
+        # The native receiver reads in a thread of its own into a ring of
+        # RING_PER_RECV_BUFFER x recv_buffer; the loop waits on its eventfd.
         try:
-            listener._reader_fd = rx.start(cfg.recv_buffer)
+            listener._reader_fd = rx.start(RING_PER_RECV_BUFFER * cfg.recv_buffer)
         except OSError as e:  # no thread to be had: read in the loop's thread
             log.warning("listener %s: reading thread not started (%s)", cfg.name, e)
             listener._reader_fd = sock.fileno()
