@@ -289,7 +289,9 @@ class Listener:
         self._receiver = None
         if receiver is not None:
             receiver.stop()
-            for _ in range(64):
+            # Bounded: 256 reads of up to READ_BATCH cover a full ring and
+            # kernel buffer at the default recv_buffer (~130,000 datagrams).
+            for _ in range(256):
                 if not ingest.read_datagrams(receiver):
                     break
         sock.close()
