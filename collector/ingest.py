@@ -26,6 +26,7 @@ from collector.framing import Frame
 from collector.jsonlines import parse_json_line
 from collector.netio import DatagramBatch, Receiver
 from collector.parse import parse_frames, parse_syslog
+from collector.parse import parse_frames as parse_datagram_run  # the datagram path's own name
 from collector.ratelimit import RateLimiter
 from collector.record import ParseOptions, Record, raw_record
 from collector.settings import Settings
@@ -379,9 +380,9 @@ class Ingest:
         parse = self.parse
         opts = self.options()
         parsed = None
-        if self.parse_frames is not None:
+        if self.parse_frames is not None:  # syslog (json: None)
             try:
-                parsed = self.parse_frames(frames, now, sender, opts)
+                parsed = parse_datagram_run(frames, now, sender, opts)
             except Exception:  # a native bug: Python reads the whole batch
                 self.warn("native", "native parser failed; batch parsed in Python", exc_info=True)
         append = recs.append
