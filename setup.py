@@ -13,6 +13,13 @@ setup(
             ["collector/_native.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        # Records -> the API's JSON (query.py falls back to its own renderer without it).
+        Extension(
+            "collector._render",
+            ["collector/_render.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ]
 )

@@ -1,0 +1,548 @@
+/* Query stage, native: records -> the API's JSON bytes, at C speed.
+ *
+ * Mirrors collector/query.py's `record_json` byte for byte: compact JSON,
+ * keys in the contract's order, every string escaped as Python's
+ * `json.encoder.encode_basestring_ascii` escapes it (`\"`, `\\`, `\b \f \n
+ * \r \t`, other code points below 0x20 and from 0x7f on as `\u00XX` with
+ * lower-case hex, code points past U+FFFF as a surrogate pair, lone
+ * surrogates as themselves), times as RFC 3339 UTC with microseconds and
+ * `Z`. Whenever a record is unusual (a value of an unexpected type, a time
+ * outside years 0001..9999, a level or facility code outside its table) the
+ * row is handed to the Python renderer given as `fallback`, which stays the
+ * specification; non-empty `structured_data` and `fields` are written by the
+ * Python function given as `object_json`. Pure: no I/O, no clock; the only
+ * global state is the Record type's slot layout and the name tables set by
+ * `setup`.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX: the slots of Record */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NFIELDS 12
+static const char *const field_names[NFIELDS] = {
+    "timestamp", "received_at", "host",    "service",         "procid", "msgid",
+    "facility",  "level",       "message", "structured_data", "fields", "format"};
+enum { F_TS, F_RECV, F_HOST, F_SERVICE, F_PROCID, F_MSGID, F_FAC, F_LEVEL, F_MESSAGE, F_SD,
+       F_FIELDS, F_FORMAT };
+static PyTypeObject *record_type; /* collector.record.Record, or NULL before setup() */
+static Py_ssize_t slot_offset[NFIELDS];
+
+#define MAX_NAMES 32
+static char level_json[MAX_NAMES][24]; /* "\"err\"" ... */
+static int nlevels;
+static char facility_json[MAX_NAMES][24];
+static int nfacilities;
+
+/* times.MIN_US / MAX_US: years 0001..9999. */
+#define MIN_US (-62135596800LL * 1000000LL)
+#define MAX_US (253402300799LL * 1000000LL + 999999LL)
+
+/* --- the output buffer: a bytes object grown as needed --------------------- */
+
+typedef struct {
+    PyObject *bytes; /* the result, resized at the end */
+    char *p;         /* write position */
+    char *end;
+} Out;
+
+static int out_init(Out *o, Py_ssize_t size) {
+    o->bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (o->bytes == NULL)
+        return -1;
+    o->p = PyBytes_AS_STRING(o->bytes);
+    o->end = o->p + size;
+    return 0;
+}
+
+/* Room for `n` more bytes. */
+static int out_reserve(Out *o, Py_ssize_t n) {
+    if (o->end - o->p >= n)
+        return 0;
+    char *start = PyBytes_AS_STRING(o->bytes);
+    Py_ssize_t used = o->p - start;
+    Py_ssize_t size = o->end - start;
+    Py_ssize_t want = used + n;
+    if (want < 0 || size > PY_SSIZE_T_MAX / 2) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (size < want)
+        size *= 2;
+    if (_PyBytes_Resize(&o->bytes, size) < 0)
+        return -1;
+    start = PyBytes_AS_STRING(o->bytes);
+    o->p = start + used;
+    o->end = start + size;
+    return 0;
+}
+
+static inline void put(Out *o, const char *s, size_t n) {
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+static PyObject *out_finish(Out *o) {
+    Py_ssize_t used = o->p - PyBytes_AS_STRING(o->bytes);
+    if (_PyBytes_Resize(&o->bytes, used) < 0)
+        return NULL;
+    PyObject *b = o->bytes;
+    o->bytes = NULL;
+    return b;
+}
+
+/* --- strings: encode_basestring_ascii ------------------------------------- */
+
+static const char hexdigits[] = "0123456789abcdef";
+
+static inline char *put_u(char *p, Py_UCS4 c) {
+    p[0] = '\\';
+    p[1] = 'u';
+    p[2] = hexdigits[(c >> 12) & 0xf];
+    p[3] = hexdigits[(c >> 8) & 0xf];
+    p[4] = hexdigits[(c >> 4) & 0xf];
+    p[5] = hexdigits[c & 0xf];
+    return p + 6;
+}
+
+static inline char *put_escaped(char *p, Py_UCS4 c) {
+    switch (c) {
+    case '\\': *p++ = '\\'; *p++ = '\\'; return p;
+    case '"': *p++ = '\\'; *p++ = '"'; return p;
+    case '\b': *p++ = '\\'; *p++ = 'b'; return p;
+    case '\f': *p++ = '\\'; *p++ = 'f'; return p;
+    case '\n': *p++ = '\\'; *p++ = 'n'; return p;
+    case '\r': *p++ = '\\'; *p++ = 'r'; return p;
+    case '\t': *p++ = '\\'; *p++ = 't'; return p;
+    default:
+        if (c >= 0x10000) {
+            Py_UCS4 v = c - 0x10000;
+            p = put_u(p, 0xd800 | ((v >> 10) & 0x3ff));
+            return put_u(p, 0xdc00 | (v & 0x3ff));
+        }
+        return put_u(p, c);
+    }
+}
+
+/* Printed as is: ' ' .. '~' but the quote and the backslash. */
+static inline int plain(Py_UCS4 c) { return c >= ' ' && c <= '~' && c != '\\' && c != '"'; }
+
+/* A str as a JSON string literal. */
+static int put_str(Out *o, PyObject *s) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int ascii = PyUnicode_IS_ASCII(s);
+    /* Worst cases: 6 bytes per ASCII character, 12 per code point past U+FFFF. */
+    if (n > (PY_SSIZE_T_MAX - 2) / 12) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (out_reserve(o, n * (ascii ? 6 : 12) + 2) < 0)
+        return -1;
+    char *p = o->p;
+    *p++ = '"';
+    if (ascii) {
+        const unsigned char *d = PyUnicode_1BYTE_DATA(s);
+        Py_ssize_t i = 0;
+        while (i < n) {
+            Py_ssize_t j = i;
+            while (j < n && plain(d[j]))
+                j++;
+            memcpy(p, d + i, (size_t)(j - i));
+            p += j - i;
+            if (j < n)
+                p = put_escaped(p, d[j++]);
+            i = j;
+        }
+    } else {
+        int kind = PyUnicode_KIND(s);
+        const void *d = PyUnicode_DATA(s);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, d, i);
+            if (plain(c))
+                *p++ = (char)c;
+            else
+                p = put_escaped(p, c);
+        }
+    }
+    *p++ = '"';
+    o->p = p;
+    return 0;
+}
+
+/* A str the Python renderers made (ASCII by construction), as is. */
+static int put_ascii(Out *o, PyObject *s) {
+    if (!PyUnicode_Check(s) || !PyUnicode_IS_ASCII(s)) {
+        PyErr_SetString(PyExc_ValueError, "a JSON renderer returned a non-ASCII string");
+        return -1;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (out_reserve(o, n) < 0)
+        return -1;
+    put(o, (const char *)PyUnicode_1BYTE_DATA(s), (size_t)n);
+    return 0;
+}
+
+/* --- times ------------------------------------------------------------------ */
+
+static inline void two(char *p, int v) {
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" with quotes (29 bytes); 1 when `v` is not an
+ * int of years 0001..9999 (the row goes to Python). */
+static int put_time(Out *o, PyObject *v) {
+    if (!PyLong_CheckExact(v))
+        return 1;
+    int overflow = 0;
+    long long us = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (us == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || us < MIN_US || us > MAX_US)
+        return 1;
+    long long secs = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
+    long long days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    /* H. Hinnant's civil_from_days. */
+    long long z = days + 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long y = yoe + era * 400;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    int d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    int m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    y += m <= 2;
+    char *p = o->p; /* the caller reserved the room */
+    p[0] = '"';
+    two(p + 1, (int)(y / 100));
+    two(p + 3, (int)(y % 100));
+    p[5] = '-';
+    two(p + 6, m);
+    p[8] = '-';
+    two(p + 9, d);
+    p[11] = 'T';
+    two(p + 12, (int)(sod / 3600));
+    p[14] = ':';
+    two(p + 15, (int)(sod / 60 % 60));
+    p[17] = ':';
+    two(p + 18, (int)(sod % 60));
+    p[20] = '.';
+    int f = (int)frac;
+    for (int k = 26; k >= 21; k--) {
+        p[k] = (char)('0' + f % 10);
+        f /= 10;
+    }
+    p[27] = 'Z';
+    p[28] = '"';
+    o->p = p + 29;
+    return 0;
+}
+
+/* --- one row ---------------------------------------------------------------- */
+
+/* A str or None, for host, service, procid, msgid. 1: neither (to Python). */
+static int put_opt(Out *o, PyObject *v) {
+    if (v == Py_None) {
+        if (out_reserve(o, 4) < 0)
+            return -1;
+        PUT_LIT(o, "null");
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(v))
+        return 1;
+    return put_str(o, v);
+}
+
+/* A small table code (level, facility) -> its index, or -1 when out of it. */
+static int code_of(PyObject *v, int n) {
+    if (!PyLong_CheckExact(v))
+        return -1;
+    int overflow = 0;
+    long c = PyLong_AsLongAndOverflow(v, &overflow);
+    if (overflow || c < 0 || c >= n)
+        return -1;
+    return (int)c;
+}
+
+/* structured_data / fields: None or {} -> {}, another dict -> object_json(it). */
+static int put_extra(Out *o, PyObject *v, PyObject *object_json) {
+    if (v == Py_None || (PyDict_CheckExact(v) && PyDict_GET_SIZE(v) == 0)) {
+        if (out_reserve(o, 2) < 0)
+            return -1;
+        PUT_LIT(o, "{}");
+        return 0;
+    }
+    if (!PyDict_CheckExact(v))
+        return 1;
+    PyObject *text = PyObject_CallOneArg(object_json, v);
+    if (text == NULL)
+        return -1;
+    int r = put_ascii(o, text);
+    Py_DECREF(text);
+    return r;
+}
+
+#define TRY(call)                                                                              \
+    do {                                                                                       \
+        int r_ = (call);                                                                       \
+        if (r_ != 0)                                                                           \
+            return r_;                                                                         \
+    } while (0)
+
+/* One record's JSON. 0: written; 1: unusual (the caller rewinds and asks
+ * Python); -1: error. */
+static int put_row(Out *o, PyObject *id, PyObject *const *f, PyObject *object_json) {
+    if (!PyUnicode_CheckExact(id) || !PyUnicode_CheckExact(f[F_MESSAGE]) ||
+        !PyUnicode_CheckExact(f[F_FORMAT]))
+        return 1;
+    int level = code_of(f[F_LEVEL], nlevels);
+    if (level < 0)
+        return 1;
+    int fac = f[F_FAC] == Py_None ? -2 : code_of(f[F_FAC], nfacilities);
+    if (fac == -1)
+        return 1;
+    if (out_reserve(o, 7) < 0)
+        return -1;
+    PUT_LIT(o, "{\"id\":");
+    TRY(put_str(o, id));
+    if (out_reserve(o, 13 + 29 + 15 + 29 + 8) < 0)
+        return -1;
+    PUT_LIT(o, ",\"timestamp\":");
+    TRY(put_time(o, f[F_TS]));
+    PUT_LIT(o, ",\"received_at\":");
+    TRY(put_time(o, f[F_RECV]));
+    PUT_LIT(o, ",\"host\":");
+    TRY(put_opt(o, f[F_HOST]));
+    if (out_reserve(o, 11) < 0)
+        return -1;
+    PUT_LIT(o, ",\"service\":");
+    TRY(put_opt(o, f[F_SERVICE]));
+    if (out_reserve(o, 10) < 0)
+        return -1;
+    PUT_LIT(o, ",\"procid\":");
+    TRY(put_opt(o, f[F_PROCID]));
+    if (out_reserve(o, 9) < 0)
+        return -1;
+    PUT_LIT(o, ",\"msgid\":");
+    TRY(put_opt(o, f[F_MSGID]));
+    if (out_reserve(o, 12 + 24 + 9 + 24 + 11) < 0)
+        return -1;
+    PUT_LIT(o, ",\"facility\":");
+    if (fac == -2)
+        PUT_LIT(o, "null");
+    else
+        put(o, facility_json[fac], strlen(facility_json[fac]));
+    PUT_LIT(o, ",\"level\":");
+    put(o, level_json[level], strlen(level_json[level]));
+    PUT_LIT(o, ",\"message\":");
+    TRY(put_str(o, f[F_MESSAGE]));
+    if (out_reserve(o, 19) < 0)
+        return -1;
+    PUT_LIT(o, ",\"structured_data\":");
+    TRY(put_extra(o, f[F_SD], object_json));
+    if (out_reserve(o, 10) < 0)
+        return -1;
+    PUT_LIT(o, ",\"fields\":");
+    TRY(put_extra(o, f[F_FIELDS], object_json));
+    if (out_reserve(o, 10) < 0)
+        return -1;
+    PUT_LIT(o, ",\"format\":");
+    TRY(put_str(o, f[F_FORMAT]));
+    if (out_reserve(o, 1) < 0)
+        return -1;
+    PUT_LIT(o, "}");
+    return 0;
+}
+
+/* put_row, and on 1 the Python renderer's text instead (`call` makes it). */
+static int put_row_or(Out *o, PyObject *id, PyObject *const *f, PyObject *object_json,
+                      PyObject *fallback, PyObject *rec) {
+    Py_ssize_t mark_at = o->p - PyBytes_AS_STRING(o->bytes);
+    int r = put_row(o, id, f, object_json);
+    if (r <= 0)
+        return r;
+    o->p = PyBytes_AS_STRING(o->bytes) + mark_at; /* rewind (the buffer may have moved) */
+    PyObject *text = PyObject_CallFunctionObjArgs(fallback, rec, id, NULL);
+    if (text == NULL)
+        return -1;
+    r = put_ascii(o, text);
+    Py_DECREF(text);
+    return r;
+}
+
+/* --- the module ------------------------------------------------------------- */
+
+static int read_record(PyObject *rec, PyObject **f) {
+    for (int i = 0; i < NFIELDS; i++) {
+        f[i] = *(PyObject **)((char *)rec + slot_offset[i]);
+        if (f[i] == NULL)
+            return 1; /* an unset slot: Python raises what it raises */
+    }
+    return 0;
+}
+
+static PyObject *render_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "records(items, separator, fallback, object_json) takes 4 arguments");
+        return NULL;
+    }
+    if (record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "collector._render.setup() was not called");
+        return NULL;
+    }
+    PyObject *items = args[0], *sep = args[1], *fallback = args[2], *object_json = args[3];
+    if (!PyBytes_Check(sep)) {
+        PyErr_SetString(PyExc_TypeError, "separator must be bytes");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(items, "items must be a sequence of (id, record)");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **rows = PySequence_Fast_ITEMS(seq);
+    const char *sep_s = PyBytes_AS_STRING(sep);
+    Py_ssize_t sep_n = PyBytes_GET_SIZE(sep);
+    Out o;
+    if (out_init(&o, 512 * (n ? n : 1)) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = rows[i];
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 2) {
+            PyErr_SetString(PyExc_TypeError, "items must be (id, record) pairs");
+            goto fail;
+        }
+        PyObject *id = PyTuple_GET_ITEM(row, 0), *rec = PyTuple_GET_ITEM(row, 1);
+        if (i && sep_n) {
+            if (out_reserve(&o, sep_n) < 0)
+                goto fail;
+            put(&o, sep_s, (size_t)sep_n);
+        }
+        PyObject *f[NFIELDS];
+        int r;
+        if (Py_TYPE(rec) != record_type || read_record(rec, f) != 0) {
+            PyObject *text = PyObject_CallFunctionObjArgs(fallback, rec, id, NULL);
+            if (text == NULL)
+                goto fail;
+            r = put_ascii(&o, text);
+            Py_DECREF(text);
+        } else {
+            r = put_row_or(&o, id, f, object_json, fallback, rec);
+        }
+        if (r < 0)
+            goto fail;
+    }
+    Py_DECREF(seq);
+    return out_finish(&o);
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(o.bytes);
+    return NULL;
+}
+
+/* The JSON of each name (a str of printable ASCII) of a table, quoted. */
+static int read_names(PyObject *names, char table[][24], int *count) {
+    PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_NAMES) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many names");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PySequence_Fast_GET_ITEM(seq, i);
+        const char *text = PyUnicode_Check(s) ? PyUnicode_AsUTF8(s) : NULL;
+        size_t len = text == NULL ? 0 : strlen(text);
+        int ok = text != NULL && len + 3 <= sizeof table[0];
+        for (size_t k = 0; ok && k < len; k++)
+            ok = plain((unsigned char)text[k]);
+        if (!ok) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "names must be short printable ASCII");
+            return -1;
+        }
+        table[i][0] = '"';
+        memcpy(table[i] + 1, text, len);
+        table[i][len + 1] = '"';
+        table[i][len + 2] = '\0';
+    }
+    *count = (int)n;
+    Py_DECREF(seq);
+    return 0;
+}
+
+static PyObject *render_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "setup(Record, LEVELS, FACILITIES) takes 3 arguments");
+        return NULL;
+    }
+    if (!PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "setup: Record must be a type");
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)args[0];
+    Py_ssize_t offsets[NFIELDS];
+    for (int i = 0; i < NFIELDS; i++) {
+        PyObject *d = PyDict_GetItemString(t->tp_dict, field_names[i]); /* borrowed */
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "setup: Record.%s is not an object slot",
+                         field_names[i]);
+            return NULL;
+        }
+        offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    if (read_names(args[1], level_json, &nlevels) < 0 ||
+        read_names(args[2], facility_json, &nfacilities) < 0)
+        return NULL;
+    memcpy(slot_offset, offsets, sizeof offsets);
+    Py_INCREF(t);
+    Py_XSETREF(record_type, t);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"setup", (PyCFunction)(void (*)(void))render_setup, METH_FASTCALL,
+     "setup(Record, LEVELS, FACILITIES) -> None: the record type and name tables, once."},
+    {"records", (PyCFunction)(void (*)(void))render_records, METH_FASTCALL,
+     "records(items, separator, fallback, object_json) -> bytes\n\n"
+     "The JSON of each (id, record) pair, `separator` between them, as\n"
+     "`fallback(record, id)` (query.record_json) writes it; unusual records\n"
+     "are written by `fallback` itself, non-empty dicts by `object_json`."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "collector._render",
+    "Records -> the API's JSON at C speed, byte for byte as collector.query writes it.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__render(void) {
+    /* COLLECTOR_PURE=1 forces the pure path, as for collector._native. */
+    const char *pure = getenv("COLLECTOR_PURE");
+    if (pure != NULL && pure[0] != '\0' && strcmp(pure, "0") != 0) {
+        PyErr_SetString(PyExc_ImportError, "COLLECTOR_PURE is set");
+        return NULL;
+    }
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,13 @@
+# The native record renderer (collector/_render.c): what mypy needs to know of it.
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from collector.record import Record
+
+def setup(record_type: type[Record], levels: Sequence[str], facilities: Sequence[str]) -> None: ...
+def records(
+    items: Sequence[tuple[str, Record]],
+    separator: bytes,
+    fallback: Callable[[Record, str], str],
+    object_json: Callable[[dict[Any, Any]], str],
+) -> bytes: ...

@@ -1,0 +1,171 @@
+"""The native record renderer (collector/_render.c) against the pure one:
+the same bytes for every record, unusual ones included, and the same errors.
+Skipped where the extension is not built (COLLECTOR_PURE=1, no compiler)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collector import query
+from collector.query import _records_pure, logs_json, record_json, records_json
+from collector.record import FACILITIES, Record, record_to_dict
+from collector.times import MAX_US, MIN_US
+
+native = pytest.mark.skipif(query.RENDERER != "native", reason="collector._render is not built")
+
+T0 = 1_769_774_400_000_000  # 2026-01-30T12:00:00Z
+
+
+def rec(**kw: Any) -> Record:
+    base: dict[str, Any] = dict(
+        timestamp=T0, received_at=T0 + 1, host="web-1", service="sshd", procid="42",
+        msgid=None, facility=4, level=3, message="Failed password", structured_data=None,
+        fields=None, format="rfc5424",
+    )  # fmt: skip
+    base.update(kw)
+    return Record(**base)
+
+
+def contract_bytes(items: list[tuple[str, Record]]) -> bytes:
+    """What the standard library writes for the contract's shape of each record."""
+    return b",".join(
+        json.dumps(record_to_dict(r, rid), separators=(",", ":")).encode() for rid, r in items
+    )
+
+
+_text = st.text(st.characters(blacklist_categories=()), max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_times = st.integers(MIN_US, MAX_US) | st.sampled_from(
+    [MIN_US, MAX_US, 0, -1, 1, T0, -999_999, -1_000_000, 951_782_400_000_000]
+)
+_records = st.builds(
+    Record,
+    timestamp=_times,
+    received_at=_times,
+    host=st.none() | _text,
+    service=st.none() | _text,
+    procid=st.none() | _text,
+    msgid=st.none() | _text,
+    facility=st.none() | st.integers(0, len(FACILITIES) - 1),
+    level=st.integers(0, 7),
+    message=_text,
+    structured_data=st.none()
+    | st.dictionaries(_text, st.dictionaries(_text, _text | st.lists(_text, max_size=2))),
+    fields=st.none() | st.dictionaries(_text, _json, max_size=4),
+    format=st.sampled_from(["rfc5424", "rfc3164", "json", "raw"]),
+)
+
+
+@native
+@given(st.lists(st.tuples(_text, _records), max_size=5))
+def test_the_native_renderer_writes_the_pure_renderers_bytes(
+    items: list[tuple[str, Record]],
+) -> None:
+    assert records_json(items) == _records_pure(items, b",")
+    assert records_json(items, b"\n") == _records_pure(items, b"\n")
+
+
+@native
+@given(st.lists(st.tuples(_text, _records), max_size=3))
+def test_the_native_renderer_writes_what_json_dumps_writes_for_the_contract_shape(
+    items: list[tuple[str, Record]],
+) -> None:
+    # NaN and infinities aside: json.dumps spells them the same in both.
+    assert records_json(items) == contract_bytes(items)
+
+
+@native
+@pytest.mark.parametrize(
+    "message",
+    [
+        "",
+        'quote " backslash \\ slash /',
+        "\x00\x01\x1f\x7f\x80\x9f\xa0\xff",
+        "\b\f\n\r\t",
+        "caf\u00e9 \u2028\u2029 \ufeff \uffff",
+        "astral \U0001f600 \U0010ffff",
+        "lone \ud800 and \udfff and pair-looking \ud83d\ude00",
+        "replacement \ufffd from invalid UTF-8",
+        "~" * 1000 + "\x1b[31m",
+    ],
+)
+def test_every_kind_of_character_is_escaped_as_the_standard_library_escapes_it(
+    message: str,
+) -> None:
+    items = [("a-1", rec(message=message, host=message or None, fields={message: [message]}))]
+    assert records_json(items) == contract_bytes(items) == _records_pure(items, b",")
+
+
+@native
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"timestamp": MIN_US - 1},  # outside what RFC 3339 writes: Python's spelling
+        {"received_at": -(2**70)},
+        {"timestamp": True},
+        {"level": -1},  # a Python index from the end, as the pure renderer reads it
+        {"facility": True},
+        {"host": type("Name", (str,), {})("subclass")},
+        {"structured_data": {}},
+        {"fields": {"n": 1.5, "big": 2**80, "inf": float("inf"), "t": (1, 2)}},
+        {"fields": {1: "an int key"}},
+    ],
+)
+def test_unusual_records_are_written_as_the_pure_renderer_writes_them(
+    changes: dict[str, Any],
+) -> None:
+    items = [("a-1", rec()), ("a-2", rec(**changes)), ("a-3", rec())]
+    assert records_json(items) == _records_pure(items, b",")
+    assert b'"id":"a-3"' in records_json(items)
+
+
+@native
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"level": 8},
+        {"facility": 24},
+        {"message": None},
+        {"format": None},
+        {"received_at": MAX_US + 1},
+        {"timestamp": 2**70},
+    ],
+)
+def test_a_record_the_pure_renderer_refuses_is_refused_alike(changes: dict[str, Any]) -> None:
+    items = [("a-1", rec()), ("a-2", rec(**changes))]
+    try:
+        _records_pure(items, b",")
+    except Exception as e:
+        pure = type(e)
+    else:
+        pytest.fail("the pure renderer wrote it")
+    with pytest.raises(pure):
+        records_json(items)
+
+
+@native
+def test_a_thousand_large_records_render_whole() -> None:
+    items = [(f"id-{i}", rec(message="\u00e9\x01" * 5000)) for i in range(1000)]
+    body = records_json(items)
+    assert body == _records_pure(items, b",")
+    assert len(body) > 1000 * 5000 * 12
+
+
+def test_a_page_is_the_contract_shape_on_either_path() -> None:
+    r = rec(fields={"user": "u7"})
+    body = logs_json([("a-1", r)], "a-1")
+    assert json.loads(body) == {
+        "logs": [record_to_dict(r, "a-1")],
+        "count": 1,
+        "next_cursor": "a-1",
+    }
+    assert body.startswith(b'{"logs":[' + record_json(r, "a-1").encode())
