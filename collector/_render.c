@@ -455,6 +455,166 @@ fail:
     return NULL;
 }
 
+/* columns(ids, cols, separator, fallback, object_json): `records` over a page
+ * held as columns (lists of equal length, in Record's field order) instead
+ * of Record objects; `fallback(i)` writes row i in Python. */
+static PyObject *render_columns(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "columns(ids, cols, separator, fallback, object_json) takes 5 arguments");
+        return NULL;
+    }
+    if (record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "collector._render.setup() was not called");
+        return NULL;
+    }
+    PyObject *ids = args[0], *cols = args[1], *sep = args[2], *fallback = args[3],
+             *object_json = args[4];
+    if (!PyList_CheckExact(ids) || !PyTuple_CheckExact(cols) ||
+        PyTuple_GET_SIZE(cols) != NFIELDS || !PyBytes_Check(sep)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "columns: ids must be a list, cols a tuple of 12 lists, separator bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    for (int k = 0; k < NFIELDS; k++) {
+        PyObject *c = PyTuple_GET_ITEM(cols, k);
+        if (!PyList_CheckExact(c) || PyList_GET_SIZE(c) != n) {
+            PyErr_SetString(PyExc_TypeError, "columns: every column must be a list as long as ids");
+            return NULL;
+        }
+    }
+    const char *sep_s = PyBytes_AS_STRING(sep);
+    Py_ssize_t sep_n = PyBytes_GET_SIZE(sep);
+    Out o;
+    if (out_init(&o, 512 * (n ? n : 1)) < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i && sep_n) {
+            if (out_reserve(&o, sep_n) < 0)
+                goto fail;
+            put(&o, sep_s, (size_t)sep_n);
+        }
+        PyObject *f[NFIELDS];
+        for (int k = 0; k < NFIELDS; k++)
+            f[k] = PyList_GET_ITEM(PyTuple_GET_ITEM(cols, k), i);
+        Py_ssize_t mark_at = o.p - PyBytes_AS_STRING(o.bytes);
+        int r = put_row(&o, PyList_GET_ITEM(ids, i), f, object_json);
+        if (r > 0) {
+            o.p = PyBytes_AS_STRING(o.bytes) + mark_at;
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL)
+                goto fail;
+            PyObject *text = PyObject_CallOneArg(fallback, index);
+            Py_DECREF(index);
+            if (text == NULL)
+                goto fail;
+            r = put_ascii(&o, text);
+            Py_DECREF(text);
+        }
+        if (r < 0)
+            goto fail;
+    }
+    return out_finish(&o);
+fail:
+    Py_XDECREF(o.bytes);
+    return NULL;
+}
+
+/* texts(buffers, starts, offs, idx): [message i for i in idx], message i
+ * being the UTF-8 (surrogates passed) at [offs[i], offs[i+1]) of the text
+ * made of `buffers` laid end to end from the offsets `starts` (ascending;
+ * a message lies within one buffer). */
+static PyObject *render_texts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyList_CheckExact(args[3]) || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1]) ||
+        PyList_GET_SIZE(args[0]) == 0) {
+        PyErr_SetString(PyExc_TypeError,
+                        "texts(buffers, starts, offs, idx): lists, buffers and starts alike");
+        return NULL;
+    }
+    PyObject *buffers = args[0], *starts_o = args[1], *idx = args[3];
+    Py_ssize_t nb = PyList_GET_SIZE(buffers), n = PyList_GET_SIZE(idx);
+    Py_buffer offs, *bufs = NULL;
+    long long *starts = NULL;
+    PyObject *out = NULL;
+    if (PyObject_GetBuffer(args[2], &offs, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    int width = (int)offs.itemsize;
+    const char *fmt = offs.format ? offs.format : "B";
+    if (!((width == 4 && (fmt[0] == 'I' || fmt[0] == 'L')) ||
+          (width == 8 && (fmt[0] == 'q' || fmt[0] == 'Q' || fmt[0] == 'L' || fmt[0] == 'l')))) {
+        PyErr_SetString(PyExc_TypeError, "texts: offs must be an array of 4- or 8-byte ints");
+        PyBuffer_Release(&offs);
+        return NULL;
+    }
+    Py_ssize_t noffs = offs.len / width;
+    bufs = PyMem_Calloc((size_t)nb, sizeof(Py_buffer));
+    starts = PyMem_Calloc((size_t)nb, sizeof(long long));
+    Py_ssize_t got = 0;
+    if (bufs == NULL || starts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < nb; got++) {
+        starts[got] = PyLong_AsLongLong(PyList_GET_ITEM(starts_o, got));
+        if (starts[got] == -1 && PyErr_Occurred())
+            goto done;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(buffers, got), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto done;
+    }
+    out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (i < 0 || i + 1 >= noffs) {
+            PyErr_SetString(PyExc_IndexError, "texts: index out of range");
+            goto fail;
+        }
+        long long o0, o1;
+        if (width == 4) {
+            o0 = ((const uint32_t *)offs.buf)[i];
+            o1 = ((const uint32_t *)offs.buf)[i + 1];
+        } else {
+            o0 = ((const int64_t *)offs.buf)[i];
+            o1 = ((const int64_t *)offs.buf)[i + 1];
+        }
+        Py_ssize_t lo = 0, hi = nb; /* the last buffer starting at or before o0 */
+        while (hi - lo > 1) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (starts[mid] <= o0)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        long long a = o0 - starts[lo], b = o1 - starts[lo];
+        if (a < 0 || b < a || b > bufs[lo].len) {
+            PyErr_SetString(PyExc_IndexError, "texts: a message outside its buffer");
+            goto fail;
+        }
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)bufs[lo].buf + a, (Py_ssize_t)(b - a),
+                                           "surrogatepass");
+        if (s == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, k, s);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    for (Py_ssize_t j = 0; j < got; j++)
+        PyBuffer_Release(&bufs[j]);
+    PyMem_Free(bufs);
+    PyMem_Free(starts);
+    PyBuffer_Release(&offs);
+    return out;
+}
+
 /* The JSON of each name (a str of printable ASCII) of a table, quoted. */
 static int read_names(PyObject *names, char table[][24], int *count) {
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
@@ -528,6 +688,14 @@ static PyMethodDef methods[] = {
      "The JSON of each (id, record) pair, `separator` between them, as\n"
      "`fallback(record, id)` (query.record_json) writes it; unusual records\n"
      "are written by `fallback` itself, non-empty dicts by `object_json`."},
+    {"columns", (PyCFunction)(void (*)(void))render_columns, METH_FASTCALL,
+     "columns(ids, cols, separator, fallback, object_json) -> bytes\n\n"
+     "`records` over a page as 12 column lists in Record's field order;\n"
+     "`fallback(i)` writes row i."},
+    {"texts", (PyCFunction)(void (*)(void))render_texts, METH_FASTCALL,
+     "texts(buffers, starts, offs, idx) -> list[str]\n\n"
+     "Message i of a text laid out in buffers from offsets `starts`: its UTF-8\n"
+     "(surrogates passed) at [offs[i], offs[i+1]), for each i of idx."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,3 +11,11 @@ def records(
     fallback: Callable[[Record, str], str],
     object_json: Callable[[dict[Any, Any]], str],
 ) -> bytes: ...
+def columns(
+    ids: list[str],
+    cols: tuple[list[Any], ...],
+    separator: bytes,
+    fallback: Callable[[int], str],
+    object_json: Callable[[dict[Any, Any]], str],
+) -> bytes: ...
+def texts(buffers: list[Any], starts: list[int], offs: Any, idx: list[int]) -> list[str]: ...

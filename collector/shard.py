@@ -18,10 +18,16 @@ from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from collector.blockrun import BlockRun
+from collector.blockrun import BlockRun, Columns
 from collector.memo import Memo
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
+
+_texts: Callable[[list[Any], list[int], Any, list[int]], list[str]] | None
+try:  # batch message decoding at C speed (collector/_render.c), for pages
+    from collector._render import texts as _texts
+except ImportError:
+    _texts = None
 
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
@@ -512,6 +518,52 @@ class Shard:
                 fields,
                 map(formats.values.__getitem__, column(self.fmt)),
             )
+        )
+
+    def columns(self, idx: Sequence[int]) -> Columns:
+        """`records(idx)`'s values without the Record objects: 12 lists in
+        Record's field order, which a page renders straight from."""
+        if self.run is not None:
+            return self.run.columns(
+                list(map(self.run_base.__add__, idx)), list(map(self.ts.__getitem__, idx))
+            )
+        if self.order is None:
+            phys: list[int] = list(map(self.base.__add__, idx))
+        else:
+            phys = list(map(self.order.__getitem__, idx))
+
+        def column(col: Any) -> list[Any]:
+            return list(map(col.__getitem__, phys))
+
+        def coded(names: Sequence[Any], col: Any) -> list[Any]:
+            return list(map(names.__getitem__, map(col.__getitem__, phys)))
+
+        hosts, services, procids, msgids, formats = self.tables
+        if self.extras:
+            extras = list(map(unpack_extras, map(self.extras.get, phys)))
+            sds, fields = list(map(_FIRST, extras)), list(map(_SECOND, extras))
+        else:  # most shards: no record with structured data or fields
+            sds = fields = [None] * len(phys)
+        text = self.text
+        if _texts is not None:
+            messages = _texts(
+                [*text.texts, text.tail], [*text.chunk_starts, text.tail_start], text.offs, phys
+            )
+        else:
+            messages = list(map(text.message, phys))
+        return (
+            list(map(self.ts.__getitem__, idx)),
+            column(self.recv),
+            coded(hosts.values, self.host),
+            coded(services.values, self.service),
+            coded(procids.values, self.procid),
+            coded(msgids.values, self.msgid),
+            coded(FACILITY_OUT, self.fac),
+            column(self.lvl),
+            messages,
+            sds,
+            fields,
+            coded(formats.values, self.fmt),
         )
 
     def may_contain_words(self, keys: Sequence[int], a: int, b: int) -> bool:

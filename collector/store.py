@@ -20,6 +20,7 @@ from typing import Any
 
 from collector.block import BLOCK_RECORDS
 from collector.blockcache import BlockCache
+from collector.blockrun import Columns
 from collector.memo import Memo
 from collector.query import ContextQuery, Query, StatsQuery, check, check_stats
 from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id
@@ -525,6 +526,29 @@ class Store:
         An invalid `q` raises QueryError naming the parameter (query.check),
         and so does a cursor this store did not make.
         """
+        runs, next_cursor = self._page(q)
+        items: list[tuple[str, Record]] = []
+        for shard, idx in runs:
+            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+            items.extend(zip(ids, shard.records(idx), strict=True))
+        return Page(items, next_cursor)
+
+    def query_columns(self, q: Query) -> tuple[list[str], Columns, str | None]:
+        """`query` as (ids, the records' 12 columns in Record's field order,
+        next_cursor): the same page without a Record object per row."""
+        runs, next_cursor = self._page(q)
+        ids: list[str] = []
+        cols: Columns = tuple([] for _ in range(12))
+        for shard, idx in runs:
+            ids.extend(
+                map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+            )
+            for col, more in zip(cols, shard.columns(idx), strict=True):
+                col.extend(more)
+        return ids, cols, next_cursor
+
+    def _page(self, q: Query) -> tuple[list[tuple[Shard, list[int]]], str | None]:
+        """The page `query` answers: runs of (shard, logical indices), and the next cursor."""
         plan = plan_of(check(q))
         plan.budget = SCAN_BUDGET
         plan.index_budget = INDEX_BUDGET
@@ -541,22 +565,23 @@ class Store:
         more = len(found) > limit
         if more:
             del found[limit:]
-        items: list[tuple[str, Record]] = []
+        runs: list[tuple[Shard, list[int]]] = []
         start = 0
         while start < len(found):
             shard = found[start][0]
             stop = start + 1
             while stop < len(found) and found[stop][0] is shard:
                 stop += 1
-            idx = [i for _, i in found[start:stop]]
-            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
-            items.extend(zip(ids, shard.records(idx), strict=True))
+            runs.append((shard, [i for _, i in found[start:stop]]))
             start = stop
         if not more and plan.exhausted and plan.last_key is not None:
             # The scan budget ran out: this page ends at the last record
             # tested, and the next one goes on from there.
-            return Page(items, make_id(*plan.last_key))
-        return Page(items, items[-1][0] if more else None)
+            return runs, make_id(*plan.last_key)
+        if not more:
+            return runs, None
+        shard, idx = runs[-1]
+        return runs, make_id(shard.ts[idx[-1]], shard.seqs[idx[-1]])
 
     def stats(
         self, q: Query, by: tuple[str, ...] = (), step_us: int | None = None
