@@ -615,6 +615,163 @@ done:
     return out;
 }
 
+/* An unsigned or signed integer array's element `i` (buffer protocol). */
+static inline long long item_at(const Py_buffer *b, Py_ssize_t i, int is_signed) {
+    switch (b->itemsize) {
+    case 1:
+        return is_signed ? (long long)((const int8_t *)b->buf)[i]
+                         : (long long)((const uint8_t *)b->buf)[i];
+    case 2:
+        return is_signed ? (long long)((const int16_t *)b->buf)[i]
+                         : (long long)((const uint16_t *)b->buf)[i];
+    case 4:
+        return is_signed ? (long long)((const int32_t *)b->buf)[i]
+                         : (long long)((const uint32_t *)b->buf)[i];
+    default: return ((const int64_t *)b->buf)[i];
+    }
+}
+
+/* An integer array (array, bytes, bytearray) as a buffer; 0 ok, -1 error. */
+static int int_buffer(PyObject *o, Py_buffer *b, int *is_signed) {
+    if (PyObject_GetBuffer(o, b, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    const char *f = b->format ? b->format : "B";
+    char c = f[0];
+    int ok = (b->itemsize == 1 || b->itemsize == 2 || b->itemsize == 4 || b->itemsize == 8) &&
+             f[1] == '\0' && strchr("bBhHiIlLqQ", c) != NULL && !(b->itemsize == 8 && c == 'Q');
+    if (!ok) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_TypeError, "an array of integers was expected");
+        return -1;
+    }
+    *is_signed = c == 'b' || c == 'h' || c == 'i' || c == 'l' || c == 'q';
+    return 0;
+}
+
+/* pick(names, codes, idx): [names[codes[i]] for i in idx], or with names
+ * None [codes[i] for i in idx]; `codes` an integer array. */
+static PyObject *render_pick(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "pick(names, codes, idx: list) takes 3 arguments");
+        return NULL;
+    }
+    PyObject *names = args[0], *idx = args[2], *fast = NULL;
+    if (names != Py_None) {
+        fast = PySequence_Fast(names, "pick: names must be a sequence");
+        if (fast == NULL)
+            return NULL;
+    }
+    Py_buffer b;
+    int is_signed;
+    if (int_buffer(args[1], &b, &is_signed) < 0) {
+        Py_XDECREF(fast);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(idx), len = b.len / b.itemsize;
+    Py_ssize_t nnames = fast ? PySequence_Fast_GET_SIZE(fast) : 0;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (i < 0 || i >= len) {
+            PyErr_SetString(PyExc_IndexError, "pick: index out of range");
+            goto fail;
+        }
+        long long v = item_at(&b, i, is_signed);
+        PyObject *x;
+        if (fast == NULL) {
+            x = PyLong_FromLongLong(v);
+            if (x == NULL)
+                goto fail;
+        } else {
+            if (v < 0 || v >= nnames) {
+                PyErr_SetString(PyExc_IndexError, "pick: code out of range");
+                goto fail;
+            }
+            x = PySequence_Fast_GET_ITEM(fast, v);
+            Py_INCREF(x);
+        }
+        PyList_SET_ITEM(out, k, x);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    PyBuffer_Release(&b);
+    Py_XDECREF(fast);
+    return out;
+}
+
+/* ids(ts, seqs, idx): ["{ts:x}-{seq:x}" for i in idx] (record.make_id),
+ * from two int64 arrays. */
+static PyObject *render_ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "ids(ts, seqs, idx: list) takes 3 arguments");
+        return NULL;
+    }
+    Py_buffer t, q;
+    int ts_signed, seq_signed;
+    if (int_buffer(args[0], &t, &ts_signed) < 0)
+        return NULL;
+    if (int_buffer(args[1], &q, &seq_signed) < 0) {
+        PyBuffer_Release(&t);
+        return NULL;
+    }
+    PyObject *idx = args[2];
+    Py_ssize_t n = PyList_GET_SIZE(idx);
+    Py_ssize_t nt = t.len / t.itemsize, nq = q.len / q.itemsize;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (i < 0 || i >= nt || i >= nq) {
+            PyErr_SetString(PyExc_IndexError, "ids: index out of range");
+            goto fail;
+        }
+        long long a = item_at(&t, i, ts_signed), c = item_at(&q, i, seq_signed);
+        char buf[48], *p = buf;
+        long long parts[2] = {a, c};
+        for (int h = 0; h < 2; h++) {
+            unsigned long long v;
+            if (parts[h] < 0) {
+                *p++ = '-';
+                v = 0ULL - (unsigned long long)parts[h];
+            } else {
+                v = (unsigned long long)parts[h];
+            }
+            char digits[17];
+            int nd = 0;
+            do {
+                digits[nd++] = hexdigits[v & 0xf];
+                v >>= 4;
+            } while (v);
+            while (nd)
+                *p++ = digits[--nd];
+            if (h == 0)
+                *p++ = '-';
+        }
+        PyObject *s = PyUnicode_FromStringAndSize(buf, p - buf);
+        if (s == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, k, s);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    PyBuffer_Release(&t);
+    PyBuffer_Release(&q);
+    return out;
+}
+
 /* The JSON of each name (a str of printable ASCII) of a table, quoted. */
 static int read_names(PyObject *names, char table[][24], int *count) {
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
@@ -692,6 +849,11 @@ static PyMethodDef methods[] = {
      "columns(ids, cols, separator, fallback, object_json) -> bytes\n\n"
      "`records` over a page as 12 column lists in Record's field order;\n"
      "`fallback(i)` writes row i."},
+    {"pick", (PyCFunction)(void (*)(void))render_pick, METH_FASTCALL,
+     "pick(names, codes, idx) -> list\n\n"
+     "[names[codes[i]] for i in idx]; with names None, [codes[i] for i in idx]."},
+    {"ids", (PyCFunction)(void (*)(void))render_ids, METH_FASTCALL,
+     "ids(ts, seqs, idx) -> list[str]: record.make_id(ts[i], seqs[i]) for i in idx."},
     {"texts", (PyCFunction)(void (*)(void))render_texts, METH_FASTCALL,
      "texts(buffers, starts, offs, idx) -> list[str]\n\n"
      "Message i of a text laid out in buffers from offsets `starts`: its UTF-8\n"

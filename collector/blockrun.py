@@ -19,10 +19,12 @@ from collector.record import Record
 from collector.wordfilter import WordFilter
 
 _texts: Callable[[list[Any], list[int], Any, list[int]], list[str]] | None
-try:  # batch message decoding at C speed (collector/_render.c), for pages
+_pick: Callable[[Sequence[Any] | None, Any, list[int]], list[Any]] | None
+try:  # a page's columns gathered at C speed (collector/_render.c)
+    from collector._render import pick as _pick
     from collector._render import texts as _texts
 except ImportError:
-    _texts = None
+    _texts = _pick = None
 
 Columns = tuple[list[Any], ...]  # a page's 12 columns, in Record's field order
 
@@ -82,10 +84,12 @@ def columns(
     idx = list(idx)
 
     def column(col: Any) -> list[Any]:
-        return list(map(col.__getitem__, idx))
+        return list(map(col.__getitem__, idx)) if _pick is None else _pick(None, col, idx)
 
     def coded(names: Sequence[Any], col: Any) -> list[Any]:
-        return list(map(names.__getitem__, map(col.__getitem__, idx)))
+        if _pick is None:
+            return list(map(names.__getitem__, map(col.__getitem__, idx)))
+        return _pick(names, col, idx)
 
     if block.extras_z is not None:
         extras = cache.extras(block)

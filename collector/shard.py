@@ -24,10 +24,12 @@ from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
 
 _texts: Callable[[list[Any], list[int], Any, list[int]], list[str]] | None
-try:  # batch message decoding at C speed (collector/_render.c), for pages
+_pick: Callable[[Sequence[Any] | None, Any, list[int]], list[Any]] | None
+try:  # a page's columns gathered at C speed (collector/_render.c)
+    from collector._render import pick as _pick
     from collector._render import texts as _texts
 except ImportError:
-    _texts = None
+    _texts = _pick = None
 
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
@@ -533,10 +535,12 @@ class Shard:
             phys = list(map(self.order.__getitem__, idx))
 
         def column(col: Any) -> list[Any]:
-            return list(map(col.__getitem__, phys))
+            return list(map(col.__getitem__, phys)) if _pick is None else _pick(None, col, phys)
 
         def coded(names: Sequence[Any], col: Any) -> list[Any]:
-            return list(map(names.__getitem__, map(col.__getitem__, phys)))
+            if _pick is None:
+                return list(map(names.__getitem__, map(col.__getitem__, phys)))
+            return _pick(names, col, phys)
 
         hosts, services, procids, msgids, formats = self.tables
         if self.extras:

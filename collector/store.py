@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
 from operator import attrgetter, le
@@ -29,6 +29,12 @@ from collector.shard import Shard
 from collector.shardquery import Plan, bounds, plan_of, select
 from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES
+
+_ids: Callable[[Any, Any, list[int]], list[str]] | None
+try:  # record.make_id over a page's keys at C speed (collector/_render.c)
+    from collector._render import ids as _ids
+except ImportError:
+    _ids = None
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per inline expire() call
@@ -540,9 +546,12 @@ class Store:
         ids: list[str] = []
         cols: Columns = tuple([] for _ in range(12))
         for shard, idx in runs:
-            ids.extend(
-                map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
-            )
+            if _ids is not None:
+                ids.extend(_ids(shard.ts, shard.seqs, idx))
+            else:
+                ids.extend(
+                    map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+                )
             for col, more in zip(cols, shard.columns(idx), strict=True):
                 col.extend(more)
         return ids, cols, next_cursor

@@ -90,6 +90,7 @@ def test_a_handler_crash_is_500_json_without_a_trace(monkeypatch: pytest.MonkeyP
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(app.store, "query", boom)
+    monkeypatch.setattr(app.store, "query_columns", boom)  # what a page of <= 200 reads
     resp = route(req("GET", "/logs"), app)
     assert resp.status == 500
     assert b"secret" not in resp.body

@@ -12,8 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector import query
-from collector.query import _records_pure, logs_json, record_json, records_json
+from collector.query import (
+    Query,
+    _records_pure,
+    columns_json,
+    logs_json,
+    logs_json_columns,
+    record_json,
+    records_json,
+)
 from collector.record import FACILITIES, Record, record_to_dict
+from collector.store import Store
 from collector.times import MAX_US, MIN_US
 
 native = pytest.mark.skipif(query.RENDERER != "native", reason="collector._render is not built")
@@ -169,3 +178,81 @@ def test_a_page_is_the_contract_shape_on_either_path() -> None:
         "next_cursor": "a-1",
     }
     assert body.startswith(b'{"logs":[' + record_json(r, "a-1").encode())
+
+
+# --- pages from the store's columns ----------------------------------------------
+
+_values = st.recursive(  # no NaN: records are compared with ==
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_store_records = st.builds(
+    Record,
+    timestamp=st.integers(T0, T0 + 300_000_000),
+    received_at=st.integers(T0, T0 + 300_000_000),
+    host=st.none() | st.sampled_from(["web-1", "web-2", "caf\u00e9"]),
+    service=st.none() | st.sampled_from(["sshd", "cron"]),
+    procid=st.none() | st.sampled_from(["1", "42"]),
+    msgid=st.none() | st.just("ID47"),
+    facility=st.none() | st.integers(0, len(FACILITIES) - 1),
+    level=st.integers(0, 7),
+    message=_text,
+    structured_data=st.none() | st.just({"origin@1": {"ip": "10.0.0.1"}}),
+    fields=st.none() | st.dictionaries(_text, _values, max_size=2),
+    format=st.sampled_from(["rfc5424", "rfc3164", "json", "raw"]),
+)
+
+
+@given(
+    st.lists(st.lists(_store_records, min_size=1, max_size=30), min_size=1, max_size=4),
+    st.booleans(),
+    st.sampled_from(["asc", "desc"]),
+    st.integers(1, 40),
+)
+def test_a_page_from_the_stores_columns_is_the_page_of_its_records(
+    batches: list[list[Record]], seal: bool, order: str, limit: int
+) -> None:
+    s = Store(
+        ttl_us=10**15, max_records=10**6, max_memory=1 << 30, shard_span_us=60_000_000,
+        block_records=7, freeze_bytes=64,
+    )  # fmt: skip
+    for batch in batches:  # out of order across batches: late arrivals
+        s.add_many(batch)
+    if seal:
+        while s.seal():
+            pass
+    q = Query(limit=limit, order=order)
+    cursor: str | None = ""
+    while cursor is not None:
+        q = Query(limit=limit, order=order, cursor=cursor or None)
+        page = s.query(q)
+        ids, cols, next_cursor = s.query_columns(q)
+        assert next_cursor == page.next_cursor
+        assert ids == [rid for rid, _ in page.items]
+        assert [Record(*row) for row in zip(*cols, strict=True)] == [r for _, r in page.items]
+        assert columns_json(ids, cols) == _records_pure(page.items, b",")
+        assert logs_json_columns(ids, cols, None) == logs_json(page.items, None)
+        cursor = next_cursor
+
+
+@native
+def test_the_column_helpers_refuse_indices_outside_their_arrays() -> None:
+    from array import array
+
+    from collector import _render
+
+    assert _render.pick(["a", "b"], bytes([1, 0]), [0, 1]) == ["b", "a"]
+    assert _render.pick(None, array("q", [-5, 7]), [1, 0]) == [7, -5]
+    assert _render.ids(array("q", [255, -1]), array("q", [16, 0]), [0, 1]) == ["ff-10", "-1-0"]
+    assert _render.texts([b"ab", bytearray(b"\xc3\xa9\xed\xa0\x80")], [0, 2], array("I", [0, 2, 4, 7]), [2, 1, 0]) == ["\ud800", "\u00e9", "ab"]  # fmt: skip
+    with pytest.raises(IndexError):
+        _render.pick(["a"], bytes([1]), [0])
+    with pytest.raises(IndexError):
+        _render.pick(None, bytes([1]), [1])
+    with pytest.raises(IndexError):
+        _render.ids(array("q", [1]), array("q", []), [0])
+    with pytest.raises(IndexError):
+        _render.texts([b"ab"], [0], array("I", [0, 5]), [0])
+    with pytest.raises(TypeError):
+        _render.pick(None, array("d", [1.0]), [0])
