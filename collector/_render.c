@@ -130,6 +130,9 @@ static inline char *put_escaped(char *p, Py_UCS4 c) {
 /* Printed as is: ' ' .. '~' but the quote and the backslash. */
 static inline int plain(Py_UCS4 c) { return c >= ' ' && c <= '~' && c != '\\' && c != '"'; }
 
+/* plain() of each byte, for the ASCII loop (filled by the module's init). */
+static unsigned char plain_byte[256];
+
 /* A str as a JSON string literal. */
 static int put_str(Out *o, PyObject *s) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
@@ -148,7 +151,7 @@ static int put_str(Out *o, PyObject *s) {
         Py_ssize_t i = 0;
         while (i < n) {
             Py_ssize_t j = i;
-            while (j < n && plain(d[j]))
+            while (j < n && plain_byte[d[j]])
                 j++;
             memcpy(p, d + i, (size_t)(j - i));
             p += j - i;
@@ -874,5 +877,7 @@ PyMODINIT_FUNC PyInit__render(void) {
         PyErr_SetString(PyExc_ImportError, "COLLECTOR_PURE is set");
         return NULL;
     }
+    for (int c = 0; c < 256; c++)
+        plain_byte[c] = (unsigned char)plain((Py_UCS4)c);
     return PyModule_Create(&module_def);
 }

@@ -14,7 +14,7 @@ import dataclasses
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import islice
 from operator import attrgetter, le
 from typing import Any
 
@@ -543,6 +543,9 @@ class Store:
         """`query` as (ids, the records' 12 columns in Record's field order,
         next_cursor): the same page without a Record object per row."""
         runs, next_cursor = self._page(q)
+        if len(runs) == 1 and _ids is not None:  # most pages: one shard's records
+            shard, idx = runs[0]
+            return _ids(shard.ts, shard.seqs, idx), shard.columns(idx), next_cursor
         ids: list[str] = []
         cols: Columns = tuple([] for _ in range(12))
         for shard, idx in runs:
@@ -562,27 +565,23 @@ class Store:
         plan.budget = SCAN_BUDGET
         plan.index_budget = INDEX_BUDGET
         limit = max(1, q.limit)
-        found = list(
-            islice(
-                chain.from_iterable(
-                    zip(repeat(shard), select(shard, plan, *bounds(shard, plan)))
-                    for shard in self._shards_for(plan)
-                ),
-                limit + 1,
-            )
-        )
-        more = len(found) > limit
-        if more:
-            del found[limit:]
+        # Each shard's matches in turn, until one more than the page holds:
+        # a shard past that point is never asked (select() is lazy).
         runs: list[tuple[Shard, list[int]]] = []
-        start = 0
-        while start < len(found):
-            shard = found[start][0]
-            stop = start + 1
-            while stop < len(found) and found[stop][0] is shard:
-                stop += 1
-            runs.append((shard, [i for _, i in found[start:stop]]))
-            start = stop
+        left = limit + 1
+        for shard in self._shards_for(plan):
+            idx = list(islice(select(shard, plan, *bounds(shard, plan)), left))
+            if idx:
+                runs.append((shard, idx))
+                left -= len(idx)
+                if not left:
+                    break
+        more = not left
+        if more:
+            last = runs[-1][1]
+            del last[-1]
+            if not last:
+                del runs[-1]
         if not more and plan.exhausted and plan.last_key is not None:
             # The scan budget ran out: this page ends at the last record
             # tested, and the next one goes on from there.
