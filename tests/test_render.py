@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from collector import query
+from collector.http import _query_params
 from collector.query import (
     Query,
     _records_pure,
@@ -256,3 +258,8 @@ def test_the_column_helpers_refuse_indices_outside_their_arrays() -> None:
         _render.texts([b"ab"], [0], array("I", [0, 5]), [0])
     with pytest.raises(TypeError):
         _render.pick(None, array("d", [1.0]), [0])
+
+
+@given(st.text(st.sampled_from("ab=&%+;2 \u00e9"), max_size=12))
+def test_query_strings_are_read_as_parse_qs_reads_them(raw: str) -> None:
+    assert _query_params(raw) == parse_qs(raw, keep_blank_values=True)
