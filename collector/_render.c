@@ -195,16 +195,10 @@ static inline void two(char *p, int v) {
     p[1] = (char)('0' + v % 10);
 }
 
-/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" with quotes (29 bytes); 1 when `v` is not an
- * int of years 0001..9999 (the row goes to Python). */
-static int put_time(Out *o, PyObject *v) {
-    if (!PyLong_CheckExact(v))
-        return 1;
-    int overflow = 0;
-    long long us = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (us == -1 && PyErr_Occurred())
-        return -1;
-    if (overflow || us < MIN_US || us > MAX_US)
+/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" with quotes (29 bytes, reserved by the
+ * caller); 1 when outside years 0001..9999 (the row goes to Python). */
+static int put_time_us(Out *o, long long us) {
+    if (us < MIN_US || us > MAX_US)
         return 1;
     long long secs = us / 1000000, frac = us % 1000000;
     if (frac < 0) {
@@ -251,6 +245,19 @@ static int put_time(Out *o, PyObject *v) {
     p[28] = '"';
     o->p = p + 29;
     return 0;
+}
+
+/* put_time_us of an int object; 1 when it is not an int of that range. */
+static int put_time(Out *o, PyObject *v) {
+    if (!PyLong_CheckExact(v))
+        return 1;
+    int overflow = 0;
+    long long us = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (us == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow)
+        return 1;
+    return put_time_us(o, us);
 }
 
 /* --- one row ---------------------------------------------------------------- */
@@ -775,6 +782,336 @@ done:
     return out;
 }
 
+/* --- rows straight from a shard's or a block's columns ----------------------- */
+
+/* An id "<ts hex>-<seq hex>" (record.make_id), quoted. */
+static void put_id(Out *o, long long ts, long long seq) {
+    char *p = o->p; /* the caller reserved 2 + 2 * 17 + 1 bytes */
+    *p++ = '"';
+    long long parts[2] = {ts, seq};
+    for (int h = 0; h < 2; h++) {
+        unsigned long long v;
+        if (parts[h] < 0) {
+            *p++ = '-';
+            v = 0ULL - (unsigned long long)parts[h];
+        } else {
+            v = (unsigned long long)parts[h];
+        }
+        char digits[17];
+        int nd = 0;
+        do {
+            digits[nd++] = hexdigits[v & 0xf];
+            v >>= 4;
+        } while (v);
+        while (nd)
+            *p++ = digits[--nd];
+        *p++ = h == 0 ? '-' : '"';
+    }
+    o->p = p;
+}
+
+/* A message's UTF-8 bytes (surrogates passed) as a JSON string: ASCII
+ * escaped straight from the bytes, anything else decoded first. */
+static int put_utf8(Out *o, const unsigned char *d, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n && d[i] < 0x80)
+        i++;
+    if (i < n) {
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)d, n, "surrogatepass");
+        if (s == NULL)
+            return -1;
+        int r = put_str(o, s);
+        Py_DECREF(s);
+        return r;
+    }
+    if (n > (PY_SSIZE_T_MAX - 2) / 6) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (out_reserve(o, n * 6 + 2) < 0)
+        return -1;
+    char *p = o->p;
+    *p++ = '"';
+    i = 0;
+    while (i < n) {
+        Py_ssize_t j = i;
+        while (j < n && plain_byte[d[j]])
+            j++;
+        memcpy(p, d + i, (size_t)(j - i));
+        p += j - i;
+        if (j < n)
+            p = put_escaped(p, d[j++]);
+        i = j;
+    }
+    *p++ = '"';
+    o->p = p;
+    return 0;
+}
+
+enum { C_RECV, C_HOST, C_SERVICE, C_PROCID, C_MSGID, C_FAC, C_LEVEL, C_FORMAT, NCOLS };
+#define NO_FACILITY 255 /* shard.NO_FACILITY, block.FACILITY_OUT's None */
+
+typedef struct {
+    Py_buffer keys_ts, keys_seq, offs, col[NCOLS];
+    int ts_signed, seq_signed, offs_signed, col_signed[NCOLS];
+    int have_keys, have_offs, have_col[NCOLS];
+    PyObject *names[5]; /* host, service, procid, msgid, format: fast sequences */
+    Py_ssize_t nnames[5];
+    Py_ssize_t nbufs;
+    Py_buffer *bufs;
+    long long *starts;
+} Source;
+
+static void source_release(Source *s) {
+    if (s->have_keys) {
+        PyBuffer_Release(&s->keys_ts);
+        PyBuffer_Release(&s->keys_seq);
+    }
+    if (s->have_offs)
+        PyBuffer_Release(&s->offs);
+    for (int c = 0; c < NCOLS; c++)
+        if (s->have_col[c])
+            PyBuffer_Release(&s->col[c]);
+    for (int k = 0; k < 5; k++)
+        Py_XDECREF(s->names[k]);
+    if (s->bufs != NULL) {
+        for (Py_ssize_t j = 0; j < s->nbufs; j++)
+            if (s->bufs[j].obj != NULL)
+                PyBuffer_Release(&s->bufs[j]);
+        PyMem_Free(s->bufs);
+    }
+    PyMem_Free(s->starts);
+}
+
+/* rows(ts, seqs, idx, phys, cols, names, text, extras, separator, fallback, object_json)
+ *
+ * The JSON of records straight from columns: record k has the key
+ * (ts[idx[k]], seqs[idx[k]]) and its other values at phys[k] of `cols`
+ * (received_at, host, service, procid, msgid codes, facility, level, format
+ * code: integer arrays), the codes naming values of `names` (host, service,
+ * procid, msgid, format sequences); its message at [offs[p], offs[p+1]) of
+ * `text` = (buffers, starts, offs) laid out as `texts` reads them; `extras`
+ * None or a list of (structured_data, fields) per record. `fallback(k)`
+ * writes record k in Python when it is unusual. */
+static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "rows() takes 11 arguments");
+        return NULL;
+    }
+    if (record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "collector._render.setup() was not called");
+        return NULL;
+    }
+    PyObject *idx = args[2], *phys = args[3], *cols = args[4], *names = args[5], *text = args[6],
+             *extras = args[7], *sep = args[8], *fallback = args[9], *object_json = args[10];
+    if (!PyList_CheckExact(idx) || !PyList_CheckExact(phys) ||
+        PyList_GET_SIZE(idx) != PyList_GET_SIZE(phys) || !PyTuple_CheckExact(cols) ||
+        PyTuple_GET_SIZE(cols) != NCOLS || !PyTuple_CheckExact(names) ||
+        PyTuple_GET_SIZE(names) != 5 || !PyTuple_CheckExact(text) || PyTuple_GET_SIZE(text) != 3 ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(text, 0)) ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(text, 1)) ||
+        PyList_GET_SIZE(PyTuple_GET_ITEM(text, 0)) != PyList_GET_SIZE(PyTuple_GET_ITEM(text, 1)) ||
+        PyList_GET_SIZE(PyTuple_GET_ITEM(text, 0)) == 0 || !PyBytes_Check(sep) ||
+        (extras != Py_None &&
+         (!PyList_CheckExact(extras) || PyList_GET_SIZE(extras) != PyList_GET_SIZE(idx)))) {
+        PyErr_SetString(PyExc_TypeError, "rows(): arguments of the wrong shape");
+        return NULL;
+    }
+    Source src;
+    memset(&src, 0, sizeof src);
+    Out o;
+    o.bytes = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(idx);
+    if (int_buffer(args[0], &src.keys_ts, &src.ts_signed) < 0)
+        return NULL;
+    if (int_buffer(args[1], &src.keys_seq, &src.seq_signed) < 0) {
+        PyBuffer_Release(&src.keys_ts);
+        return NULL;
+    }
+    src.have_keys = 1;
+    for (int c = 0; c < NCOLS; c++) {
+        if (int_buffer(PyTuple_GET_ITEM(cols, c), &src.col[c], &src.col_signed[c]) < 0)
+            goto fail;
+        src.have_col[c] = 1;
+    }
+    for (int k = 0; k < 5; k++) {
+        src.names[k] = PySequence_Fast(PyTuple_GET_ITEM(names, k), "rows(): names must be sequences");
+        if (src.names[k] == NULL)
+            goto fail;
+        src.nnames[k] = PySequence_Fast_GET_SIZE(src.names[k]);
+    }
+    if (int_buffer(PyTuple_GET_ITEM(text, 2), &src.offs, &src.offs_signed) < 0)
+        goto fail;
+    src.have_offs = 1;
+    PyObject *buffers = PyTuple_GET_ITEM(text, 0), *starts = PyTuple_GET_ITEM(text, 1);
+    src.nbufs = PyList_GET_SIZE(buffers);
+    src.bufs = PyMem_Calloc((size_t)src.nbufs, sizeof(Py_buffer));
+    src.starts = PyMem_Calloc((size_t)src.nbufs, sizeof(long long));
+    if (src.bufs == NULL || src.starts == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < src.nbufs; j++) {
+        src.starts[j] = PyLong_AsLongLong(PyList_GET_ITEM(starts, j));
+        if (src.starts[j] == -1 && PyErr_Occurred())
+            goto fail;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(buffers, j), &src.bufs[j], PyBUF_SIMPLE) < 0) {
+            src.bufs[j].obj = NULL;
+            goto fail;
+        }
+    }
+    Py_ssize_t nkeys = src.keys_ts.len / src.keys_ts.itemsize;
+    if (src.keys_seq.len / src.keys_seq.itemsize < nkeys)
+        nkeys = src.keys_seq.len / src.keys_seq.itemsize;
+    Py_ssize_t nrows = src.offs.len / src.offs.itemsize - 1;
+    for (int c = 0; c < NCOLS; c++)
+        if (src.col[c].len / src.col[c].itemsize < nrows)
+            nrows = src.col[c].len / src.col[c].itemsize;
+    const char *sep_s = PyBytes_AS_STRING(sep);
+    Py_ssize_t sep_n = PyBytes_GET_SIZE(sep);
+    if (out_init(&o, 512 * (n ? n : 1)) < 0)
+        goto fail;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, k));
+        Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(phys, k));
+        if ((i == -1 || p == -1) && PyErr_Occurred())
+            goto fail;
+        if (i < 0 || i >= nkeys || p < 0 || p >= nrows) {
+            PyErr_SetString(PyExc_IndexError, "rows(): index out of range");
+            goto fail;
+        }
+        if (k && sep_n) {
+            if (out_reserve(&o, sep_n) < 0)
+                goto fail;
+            put(&o, sep_s, (size_t)sep_n);
+        }
+        Py_ssize_t mark_at = o.p - PyBytes_AS_STRING(o.bytes);
+        int r = 0;
+        PyObject *value[5];
+        for (int c = 0; c < 5 && r == 0; c++) {
+            long long code = item_at(&src.col[c == 4 ? C_FORMAT : C_HOST + c], p,
+                                     src.col_signed[c == 4 ? C_FORMAT : C_HOST + c]);
+            if (code < 0 || code >= src.nnames[c]) {
+                PyErr_SetString(PyExc_IndexError, "rows(): a code outside its names");
+                goto fail;
+            }
+            value[c] = PySequence_Fast_GET_ITEM(src.names[c], code);
+        }
+        long long lvl = item_at(&src.col[C_LEVEL], p, src.col_signed[C_LEVEL]);
+        long long fac = item_at(&src.col[C_FAC], p, src.col_signed[C_FAC]);
+        if (lvl < 0 || lvl >= nlevels || (fac != NO_FACILITY && (fac < 0 || fac >= nfacilities)) ||
+            !PyUnicode_CheckExact(value[4]))
+            r = 1;
+        /* Everything before the message needs at most this much room. */
+        if (r == 0 && out_reserve(&o, 7 + 37 + 13 + 29 + 15 + 29 + 8) < 0)
+            goto fail;
+        if (r == 0) {
+            PUT_LIT(&o, "{\"id\":");
+            long long ts = item_at(&src.keys_ts, i, src.ts_signed);
+            put_id(&o, ts, item_at(&src.keys_seq, i, src.seq_signed));
+            PUT_LIT(&o, ",\"timestamp\":");
+            r = put_time_us(&o, ts);
+        }
+        if (r == 0) {
+            PUT_LIT(&o, ",\"received_at\":");
+            r = put_time_us(&o, item_at(&src.col[C_RECV], p, src.col_signed[C_RECV]));
+        }
+        static const char *const keys[4] = {",\"host\":", ",\"service\":", ",\"procid\":",
+                                            ",\"msgid\":"};
+        for (int c = 0; c < 4 && r == 0; c++) {
+            size_t kl = strlen(keys[c]);
+            if (out_reserve(&o, (Py_ssize_t)kl) < 0)
+                goto fail;
+            put(&o, keys[c], kl);
+            r = put_opt(&o, value[c]);
+        }
+        if (r == 0) {
+            if (out_reserve(&o, 12 + 24 + 9 + 24 + 11) < 0)
+                goto fail;
+            PUT_LIT(&o, ",\"facility\":");
+            if (fac == NO_FACILITY)
+                PUT_LIT(&o, "null");
+            else
+                put(&o, facility_json[fac], strlen(facility_json[fac]));
+            PUT_LIT(&o, ",\"level\":");
+            put(&o, level_json[lvl], strlen(level_json[lvl]));
+            PUT_LIT(&o, ",\"message\":");
+            long long o0 = item_at(&src.offs, p, src.offs_signed);
+            long long o1 = item_at(&src.offs, p + 1, src.offs_signed);
+            Py_ssize_t lo = 0, hi = src.nbufs;
+            while (hi - lo > 1) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                if (src.starts[mid] <= o0)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            long long a = o0 - src.starts[lo], b = o1 - src.starts[lo];
+            if (a < 0 || b < a || b > src.bufs[lo].len) {
+                PyErr_SetString(PyExc_IndexError, "rows(): a message outside its buffer");
+                goto fail;
+            }
+            r = put_utf8(&o, (const unsigned char *)src.bufs[lo].buf + a, (Py_ssize_t)(b - a));
+        }
+        PyObject *sd = Py_None, *fields = Py_None;
+        if (r == 0 && extras != Py_None) {
+            PyObject *pair = PyList_GET_ITEM(extras, k);
+            if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2)
+                r = 1;
+            else {
+                sd = PyTuple_GET_ITEM(pair, 0);
+                fields = PyTuple_GET_ITEM(pair, 1);
+            }
+        }
+        if (r == 0) {
+            if (out_reserve(&o, 19) < 0)
+                goto fail;
+            PUT_LIT(&o, ",\"structured_data\":");
+            r = put_extra(&o, sd, object_json);
+        }
+        if (r == 0) {
+            if (out_reserve(&o, 10) < 0)
+                goto fail;
+            PUT_LIT(&o, ",\"fields\":");
+            r = put_extra(&o, fields, object_json);
+        }
+        if (r == 0) {
+            if (out_reserve(&o, 10) < 0)
+                goto fail;
+            PUT_LIT(&o, ",\"format\":");
+            r = put_str(&o, value[4]);
+        }
+        if (r == 0) {
+            if (out_reserve(&o, 1) < 0)
+                goto fail;
+            PUT_LIT(&o, "}");
+        }
+        if (r < 0)
+            goto fail;
+        if (r > 0) {
+            o.p = PyBytes_AS_STRING(o.bytes) + mark_at;
+            PyObject *index = PyLong_FromSsize_t(k);
+            if (index == NULL)
+                goto fail;
+            PyObject *row = PyObject_CallOneArg(fallback, index);
+            Py_DECREF(index);
+            if (row == NULL)
+                goto fail;
+            r = put_ascii(&o, row);
+            Py_DECREF(row);
+            if (r < 0)
+                goto fail;
+        }
+    }
+    source_release(&src);
+    return out_finish(&o);
+fail:
+    source_release(&src);
+    Py_XDECREF(o.bytes);
+    return NULL;
+}
+
 /* The JSON of each name (a str of printable ASCII) of a table, quoted. */
 static int read_names(PyObject *names, char table[][24], int *count) {
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
@@ -857,6 +1194,9 @@ static PyMethodDef methods[] = {
      "[names[codes[i]] for i in idx]; with names None, [codes[i] for i in idx]."},
     {"ids", (PyCFunction)(void (*)(void))render_ids, METH_FASTCALL,
      "ids(ts, seqs, idx) -> list[str]: record.make_id(ts[i], seqs[i]) for i in idx."},
+    {"rows", (PyCFunction)(void (*)(void))render_rows, METH_FASTCALL,
+     "rows(ts, seqs, idx, phys, cols, names, text, extras, separator, fallback, object_json)\n"
+     "-> bytes: records' JSON straight from a shard's or a block's columns."},
     {"texts", (PyCFunction)(void (*)(void))render_texts, METH_FASTCALL,
      "texts(buffers, starts, offs, idx) -> list[str]\n\n"
      "Message i of a text laid out in buffers from offsets `starts`: its UTF-8\n"

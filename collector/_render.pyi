@@ -21,3 +21,16 @@ def columns(
 def texts(buffers: list[Any], starts: list[int], offs: Any, idx: list[int]) -> list[str]: ...
 def pick(names: Sequence[Any] | None, codes: Any, idx: list[int]) -> list[Any]: ...
 def ids(ts: Any, seqs: Any, idx: list[int]) -> list[str]: ...
+def rows(
+    ts: Any,
+    seqs: Any,
+    idx: list[int],
+    phys: list[int],
+    cols: tuple[Any, ...],
+    names: tuple[Sequence[Any], ...],
+    text: tuple[list[Any], list[int], Any],
+    extras: list[tuple[Any, Any]] | None,
+    separator: bytes,
+    fallback: Callable[[int], str],
+    object_json: Callable[[Any], str],
+) -> bytes: ...

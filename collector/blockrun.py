@@ -20,11 +20,15 @@ from collector.wordfilter import WordFilter
 
 _texts: Callable[[list[Any], list[int], Any, list[int]], list[str]] | None
 _pick: Callable[[Sequence[Any] | None, Any, list[int]], list[Any]] | None
-try:  # a page's columns gathered at C speed (collector/_render.c)
+_rows: Callable[..., bytes] | None
+try:  # a page's columns gathered, or rendered, at C speed (collector/_render.c)
     from collector._render import pick as _pick
+    from collector._render import rows as _rows
     from collector._render import texts as _texts
 except ImportError:
-    _texts = _pick = None
+    _texts = _pick = _rows = None
+
+RowJson = Callable[[int], str]  # the JSON of a page's row k, written in Python
 
 Columns = tuple[list[Any], ...]  # a page's 12 columns, in Record's field order
 
@@ -249,6 +253,56 @@ class BlockRun:
                 col.extend(more)
             k = stop
         return out
+
+    def rows_json(
+        self,
+        keys: tuple[Any, Any],
+        idx: list[int],
+        phys: list[int],
+        fallback: RowJson,
+        object_json: Callable[[Any], str],
+    ) -> bytes:
+        """The JSON of records (`,` between them) straight from the blocks'
+        columns (collector._render.rows): record k has the key at `idx[k]`
+        of `keys` (the shard's timestamps and seqs) and physical index
+        `phys[k]`; `fallback(k)` writes an unusual one. Needs _render."""
+        assert _rows is not None
+        parts: list[bytes] = []
+        k = 0
+        n = len(phys)
+        starts, cache = self.starts, self.cache
+        while k < n:
+            j = self.block_of(phys[k])
+            lo, hi = starts[j], starts[j + 1]
+            stop = k + 1
+            while stop < n and lo <= phys[stop] < hi:
+                stop += 1
+            block = self.blocks[j]
+            attrs = cache.attrs(block)
+            text = cache.text(block)
+            inner = [p - lo for p in phys[k:stop]]
+            extras = None
+            if block.extras_z is not None:
+                got = cache.extras(block)
+                extras = [got.get(i, (None, None)) for i in inner]
+            host_c, service_c, procid_c, msgid_c, format_c = attrs.codes
+            cols = (attrs.received_at, host_c, service_c, procid_c, msgid_c, attrs.facility)
+            parts.append(
+                _rows(
+                    *keys,
+                    idx[k:stop],
+                    inner,
+                    (*cols, attrs.level, format_c),
+                    block.dicts,
+                    ([text.data], [0], text.offs),
+                    extras,
+                    b",",
+                    lambda m, k0=k: fallback(k0 + m),
+                    object_json,
+                )
+            )
+            k = stop
+        return b",".join(parts)
 
     def search(
         self,

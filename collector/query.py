@@ -564,6 +564,22 @@ def logs_json_columns(
     )
 
 
+def logs_json_rows(rows: bytes, count: int, next_cursor: str | None) -> bytes:
+    """`logs_json` for `count` records already written (`,` between them)."""
+    return b"".join(
+        (
+            b'{"logs":[',
+            rows,
+            b'],"count":%d,"next_cursor":%s}' % (count, _opt(next_cursor).encode("ascii")),
+        )
+    )
+
+
+def object_json(d: dict[Any, Any]) -> str:
+    """A record's structured data or fields as JSON text (as record_json writes them)."""
+    return _object(d)
+
+
 def records_json(items: list[tuple[str, Record]], separator: bytes = b",") -> bytes:
     """The JSON of each record, `separator` between them (ASCII bytes)."""
     return _render_records(items, separator)

@@ -28,7 +28,9 @@ from collector.query import (
     QueryError,
     logs_json,
     logs_json_columns,
+    logs_json_rows,
     make_cursor,
+    object_json,
     opt_json,
     parse_context_query,
     parse_fields_query,
@@ -41,6 +43,7 @@ from collector.query import (
 )
 from collector.record import Record, apply_clock_skew, make_id, record_to_dict
 from collector.settings import Settings
+from collector.shard import ROWS_NATIVE
 from collector.store import Page, Store
 from collector.tail import TAIL_KEEPALIVE, LiveTails
 from collector.times import format_timestamp
@@ -213,12 +216,15 @@ def handle_logs(req: Request, app: App) -> Response:
     q = parse_logs_query(req.query, now_us=_now_us())
     if q.limit <= PAGE_WHOLE:
         # Straight from the store's columns to JSON: no Record per row.
-        ids, cols, next_cursor = app.store.query_columns(q)  # 400s happen here
-        body = logs_json_columns(ids, cols, make_cursor(next_cursor, q))
+        if ROWS_NATIVE:
+            rows, count, next_cursor = app.store.query_json(q, record_json, object_json)
+            body = logs_json_rows(rows, count, make_cursor(next_cursor, q))
+        else:
+            ids, cols, next_cursor = app.store.query_columns(q)  # 400s happen here
+            body = logs_json_columns(ids, cols, make_cursor(next_cursor, q))
         if len(body) <= MAX_PAGE_BYTES:
             return Response(200, body)
-        page = Page(list(zip(ids, map(Record, *cols), strict=True)), next_cursor)
-        return Response(200, b"", stream=_page_stream(app.store, q, page))
+        return Response(200, b"", stream=_page_stream(app.store, q, app.store.query(q)))
     first = app.store.query(replace(q, limit=PAGE_SLICE_MIN))
     if first.next_cursor is None:
         return Response(200, logs_json(first.items, make_cursor(first.next_cursor, q)))

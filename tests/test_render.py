@@ -20,10 +20,12 @@ from collector.query import (
     columns_json,
     logs_json,
     logs_json_columns,
+    object_json,
     record_json,
     records_json,
 )
 from collector.record import FACILITIES, Record, record_to_dict
+from collector.shard import ROWS_NATIVE
 from collector.store import Store
 from collector.times import MAX_US, MIN_US
 
@@ -235,7 +237,35 @@ def test_a_page_from_the_stores_columns_is_the_page_of_its_records(
         assert [Record(*row) for row in zip(*cols, strict=True)] == [r for _, r in page.items]
         assert columns_json(ids, cols) == _records_pure(page.items, b",")
         assert logs_json_columns(ids, cols, None) == logs_json(page.items, None)
+        if ROWS_NATIVE:
+            rows, count, rows_cursor = s.query_json(q, record_json, object_json)
+            assert (rows, count, rows_cursor) == (
+                _records_pure(page.items, b","),
+                len(page.items),
+                next_cursor,
+            )
         cursor = next_cursor
+
+
+@native
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_record_the_native_rows_cannot_write_is_written_by_record_json(seal: bool) -> None:
+    s = Store(ttl_us=10**15, max_records=10**6, max_memory=1 << 30, block_records=64)
+    odd = rec(received_at=MIN_US - 5_000_000, message="caf\u00e9 \ud800", fields={"n": 1.5})
+    s.add_many([rec(), odd, rec(timestamp=T0 + 1, structured_data={"a@1": {"b": ["c", "d"]}})])
+    s.add_many([rec(timestamp=T0 + 2 + k) for k in range(300)])  # enough for sealing to pay
+    if seal:
+        s.add_many(
+            [rec(timestamp=T0 + k * 60 * 10**6) for k in (5, 10)]
+        )  # the newest two stay open
+        while s.seal():
+            pass
+        assert s.sealed_records == 303  # every record of the first minute
+    q = Query(limit=3)
+    rows, count, _ = s.query_json(q, record_json, object_json)
+    assert count == 3
+    assert rows == _records_pure(s.query(q).items, b",")
+    assert rows.count(b'"received_at":"0001-01-01T') == 0  # Python's own spelling, not clamped
 
 
 @native
