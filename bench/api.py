@@ -15,11 +15,13 @@ threads, 100-record pages, daemon CPU per page from /proc/<pid>/stat.
     .venv/bin/python bench/api.py --wrk-only                     # wrk rows only
     .venv/bin/python bench/api.py --wrk-only --vs-tree /tmp/base # beside another checkout
 
-`--vs-tree DIR` runs a second daemon from another checkout's `collector`
-package (e.g. `git archive main | tar -x -C /tmp/base`), seeded alike, and
-interleaves the runs (this tree, that tree, this tree, ...) so that the
-machine's drifting load hits both alike; it prints each one's medians and
-the median of the per-round ratios.
+`--vs-pure` adds a daemon of this tree with COLLECTOR_PURE=1 (the pure-Python
+fallback, as without a compiler). `--vs-tree DIR` adds a daemon of another
+checkout's `collector` package (e.g. `git archive main | tar -x -C /tmp/base`,
+with its C modules built). All are seeded alike and the runs interleave
+(this tree, the others, this tree, ...) so that the machine's drifting load
+hits them alike; it prints each one's medians and the median of the
+per-round ratios.
 """
 
 from __future__ import annotations
@@ -119,10 +121,12 @@ class Daemon:
 
     `tree`: run another checkout's `collector` package (put first on the path)."""
 
-    def __init__(self, seed: int, tree: str | None = None) -> None:
+    def __init__(self, seed: int, tree: str | None = None, pure: bool = False) -> None:
         env = dict(os.environ)
         if tree is not None:
             env["PYTHONPATH"] = os.path.abspath(tree)
+        if pure:
+            env["COLLECTOR_PURE"] = "1"  # the C modules refuse to load: the fallback
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", str(seed)],
             stdin=subprocess.PIPE,
@@ -388,10 +392,12 @@ def bench_wrk(args: argparse.Namespace, seed: int) -> None:
         f"{seed:,} records, median of {runs} interleaved runs; "
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
-    trees: list[tuple[str, str | None]] = [("this tree", None)]
+    trees: list[tuple[str, str | None, bool]] = [("this tree", None, False)]
+    if args.vs_pure:
+        trees.append(("pure", None, True))
     if args.vs_tree:
-        trees.append((os.path.basename(os.path.abspath(args.vs_tree)), args.vs_tree))
-    daemons = [Daemon(seed, tree) for _, tree in trees]
+        trees.append((os.path.basename(os.path.abspath(args.vs_tree)), args.vs_tree, False))
+    daemons = [Daemon(seed, tree, pure) for _, tree, pure in trees]
     try:
         results: dict[tuple[int, int], list[dict[str, float]]] = {}
         targets = wrk_targets(daemons[0])
@@ -412,7 +418,7 @@ def bench_wrk(args: argparse.Namespace, seed: int) -> None:
         f" {'CPU us/page':>11} {'rate ratio':>10} {'CPU ratio':>9} {'errors':>6}"
     )
     for t, (label, _) in enumerate(targets):
-        for k, (name, _) in enumerate(trees):
+        for k, (name, _, _) in enumerate(trees):
             res = results[(t, k)]
             med = {key: statistics.median(r[key] for r in res) for key in res[0]}
             ratios = ["", ""]
@@ -428,7 +434,7 @@ def bench_wrk(args: argparse.Namespace, seed: int) -> None:
                 f" {sum(r['errors'] for r in res):>6.0f}"
             )
     if len(trees) > 1:
-        print("(ratios: this tree / the other, median of the per-round ratios)")
+        print("(ratios: this tree / that daemon, median of the per-round ratios)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end; errors: wrk's socket errors and")
     print("timeouts (an answer slower than 2 s), summed over the runs")
 
@@ -498,6 +504,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--vs-tree", metavar="DIR", help="also run DIR's collector, interleaved")
+    parser.add_argument(
+        "--vs-pure", action="store_true", help="also run this tree with COLLECTOR_PURE=1"
+    )
     parser.add_argument("--serve", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
