@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h> /* T_OBJECT_EX: the slots of Record */
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,10 @@ static Py_ssize_t slot_offset[NFIELDS];
 
 #define MAX_NAMES 32
 static char level_json[MAX_NAMES][24]; /* "\"err\"" ... */
+static size_t level_len[MAX_NAMES];
 static int nlevels;
 static char facility_json[MAX_NAMES][24];
+static size_t facility_len[MAX_NAMES];
 static int nfacilities;
 
 /* times.MIN_US / MAX_US: years 0001..9999. */
@@ -57,10 +60,13 @@ static int out_init(Out *o, Py_ssize_t size) {
     return 0;
 }
 
-/* Room for `n` more bytes. */
-static int out_reserve(Out *o, Py_ssize_t n) {
-    if (o->end - o->p >= n)
-        return 0;
+/* Room for `n` more bytes (out_grow when there is not). */
+static int out_grow(Out *o, Py_ssize_t n);
+static inline int out_reserve(Out *o, Py_ssize_t n) {
+    return o->end - o->p >= n ? 0 : out_grow(o, n);
+}
+
+static int out_grow(Out *o, Py_ssize_t n) {
     char *start = PyBytes_AS_STRING(o->bytes);
     Py_ssize_t used = o->p - start;
     Py_ssize_t size = o->end - start;
@@ -197,6 +203,9 @@ static inline void two(char *p, int v) {
 
 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" with quotes (29 bytes, reserved by the
  * caller); 1 when outside years 0001..9999 (the row goes to Python). */
+static long long last_secs = LLONG_MIN; /* the second whose text is in last_head */
+static char last_head[20];                  /* "YYYY-MM-DDTHH:MM:SS" */
+
 static int put_time_us(Out *o, long long us) {
     if (us < MIN_US || us > MAX_US)
         return 1;
@@ -205,36 +214,42 @@ static int put_time_us(Out *o, long long us) {
         frac += 1000000;
         secs -= 1;
     }
-    long long days = secs / 86400, sod = secs % 86400;
-    if (sod < 0) {
-        sod += 86400;
-        days -= 1;
-    }
-    /* H. Hinnant's civil_from_days. */
-    long long z = days + 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long y = yoe + era * 400;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    int d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    int m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    y += m <= 2;
     char *p = o->p; /* the caller reserved the room */
+    if (secs != last_secs) {
+        /* Records of one page mostly share their seconds: formatted once. */
+        long long days = secs / 86400, sod = secs % 86400;
+        if (sod < 0) {
+            sod += 86400;
+            days -= 1;
+        }
+        /* H. Hinnant's civil_from_days. */
+        long long z = days + 719468;
+        long long era = (z >= 0 ? z : z - 146096) / 146097;
+        long long doe = z - era * 146097;
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        long long y = yoe + era * 400;
+        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long long mp = (5 * doy + 2) / 153;
+        int d = (int)(doy - (153 * mp + 2) / 5 + 1);
+        int m = (int)(mp < 10 ? mp + 3 : mp - 9);
+        y += m <= 2;
+        char *h = last_head;
+        two(h, (int)(y / 100));
+        two(h + 2, (int)(y % 100));
+        h[4] = '-';
+        two(h + 5, m);
+        h[7] = '-';
+        two(h + 8, d);
+        h[10] = 'T';
+        two(h + 11, (int)(sod / 3600));
+        h[13] = ':';
+        two(h + 14, (int)(sod / 60 % 60));
+        h[16] = ':';
+        two(h + 17, (int)(sod % 60));
+        last_secs = secs;
+    }
     p[0] = '"';
-    two(p + 1, (int)(y / 100));
-    two(p + 3, (int)(y % 100));
-    p[5] = '-';
-    two(p + 6, m);
-    p[8] = '-';
-    two(p + 9, d);
-    p[11] = 'T';
-    two(p + 12, (int)(sod / 3600));
-    p[14] = ':';
-    two(p + 15, (int)(sod / 60 % 60));
-    p[17] = ':';
-    two(p + 18, (int)(sod % 60));
+    memcpy(p + 1, last_head, 19);
     p[20] = '.';
     int f = (int)frac;
     for (int k = 26; k >= 21; k--) {
@@ -353,9 +368,9 @@ static int put_row(Out *o, PyObject *id, PyObject *const *f, PyObject *object_js
     if (fac == -2)
         PUT_LIT(o, "null");
     else
-        put(o, facility_json[fac], strlen(facility_json[fac]));
+        put(o, facility_json[fac], facility_len[fac]);
     PUT_LIT(o, ",\"level\":");
-    put(o, level_json[level], strlen(level_json[level]));
+    put(o, level_json[level], level_len[level]);
     PUT_LIT(o, ",\"message\":");
     TRY(put_str(o, f[F_MESSAGE]));
     if (out_reserve(o, 19) < 0)
@@ -1019,8 +1034,9 @@ static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
         }
         static const char *const keys[4] = {",\"host\":", ",\"service\":", ",\"procid\":",
                                             ",\"msgid\":"};
+        static const size_t key_len[4] = {8, 11, 10, 9};
         for (int c = 0; c < 4 && r == 0; c++) {
-            size_t kl = strlen(keys[c]);
+            size_t kl = key_len[c];
             if (out_reserve(&o, (Py_ssize_t)kl) < 0)
                 goto fail;
             put(&o, keys[c], kl);
@@ -1033,9 +1049,9 @@ static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (fac == NO_FACILITY)
                 PUT_LIT(&o, "null");
             else
-                put(&o, facility_json[fac], strlen(facility_json[fac]));
+                put(&o, facility_json[fac], facility_len[fac]);
             PUT_LIT(&o, ",\"level\":");
-            put(&o, level_json[lvl], strlen(level_json[lvl]));
+            put(&o, level_json[lvl], level_len[lvl]);
             PUT_LIT(&o, ",\"message\":");
             long long o0 = item_at(&src.offs, p, src.offs_signed);
             long long o1 = item_at(&src.offs, p + 1, src.offs_signed);
@@ -1113,7 +1129,7 @@ fail:
 }
 
 /* The JSON of each name (a str of printable ASCII) of a table, quoted. */
-static int read_names(PyObject *names, char table[][24], int *count) {
+static int read_names(PyObject *names, char table[][24], size_t *lens, int *count) {
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
     if (seq == NULL)
         return -1;
@@ -1140,6 +1156,7 @@ static int read_names(PyObject *names, char table[][24], int *count) {
         memcpy(table[i] + 1, text, len);
         table[i][len + 1] = '"';
         table[i][len + 2] = '\0';
+        lens[i] = len + 2;
     }
     *count = (int)n;
     Py_DECREF(seq);
@@ -1168,8 +1185,8 @@ static PyObject *render_setup(PyObject *self, PyObject *const *args, Py_ssize_t 
         }
         offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
     }
-    if (read_names(args[1], level_json, &nlevels) < 0 ||
-        read_names(args[2], facility_json, &nfacilities) < 0)
+    if (read_names(args[1], level_json, level_len, &nlevels) < 0 ||
+        read_names(args[2], facility_json, facility_len, &nfacilities) < 0)
         return NULL;
     memcpy(slot_offset, offsets, sizeof offsets);
     Py_INCREF(t);
