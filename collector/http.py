@@ -372,8 +372,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _drop_body(self) -> None:
         """Forget the body being read (and give its bytes back to the budget)."""
-        self.app.body_bytes -= sum(map(len, self._body))
-        self._body = []
+        if self._body:
+            self.app.body_bytes -= sum(map(len, self._body))
+            self._body = []
 
     def on_message_complete(self) -> None:
         if self._halted:
