@@ -380,6 +380,8 @@ def wrk_targets(d: Daemon) -> list[tuple[str, str]]:
     return [
         ("newest 100-record page", "/logs?limit=100&order=desc"),
         ("100 records from a random start", WRK_WINDOWS % (first, span - 60)),
+        # The floor: a tiny answer, the same connections and loop.
+        ("health (the floor)", "/health"),
     ]
 
 
