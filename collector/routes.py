@@ -292,8 +292,7 @@ def handle_context(req: Request, app: App, rec_id: str) -> Response:
     if found is None:
         return error(404, f"id: no record with id {rec_id!r} (expired, or never stored)")
     items, anchor = found
-    logs = ",".join(record_json(rec, rid) for rid, rec in items)
-    return Response(200, f'{{"logs":[{logs}],"anchor":{anchor}}}'.encode("ascii"))
+    return Response(200, b'{"logs":[%s],"anchor":%d}' % (records_json(items), anchor))
 
 
 def handle_fields(req: Request, app: App) -> Response:
