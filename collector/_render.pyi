@@ -11,16 +11,6 @@ def records(
     fallback: Callable[[Record, str], str],
     object_json: Callable[[dict[Any, Any]], str],
 ) -> bytes: ...
-def columns(
-    ids: list[str],
-    cols: tuple[list[Any], ...],
-    separator: bytes,
-    fallback: Callable[[int], str],
-    object_json: Callable[[dict[Any, Any]], str],
-) -> bytes: ...
-def texts(buffers: list[Any], starts: list[int], offs: Any, idx: list[int]) -> list[str]: ...
-def pick(names: Sequence[Any] | None, codes: Any, idx: list[int]) -> list[Any]: ...
-def ids(ts: Any, seqs: Any, idx: list[int]) -> list[str]: ...
 def rows(
     ts: Any,
     seqs: Any,

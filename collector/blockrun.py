@@ -18,19 +18,13 @@ from collector.blockcache import BlockCache
 from collector.record import Record
 from collector.wordfilter import WordFilter
 
-_texts: Callable[[list[Any], list[int], Any, list[int]], list[str]] | None
-_pick: Callable[[Sequence[Any] | None, Any, list[int]], list[Any]] | None
 _rows: Callable[..., bytes] | None
-try:  # a page's columns gathered, or rendered, at C speed (collector/_render.c)
-    from collector._render import pick as _pick
+try:  # pages' JSON straight from the columns, in C (collector/_render.c)
     from collector._render import rows as _rows
-    from collector._render import texts as _texts
 except ImportError:
-    _texts = _pick = _rows = None
+    _rows = None
 
 RowJson = Callable[[int], str]  # the JSON of a page's row k, written in Python
-
-Columns = tuple[list[Any], ...]  # a page's 12 columns, in Record's field order
 
 
 def records(
@@ -73,51 +67,6 @@ def records(
             fields,
             map(formats.__getitem__, column(format_c)),
         )
-    )
-
-
-def columns(
-    block: Block, idx: Sequence[int], cache: BlockCache, ts: Sequence[int] | None = None
-) -> Columns:
-    """`records`' values without the Record objects: 12 lists in Record's
-    field order (a page renders straight from them)."""
-    attrs = cache.attrs(block)
-    text = cache.text(block)
-    hosts, services, procids, msgids, formats = block.dicts
-    host_c, service_c, procid_c, msgid_c, format_c = attrs.codes
-    idx = list(idx)
-
-    def column(col: Any) -> list[Any]:
-        return list(map(col.__getitem__, idx)) if _pick is None else _pick(None, col, idx)
-
-    def coded(names: Sequence[Any], col: Any) -> list[Any]:
-        if _pick is None:
-            return list(map(names.__getitem__, map(col.__getitem__, idx)))
-        return _pick(names, col, idx)
-
-    if block.extras_z is not None:
-        extras = cache.extras(block)
-        pairs = [extras.get(i, (None, None)) for i in idx]
-        sds, fields = list(map(itemgetter(0), pairs)), list(map(itemgetter(1), pairs))
-    else:
-        sds = fields = [None] * len(idx)
-    if _texts is not None:
-        messages = _texts([text.data], [0], text.offs, idx)
-    else:
-        messages = list(map(text.message, idx))
-    return (
-        column(cache.keys(block).ts) if ts is None else list(ts),
-        column(attrs.received_at),
-        coded(hosts, host_c),
-        coded(services, service_c),
-        coded(procids, procid_c),
-        coded(msgids, msgid_c),
-        coded(FACILITY_OUT, attrs.facility),
-        column(attrs.level),
-        messages,
-        sds,
-        fields,
-        coded(formats, format_c),
     )
 
 
@@ -232,25 +181,6 @@ class BlockRun:
                 stop += 1
             part = None if ts is None else ts[k:stop]
             out.extend(records(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache, part))
-            k = stop
-        return out
-
-    def columns(self, phys: Sequence[int], ts: Sequence[int] | None = None) -> Columns:
-        """`records` as columns (see the module's `columns`)."""
-        out: Columns = tuple([] for _ in range(12))
-        k = 0
-        n = len(phys)
-        starts = self.starts
-        while k < n:
-            j = self.block_of(phys[k])
-            lo, hi = starts[j], starts[j + 1]
-            stop = k + 1
-            while stop < n and lo <= phys[stop] < hi:
-                stop += 1
-            part = None if ts is None else ts[k:stop]
-            got = columns(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache, part)
-            for col, more in zip(out, got, strict=True):
-                col.extend(more)
             k = stop
         return out
 

@@ -519,9 +519,7 @@ def _records_pure(items: Iterable[tuple[str, Record]], separator: bytes) -> byte
 # record_json at C speed; it hands back to record_json any record it does
 # not read exactly (and to _object the non-empty dicts). Without it, or with
 # COLLECTOR_PURE set, the pure path runs.
-_Columns = tuple[list[Any], ...]
 _render_records: Callable[[list[tuple[str, Record]], bytes], bytes]
-_render_columns: Callable[[list[str], _Columns, bytes], bytes] | None
 try:
     from collector import _render
 
@@ -530,38 +528,10 @@ try:
     def _render_records(items: list[tuple[str, Record]], separator: bytes) -> bytes:
         return _render.records(items, separator, record_json, _object)
 
-    def _render_columns(ids: list[str], cols: _Columns, separator: bytes) -> bytes:
-        def row(i: int) -> str:
-            return record_json(Record(*(col[i] for col in cols)), ids[i])
-
-        return _render.columns(ids, cols, separator, row, _object)
-
     RENDERER = "native"
 except ImportError:
     _render_records = _records_pure
-    _render_columns = None
     RENDERER = "pure"
-
-
-def columns_json(ids: list[str], cols: _Columns, separator: bytes = b",") -> bytes:
-    """`records_json` for a page held as columns (lists in Record's field
-    order, as Store.query_columns answers): no Record per row."""
-    if _render_columns is None:
-        return _records_pure(list(zip(ids, map(Record, *cols), strict=True)), separator)
-    return _render_columns(ids, cols, separator)
-
-
-def logs_json_columns(
-    ids: list[str], cols: tuple[list[Any], ...], next_cursor: str | None
-) -> bytes:
-    """`logs_json` for a page held as columns."""
-    return b"".join(
-        (
-            b'{"logs":[',
-            columns_json(ids, cols),
-            b'],"count":%d,"next_cursor":%s}' % (len(ids), _opt(next_cursor).encode("ascii")),
-        )
-    )
 
 
 def logs_json_rows(rows: bytes, count: int, next_cursor: str | None) -> bytes:

@@ -27,7 +27,6 @@ from collector.query import (
     Query,
     QueryError,
     logs_json,
-    logs_json_columns,
     logs_json_rows,
     make_cursor,
     object_json,
@@ -215,16 +214,18 @@ def handle_logs(req: Request, app: App) -> Response:
     10,000-record page of large records at once."""
     q = parse_logs_query(req.query, now_us=_now_us())
     if q.limit <= PAGE_WHOLE:
-        # Straight from the store's columns to JSON: no Record per row.
-        if ROWS_NATIVE:
+        if ROWS_NATIVE:  # straight from the store's columns to JSON: no Record per row
             rows, count, next_cursor = app.store.query_json(q, record_json, object_json)
-            body = logs_json_rows(rows, count, make_cursor(next_cursor, q))
+            body = logs_json_rows(rows, count, make_cursor(next_cursor, q))  # 400s above
+            if len(body) <= MAX_PAGE_BYTES:
+                return Response(200, body)
+            page = app.store.query(q)
         else:
-            ids, cols, next_cursor = app.store.query_columns(q)  # 400s happen here
-            body = logs_json_columns(ids, cols, make_cursor(next_cursor, q))
-        if len(body) <= MAX_PAGE_BYTES:
-            return Response(200, body)
-        return Response(200, b"", stream=_page_stream(app.store, q, app.store.query(q)))
+            page = app.store.query(q)  # 400s happen here
+            body = logs_json(page.items, make_cursor(page.next_cursor, q))
+            if len(body) <= MAX_PAGE_BYTES:
+                return Response(200, body)
+        return Response(200, b"", stream=_page_stream(app.store, q, page))
     first = app.store.query(replace(q, limit=PAGE_SLICE_MIN))
     if first.next_cursor is None:
         return Response(200, logs_json(first.items, make_cursor(first.next_cursor, q)))

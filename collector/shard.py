@@ -18,20 +18,16 @@ from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from collector.blockrun import BlockRun, Columns, RowJson
+from collector.blockrun import BlockRun, RowJson
 from collector.memo import Memo
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
 
-_texts: Callable[[list[Any], list[int], Any, list[int]], list[str]] | None
-_pick: Callable[[Sequence[Any] | None, Any, list[int]], list[Any]] | None
 _rows: Callable[..., bytes] | None
-try:  # a page's columns gathered, or rendered, at C speed (collector/_render.c)
-    from collector._render import pick as _pick
+try:  # pages' JSON straight from the columns, in C (collector/_render.c)
     from collector._render import rows as _rows
-    from collector._render import texts as _texts
 except ImportError:
-    _texts = _pick = _rows = None
+    _rows = None
 
 ROWS_NATIVE = _rows is not None  # rows_json can run
 
@@ -524,54 +520,6 @@ class Shard:
                 fields,
                 map(formats.values.__getitem__, column(self.fmt)),
             )
-        )
-
-    def columns(self, idx: Sequence[int]) -> Columns:
-        """`records(idx)`'s values without the Record objects: 12 lists in
-        Record's field order, which a page renders straight from."""
-        if self.run is not None:
-            return self.run.columns(
-                list(map(self.run_base.__add__, idx)), list(map(self.ts.__getitem__, idx))
-            )
-        if self.order is None:
-            phys: list[int] = list(map(self.base.__add__, idx))
-        else:
-            phys = list(map(self.order.__getitem__, idx))
-
-        def column(col: Any) -> list[Any]:
-            return list(map(col.__getitem__, phys)) if _pick is None else _pick(None, col, phys)
-
-        def coded(names: Sequence[Any], col: Any) -> list[Any]:
-            if _pick is None:
-                return list(map(names.__getitem__, map(col.__getitem__, phys)))
-            return _pick(names, col, phys)
-
-        hosts, services, procids, msgids, formats = self.tables
-        if self.extras:
-            extras = list(map(unpack_extras, map(self.extras.get, phys)))
-            sds, fields = list(map(_FIRST, extras)), list(map(_SECOND, extras))
-        else:  # most shards: no record with structured data or fields
-            sds = fields = [None] * len(phys)
-        text = self.text
-        if _texts is not None:
-            messages = _texts(
-                [*text.texts, text.tail], [*text.chunk_starts, text.tail_start], text.offs, phys
-            )
-        else:
-            messages = list(map(text.message, phys))
-        return (
-            list(map(self.ts.__getitem__, idx)),
-            column(self.recv),
-            coded(hosts.values, self.host),
-            coded(services.values, self.service),
-            coded(procids.values, self.procid),
-            coded(msgids.values, self.msgid),
-            coded(FACILITY_OUT, self.fac),
-            column(self.lvl),
-            messages,
-            sds,
-            fields,
-            coded(formats.values, self.fmt),
         )
 
     def rows_json(

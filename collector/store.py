@@ -20,7 +20,6 @@ from typing import Any
 
 from collector.block import BLOCK_RECORDS
 from collector.blockcache import BlockCache
-from collector.blockrun import Columns
 from collector.memo import Memo
 from collector.query import ContextQuery, Query, StatsQuery, check, check_stats
 from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id
@@ -29,12 +28,6 @@ from collector.shard import Shard
 from collector.shardquery import Plan, bounds, plan_of, select
 from collector.stats import aggregate, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES
-
-_ids: Callable[[Any, Any, list[int]], list[str]] | None
-try:  # record.make_id over a page's keys at C speed (collector/_render.c)
-    from collector._render import ids as _ids
-except ImportError:
-    _ids = None
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
 SEAL_BUDGET = 2 * 1024 * 1024  # message bytes sealed per inline expire() call
@@ -538,26 +531,6 @@ class Store:
             ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
             items.extend(zip(ids, shard.records(idx), strict=True))
         return Page(items, next_cursor)
-
-    def query_columns(self, q: Query) -> tuple[list[str], Columns, str | None]:
-        """`query` as (ids, the records' 12 columns in Record's field order,
-        next_cursor): the same page without a Record object per row."""
-        runs, next_cursor = self._page(q)
-        if len(runs) == 1 and _ids is not None:  # most pages: one shard's records
-            shard, idx = runs[0]
-            return _ids(shard.ts, shard.seqs, idx), shard.columns(idx), next_cursor
-        ids: list[str] = []
-        cols: Columns = tuple([] for _ in range(12))
-        for shard, idx in runs:
-            if _ids is not None:
-                ids.extend(_ids(shard.ts, shard.seqs, idx))
-            else:
-                ids.extend(
-                    map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
-                )
-            for col, more in zip(cols, shard.columns(idx), strict=True):
-                col.extend(more)
-        return ids, cols, next_cursor
 
     def query_json(
         self,

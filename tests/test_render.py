@@ -17,15 +17,13 @@ from collector.http import _query_params
 from collector.query import (
     Query,
     _records_pure,
-    columns_json,
     logs_json,
-    logs_json_columns,
+    logs_json_rows,
     object_json,
     record_json,
     records_json,
 )
 from collector.record import FACILITIES, Record, record_to_dict
-from collector.shard import ROWS_NATIVE
 from collector.store import Store
 from collector.times import MAX_US, MIN_US
 
@@ -208,13 +206,14 @@ _store_records = st.builds(
 )
 
 
+@native
 @given(
     st.lists(st.lists(_store_records, min_size=1, max_size=30), min_size=1, max_size=4),
     st.booleans(),
     st.sampled_from(["asc", "desc"]),
     st.integers(1, 40),
 )
-def test_a_page_from_the_stores_columns_is_the_page_of_its_records(
+def test_a_page_written_from_the_stores_columns_is_the_page_of_its_records(
     batches: list[list[Record]], seal: bool, order: str, limit: int
 ) -> None:
     s = Store(
@@ -226,24 +225,17 @@ def test_a_page_from_the_stores_columns_is_the_page_of_its_records(
     if seal:
         while s.seal():
             pass
-    q = Query(limit=limit, order=order)
     cursor: str | None = ""
     while cursor is not None:
         q = Query(limit=limit, order=order, cursor=cursor or None)
         page = s.query(q)
-        ids, cols, next_cursor = s.query_columns(q)
-        assert next_cursor == page.next_cursor
-        assert ids == [rid for rid, _ in page.items]
-        assert [Record(*row) for row in zip(*cols, strict=True)] == [r for _, r in page.items]
-        assert columns_json(ids, cols) == _records_pure(page.items, b",")
-        assert logs_json_columns(ids, cols, None) == logs_json(page.items, None)
-        if ROWS_NATIVE:
-            rows, count, rows_cursor = s.query_json(q, record_json, object_json)
-            assert (rows, count, rows_cursor) == (
-                _records_pure(page.items, b","),
-                len(page.items),
-                next_cursor,
-            )
+        rows, count, next_cursor = s.query_json(q, record_json, object_json)
+        assert (rows, count, next_cursor) == (
+            _records_pure(page.items, b","),
+            len(page.items),
+            page.next_cursor,
+        )
+        assert logs_json_rows(rows, count, None) == logs_json(page.items, None)
         cursor = next_cursor
 
 
@@ -269,25 +261,25 @@ def test_a_record_the_native_rows_cannot_write_is_written_by_record_json(seal: b
 
 
 @native
-def test_the_column_helpers_refuse_indices_outside_their_arrays() -> None:
-    from array import array
-
+def test_the_native_rows_refuse_indices_outside_their_columns() -> None:
+    s = Store(ttl_us=10**15, max_records=10**6, max_memory=1 << 30)
+    s.add_many([rec(), rec(timestamp=T0 + 1)])
+    shard = next(iter(s._shards.values()))
+    assert shard.rows_json([1, 0], str, object_json).count(b'"id":') == 2
+    for idx in ([2], [-1]):
+        with pytest.raises(IndexError):
+            shard.rows_json(idx, str, object_json)
     from collector import _render
 
-    assert _render.pick(["a", "b"], bytes([1, 0]), [0, 1]) == ["b", "a"]
-    assert _render.pick(None, array("q", [-5, 7]), [1, 0]) == [7, -5]
-    assert _render.ids(array("q", [255, -1]), array("q", [16, 0]), [0, 1]) == ["ff-10", "-1-0"]
-    assert _render.texts([b"ab", bytearray(b"\xc3\xa9\xed\xa0\x80")], [0, 2], array("I", [0, 2, 4, 7]), [2, 1, 0]) == ["\ud800", "\u00e9", "ab"]  # fmt: skip
-    with pytest.raises(IndexError):
-        _render.pick(["a"], bytes([1]), [0])
-    with pytest.raises(IndexError):
-        _render.pick(None, bytes([1]), [1])
-    with pytest.raises(IndexError):
-        _render.ids(array("q", [1]), array("q", []), [0])
-    with pytest.raises(IndexError):
-        _render.texts([b"ab"], [0], array("I", [0, 5]), [0])
-    with pytest.raises(TypeError):
-        _render.pick(None, array("d", [1.0]), [0])
+    cols = (shard.recv, shard.host, shard.service, shard.procid, shard.msgid, shard.fac, shard.lvl, shard.fmt)  # fmt: skip
+    names = tuple(t.values for t in shard.tables)
+    text = ([bytes(shard.text.tail)], [0], shard.text.offs)
+    with pytest.raises(IndexError):  # a physical index past the columns
+        _render.rows(shard.ts, shard.seqs, [0], [5], cols, names, text, None, b",", str, str)
+    with pytest.raises(IndexError):  # a message past its buffer
+        _render.rows(shard.ts, shard.seqs, [0], [0], cols, names, ([b""], [0], shard.text.offs), None, b",", str, str)  # fmt: skip
+    with pytest.raises(TypeError):  # columns that are not integer arrays
+        _render.rows(shard.ts, shard.seqs, [0], [0], (*cols[:-1], [0.5]), names, text, None, b",", str, str)  # fmt: skip
 
 
 @given(st.text(st.sampled_from("ab=&%+;2 \u00e9"), max_size=12))
