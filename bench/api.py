@@ -5,8 +5,8 @@ process with `Store.add_many` (posting 1M records would measure POST, not
 the page); the client is this process, an asyncio + httptools client on
 uvloop, so server and client each get their own GIL. Run from the repo root:
 
-    .venv/bin/python bench/api.py            # 1M records, ~4 minutes
-    .venv/bin/python bench/api.py --quick    # ~20 s smoke run
+    .venv/bin/python bench/api.py            # 1M records, ~5 minutes
+    .venv/bin/python bench/api.py --quick    # ~30 s smoke run
 
 The page rate that matters is measured by `wrk` (a C load generator, Debian's
 `wrk` package), so the client is not the bottleneck: 50 connections, 2
@@ -496,7 +496,7 @@ async def bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="~10 s smoke run")
+    parser.add_argument("--quick", action="store_true", help="~30 s smoke run")
     parser.add_argument("--records", type=int, default=1_000_000, help="records to seed")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per page run")
     parser.add_argument("--messages", type=int, default=100_000, help="messages per ingest run")
