@@ -35,13 +35,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The suite with the native parser (when built), then the parser suites again
-# on the pure path alone (COLLECTOR_PURE=1), as a machine without a compiler runs.
+# The suite with the native parser and renderer (when built), then the parser
+# and page suites again on the pure path alone (COLLECTOR_PURE=1), as a
+# machine without a compiler runs.
 test: lint
 	$(BIN)/pytest -q
 	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_rfc5424.py \
 	  tests/test_parse.py tests/test_rfc3164.py tests/test_listeners.py tests/test_cli.py \
-	  tests/test_netio.py
+	  tests/test_netio.py tests/test_render.py tests/test_http.py
 
 # The native parser under AddressSanitizer + UBSan, differential suite and corpus.
 fuzz: $(STAMP)

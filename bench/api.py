@@ -5,8 +5,23 @@ process with `Store.add_many` (posting 1M records would measure POST, not
 the page); the client is this process, an asyncio + httptools client on
 uvloop, so server and client each get their own GIL. Run from the repo root:
 
-    .venv/bin/python bench/api.py            # 1M records, ~2 minutes
-    .venv/bin/python bench/api.py --quick    # ~10 s smoke run
+    .venv/bin/python bench/api.py            # 1M records, ~5 minutes
+    .venv/bin/python bench/api.py --quick    # ~30 s smoke run
+
+The page rate that matters is measured by `wrk` (a C load generator, Debian's
+`wrk` package), so the client is not the bottleneck: 50 connections, 2
+threads, 100-record pages, daemon CPU per page from /proc/<pid>/stat.
+
+    .venv/bin/python bench/api.py --wrk-only                     # wrk rows only
+    .venv/bin/python bench/api.py --wrk-only --vs-tree /tmp/base # beside another checkout
+
+`--vs-pure` adds a daemon of this tree with COLLECTOR_PURE=1 (the pure-Python
+fallback, as without a compiler). `--vs-tree DIR` adds a daemon of another
+checkout's `collector` package (e.g. `git archive main | tar -x -C /tmp/base`,
+with its C modules built). All are seeded alike and the runs interleave
+(this tree, the others, this tree, ...) so that the machine's drifting load
+hits them alike; it prints each one's medians and the median of the
+per-round ratios.
 """
 
 from __future__ import annotations
@@ -16,11 +31,14 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -74,6 +92,8 @@ def serve(seed: int) -> None:
         if batch:
             d.store.add_many(batch)
         seeded = time.perf_counter() - t0
+        while d.store.seal():  # what the sweeper would seal by and by, at once
+            pass
         tune_gc()  # as `collector run` does once started
         stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -85,6 +105,7 @@ def serve(seed: int) -> None:
             "seeded": seed,
             "seed_seconds": round(seeded, 1),
             "store": type(d.store).__module__,
+            "now_us": now,
         }
         print(json.dumps(info), flush=True)
         await stop_event.wait()
@@ -96,13 +117,21 @@ def serve(seed: int) -> None:
 
 
 class Daemon:
-    """A child-process daemon; `with Daemon(seed) as d: d.http, d.tcp`."""
+    """A child-process daemon; `with Daemon(seed) as d: d.http, d.tcp`.
 
-    def __init__(self, seed: int) -> None:
+    `tree`: run another checkout's `collector` package (put first on the path)."""
+
+    def __init__(self, seed: int, tree: str | None = None, pure: bool = False) -> None:
+        env = dict(os.environ)
+        if tree is not None:
+            env["PYTHONPATH"] = os.path.abspath(tree)
+        if pure:
+            env["COLLECTOR_PURE"] = "1"  # the C modules refuse to load: the fallback
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", str(seed)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=env,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -289,8 +318,137 @@ async def ingest(d: Daemon, tails: int, n: int) -> dict[str, float]:
     }
 
 
+# --- wrk: the page rate with a C client ------------------------------------------------
+
+# Each request asks for the 100 records from a random instant of the seeded
+# span on: pages from every shard and block, not one page served over and over.
+WRK_WINDOWS = """
+local first, span = %.6f, %.6f
+local n = 0
+setup = function(thread) n = n + 1; thread:set("seed", n) end
+init = function(args) math.randomseed(seed * 7919 + os.time()) end
+request = function()
+  local start = first + math.random() * span
+  return wrk.format("GET", string.format("/logs?limit=100&start=%%.6f", start))
+end
+"""
+_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(
+    d: Daemon, target: str, connections: int, threads: int, seconds: float
+) -> dict[str, float]:
+    """One `wrk --latency` run against the daemon: pages/s, p50/p99 (ms), and
+    the daemon's CPU per page (/proc/<pid>/stat over the run). `target` is a
+    path, or a Lua script's text (written to a temporary file)."""
+    url = f"http://{d.http[0]}:{d.http[1]}"
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if target.startswith("/"):
+            url += target
+        else:
+            script.write(target)
+            script.flush()
+            args += ["-s", script.name]
+        cpu0 = cpu_seconds(d.proc.pid)
+        out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+        cpu = cpu_seconds(d.proc.pid) - cpu0
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if done is None:
+        raise RuntimeError(f"wrk printed no request count:\n{out}")
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw error answers:\n{out}")
+    # Socket errors (a timeout is an answer slower than wrk's 2 s) are counted.
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    n = int(done[1])
+    elapsed = float(done[2]) * (0.001 if done[3] == "ms" else 1.0)
+    lat = {p: float(v) * _UNIT_MS[u] for p, v, u in _LATENCY.findall(out)}
+    return {
+        "rps": n / elapsed,
+        "p50_ms": lat["50"],
+        "p99_ms": lat["99"],
+        "cpu_us": cpu / max(n, 1) * 1e6,
+        "errors": sum(map(int, errors.groups())) if errors else 0,
+    }
+
+
+def wrk_targets(d: Daemon) -> list[tuple[str, str]]:
+    """(label, path or Lua script) for the wrk rows."""
+    span = 50 * 60  # seconds, as serve() seeds them
+    first = int(d.info["now_us"]) / 1e6 - span
+    return [
+        ("newest 100-record page", "/logs?limit=100&order=desc"),
+        ("100 records from a random start", WRK_WINDOWS % (first, span - 60)),
+        # The floor: a tiny answer, the same connections and loop.
+        ("health (the floor)", "/health"),
+    ]
+
+
+def bench_wrk(args: argparse.Namespace, seed: int) -> None:
+    seconds = 2.0 if args.quick else args.wrk_seconds
+    runs = 1 if args.quick else args.runs
+    conns, threads = args.connections, args.threads
+    print(
+        f"\nwrk: {conns} connections, {threads} threads, {seconds:g} s per run, "
+        f"{seed:,} records, median of {runs} interleaved runs; "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
+    trees: list[tuple[str, str | None, bool]] = [("this tree", None, False)]
+    if args.vs_pure:
+        trees.append(("pure", None, True))
+    if args.vs_tree:
+        trees.append((os.path.basename(os.path.abspath(args.vs_tree)), args.vs_tree, False))
+    daemons = [Daemon(seed, tree, pure) for _, tree, pure in trees]
+    try:
+        results: dict[tuple[int, int], list[dict[str, float]]] = {}
+        targets = wrk_targets(daemons[0])
+        for d in daemons:  # warm up: first-touch costs, caches, block decoding
+            for _, target in targets:
+                run_wrk(d, target, conns, threads, 1)
+        for _ in range(runs):
+            for t, (_, target) in enumerate(targets):
+                for k, d in enumerate(daemons):
+                    results.setdefault((t, k), []).append(
+                        run_wrk(d, target, conns, threads, seconds)
+                    )
+    finally:
+        for d in daemons:
+            d.__exit__()
+    print(
+        f"{'pages':34} {'daemon':>12} {'pages/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'CPU us/page':>11} {'rate ratio':>10} {'CPU ratio':>9} {'errors':>6}"
+    )
+    for t, (label, _) in enumerate(targets):
+        for k, (name, _, _) in enumerate(trees):
+            res = results[(t, k)]
+            med = {key: statistics.median(r[key] for r in res) for key in res[0]}
+            ratios = ["", ""]
+            if k:  # this tree / that tree, per round (same moment, same load)
+                base = results[(t, 0)]
+                ratios = [
+                    f"{statistics.median(a[key] / b[key] for a, b in zip(base, res, strict=True)):.2f}"
+                    for key in ("rps", "cpu_us")
+                ]
+            print(
+                f"{label:34.34} {name:>12.12} {med['rps']:>8.0f} {med['p50_ms']:>7.2f}"
+                f" {med['p99_ms']:>7.2f} {med['cpu_us']:>11.0f} {ratios[0]:>10} {ratios[1]:>9}"
+                f" {sum(r['errors'] for r in res):>6.0f}"
+            )
+    if len(trees) > 1:
+        print("(ratios: this tree / that daemon, median of the per-round ratios)")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end; errors: wrk's socket errors and")
+    print("timeouts (an answer slower than 2 s), summed over the runs")
+
+
 async def bench(args: argparse.Namespace) -> None:
     seed = 100_000 if args.quick else args.records
+    if shutil.which("wrk") is not None:
+        bench_wrk(args, seed)
+    else:
+        print("wrk is not installed (apt-get install wrk): no wrk rows")
+    if args.wrk_only:
+        return
     seconds = 2.0 if args.quick else args.seconds
     runs = 1 if args.quick else 3
     print(f"HTTP benchmark: {seed:,} stored records, {seconds:.0f} s per run, median of {runs}")
@@ -338,10 +496,19 @@ async def bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="~10 s smoke run")
+    parser.add_argument("--quick", action="store_true", help="~30 s smoke run")
     parser.add_argument("--records", type=int, default=1_000_000, help="records to seed")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per page run")
     parser.add_argument("--messages", type=int, default=100_000, help="messages per ingest run")
+    parser.add_argument("--wrk-only", action="store_true", help="only the wrk page rows")
+    parser.add_argument("--wrk-seconds", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved wrk runs (median)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--vs-tree", metavar="DIR", help="also run DIR's collector, interleaved")
+    parser.add_argument(
+        "--vs-pure", action="store_true", help="also run this tree with COLLECTOR_PURE=1"
+    )
     parser.add_argument("--serve", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:

@@ -18,6 +18,14 @@ from collector.blockcache import BlockCache
 from collector.record import Record
 from collector.wordfilter import WordFilter
 
+_rows: Callable[..., bytes] | None
+try:  # pages' JSON straight from the columns, in C (collector/_render.c)
+    from collector._render import rows as _rows
+except ImportError:
+    _rows = None
+
+RowJson = Callable[[int], str]  # the JSON of a page's row k, written in Python
+
 
 def records(
     block: Block, idx: Sequence[int], cache: BlockCache, ts: Sequence[int] | None = None
@@ -175,6 +183,56 @@ class BlockRun:
             out.extend(records(self.blocks[j], [p - lo for p in phys[k:stop]], self.cache, part))
             k = stop
         return out
+
+    def rows_json(
+        self,
+        keys: tuple[Any, Any],
+        idx: list[int],
+        phys: list[int],
+        fallback: RowJson,
+        object_json: Callable[[Any], str],
+    ) -> bytes:
+        """The JSON of records (`,` between them) straight from the blocks'
+        columns (collector._render.rows): record k has the key at `idx[k]`
+        of `keys` (the shard's timestamps and seqs) and physical index
+        `phys[k]`; `fallback(k)` writes an unusual one. Needs _render."""
+        assert _rows is not None
+        parts: list[bytes] = []
+        k = 0
+        n = len(phys)
+        starts, cache = self.starts, self.cache
+        while k < n:
+            j = self.block_of(phys[k])
+            lo, hi = starts[j], starts[j + 1]
+            stop = k + 1
+            while stop < n and lo <= phys[stop] < hi:
+                stop += 1
+            block = self.blocks[j]
+            attrs = cache.attrs(block)
+            text = cache.text(block)
+            inner = [p - lo for p in phys[k:stop]]
+            extras = None
+            if block.extras_z is not None:
+                got = cache.extras(block)
+                extras = [got.get(i, (None, None)) for i in inner]
+            host_c, service_c, procid_c, msgid_c, format_c = attrs.codes
+            cols = (attrs.received_at, host_c, service_c, procid_c, msgid_c, attrs.facility)
+            parts.append(
+                _rows(
+                    *keys,
+                    idx[k:stop],
+                    inner,
+                    (*cols, attrs.level, format_c),
+                    block.dicts,
+                    ([text.data], [0], text.offs),
+                    extras,
+                    b",",
+                    lambda m, k0=k: fallback(k0 + m),
+                    object_json,
+                )
+            )
+            k = stop
+        return b",".join(parts)
 
     def search(
         self,

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
 import httptools
@@ -65,6 +65,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, app: App) -> None:
         self.app = app
+        # The loop, once: asyncio.get_running_loop() makes a getpid() system
+        # call each time, and a request asked for it twice.
+        self._loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
@@ -77,6 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = 0.0
         self._in_request = False
         self._url = b""
+        self._parsed: Any = None  # httptools' parsed URL of the request being read
         self._headers: dict[str, str] = {}
         self._head_bytes = 0
         self._body: list[bytes] = []
@@ -143,7 +147,7 @@ class HttpProtocol(asyncio.Protocol):
     async def drained(self) -> None:
         """Return once the socket's write buffer is below its high-water mark."""
         if self.write_paused and self.transport is not None:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self._loop.create_future()
             await self._drain
 
     def data_received(self, data: bytes) -> None:
@@ -199,7 +203,7 @@ class HttpProtocol(asyncio.Protocol):
             and not self.write_paused
             and self.tail is None
         ):
-            self._turn = asyncio.get_running_loop().call_soon(self._pump)
+            self._turn = self._loop.call_soon(self._pump)
         self._set_reading()
 
     def _set_reading(self) -> None:
@@ -244,14 +248,14 @@ class HttpProtocol(asyncio.Protocol):
     def _arm(self, seconds: float) -> None:
         # Deadlines only move later, so the timer is not re-created per
         # request: when it fires early, it re-arms for the current deadline.
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._deadline = loop.time() + seconds
         if self._timer is None:
             self._timer = loop.call_at(self._deadline, self._timeout)
 
     def _timeout(self) -> None:
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._timeout)
             return
@@ -333,9 +337,10 @@ class HttpProtocol(asyncio.Protocol):
         if coding is not None and coding.strip().lower() != "chunked":
             return error(400, f"transfer-encoding: only chunked is supported; got {coding!r}")
         try:
-            path = _path_of(self._url)
+            self._parsed = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
             return error(400, "url: not a valid request target")
+        path = unquote(self._parsed.path.decode("utf-8", "replace"))
         denied = unauthorized(method.decode("latin-1"), path, self._headers, self.app)
         if denied is not None:
             return denied
@@ -367,18 +372,19 @@ class HttpProtocol(asyncio.Protocol):
 
     def _drop_body(self) -> None:
         """Forget the body being read (and give its bytes back to the budget)."""
-        self.app.body_bytes -= sum(map(len, self._body))
-        self._body = []
+        if self._body:
+            self.app.body_bytes -= sum(map(len, self._body))
+            self._body = []
 
     def on_message_complete(self) -> None:
         if self._halted:
             return
         self._in_request = False
         self._arm(self.app.http.idle_timeout)
-        url = httptools.parse_url(self._url)
+        url = self._parsed  # by _refuse_head, for this request
         path = unquote(url.path.decode("utf-8", "replace"))
         raw_query = url.query.decode("utf-8", "replace") if url.query else ""
-        query = parse_qs(raw_query, keep_blank_values=True) if raw_query else {}
+        query = _query_params(raw_query) if raw_query else {}
         method = self.parser.get_method().decode("latin-1")
         req = Request(method, path, query, self._headers, b"".join(self._body), self.peer)
         self._drop_body()
@@ -475,7 +481,7 @@ class HttpProtocol(asyncio.Protocol):
             # Lingering close: a client still sending (a 413'd body) would
             # get a RST that can destroy the answer before it is read.
             transport.write_eof()
-            self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+            self._timer = self._loop.call_later(LINGER, transport.close)
         else:
             transport.close()
         if not self._reading:
@@ -554,8 +560,17 @@ class HttpProtocol(asyncio.Protocol):
         self._set_reading()
 
 
-def _path_of(url: bytes) -> str:
-    return unquote(httptools.parse_url(url).path.decode("utf-8", "replace"))
+def _query_params(raw: str) -> dict[str, list[str]]:
+    """`parse_qs(raw, keep_blank_values=True)`, without its per-item
+    unquoting when there is nothing to unquote (the common case)."""
+    if "%" in raw or "+" in raw:
+        return parse_qs(raw, keep_blank_values=True)
+    out: dict[str, list[str]] = {}
+    for item in raw.split("&"):
+        if item:
+            name, _, value = item.partition("=")
+            out.setdefault(name, []).append(value)
+    return out
 
 
 class _Discard:

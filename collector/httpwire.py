@@ -60,11 +60,22 @@ def accepts_gzip(value: str) -> bool:
     return False
 
 
+_starts: dict[int, str] = {}  # status -> its status line and Server field, this second
+_starts_at: list[int] = [0]
+
+
 def head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, '')}", f"Server: {SERVER}"]
-    lines.append(f"Date: {http_date()}")
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    now = int(time.time())
+    if now != _starts_at[0]:
+        _starts.clear()
+        _starts_at[0] = now
+    start = _starts.get(status)
+    if start is None:
+        start = _starts[status] = (
+            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nServer: {SERVER}\r\n"
+            f"Date: {http_date()}\r\n"
+        )
+    return (start + "".join([f"{k}: {v}\r\n" for k, v in headers]) + "\r\n").encode("latin-1")
 
 
 def tail_headers(chunked: bool, keep_alive: bool) -> list[tuple[str, str]]:

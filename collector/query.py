@@ -511,12 +511,59 @@ def record_json(rec: Record, rec_id: str) -> str:
     )
 
 
-def logs_json(items: Iterable[tuple[str, Record]], next_cursor: str | None) -> bytes:
+def _records_pure(items: Iterable[tuple[str, Record]], separator: bytes) -> bytes:
+    return separator.decode().join([record_json(rec, rid) for rid, rec in items]).encode("ascii")
+
+
+# The native renderer (collector/_render.c) writes the same bytes as
+# record_json at C speed; it hands back to record_json any record it does
+# not read exactly (and to _object the non-empty dicts). Without it, or with
+# COLLECTOR_PURE set, the pure path runs.
+_render_records: Callable[[list[tuple[str, Record]], bytes], bytes]
+try:
+    from collector import _render
+
+    _render.setup(Record, LEVELS, FACILITIES)
+
+    def _render_records(items: list[tuple[str, Record]], separator: bytes) -> bytes:
+        return _render.records(items, separator, record_json, _object)
+
+    RENDERER = "native"
+except ImportError:
+    _render_records = _records_pure
+    RENDERER = "pure"
+
+
+def logs_json_rows(rows: bytes, count: int, next_cursor: str | None) -> bytes:
+    """`logs_json` for `count` records already written (`,` between them)."""
+    return b"".join(
+        (
+            b'{"logs":[',
+            rows,
+            b'],"count":%d,"next_cursor":%s}' % (count, _opt(next_cursor).encode("ascii")),
+        )
+    )
+
+
+def object_json(d: dict[Any, Any]) -> str:
+    """A record's structured data or fields as JSON text (as record_json writes them)."""
+    return _object(d)
+
+
+def records_json(items: list[tuple[str, Record]], separator: bytes = b",") -> bytes:
+    """The JSON of each record, `separator` between them (ASCII bytes)."""
+    return _render_records(items, separator)
+
+
+def logs_json(items: list[tuple[str, Record]], next_cursor: str | None) -> bytes:
     """The `GET /logs` answer for one page."""
-    logs = [record_json(rec, rid) for rid, rec in items]
-    return (
-        f'{{"logs":[{",".join(logs)}],"count":{len(logs)},"next_cursor":{_opt(next_cursor)}}}'
-    ).encode("ascii")
+    return b"".join(
+        (
+            b'{"logs":[',
+            _render_records(items, b","),
+            b'],"count":%d,"next_cursor":%s}' % (len(items), _opt(next_cursor).encode("ascii")),
+        )
+    )
 
 
 def record_line(rec: Record, rec_id: str) -> bytes:

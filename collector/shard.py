@@ -18,10 +18,18 @@ from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from collector.blockrun import BlockRun
+from collector.blockrun import BlockRun, RowJson
 from collector.memo import Memo
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
+
+_rows: Callable[..., bytes] | None
+try:  # pages' JSON straight from the columns, in C (collector/_render.c)
+    from collector._render import rows as _rows
+except ImportError:
+    _rows = None
+
+ROWS_NATIVE = _rows is not None  # rows_json can run
 
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
@@ -512,6 +520,39 @@ class Shard:
                 fields,
                 map(formats.values.__getitem__, column(self.fmt)),
             )
+        )
+
+    def rows_json(
+        self, idx: list[int], fallback: RowJson, object_json: Callable[[Any], str]
+    ) -> bytes:
+        """The JSON of live records `idx` (`,` between them), written by
+        collector._render.rows straight from the columns; `fallback(k)`
+        writes record idx[k] when it is unusual. Only when ROWS_NATIVE."""
+        assert _rows is not None
+        if self.run is not None:
+            phys = list(map(self.run_base.__add__, idx))
+            return self.run.rows_json((self.ts, self.seqs), idx, phys, fallback, object_json)
+        if self.order is None:
+            phys = list(map(self.base.__add__, idx))
+        else:
+            phys = list(map(self.order.__getitem__, idx))
+        extras = None
+        if self.extras:
+            extras = list(map(unpack_extras, map(self.extras.get, phys)))
+        text = self.text
+        cols = (self.recv, self.host, self.service, self.procid, self.msgid, self.fac, self.lvl)
+        return _rows(
+            self.ts,
+            self.seqs,
+            idx,
+            phys,
+            (*cols, self.fmt),
+            tuple(t.values for t in self.tables),
+            ([*text.texts, text.tail], [*text.chunk_starts, text.tail_start], text.offs),
+            extras,
+            b",",
+            fallback,
+            object_json,
         )
 
     def may_contain_words(self, keys: Sequence[int], a: int, b: int) -> bool:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import islice
 from operator import attrgetter, le
 from typing import Any
 
@@ -525,38 +525,67 @@ class Store:
         An invalid `q` raises QueryError naming the parameter (query.check),
         and so does a cursor this store did not make.
         """
+        runs, next_cursor = self._page(q)
+        items: list[tuple[str, Record]] = []
+        for shard, idx in runs:
+            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
+            items.extend(zip(ids, shard.records(idx), strict=True))
+        return Page(items, next_cursor)
+
+    def query_json(
+        self,
+        q: Query,
+        record_json: Callable[[Record, str], str],
+        object_json: Callable[[Any], str],
+    ) -> tuple[bytes, int, str | None]:
+        """`query` as (the records' JSON with `,` between them, how many,
+        next_cursor), written straight from the columns (shard.ROWS_NATIVE
+        must be true); `record_json(record, id)` writes a record the native
+        code hands back, `object_json` non-empty structured data and fields."""
+        runs, next_cursor = self._page(q)
+        parts: list[bytes] = []
+        count = 0
+        for shard, idx in runs:
+
+            def row(k: int, shard: Shard = shard, idx: list[int] = idx) -> str:
+                i = idx[k]
+                return record_json(shard.record(i), make_id(shard.ts[i], shard.seqs[i]))
+
+            parts.append(shard.rows_json(idx, row, object_json))
+            count += len(idx)
+        return b",".join(parts), count, next_cursor
+
+    def _page(self, q: Query) -> tuple[list[tuple[Shard, list[int]]], str | None]:
+        """The page `query` answers: runs of (shard, logical indices), and the next cursor."""
         plan = plan_of(check(q))
         plan.budget = SCAN_BUDGET
         plan.index_budget = INDEX_BUDGET
         limit = max(1, q.limit)
-        found = list(
-            islice(
-                chain.from_iterable(
-                    zip(repeat(shard), select(shard, plan, *bounds(shard, plan)))
-                    for shard in self._shards_for(plan)
-                ),
-                limit + 1,
-            )
-        )
-        more = len(found) > limit
+        # Each shard's matches in turn, until one more than the page holds:
+        # a shard past that point is never asked (select() is lazy).
+        runs: list[tuple[Shard, list[int]]] = []
+        left = limit + 1
+        for shard in self._shards_for(plan):
+            idx = list(islice(select(shard, plan, *bounds(shard, plan)), left))
+            if idx:
+                runs.append((shard, idx))
+                left -= len(idx)
+                if not left:
+                    break
+        more = not left
         if more:
-            del found[limit:]
-        items: list[tuple[str, Record]] = []
-        start = 0
-        while start < len(found):
-            shard = found[start][0]
-            stop = start + 1
-            while stop < len(found) and found[stop][0] is shard:
-                stop += 1
-            idx = [i for _, i in found[start:stop]]
-            ids = map(make_id, map(shard.ts.__getitem__, idx), map(shard.seqs.__getitem__, idx))
-            items.extend(zip(ids, shard.records(idx), strict=True))
-            start = stop
+            last = runs[-1][1]
+            del last[-1]
+            if not last:
+                del runs[-1]
         if not more and plan.exhausted and plan.last_key is not None:
             # The scan budget ran out: this page ends at the last record
             # tested, and the next one goes on from there.
-            return Page(items, make_id(*plan.last_key))
-        return Page(items, items[-1][0] if more else None)
+            return runs, make_id(*plan.last_key)
+        if not more:
+            return runs, None
+        shard, idx = runs[-1]
+        return runs, make_id(shard.ts[idx[-1]], shard.seqs[idx[-1]])
 
     def stats(
         self, q: Query, by: tuple[str, ...] = (), step_us: int | None = None

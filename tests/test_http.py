@@ -89,7 +89,9 @@ def test_a_handler_crash_is_500_json_without_a_trace(monkeypatch: pytest.MonkeyP
     def boom(q: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(app.store, "query", boom)
+    # Every way a page reads the store (a page of <= 200 records: its columns).
+    for name in ("query", "query_json"):
+        monkeypatch.setattr(app.store, name, boom)
     resp = route(req("GET", "/logs"), app)
     assert resp.status == 500
     assert b"secret" not in resp.body
