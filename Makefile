@@ -39,7 +39,7 @@ format: $(STAMP)
 # on the pure path alone (COLLECTOR_PURE=1), as a machine without a compiler runs.
 test: lint
 	$(BIN)/pytest -q
-	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_rfc5424.py \
+	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_framing.py tests/test_rfc5424.py \
 	  tests/test_parse.py tests/test_rfc3164.py tests/test_listeners.py tests/test_cli.py
 
 # The native parser under AddressSanitizer + UBSan, differential suite and corpus.

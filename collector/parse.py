@@ -46,7 +46,9 @@ NATIVE = _native_parse is not None
 # What parses syslog in this process, for --version, a metric and the log.
 IMPLEMENTATION = "native" if NATIVE else "pure"
 IMPLEMENTATION_DETAIL = (
-    "native (C: RFC 5424; the rest in Python)" if NATIVE else f"pure Python ({_NATIVE_MISSING})"
+    "native (C: stream framing, RFC 5424; the rest in Python)"
+    if NATIVE
+    else f"pure Python ({_NATIVE_MISSING})"
 )
 # The native code keeps every time inside int64; outside this TTL it declines.
 _NATIVE_MAX_TTL = 10**18

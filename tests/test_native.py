@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import itertools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from bench.messages import malformed, mixed, rfc3164_messages, rfc5424_messages
 from collector import parse
+from collector.framing import Framer, StreamFramer
 from collector.parse import parse_syslog, parse_syslog_pure
 from collector.record import ParseOptions, Record
 
@@ -316,3 +319,153 @@ def test_records_are_filled_slot_by_slot_as_the_record_type_allows() -> None:
     assert rec is not None
     rec.message = "changed"  # an ordinary, mutable Record
     assert rec == Record(NOW, NOW, "h", "a", None, None, 1, 5, "changed", None, None, "rfc5424")
+
+
+# --- framing: the native Framer against framing.StreamFramer ------------------
+
+_FRAME_TOKENS = [
+    b"<13>1 - h a - - - x",
+    b"<13>",
+    b"<",
+    b"\n",
+    b"\r\n",
+    b"\x00",
+    b"\r",
+    b" ",
+    b"x",
+    b"hello world",
+    b"1",
+    b"9",
+    b"0",
+    b"12 ",
+    b"5 <abc",
+    b"19 <13>1 - h a - - - x",
+    b"3 <a\n",
+    b"500 Internal",
+    b"99999999999999999999 <",
+    b"9999999999999999999 <x",
+    b"70000 <",
+    b"200 <",
+    b"  at line 3",
+    b"\tTraceback",
+    b'{"k": 1}',
+    b"\xff\xfe",
+]
+_STREAM = st.lists(
+    st.one_of(st.sampled_from(_FRAME_TOKENS), st.binary(max_size=12)), max_size=40
+).map(b"".join)
+
+
+Drops = list[tuple[str, int]]
+
+
+def _framers(
+    max_bytes: int, counting: bool, max_count: int | None
+) -> tuple[tuple[Framer, Drops], tuple[Framer, Drops]]:
+    """A native and a pure framer with the same options, each with its drop log."""
+    logs: tuple[Drops, Drops] = ([], [])
+
+    def logger(log: Drops) -> Callable[[str, int], None]:
+        return lambda reason, n=1: log.append((reason, n))
+
+    nat = native.Framer(
+        max_bytes,
+        octet_counting=counting,
+        nul_delimits=counting,
+        max_count=max_count,
+        drop=logger(logs[0]),
+    )
+    pure = StreamFramer(
+        max_bytes,
+        octet_counting=counting,
+        nul_delimits=counting,
+        max_count=max_count,
+        drop=logger(logs[1]),
+    )
+    return (nat, logs[0]), (pure, logs[1])
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    _STREAM,
+    st.lists(st.integers(0, 10_000), max_size=15),
+    st.sets(st.integers(0, 16), max_size=4),
+    st.sampled_from([1, 4, 16, 64, 1024]),
+    st.booleans(),
+    st.sampled_from([None, 0, 10, 300, 2**70]),
+)
+def test_the_native_framer_gives_the_python_framers_frames_and_drops_for_any_split(
+    stream: bytes,
+    points: list[int],
+    flush_after: set[int],
+    max_bytes: int,
+    counting: bool,
+    max_count: int | None,
+) -> None:
+    cuts = sorted({p % (len(stream) + 1) for p in points})
+    edges = [0, *cuts, len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(edges)]
+    (nat, nat_log), (pure, pure_log) = _framers(max_bytes, counting, max_count)
+    for i, chunk in enumerate(chunks):
+        assert nat.feed(chunk) == pure.feed(chunk), (stream, chunks, i)
+        assert nat.pending == pure.pending
+        assert nat.buffered == pure.buffered
+        if i in flush_after:
+            assert nat.flush() == pure.flush()
+    assert nat.eof() == pure.eof()
+    assert nat_log == pure_log
+    # And a framer used after eof starts afresh, the same way.
+    assert nat.feed(stream) == pure.feed(stream)
+    assert nat.eof() == pure.eof()
+    assert nat_log == pure_log
+
+
+def test_the_native_framer_frames_a_benchmark_stream_as_python_does() -> None:
+    start = NOW / 1e6 - 30
+    msgs = mixed(3000, seed=9, start=start) + malformed(1000, seed=10, start=start)
+    parts = [b"%d %s" % (len(m), m) if i % 3 else m + b"\n" for i, m in enumerate(msgs)]
+    stream = b"".join(parts)
+    for size in (1, 7, 1000, 65536):
+        (nat, nat_log), (pure, pure_log) = _framers(2048, True, None)
+        got: list[tuple[bytes, bool]] = []
+        want: list[tuple[bytes, bool]] = []
+        for i in range(0, len(stream), size):
+            got += nat.feed(stream[i : i + size])
+            want += pure.feed(stream[i : i + size])
+        got += nat.eof()
+        want += pure.eof()
+        assert got == want
+        assert len(got) > 3000
+        assert nat_log == pure_log
+
+
+def test_an_oversized_counted_frame_is_skipped_exactly_by_both_framers() -> None:
+    body = b"<13>" + b"y" * 5000
+    stream = b"%d %s" % (len(body), body) + b"5 <next"
+    for size in (1, 100, len(stream)):
+        (nat, _), (pure, _) = _framers(64, True, None)
+        got = [f for i in range(0, len(stream), size) for f in nat.feed(stream[i : i + size])]
+        want = [f for i in range(0, len(stream), size) for f in pure.feed(stream[i : i + size])]
+        assert got == want == [(body[:64], True), (b"<next", False)]
+
+
+def test_the_native_framer_reports_a_failing_drop_callback_and_rejects_bad_options() -> None:
+    def boom(reason: str, n: int) -> None:
+        raise ValueError(reason)
+
+    f = native.Framer(64, max_count=5, drop=boom)
+    with pytest.raises(ValueError, match="bad_length"):
+        f.feed(b"99 <x\n")
+    with pytest.raises(ValueError, match="max_bytes"):
+        native.Framer(0)
+    with pytest.raises(TypeError):
+        native.Framer(64, drop=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native.Framer(64).feed("text")  # type: ignore[arg-type]
+
+
+def test_syslog_and_line_framers_are_native_when_the_module_is_built() -> None:
+    from collector.framing import line_framer, syslog_framer
+
+    assert isinstance(syslog_framer(64), native.Framer)
+    assert isinstance(line_framer(64), native.Framer)
