@@ -293,9 +293,47 @@ static PyObject *decode_interned(const unsigned char *p, Py_ssize_t n) {
     return s;
 }
 
-/* One frame -> a new Record, Py_None (new ref: decline) or NULL (error). */
+/* A batch's memory of the last value of a header field: the frames of one
+ * connection repeat HOSTNAME, APP-NAME, often PROCID and MSGID, so the str
+ * made for the last one is reused (same text, one decode less). */
+#define MEMO_BYTES 64
+typedef struct {
+    unsigned char b[MEMO_BYTES];
+    Py_ssize_t n;
+    PyObject *s;
+} Memo;
+
+typedef struct {
+    PyObject *received_at; /* one int for the batch */
+    Memo memo[4];          /* HOSTNAME, APP-NAME, PROCID, MSGID */
+} Batch;
+
+static void batch_clear(Batch *batch) {
+    Py_CLEAR(batch->received_at);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(batch->memo[i].s);
+}
+
+static PyObject *memo_decode(Memo *m, const unsigned char *p, Py_ssize_t n, int intern) {
+    if (m != NULL && m->s != NULL && m->n == n && memcmp(m->b, p, (size_t)n) == 0) {
+        Py_INCREF(m->s);
+        return m->s;
+    }
+    PyObject *s = intern ? decode_interned(p, n) : decode(p, n);
+    if (m != NULL && s != NULL && n <= MEMO_BYTES) {
+        Py_INCREF(s);
+        Py_XSETREF(m->s, s);
+        memcpy(m->b, p, (size_t)n);
+        m->n = n;
+    }
+    return s;
+}
+
+/* One frame -> a new Record, Py_None (new ref: decline) or NULL (error).
+ * `batch` (or NULL) carries what frames of one batch share. */
 static PyObject *parse_frame(const unsigned char *b, Py_ssize_t n, int64_t received_at,
-                             PyObject *sender, int64_t ttl_us, int truncated, char *scratch) {
+                             PyObject *sender, int64_t ttl_us, int truncated, char *scratch,
+                             Batch *batch) {
     /* PRI = "<" PRIVAL ">", PRIVAL 0..191 in 1-3 digits; then VERSION "1" SP */
     if (n < 4 || b[0] != '<')
         Py_RETURN_NONE;
@@ -390,26 +428,31 @@ static PyObject *parse_frame(const unsigned char *b, Py_ssize_t n, int64_t recei
 
     PyObject *args[NFIELDS] = {NULL};
     int nil_host = flen[1] == 1 && f[1][0] == '-';
-    args[0] = PyLong_FromLongLong(timestamp);
-    args[1] = PyLong_FromLongLong(received_at);
+    if (batch != NULL) {
+        Py_INCREF(batch->received_at);
+        args[1] = batch->received_at;
+    } else {
+        args[1] = PyLong_FromLongLong(received_at);
+    }
+    if (timestamp == received_at && args[1] != NULL) {
+        Py_INCREF(args[1]);
+        args[0] = args[1];
+    } else {
+        args[0] = PyLong_FromLongLong(timestamp);
+    }
     if (nil_host) {
         Py_INCREF(sender);
         args[2] = sender;
     } else {
-        args[2] = decode_interned(f[1], flen[1]);
+        args[2] = memo_decode(batch ? &batch->memo[0] : NULL, f[1], flen[1], 1);
     }
-    if (flen[2] == 1 && f[2][0] == '-') {
-        Py_INCREF(Py_None);
-        args[3] = Py_None;
-    } else {
-        args[3] = decode_interned(f[2], flen[2]);
-    }
-    for (int i = 3; i < 5; i++) {
+    for (int i = 2; i < 5; i++) {
         if (flen[i] == 1 && f[i][0] == '-') {
             Py_INCREF(Py_None);
             args[i + 1] = Py_None;
         } else {
-            args[i + 1] = decode(f[i], flen[i]);
+            /* APP-NAME interned (as the pure parser does), PROCID, MSGID not */
+            args[i + 1] = memo_decode(batch ? &batch->memo[i - 1] : NULL, f[i], flen[i], i == 2);
         }
     }
     args[6] = PyLong_FromLong(pri >> 3);
@@ -504,18 +547,16 @@ static PyObject *native_parse(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (scratch == NULL)
         return PyErr_NoMemory();
     PyObject *rec = parse_frame((const unsigned char *)PyBytes_AS_STRING(args[0]), n, received_at,
-                                args[2], ttl_us, truncated, scratch);
+                                args[2], ttl_us, truncated, scratch, NULL);
     PyMem_Free(scratch);
     return rec;
 }
 
-static PyObject *native_parse_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError,
-                        "parse_frames(frames, received_at, sender, ttl_us) takes 4 arguments");
-        return NULL;
-    }
+/* parse_frames' work; *declined counts the Nones and, when it is 0, *cut
+ * the frames flagged truncated. */
+static PyObject *frames_to_records(PyObject *const *args, Py_ssize_t *declined,
+                                   Py_ssize_t *cut) {
+    *declined = *cut = 0;
     PyObject *frames = args[0];
     if (!PyList_Check(frames)) {
         PyErr_SetString(PyExc_TypeError, "frames must be a list of (bytes, bool)");
@@ -534,10 +575,16 @@ static PyObject *native_parse_frames(PyObject *self, PyObject *const *args, Py_s
             Py_INCREF(Py_None);
             PyList_SET_ITEM(out, i, Py_None);
         }
+        *declined = count; /* (*cut is only told when nothing is declined) */
         return out;
     }
     Py_ssize_t cap = 0;
     char *scratch = NULL;
+    Batch batch;
+    memset(&batch, 0, sizeof batch);
+    batch.received_at = PyLong_FromLongLong(received_at);
+    if (batch.received_at == NULL)
+        goto error;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *frame = PyList_GET_ITEM(frames, i);
         if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) != 2 ||
@@ -560,17 +607,44 @@ static PyObject *native_parse_frames(PyObject *self, PyObject *const *args, Py_s
             }
         }
         PyObject *rec = parse_frame((const unsigned char *)PyBytes_AS_STRING(data), n, received_at,
-                                    args[2], ttl_us, truncated, scratch);
+                                    args[2], ttl_us, truncated, scratch, &batch);
         if (rec == NULL)
             goto error;
         PyList_SET_ITEM(out, i, rec);
+        *declined += rec == Py_None;
+        *cut += truncated;
     }
     PyMem_Free(scratch);
+    batch_clear(&batch);
     return out;
 error:
     PyMem_Free(scratch);
+    batch_clear(&batch);
     Py_DECREF(out);
     return NULL;
+}
+
+static PyObject *native_parse_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_frames(frames, received_at, sender, ttl_us) takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t declined, cut;
+    return frames_to_records(args, &declined, &cut);
+}
+
+static PyObject *native_parse_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_batch(frames, received_at, sender, ttl_us) takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t declined, cut;
+    PyObject *recs = frames_to_records(args, &declined, &cut);
+    if (recs == NULL)
+        return NULL;
+    return Py_BuildValue("(Nnn)", recs, declined, cut);
 }
 
 /* direct_slots = 1 when Record is a type whose twelve fields, in order, are
@@ -1209,6 +1283,10 @@ static PyMethodDef methods[] = {
     {"parse_frames", (PyCFunction)(void (*)(void))native_parse_frames, METH_FASTCALL,
      "parse_frames(frames, received_at, sender, ttl_us) -> list[Record | None]\n\n"
      "`parse` over a list of (bytes, truncated) frames from one sender."},
+    {"parse_batch", (PyCFunction)(void (*)(void))native_parse_batch, METH_FASTCALL,
+     "parse_batch(frames, received_at, sender, ttl_us) -> (list[Record | None], declined, "
+     "truncated)\n\n`parse_frames`, with how many frames it declined (None) and how many are "
+     "flagged truncated."},
     {"direct_slots", native_direct_slots, METH_NOARGS,
      "direct_slots() -> bool: records filled slot by slot (True) or made by calling Record."},
     {NULL, NULL, 0, NULL},

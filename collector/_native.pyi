@@ -9,6 +9,9 @@ def parse(
 def parse_frames(
     frames: list[tuple[bytes, bool]], received_at: int, sender: str | None, ttl_us: int
 ) -> list[Record | None]: ...
+def parse_batch(
+    frames: list[tuple[bytes, bool]], received_at: int, sender: str | None, ttl_us: int
+) -> tuple[list[Record | None], int, int]: ...
 def direct_slots() -> bool: ...
 
 class Framer:

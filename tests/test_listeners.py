@@ -519,7 +519,7 @@ async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
 
     monkeypatch.setattr(ingest_mod, "parse_syslog", fragile)
     # The native batch path would read these lines before parse_syslog sees them.
-    monkeypatch.setattr(ingest_mod, "parse_frames", lambda *args: None)
+    monkeypatch.setattr(ingest_mod, "parse_batch", lambda *args: None)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
@@ -542,7 +542,7 @@ async def test_a_native_parser_crash_leaves_that_batch_to_the_python_parser(
     def broken(*args: Any) -> list[Record | None]:
         raise MemoryError("native bug")
 
-    monkeypatch.setattr(ingest_mod, "parse_frames", broken)
+    monkeypatch.setattr(ingest_mod, "parse_batch", broken)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)

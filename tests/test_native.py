@@ -115,6 +115,22 @@ def test_a_batch_gives_what_each_frame_gives_alone() -> None:
         alone = native.parse(m, NOW, SENDER, OPTS.ttl_us, cut)
         assert repr(rec) == repr(alone)
     assert parse.parse_frames(frames, NOW, SENDER, OPTS) is not None
+    # parse_batch: the same records, with the count of Nones.
+    recs, declined, _ = native.parse_batch(frames, NOW, SENDER, OPTS.ttl_us)
+    assert repr(recs) == repr(got)
+    assert declined == got.count(None) > 0
+
+
+def test_a_batch_read_whole_natively_counts_its_truncated_frames() -> None:
+    msgs = rfc5424_messages(50, seed=11, start=NOW / 1e6 - 30)
+    frames = [(m, i % 7 == 0) for i, m in enumerate(msgs)]
+    recs, declined, cut = native.parse_batch(frames, NOW, SENDER, OPTS.ttl_us)
+    assert declined == 0
+    assert cut == 8
+    assert [r is not None and bool(r.fields and r.fields.get("truncated")) for r in recs] == [
+        c for _, c in frames
+    ]
+    assert native.parse_batch([(msgs[0], False)], NOW, SENDER, 2**70) == ([None], 1, 0)
 
 
 def test_outside_the_times_it_handles_the_native_code_declines_every_frame() -> None:
