@@ -677,6 +677,15 @@ def breakdown_one(mode: str, n: int) -> None:
             return Record(now, now, sender, None, None, None, 1, 5, "", None, None, "rfc5424")
 
         ingest.parse_syslog = noop  # type: ignore[assignment]
+        # ... and the native batch (one ready record per frame, none parsed).
+        one = noop(b"", 0, None, None)
+
+        def noop_batch(
+            frames: list[tuple[bytes, bool]], now: int, sender: str | None, opts: object
+        ) -> tuple[list[Record | None], int, int]:
+            return [one] * len(frames), 0, 0
+
+        ingest.parse_batch = noop_batch  # type: ignore[assignment]
     if "nogc" in mode:
         gc.disable()
 
@@ -970,6 +979,7 @@ def serve_noop(config: str) -> int:
         )
 
     ingest.parse_syslog = noop_parse  # type: ignore[assignment]
+    ingest.parse_batch = lambda *args: None  # type: ignore[assignment]  # (no native batch)
     return cli.main(["run", "--config", config])
 
 
