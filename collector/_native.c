@@ -329,11 +329,262 @@ static PyObject *memo_decode(Memo *m, const unsigned char *p, Py_ssize_t n, int 
     return s;
 }
 
+/* --- RFC 3164 (parse.parse_syslog_pure -> rfc3164.parse_rfc3164) ---------- */
+/* The common device shape only: `<PRI>Mmm dd [yyyy] hh:mm:ss[.ffffff]
+ * HOSTNAME TAG[PID]: MSG`, read with rfc3164.py's rules. Declined (to
+ * Python): a default timezone that is not a fixed offset (DST rules), a zone
+ * word after the time, an invalid date, a receipt time outside 1900..9000, a
+ * hostless first token holding `:` (`sshd[1]:`, IPv6), a TAG holding `=`
+ * (key=value bodies), a Cisco `%FAC-SEV-MNEMONIC:`, non-ASCII before MSG,
+ * and every other header shape (sequence numbers, `*`, uptimes, RFC 3339). */
+
+#define NO_ZONE INT64_MIN
+static PyObject *str_rfc3164; /* "rfc3164" */
+static PyObject *build_record(PyObject **args);
+
+static inline int is_alpha(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+static inline int is_alnum(unsigned char c) { return is_alpha(c) || is_digit(c); }
+/* rfc3164._NAME_CHAR for ASCII: letters, digits, `-`, `.`, `_` */
+static inline int host_char(unsigned char c) {
+    return is_alnum(c) || c == '-' || c == '.' || c == '_';
+}
+
+/* rfc3164._MONTHS: "Jan", "JAN" or "jan" -> 1..12; 0 for anything else. */
+static int month_of(const unsigned char *p) {
+    static const char names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    for (int i = 0; i < 12; i++) {
+        const char *m = names[i];
+        if (p[0] == m[0] && p[1] == m[1] && p[2] == m[2])
+            return i + 1;
+        if (p[0] == m[0] && p[1] == (m[1] & ~0x20) && p[2] == (m[2] & ~0x20))
+            return i + 1;
+        if (p[0] == (m[0] | 0x20) && p[1] == m[1] && p[2] == m[2])
+            return i + 1;
+    }
+    return 0;
+}
+
+static int valid_date(int64_t y, int mo, int d, int h, int mi, int s) {
+    return y >= 1 && y <= 9999 && mo >= 1 && mo <= 12 && d >= 1 && d <= days_in_month[mo] &&
+           (mo != 2 || d < 29 || is_leap(y)) && h < 24 && mi < 60 && s <= 60;
+}
+
+/* The civil year of a day count since 1970-01-01 (H. Hinnant), days >= 0. */
+static int64_t year_of_days(int64_t z) {
+    z += 719468;
+    int64_t era = z / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    return yoe + era * 400 + (mp >= 10);
+}
+
+static PyObject *parse_3164(const unsigned char *b, Py_ssize_t n, Py_ssize_t q, int pri,
+                            int64_t received_at, PyObject *sender, int64_t ttl_us, int truncated,
+                            Batch *batch, int64_t zone) {
+    if (zone == NO_ZONE || n - q < 3)
+        Py_RETURN_NONE;
+    /* TIMESTAMP: ([A-Za-z]{3}) {1,2}(\d{1,2})(?: (\d{4}))? (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))? */
+    int mo = month_of(b + q);
+    if (mo == 0)
+        Py_RETURN_NONE;
+    q += 3;
+    if (q >= n || b[q] != ' ')
+        Py_RETURN_NONE;
+    q++;
+    if (q < n && b[q] == ' ')
+        q++;
+    if (q >= n || !is_digit(b[q]))
+        Py_RETURN_NONE;
+    int d = b[q++] - '0';
+    if (q < n && is_digit(b[q]))
+        d = d * 10 + (b[q++] - '0');
+    int64_t year = -1;
+    if (q + 5 < n && b[q] == ' ' && is_digit(b[q + 1]) && is_digit(b[q + 2]) &&
+        is_digit(b[q + 3]) && is_digit(b[q + 4]) && b[q + 5] == ' ') {
+        year = two(b + q + 1) * 100 + two(b + q + 3);
+        q += 5;
+    }
+    if (!(q + 9 <= n && b[q] == ' ' && is_digit(b[q + 1]) && is_digit(b[q + 2]) &&
+          b[q + 3] == ':' && is_digit(b[q + 4]) && is_digit(b[q + 5]) && b[q + 6] == ':' &&
+          is_digit(b[q + 7]) && is_digit(b[q + 8])))
+        Py_RETURN_NONE;
+    int h = two(b + q + 1), mi = two(b + q + 4), s = two(b + q + 7);
+    q += 9;
+    int64_t frac = 0;
+    if (q < n && b[q] == '.') {
+        Py_ssize_t k = 0;
+        while (q + 1 + k < n && k < 7 && is_digit(b[q + 1 + k]))
+            k++;
+        if (k == 0 || k == 7)
+            Py_RETURN_NONE; /* no digit, or more than 6: another shape */
+        for (Py_ssize_t i = 0; i < k; i++)
+            frac = frac * 10 + (b[q + 1 + i] - '0');
+        frac *= fraction_scale[k];
+        q += 1 + k;
+    }
+    if (q < n && b[q] == ' ') { /* (?: ([A-Z]{1,5})(?=:))?: a zone word */
+        Py_ssize_t k = 0;
+        while (q + 1 + k < n && k < 6 && b[q + 1 + k] >= 'A' && b[q + 1 + k] <= 'Z')
+            k++;
+        if (k >= 1 && k <= 5 && q + 1 + k < n && b[q + 1 + k] == ':')
+            Py_RETURN_NONE;
+    }
+    if (q < n && b[q] == ':') /* :?(?: |\Z) */
+        q++;
+    if (q < n) {
+        if (b[q] != ' ')
+            Py_RETURN_NONE;
+        q++;
+    }
+    /* rfc3164._month_day_time in a fixed-offset zone: local_to_seconds is
+     * the civil time less the offset; no year: the nearest to the receipt. */
+    int64_t secs;
+    if (year >= 0) {
+        if (!valid_date(year, mo, d, h, mi, s))
+            Py_RETURN_NONE; /* invalid_timestamp: said by Python */
+        secs = days_from_civil(year, mo, d) * 86400 + h * 3600 + mi * 60 + s - zone;
+    } else {
+        int64_t rs = received_at / 1000000; /* received_at > 0 here: floors */
+        int64_t local = rs + zone;
+        if (received_at < 0 || local < 0)
+            Py_RETURN_NONE;
+        int64_t ry = year_of_days(local / 86400);
+        if (ry < 1900 || ry > 9000)
+            Py_RETURN_NONE;
+        static const int order[9] = {0, -1, 1, -2, 2, -3, 3, -4, 4};
+        int found = 0;
+        int64_t best = 0;
+        for (int i = 0; i < 9; i++) {
+            int64_t y = ry + order[i];
+            if (!valid_date(y, mo, d, h, mi, s))
+                continue;
+            int64_t c = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - zone;
+            int64_t dc = c > rs ? c - rs : rs - c, db = best > rs ? best - rs : rs - best;
+            if (!found || dc < db) {
+                best = c;
+                found = 1;
+            }
+        }
+        if (!found)
+            Py_RETURN_NONE;
+        secs = best;
+    }
+    int64_t timestamp = secs * 1000000 + frac;
+    if (timestamp < received_at - ttl_us || timestamp > received_at + MAX_FUTURE_US)
+        Py_RETURN_NONE; /* clock skew: restamped by Python */
+
+    /* [HOSTNAME SP]: the first token when it is a name (letters, digits, -._,
+     * starting and ending with a letter or digit) followed by SP or the end. */
+    Py_ssize_t t_end = q;
+    while (t_end < n && b[t_end] != ' ') {
+        if (b[t_end] >= 0x80 || b[t_end] == ':')
+            Py_RETURN_NONE; /* non-ASCII, or a `:` (a hostless TAG, IPv6) */
+        t_end++;
+    }
+    Py_ssize_t host_at = -1, host_len = 0;
+    if (t_end > q && is_alnum(b[q]) && is_alnum(b[t_end - 1])) {
+        Py_ssize_t r = q;
+        while (r < t_end && host_char(b[r]))
+            r++;
+        if (r == t_end) {
+            host_at = q;
+            host_len = t_end - q;
+            q = t_end < n ? t_end + 1 : t_end;
+        }
+    }
+    /* [TAG][[PID]][:][SP/TAB]: TAG up to SP, TAB, `[` or `:`. */
+    if (q < n && b[q] == '%')
+        Py_RETURN_NONE; /* Cisco: left to Python */
+    Py_ssize_t tag_at = q, tag_len = 0;
+    if (!(q < n && b[q] == '{')) {
+        while (q < n && b[q] != ' ' && b[q] != '\t' && b[q] != '[' && b[q] != ':') {
+            if (b[q] >= 0x80 || b[q] == '=')
+                Py_RETURN_NONE; /* non-ASCII; `=`: maybe key=value pairs */
+            q++;
+        }
+        tag_len = q - tag_at;
+    }
+    Py_ssize_t pid_at = 0, pid_len = 0;
+    if (q < n && b[q] == '[') {
+        Py_ssize_t k = q + 1;
+        while (k < n && k < q + 1 + 128 && b[k] != ']') {
+            if (b[k] >= 0x80)
+                Py_RETURN_NONE; /* 128 characters are not 128 bytes */
+            k++;
+        }
+        if (k < n && b[k] == ']') {
+            pid_at = q + 1;
+            pid_len = k - pid_at;
+            q = k + 1;
+        }
+    }
+    if (q < n && b[q] == ':')
+        q++;
+    if (q < n && (b[q] == ' ' || b[q] == '\t'))
+        q++;
+    if (tag_len == 0 && q < n && b[q] == '%')
+        Py_RETURN_NONE; /* a Cisco mnemonic may name the service: Python */
+
+    PyObject *args[NFIELDS] = {NULL};
+    if (batch != NULL) {
+        Py_INCREF(batch->received_at);
+        args[1] = batch->received_at;
+    } else {
+        args[1] = PyLong_FromLongLong(received_at);
+    }
+    args[0] = PyLong_FromLongLong(timestamp);
+    if (host_at < 0) {
+        Py_INCREF(sender);
+        args[2] = sender;
+    } else {
+        args[2] = memo_decode(batch ? &batch->memo[0] : NULL, b + host_at, host_len, 1);
+    }
+    if (tag_len == 0) {
+        Py_INCREF(Py_None);
+        args[3] = Py_None;
+    } else {
+        args[3] = memo_decode(batch ? &batch->memo[1] : NULL, b + tag_at, tag_len, 1);
+    }
+    if (pid_len == 0) {
+        Py_INCREF(Py_None);
+        args[4] = Py_None;
+    } else {
+        args[4] = memo_decode(batch ? &batch->memo[2] : NULL, b + pid_at, pid_len, 0);
+    }
+    Py_INCREF(Py_None);
+    args[5] = Py_None; /* MSGID */
+    args[6] = PyLong_FromLong(pri >> 3);
+    args[7] = PyLong_FromLong(pri & 7);
+    if (q >= n) {
+        Py_INCREF(str_empty);
+        args[8] = str_empty;
+    } else {
+        args[8] = decode(b + q, n - q);
+    }
+    Py_INCREF(Py_None);
+    args[9] = Py_None;
+    if (truncated) {
+        args[10] = PyDict_New();
+        if (args[10] != NULL && PyDict_SetItem(args[10], str_truncated, Py_True) < 0)
+            Py_CLEAR(args[10]);
+    } else {
+        Py_INCREF(Py_None);
+        args[10] = Py_None;
+    }
+    Py_INCREF(str_rfc3164);
+    args[11] = str_rfc3164;
+    return build_record(args);
+}
+
 /* One frame -> a new Record, Py_None (new ref: decline) or NULL (error).
- * `batch` (or NULL) carries what frames of one batch share. */
+ * `batch` (or NULL) carries what frames of one batch share; `zone` is
+ * parsing.default_timezone's fixed offset in seconds, or NO_ZONE. */
 static PyObject *parse_frame(const unsigned char *b, Py_ssize_t n, int64_t received_at,
                              PyObject *sender, int64_t ttl_us, int truncated, char *scratch,
-                             Batch *batch) {
+                             Batch *batch, int64_t zone) {
     /* PRI = "<" PRIVAL ">", PRIVAL 0..191 in 1-3 digits; then VERSION "1" SP */
     if (n < 4 || b[0] != '<')
         Py_RETURN_NONE;
@@ -348,7 +599,11 @@ static PyObject *parse_frame(const unsigned char *b, Py_ssize_t n, int64_t recei
             Py_RETURN_NONE;
         pri = pri * 10 + (b[i] - '0');
     }
-    if (pri > 191 || gt + 2 >= n || b[gt + 1] != '1' || b[gt + 2] != ' ')
+    if (pri > 191)
+        Py_RETURN_NONE;
+    if (gt + 1 < n && is_alpha(b[gt + 1])) /* "Mmm": RFC 3164's TIMESTAMP */
+        return parse_3164(b, n, gt + 1, pri, received_at, sender, ttl_us, truncated, batch, zone);
+    if (gt + 2 >= n || b[gt + 1] != '1' || b[gt + 2] != ' ')
         Py_RETURN_NONE;
     /* HEADER: TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID, each
      * non-empty (two spaces in a row: not this grammar). */
@@ -478,6 +733,12 @@ static PyObject *parse_frame(const unsigned char *b, Py_ssize_t n, int64_t recei
     }
     Py_INCREF(str_rfc5424);
     args[11] = str_rfc5424;
+    return build_record(args);
+}
+
+/* A Record of args[0..NFIELDS) (each a new reference or NULL after an
+ * error, all consumed); NULL with an exception set on failure. */
+static PyObject *build_record(PyObject **args) {
     PyObject *rec = NULL;
     for (int i = 0; i < NFIELDS; i++)
         if (args[i] == NULL)
@@ -522,13 +783,31 @@ static int read_times(PyObject *received_at_o, PyObject *ttl_o, int64_t *receive
     return 1;
 }
 
+/* The optional `zone` argument: the default timezone's fixed UTC offset in
+ * seconds (None: not a fixed offset; RFC 3164 times then go to Python). */
+static int read_zone(PyObject *o, int64_t *zone) {
+    *zone = NO_ZONE;
+    if (o == NULL || o == Py_None)
+        return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow && v > -86400 && v < 86400)
+        *zone = v; /* (datetime.timezone's range) */
+    return 0;
+}
+
 static PyObject *native_parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "parse(data, received_at, sender, ttl_us, truncated) takes 5 arguments");
+    if (nargs != 5 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "parse(data, received_at, sender, ttl_us, truncated"
+                                         "[, zone]) takes 5 or 6 arguments");
         return NULL;
     }
+    int64_t zone;
+    if (read_zone(nargs == 6 ? args[5] : NULL, &zone) < 0)
+        return NULL;
     if (!PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "data must be bytes");
         return NULL;
@@ -547,16 +826,19 @@ static PyObject *native_parse(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (scratch == NULL)
         return PyErr_NoMemory();
     PyObject *rec = parse_frame((const unsigned char *)PyBytes_AS_STRING(args[0]), n, received_at,
-                                args[2], ttl_us, truncated, scratch, NULL);
+                                args[2], ttl_us, truncated, scratch, NULL, zone);
     PyMem_Free(scratch);
     return rec;
 }
 
 /* parse_frames' work; *declined counts the Nones and, when it is 0, *cut
  * the frames flagged truncated. */
-static PyObject *frames_to_records(PyObject *const *args, Py_ssize_t *declined,
+static PyObject *frames_to_records(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t *declined,
                                    Py_ssize_t *cut) {
     *declined = *cut = 0;
+    int64_t zone;
+    if (read_zone(nargs == 5 ? args[4] : NULL, &zone) < 0)
+        return NULL;
     PyObject *frames = args[0];
     if (!PyList_Check(frames)) {
         PyErr_SetString(PyExc_TypeError, "frames must be a list of (bytes, bool)");
@@ -607,7 +889,7 @@ static PyObject *frames_to_records(PyObject *const *args, Py_ssize_t *declined,
             }
         }
         PyObject *rec = parse_frame((const unsigned char *)PyBytes_AS_STRING(data), n, received_at,
-                                    args[2], ttl_us, truncated, scratch, &batch);
+                                    args[2], ttl_us, truncated, scratch, &batch, zone);
         if (rec == NULL)
             goto error;
         PyList_SET_ITEM(out, i, rec);
@@ -625,23 +907,25 @@ error:
 }
 
 static PyObject *native_parse_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
+    if (nargs != 4 && nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
-                        "parse_frames(frames, received_at, sender, ttl_us) takes 4 arguments");
+                        "parse_frames(frames, received_at, sender, ttl_us[, zone]) takes 4 or 5 "
+                        "arguments");
         return NULL;
     }
     Py_ssize_t declined, cut;
-    return frames_to_records(args, &declined, &cut);
+    return frames_to_records(args, nargs, &declined, &cut);
 }
 
 static PyObject *native_parse_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
+    if (nargs != 4 && nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
-                        "parse_batch(frames, received_at, sender, ttl_us) takes 4 arguments");
+                        "parse_batch(frames, received_at, sender, ttl_us[, zone]) takes 4 or 5 "
+                        "arguments");
         return NULL;
     }
     Py_ssize_t declined, cut;
-    PyObject *recs = frames_to_records(args, &declined, &cut);
+    PyObject *recs = frames_to_records(args, nargs, &declined, &cut);
     if (recs == NULL)
         return NULL;
     return Py_BuildValue("(Nnn)", recs, declined, cut);
@@ -1319,9 +1603,10 @@ PyMODINIT_FUNC PyInit__native(void) {
     str_rfc5424 = PyUnicode_InternFromString("rfc5424");
     str_empty = PyUnicode_InternFromString("");
     str_truncated = PyUnicode_InternFromString("truncated");
+    str_rfc3164 = PyUnicode_InternFromString("rfc3164");
     str_bad_length = PyUnicode_InternFromString("bad_length");
     str_incomplete_frame = PyUnicode_InternFromString("incomplete_frame");
-    if (str_rfc5424 == NULL || str_empty == NULL || str_truncated == NULL ||
+    if (str_rfc5424 == NULL || str_empty == NULL || str_truncated == NULL || str_rfc3164 == NULL ||
         str_bad_length == NULL || str_incomplete_frame == NULL)
         return NULL;
     if (PyType_Ready(&FramerType) < 0)

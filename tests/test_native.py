@@ -45,7 +45,7 @@ native = pytest.importorskip(
 
 def _same(data: bytes, now: int = NOW, opts: ParseOptions = OPTS, cut: bool = False) -> bool:
     """Assert native == pure for one frame; True when native read it."""
-    got = native.parse(data, now, SENDER, opts.ttl_us, cut)
+    got = native.parse(data, now, SENDER, opts.ttl_us, cut, parse._zone(opts.tz))
     want = parse_syslog_pure(data, now, SENDER, opts, cut)
     # parse_syslog never differs from the pure parser, whichever reads it.
     assert repr(parse_syslog(data, now, SENDER, opts, cut)) == repr(want), data
@@ -100,8 +100,20 @@ def test_benchmark_mixed_and_malformed_messages_read_the_same() -> None:
         _same(m)
 
 
-def test_rfc3164_lines_are_always_left_to_python() -> None:
-    for m in rfc3164_messages(500, seed=6, start=NOW / 1e6):
+def test_rfc3164_lines_read_the_same_and_mostly_natively_in_a_fixed_zone() -> None:
+    msgs = rfc3164_messages(500, seed=6, start=NOW / 1e6 - 30)
+    assert sum(_same(m) for m in msgs) > 250
+    plus2 = ParseOptions(tz=dt.timezone(dt.timedelta(hours=2)), ttl_us=OPTS.ttl_us)
+    assert sum(_same(m, opts=plus2) for m in msgs) > 250
+
+
+def test_rfc3164_times_in_a_zone_with_dst_rules_are_left_to_python() -> None:
+    from zoneinfo import ZoneInfo
+
+    paris = ParseOptions(tz=ZoneInfo("Europe/Paris"), ttl_us=OPTS.ttl_us)
+    for m in rfc3164_messages(200, seed=6, start=NOW / 1e6 - 30):
+        assert not _same(m, opts=paris)
+        # and without the zone argument at all
         assert native.parse(m, NOW, SENDER, OPTS.ttl_us, False) is None
 
 
@@ -485,3 +497,113 @@ def test_syslog_and_line_framers_are_native_when_the_module_is_built() -> None:
 
     assert isinstance(syslog_framer(64), native.Framer)
     assert isinstance(line_framer(64), native.Framer)
+
+
+# --- RFC 3164: generated headers around the shapes the native code takes ----
+
+_MONTH = st.sampled_from([b"Jan", b"Feb", b"DEC", b"dec", b"jAn", b"Foo", b"Nov", b"Ma"])
+_DAY = st.sampled_from([b" 1", b"  3", b" 03", b" 29", b" 30", b" 31", b" 123", b"   4", b"4"])
+_YEAR = st.sampled_from([b"", b"", b" 2026", b" 2024", b" 0000", b" 99999", b" 202"])
+_TIME = st.one_of(
+    st.sampled_from([b" 00:00:00", b" 23:59:60", b" 24:00:00", b" 12:60:00", b" 1:2:3"]),
+    st.builds(
+        lambda h, m, s: b" %02d:%02d:%02d" % (h, m, s),
+        st.integers(0, 23),
+        st.integers(0, 59),
+        st.integers(0, 60),
+    ),
+)
+_FRAC = st.sampled_from([b"", b"", b".1", b".123", b".123456", b".1234567", b".", b".x"])
+_ZONE_WORD = st.sampled_from([b"", b"", b" UTC", b" CET", b" ABCDEF", b" utc"])
+_END = st.sampled_from([b" ", b": ", b":", b"", b"  ", b":x", b"\t"])
+_HOST = st.sampled_from(
+    [b"host", b"h-1.example.org", b"10.0.0.1", b"::1", b"fe80::1", b"host-", b"-h", b"h_",
+     b"h\xc3\xa9", b"", b"a", b"X4711", b"sshd[12]:", b"root:", b"--", b"host:"]
+)  # fmt: skip
+_SEP = st.sampled_from([b" ", b" ", b"", b"\t", b"  "])
+_TAG = st.sampled_from(
+    [b"sshd", b"postfix/smtpd", b"sshd(pam_unix)", b"--", b"", b"date=2026", b"a=b",
+     b"%ASA-4-106023", b"{", b"MSWinEventLog", b"t\xc3\xa9", b"x" * 40]
+)  # fmt: skip
+_PID = st.sampled_from(
+    [b"", b"", b"[12]", b"[]", b"[a b]", b"[" + b"9" * 130 + b"]", b"[1", b"[\xff]"]
+)
+_AFTER = st.sampled_from([b": ", b":", b" ", b"", b":\t", b"::", b": %SYS-5-CONFIG_I: x"])
+_BODY = st.one_of(_TAIL, st.binary(max_size=20))
+
+
+@st.composite
+def _rfc3164(draw: st.DrawFn) -> bytes:
+    pri = draw(st.sampled_from([b"<13>", b"<0>", b"<191>", b"<013>", b"<192>", b""]))
+    head = draw(_MONTH) + draw(_DAY) + draw(_YEAR) + draw(_TIME) + draw(_FRAC) + draw(_ZONE_WORD)
+    rest = draw(_HOST) + draw(_SEP) + draw(_TAG) + draw(_PID) + draw(_AFTER) + draw(_BODY)
+    return pri + head + draw(_END) + rest
+
+
+_ZONES = st.sampled_from(
+    [OPTS, ParseOptions(tz=dt.timezone(dt.timedelta(hours=-8)), ttl_us=OPTS.ttl_us),
+     ParseOptions(tz=dt.timezone(dt.timedelta(hours=5, minutes=30)), ttl_us=OPTS.ttl_us),
+     ParseOptions(ttl_us=3600 * 10**6)]
+)  # fmt: skip
+# Receipt times around year ends and leap days, where the nearest year turns.
+_RECEIVED = st.one_of(
+    st.just(NOW),
+    st.sampled_from([1767225599_000000, 1767225600_999999, 1709164800_000000, 1735689599_500000]),
+    st.integers(946684800_000000, 4102444800_000000),
+)
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_rfc3164(), _ZONES, _RECEIVED, st.booleans())
+def test_generated_rfc3164_lines_read_the_same(
+    data: bytes, opts: ParseOptions, now: int, cut: bool
+) -> None:
+    _same(data, now, opts, cut)
+    _same(data, LATE, WIDE, cut)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.dates(dt.date(1990, 1, 1), dt.date(2100, 12, 31)), st.integers(0, 86399))
+def test_a_yearless_date_gets_the_nearest_year_natively_as_in_python(
+    day: dt.date, second: int
+) -> None:
+    now = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) + second
+    for text in (b"<13>Jan  1 00:00:00 h t: x", b"<13>Dec 31 23:59:59 h t: x",
+                 b"<13>Feb 29 12:00:00 h t: x", b"<13>Jul  1 00:00:00 h t: x"):  # fmt: skip
+        _same(text, now * 1_000_000, WIDE)
+
+
+@st.composite
+def _good_rfc3164(draw: st.DrawFn) -> bytes:
+    """Near the shapes the native code reads: each part usually a taken one."""
+
+    def part(good: list[bytes], bad: st.SearchStrategy[bytes]) -> bytes:
+        return draw(st.one_of(st.sampled_from(good), st.sampled_from(good), bad))
+
+    head = (
+        b"<%d>" % draw(st.integers(0, 191))
+        + part([b"Jan", b"Feb", b"Dec", b"DEC", b"mar"], _MONTH)
+        + part([b" 1", b"  3", b" 03", b" 29", b" 31"], _DAY)
+        + part([b"", b" 2026", b" 2024"], _YEAR)
+        + draw(_TIME)
+        + part([b"", b".5", b".123456"], _FRAC)
+        + part([b""], _ZONE_WORD)
+        + part([b" ", b": "], _END)
+    )
+    rest = (
+        part([b"host", b"10.0.0.1", b"h-1.example.org", b"X4711"], _HOST)
+        + part([b" "], _SEP)
+        + part([b"sshd", b"postfix/smtpd", b"--", b"kernel"], _TAG)
+        + part([b"", b"[12]", b"[]"], _PID)
+        + part([b": ", b" "], _AFTER)
+        + draw(_BODY)
+    )
+    return head + rest
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_good_rfc3164(), _ZONES, _RECEIVED, st.booleans())
+def test_generated_common_rfc3164_lines_read_the_same(
+    data: bytes, opts: ParseOptions, now: int, cut: bool
+) -> None:
+    _same(data, now, opts, cut)
