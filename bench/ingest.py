@@ -443,7 +443,12 @@ def run_one(
             sender = udp_load(target.udp_port, rate, seconds, loggen)
             expected = int(rate * seconds)
             label = f"udp {rate // 1000}k/s x{seconds:g}s"
-        accepted, t_end = _drain_count(target, sender, expected, settle=1.5)
+        # TCP loses nothing in flight: a receiver still working through its
+        # backlog on a loaded machine may show no progress for a while, which
+        # a short settle would misreport as loss (the rate uses the last
+        # change, so waiting longer does not lower it).
+        settle = 6.0 if kind == "tcp" else 1.5
+        accepted, t_end = _drain_count(target, sender, expected, settle=settle)
         offered = _sent_count(sender, expected) if kind == "udp" else n
         cpu = cpu_seconds(pid) - cpu0
         rss = peak_rss_mib(pid)
