@@ -651,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
 
 BREAKDOWN = [
     "full",
+    "full,pure",  # COLLECTOR_PURE=1: the pure-Python framer and parser
     "full,nogc",
     "full,gcfreeze",
     "noparse",
@@ -662,7 +663,8 @@ BREAKDOWN = [
 
 def breakdown_one(mode: str, n: int) -> None:
     """In-process (uvloop): one TCP listener fed by loggen/Python, with the
-    parser and/or store replaced and the cyclic GC on or off; prints CPU us/msg.
+    parser and/or store replaced and the cyclic GC on (the daemon's settings)
+    or off; prints CPU us/msg.
     Each mode runs in its own process: GC and patching are process-wide."""
     import gc
 
@@ -691,6 +693,9 @@ def breakdown_one(mode: str, n: int) -> None:
             return [one] * len(frames), 0, 0
 
         ingest.parse_batch = noop_batch  # type: ignore[assignment]
+    from collector.daemon import tune_gc
+
+    tune_gc()  # the daemon's GC settings (`collector run` applies them)
     if "nogc" in mode:
         gc.disable()
 
@@ -735,9 +740,10 @@ def breakdown(n: int, rounds: int) -> None:
     times: dict[str, list[float]] = {m: [] for m in BREAKDOWN}
     for _ in range(rounds):
         for mode in BREAKDOWN:
+            env = {**os.environ, "COLLECTOR_PURE": "1"} if "pure" in mode else None
             out = subprocess.run(
                 [sys.executable, __file__, "--breakdown-one", mode, str(n)],
-                capture_output=True, text=True, check=True, cwd=ROOT,
+                capture_output=True, text=True, check=True, cwd=ROOT, env=env,
             ).stdout  # fmt: skip
             times[mode].append(float(out.strip().split("\t")[1]))
     rows = [["in-process TCP, uvloop", "CPU us/msg (median)", "runs"]]
