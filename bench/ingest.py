@@ -315,7 +315,10 @@ def tcp_load(
     """n octet-counted ~250 B RFC 5424 messages on one connection, as fast as possible."""
     if loggen is not None:
         cmd, env = loggen
+        # -I: loggen stops after 10 s by default, whatever -n says: a receiver
+        # slower than n/10 msg/s was offered less than n (it showed as loss).
         args = ["-i", "-S", "-P", "-s", str(MSG_SIZE), "-r", "100000000", "-n", str(n), "-Q"]
+        args += ["-I", "3600"]
         return subprocess.Popen(
             [*cmd, *args, "127.0.0.1", str(port)],
             env=env,
