@@ -413,7 +413,7 @@ def _framers(
     return (nat, logs[0]), (pure, logs[1])
 
 
-@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES * 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     _STREAM,
     st.lists(st.integers(0, 10_000), max_size=15),
@@ -553,7 +553,7 @@ _RECEIVED = st.one_of(
 )
 
 
-@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES * 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_rfc3164(), _ZONES, _RECEIVED, st.booleans())
 def test_generated_rfc3164_lines_read_the_same(
     data: bytes, opts: ParseOptions, now: int, cut: bool
@@ -601,7 +601,7 @@ def _good_rfc3164(draw: st.DrawFn) -> bytes:
     return head + rest
 
 
-@settings(max_examples=EXAMPLES * 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES * 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_good_rfc3164(), _ZONES, _RECEIVED, st.booleans())
 def test_generated_common_rfc3164_lines_read_the_same(
     data: bytes, opts: ParseOptions, now: int, cut: bool
