@@ -607,3 +607,23 @@ def test_generated_common_rfc3164_lines_read_the_same(
     data: bytes, opts: ParseOptions, now: int, cut: bool
 ) -> None:
     _same(data, now, opts, cut)
+
+
+def test_the_native_framer_keeps_no_references_it_should_not() -> None:
+    drops: list[str] = []
+
+    def drop(reason: str, n: int) -> None:
+        drops.append(reason)
+
+    stream = b"99999999999 <x\n5 <abc" + b"<13>a\n<13>b\x00" * 10
+    framer = native.Framer(64, max_count=1000, drop=drop)
+    for _ in range(3):
+        framer.feed(stream)
+        framer.eof()
+    before = sys.getrefcount(drop), sys.getrefcount(stream)
+    for _ in range(200):
+        framer.feed(stream)
+        framer.eof()
+    assert (sys.getrefcount(drop), sys.getrefcount(stream)) == before
+    assert drops.count("bad_length") == 203
+    assert drops.count("incomplete_frame") == 0
