@@ -70,6 +70,14 @@ def test_device_corpus_lines_read_the_same_natively_and_in_python() -> None:
     read = sum(_same(x, LATE, WIDE) for x in lines)
     # The common shapes really take the native path (not all declined).
     assert read >= 20
+    # Received in 2026 (RFC 3164 dates get a year near it), UTC and +05:30.
+    kolkata = ParseOptions(tz=dt.timezone(dt.timedelta(hours=5, minutes=30)), ttl_us=OPTS.ttl_us)
+    for opts in (OPTS, kolkata):
+        for x in lines:
+            _same(x, NOW, opts)
+        zone = parse._zone(opts.tz)
+        got = [native.parse(x, NOW, SENDER, opts.ttl_us, False, zone) for x in lines]
+        assert sum(r is not None and r.format == "rfc3164" for r in got) >= 15
 
 
 def test_every_test_table_line_reads_the_same_natively_and_in_python() -> None:
