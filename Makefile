@@ -40,7 +40,7 @@ format: $(STAMP)
 # machine without a compiler runs.
 test: lint
 	$(BIN)/pytest -q
-	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_rfc5424.py \
+	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_framing.py tests/test_rfc5424.py \
 	  tests/test_parse.py tests/test_rfc3164.py tests/test_listeners.py tests/test_cli.py \
 	  tests/test_netio.py tests/test_render.py tests/test_http.py
 

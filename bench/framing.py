@@ -3,6 +3,9 @@ NUL-framed syslog streams, fed in 64 KiB reads as a socket delivers them.
 
     .venv/bin/python bench/framing.py                      # this checkout's framer
     .venv/bin/python bench/framing.py --compare OLD.py     # and another framing.py, interleaved
+    .venv/bin/python bench/framing.py --vs-pure            # and the pure StreamFramer, interleaved
+
+`this` is the framer the listener uses (the native one when it is built).
 
 With `--compare`, the two framers run alternately (A B A B ...) on the same
 bytes, so machine noise hits both alike; the table gives each one's median
@@ -17,7 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from messages import lf_framed, mixed, octet_counted
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--compare", metavar="FRAMING_PY", help="another framing.py to run beside")
+    ap.add_argument(
+        "--vs-pure", action="store_true", help="the pure-Python StreamFramer beside (interleaved)"
+    )
     ap.add_argument("--quick", action="store_true", help="a smoke run")
     ap.add_argument(
         "--latency", action="store_true", help="the continuation wait's cost on a TCP listener"
@@ -119,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         "octet-counted": _chunks(octet_counted(msgs)),
         "NUL": _chunks(b"".join(m + b"\x00" for m in msgs)),
     }
-    mods = {"this": _load(None)}
+    mods: dict[str, Any] = {"this": _load(None)}
     if args.compare:
         mods["compare"] = _load(args.compare)
+    elif args.vs_pure:
+        pure = mods["this"].StreamFramer
+        mods["pure"] = SimpleNamespace(syslog_framer=lambda n: pure(n))
+    other = "compare" if args.compare else "pure" if args.vs_pure else None
     print(f"{args.messages} messages, {args.rounds} rounds, {READ}-byte reads; median ns/frame")
     header = f"{'stream':<15}" + "".join(f"{k:>12}" for k in mods)
-    print(header + ("       ratio" if args.compare else ""))
+    print(header + ("       ratio" if other else ""))
     for name, chunks in streams.items():
         times: dict[str, list[float]] = {k: [] for k in mods}
         counts: dict[str, int] = {}
@@ -135,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                 counts[k] = n
         med = {k: statistics.median(v) / counts[k] * 1e9 for k, v in times.items()}
         line = f"{name:<15}" + "".join(f"{med[k]:>12.1f}" for k in mods)
-        if args.compare:
+        if other:
             # The median of each round's ratio: a noisy round moves both sides.
-            pairs = zip(times["this"], times["compare"], strict=True)
+            pairs = zip(times["this"], times[other], strict=True)
             line += f"{statistics.median(a / b for a, b in pairs):>12.3f}"
         print(line)
         if len(set(counts.values())) != 1:

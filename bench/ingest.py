@@ -334,7 +334,10 @@ def tcp_load(
     """n octet-counted ~250 B RFC 5424 messages on one connection, as fast as possible."""
     if loggen is not None:
         cmd, env = loggen
+        # -I: loggen stops after 10 s by default, whatever -n says: a receiver
+        # slower than n/10 msg/s was offered less than n (it showed as loss).
         args = ["-i", "-S", "-P", "-s", str(MSG_SIZE), "-r", "100000000", "-n", str(n), "-Q"]
+        args += ["-I", "3600"]
         return subprocess.Popen(
             [*cmd, *args, "127.0.0.1", str(port)],
             env=env,
@@ -482,7 +485,12 @@ def run_one(
             sender = udp_load(target.udp_port, rate, seconds, loggen)
             expected = int(rate * seconds)
             label = f"udp {rate // 1000}k/s x{seconds:g}s"
-        accepted, t_end = _drain_count(target, sender, expected, settle=1.5)
+        # TCP loses nothing in flight: a receiver still working through its
+        # backlog on a loaded machine may show no progress for a while, which
+        # a short settle would misreport as loss (the rate uses the last
+        # change, so waiting longer does not lower it).
+        settle = 6.0 if kind == "tcp" else 1.5
+        accepted, t_end = _drain_count(target, sender, expected, settle=settle)
         offered = _sent_count(sender, expected) if kind == "udp" else n
         cpu = cpu_seconds(pid) - cpu0
         rss = peak_rss_mib(pid)
@@ -756,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
 
 BREAKDOWN = [
     "full",
+    "full,pure",  # COLLECTOR_PURE=1: the pure-Python framer and parser
     "full,nogc",
     "full,gcfreeze",
     "noparse",
@@ -767,7 +776,8 @@ BREAKDOWN = [
 
 def breakdown_one(mode: str, n: int) -> None:
     """In-process (uvloop): one TCP listener fed by loggen/Python, with the
-    parser and/or store replaced and the cyclic GC on or off; prints CPU us/msg.
+    parser and/or store replaced and the cyclic GC on (the daemon's settings)
+    or off; prints CPU us/msg.
     Each mode runs in its own process: GC and patching are process-wide."""
     import gc
 
@@ -787,6 +797,18 @@ def breakdown_one(mode: str, n: int) -> None:
             return Record(now, now, sender, None, None, None, 1, 5, "", None, None, "rfc5424")
 
         ingest.parse_syslog = noop  # type: ignore[assignment]
+        # ... and the native batch (one ready record per frame, none parsed).
+        one = noop(b"", 0, None, None)
+
+        def noop_batch(
+            frames: list[tuple[bytes, bool]], now: int, sender: str | None, opts: object
+        ) -> tuple[list[Record | None], int, int]:
+            return [one] * len(frames), 0, 0
+
+        ingest.parse_batch = noop_batch  # type: ignore[assignment]
+    from collector.daemon import tune_gc
+
+    tune_gc()  # the daemon's GC settings (`collector run` applies them)
     if "nogc" in mode:
         gc.disable()
 
@@ -831,9 +853,10 @@ def breakdown(n: int, rounds: int) -> None:
     times: dict[str, list[float]] = {m: [] for m in BREAKDOWN}
     for _ in range(rounds):
         for mode in BREAKDOWN:
+            env = {**os.environ, "COLLECTOR_PURE": "1"} if "pure" in mode else None
             out = subprocess.run(
                 [sys.executable, __file__, "--breakdown-one", mode, str(n)],
-                capture_output=True, text=True, check=True, cwd=ROOT,
+                capture_output=True, text=True, check=True, cwd=ROOT, env=env,
             ).stdout  # fmt: skip
             times[mode].append(float(out.strip().split("\t")[1]))
     rows = [["in-process TCP, uvloop", "CPU us/msg (median)", "runs"]]
@@ -1080,6 +1103,7 @@ def serve_noop(config: str) -> int:
         )
 
     ingest.parse_syslog = noop_parse  # type: ignore[assignment]
+    ingest.parse_batch = lambda *args: None  # type: ignore[assignment]  # (no native batch)
     return cli.main(["run", "--config", config])
 
 

@@ -50,13 +50,17 @@ FORMATS: dict[str, tuple[Callable[..., list[bytes]], Parser, int | None]] = {
     "rfc5424 batch": (rfc5424_messages, _batch, None),
     "rfc5424 pure": (rfc5424_messages, parse_syslog_pure, None),
     "rfc3164": (rfc3164_messages, parse_syslog, 200_000),
+    "rfc3164 batch": (rfc3164_messages, _batch, None),
+    "rfc3164 pure": (rfc3164_messages, parse_syslog_pure, None),
     "json": (json_lines, parse_json_line, 150_000),
     "mixed": (mixed, parse_syslog, None),
     "mixed batch": (mixed, _batch, None),
     "mixed pure": (mixed, parse_syslog_pure, None),
 }
 if not NATIVE:
-    for _name in ("rfc5424 batch", "rfc5424 pure", "mixed batch", "mixed pure"):
+    for _name in ("rfc5424 batch", "rfc5424 pure", "rfc3164 batch", "rfc3164 pure"):
+        del FORMATS[_name]
+    for _name in ("mixed batch", "mixed pure"):
         del FORMATS[_name]
 
 

@@ -4,11 +4,14 @@ Octet counting (`MSG-LEN SP MSG`, RFC 6587 §3.4.1) and delimited framing
 (LF, or NUL as Python's SysLogHandler sends; §3.4.2) are told apart per frame.
 Multi-line messages stay whole: see `StreamFramer`. Pure and bounded: at most
 `max_bytes` of a frame are held, the rest of an oversized frame is discarded.
+`syslog_framer` and `line_framer` give the native framer when it is built
+(the same rules in C); `StreamFramer` is their specification and fallback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 Frame = tuple[bytes, bool]  # (frame, stripped of trailing LF/CR/NUL; cut to max_bytes?)
 
@@ -393,11 +396,40 @@ class StreamFramer:
             pos = end + 1
 
 
-def syslog_framer(max_bytes: int, drop: Callable[[str, int], None] = _no_drop) -> StreamFramer:
+class Framer(Protocol):
+    """What a connection needs of its framer: `StreamFramer`, or the native
+    `collector._native.Framer` (the same frames, flags and drops)."""
+
+    @property
+    def pending(self) -> bool: ...
+    @property
+    def buffered(self) -> int: ...
+    def feed(self, data: bytes) -> list[Frame]: ...
+    def flush(self) -> list[Frame]: ...
+    def eof(self) -> list[Frame]: ...
+
+
+# The native framer (collector/_native.c): StreamFramer's rules over whole
+# read buffers in C. Absent when the module was not built or COLLECTOR_PURE
+# is set; StreamFramer, the specification, runs then.
+_Native: Callable[..., Framer] | None
+try:
+    from collector._native import Framer as _Native
+except ImportError:
+    _Native = None
+
+NATIVE = _Native is not None
+
+
+def syslog_framer(max_bytes: int, drop: Callable[[str, int], None] = _no_drop) -> Framer:
     """RFC 6587 framing for syslog over TCP: octet counting or LF/NUL, per frame."""
+    if _Native is not None:
+        return _Native(max_bytes, octet_counting=True, nul_delimits=True, drop=drop)
     return StreamFramer(max_bytes, octet_counting=True, nul_delimits=True, drop=drop)
 
 
-def line_framer(max_bytes: int, drop: Callable[[str, int], None] = _no_drop) -> StreamFramer:
+def line_framer(max_bytes: int, drop: Callable[[str, int], None] = _no_drop) -> Framer:
     """LF-delimited lines (JSON lines); a CR before the LF is stripped."""
+    if _Native is not None:
+        return _Native(max_bytes, octet_counting=False, nul_delimits=False, drop=drop)
     return StreamFramer(max_bytes, octet_counting=False, nul_delimits=False, drop=drop)

@@ -18,14 +18,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from collector.config import ListenerConfig
 from collector.configvalues import resolve_timezone
 from collector.framing import Frame
 from collector.jsonlines import parse_json_line
 from collector.netio import DatagramBatch, Receiver
-from collector.parse import parse_frames, parse_syslog
+from collector.parse import parse_batch, parse_syslog
 from collector.parse import parse_frames as parse_datagram_run  # the datagram path's own name
 from collector.ratelimit import RateLimiter
 from collector.record import ParseOptions, Record, raw_record
@@ -151,7 +151,7 @@ class Ingest:
         self._skew_logged: dict[str | None, float] = {}  # host -> when last logged
         # Syslog over a stream: a whole read's frames go to the native code at
         # once (it answers None for each frame left to `parse`).
-        self.parse_frames = None if cfg.format == "json" else parse_frames
+        self.parse_frames = None if cfg.format == "json" else parse_batch
         self.local_sender = socket.gethostname() if cfg.transport == "unix" else None
         self.closing = False
         self.connections: set[Connection] = set()
@@ -317,11 +317,18 @@ class Ingest:
             parsed = None
             if native is not None:
                 try:
-                    parsed = native(frames, now, sender, opts)
+                    batch = native(frames, now, sender, opts)
                 except Exception:  # a native bug: Python reads the whole batch
+                    batch = None
                     self.warn(
                         "native", "native parser failed; batch parsed in Python", exc_info=True
                     )
+                if batch is not None:
+                    parsed, declined, cut = batch
+                    if not declined:  # all read natively: no loop over them here
+                        recs += cast("list[Record]", parsed)
+                        truncated += cut
+                        continue
             done: list[Record | None] = [None] * len(frames) if parsed is None else parsed
             for rec, (data, cut) in zip(done, frames, strict=True):
                 if rec is None:

@@ -19,7 +19,7 @@ from typing import cast
 
 from collector.config import ListenerConfig
 from collector.configvalues import parse_host_port
-from collector.framing import StreamFramer, line_framer, syslog_framer
+from collector.framing import Framer, line_framer, syslog_framer
 from collector.ingest import (
     CONNECTION_LIMIT,
     CONTINUATION_WAIT,
@@ -52,7 +52,7 @@ class StreamProtocol(asyncio.Protocol):
         self.ingest = ingest
         stats = ingest.stats
         if ingest.cfg.format == "json":
-            self.framer: StreamFramer = line_framer(ingest.max_bytes, stats.drop)
+            self.framer: Framer = line_framer(ingest.max_bytes, stats.drop)
         else:
             self.framer = syslog_framer(ingest.max_bytes, stats.drop)
         self.sender: str | None = None

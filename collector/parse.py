@@ -25,13 +25,13 @@ from collector.rfc3164 import parse_rfc3164
 from collector.rfc5424 import parse_rfc5424
 from collector.times import parse_timestamp
 
-# The native hot path (collector/_native.c): common RFC 5424 frames at C
-# speed, None for every frame it declines. Absent when it was not built, or
+# The native hot path (collector/_native.c): common RFC 5424 and RFC 3164
+# frames at C speed, None for every frame it declines (signatures in
+# collector/_native.pyi). Absent when it was not built, or
 # when COLLECTOR_PURE is set (the module then refuses to load).
-_native_parse: Callable[[bytes, int, str | None, int, bool], Record | None] | None = None
-_native_frames: (
-    Callable[[list[tuple[bytes, bool]], int, str | None, int], list[Record | None]] | None
-) = None
+_native_parse: Callable[..., Record | None] | None = None
+_native_frames: Callable[..., list[Record | None]] | None = None
+_native_batch: Callable[..., tuple[list[Record | None], int, int]] | None = None
 try:
     import collector._native as _native
 except ImportError as e:
@@ -41,12 +41,34 @@ except ImportError as e:
 else:
     _native_parse = _native.parse
     _native_frames = _native.parse_frames
+    _native_batch = _native.parse_batch
 
 NATIVE = _native_parse is not None
+_ZONES: dict[_dt.tzinfo, int | None] = {}
+
+
+def _zone(tz: _dt.tzinfo) -> int | None:
+    """What the native code needs of parsing.default_timezone: its UTC offset
+    in whole seconds when it is a fixed one (UTC, `+02:00`), else None (a zone
+    with DST rules: RFC 3164 times without a zone are then read in Python)."""
+    try:
+        return _ZONES[tz]
+    except KeyError:
+        pass
+    off = tz.utcoffset(None) if isinstance(tz, _dt.timezone) else None
+    zone = None if off is None or off.microseconds else off.days * 86400 + off.seconds
+    if len(_ZONES) > 64:
+        _ZONES.clear()
+    _ZONES[tz] = zone
+    return zone
+
+
 # What parses syslog in this process, for --version, a metric and the log.
 IMPLEMENTATION = "native" if NATIVE else "pure"
 IMPLEMENTATION_DETAIL = (
-    "native (C: RFC 5424; the rest in Python)" if NATIVE else f"pure Python ({_NATIVE_MISSING})"
+    "native (C: framing, RFC 5424/3164; rest in Python)"
+    if NATIVE
+    else f"pure Python ({_NATIVE_MISSING})"
 )
 # The native code keeps every time inside int64; outside this TTL it declines.
 _NATIVE_MAX_TTL = 10**18
@@ -116,7 +138,7 @@ def parse_syslog(
     max_message_bytes (`fields.truncated`). The native module reads the frame
     when it can, with the same result as `parse_syslog_pure`."""
     if _native_parse is not None:
-        rec = _native_parse(data, received_at, sender, opts.ttl_us, truncated)
+        rec = _native_parse(data, received_at, sender, opts.ttl_us, truncated, _zone(opts.tz))
         if rec is not None:
             return rec
     return parse_syslog_pure(data, received_at, sender, opts, truncated)
@@ -131,7 +153,18 @@ def parse_frames(
     is beyond what it handles): parse every frame with `parse_syslog`."""
     if _native_frames is None or not 0 <= opts.ttl_us <= _NATIVE_MAX_TTL:
         return None
-    return _native_frames(frames, received_at, sender, opts.ttl_us)
+    return _native_frames(frames, received_at, sender, opts.ttl_us, _zone(opts.tz))
+
+
+def parse_batch(
+    frames: list[tuple[bytes, bool]], received_at: int, sender: str | None, opts: ParseOptions
+) -> tuple[list[Record | None], int, int] | None:
+    """`parse_frames` with two counts: (records, how many are None, how many
+    frames are flagged truncated: told only when none is None). A batch with
+    nothing declined goes to the sink as it is, with no loop in Python."""
+    if _native_batch is None or not 0 <= opts.ttl_us <= _NATIVE_MAX_TTL:
+        return None
+    return _native_batch(frames, received_at, sender, opts.ttl_us, _zone(opts.tz))
 
 
 def parse_syslog_pure(

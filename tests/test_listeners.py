@@ -522,7 +522,7 @@ async def test_a_parser_crash_keeps_that_frame_raw_and_its_neighbours_parsed(
 
     monkeypatch.setattr(ingest_mod, "parse_syslog", fragile)
     # The native batch path would read these lines before parse_syslog sees them.
-    monkeypatch.setattr(ingest_mod, "parse_frames", lambda *args: None)
+    monkeypatch.setattr(ingest_mod, "parse_batch", lambda *args: None)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
@@ -545,7 +545,7 @@ async def test_a_native_parser_crash_leaves_that_batch_to_the_python_parser(
     def broken(*args: Any) -> list[Record | None]:
         raise MemoryError("native bug")
 
-    monkeypatch.setattr(ingest_mod, "parse_frames", broken)
+    monkeypatch.setattr(ingest_mod, "parse_batch", broken)
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
@@ -630,16 +630,19 @@ async def test_ipv6_loopback_listeners_take_messages_and_name_the_v6_sender() ->
 async def test_a_framer_crash_closes_only_that_connection_and_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from collector import listeners
     from collector.framing import StreamFramer
 
-    real = StreamFramer.feed
+    class Fragile(StreamFramer):
+        __slots__ = ()
 
-    def fragile(self: StreamFramer, data: bytes) -> list[tuple[bytes, bool]]:
-        if b"explode" in data:
-            raise IndexError("framer bug")
-        return real(self, data)
+        def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+            if b"explode" in data:
+                raise IndexError("framer bug")
+            return super().feed(data)
 
-    monkeypatch.setattr(StreamFramer, "feed", fragile)
+    # (the pure framer, whichever the listener would use)
+    monkeypatch.setattr(listeners, "syslog_framer", lambda n, drop: Fragile(n, drop=drop))
     async with _listener(_tcp_cfg()) as (lst, records):
         addr = lst.address
         assert isinstance(addr, tuple)
