@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector import access
 from collector.config import HttpConfig
+from collector.inflight import Inflight
 from collector.jsonlines import MAX_DEPTH, nested_deeper_than, read_warnings, record_from_object
 from collector.query import (
     Query,
@@ -50,6 +51,7 @@ log = logging.getLogger("collector.http")
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 PAGE_SLICE_MIN = 64  # records read from the store per slice of a streamed page, at first
 PAGE_SLICE_MAX = 2048  # ... and at most, as slices prove cheap
+PAGE_SLICE_BYTES = 1024 * 1024  # ... and about this much JSON (in-flight memory)
 POST_MAX_ITEMS = 100_000  # records per POST /logs; more is 413
 POST_SLICE = 2000  # POST /logs items decoded, checked or stored per loop turn
 POST_MAX_ITEM_ERRORS = 50  # bad items named in one 400 answer
@@ -136,6 +138,7 @@ class App:
     connections: set[Any] = field(default_factory=set)  # http.py's HttpProtocols
     stats: HttpStats = field(default_factory=HttpStats)
     body_bytes: int = 0  # request body bytes held by all connections now (http.py)
+    inflight: Inflight = field(default_factory=Inflight)  # the daemon's bound on bytes for clients
 
     @property
     def http(self) -> HttpConfig:
@@ -244,9 +247,17 @@ def _page_stream(store: Store, q: Query, page: Page) -> Iterator[bytes]:
         page = store.query(replace(q, limit=min(q.limit - count, step), cursor=next_cursor))
         took = time.perf_counter() - t0
         step = min(step * 2, PAGE_SLICE_MAX) if took < 0.002 else max(step // 2, PAGE_SLICE_MIN)
+        step = min(step, _slice_by_bytes(size, count))
     # The cursor handed out carries the filters it was made for (query.py).
     handed = make_cursor(next_cursor, q)
     yield f'],"count":{count},"next_cursor":{opt_json(handed)}}}'.encode("ascii")
+
+
+def _slice_by_bytes(size: int, count: int) -> int:
+    """Records per store slice so that one slice holds about PAGE_SLICE_BYTES
+    of JSON, judged by the records sent so far (large records: few at a
+    time, as the answer waits in memory for a slow client)."""
+    return max(1, PAGE_SLICE_BYTES * count // max(size, 1))
 
 
 def handle_log(req: Request, app: App, rec_id: str) -> Response:

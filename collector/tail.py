@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from collector.inflight import Inflight
 from collector.query import Query, matches, record_line
 from collector.record import Record, make_id
 from collector.store import Page
@@ -26,6 +27,9 @@ TAIL_MAX_BACKLOG = 8 * 1024 * 1024  # bytes a /tail client may fall behind befor
 TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=, at most
 TAIL_REPLAY_MIN = 4  # ... and at least (the first step reads this many)
 TAIL_REPLAY_CHUNK = 256 * 1024  # replay bytes written before waiting for the client to drain
+# While the daemon is over its bound on bytes held for clients (inflight.py),
+# a client this far behind is dropped at once rather than at TAIL_MAX_BACKLOG.
+TAIL_SHED_BACKLOG = 256 * 1024
 
 
 class Stream(Protocol):
@@ -129,8 +133,10 @@ class Tail:
         counters: TailCounters,
         replay: Callable[[Query], Page],
         keepalive: float = TAIL_KEEPALIVE,
+        inflight: Inflight | None = None,
     ) -> None:
         self.proto = proto
+        self.inflight = inflight
         self.tails = tails
         self.counters = counters
         self.replay_page = replay
@@ -167,7 +173,7 @@ class Tail:
         if self.proto.write_paused:
             self.backlog.append(data)
             self.backlog_bytes += len(data)
-            if self.backlog_bytes > TAIL_MAX_BACKLOG:
+            if self._too_far_behind(self.backlog_bytes, len(data)):
                 self.counters.tails_dropped += 1
                 log.warning("tail client %s fell too far behind; disconnected", self.proto.peer)
                 transport.abort()
@@ -188,10 +194,20 @@ class Tail:
         record's fixed part)."""
         self.live.extend(items)
         self.live_ids.update(rid for rid, _ in items)
-        self.live_bytes += sum(len(rec.message) + 256 for _, rec in items)
-        if self.live_bytes > TAIL_MAX_BACKLOG and self.proto.transport is not None:
+        added = sum(len(rec.message) + 256 for _, rec in items)
+        self.live_bytes += added
+        if self._too_far_behind(self.live_bytes, added) and self.proto.transport is not None:
             self.counters.tails_dropped += 1
             self.proto.transport.abort()
+
+    def _too_far_behind(self, behind: int, added: int) -> bool:
+        """Past TAIL_MAX_BACKLOG, or past TAIL_SHED_BACKLOG while the bytes
+        held for all clients are over their bound."""
+        inflight = self.inflight
+        if inflight is None:
+            return behind > TAIL_MAX_BACKLOG
+        inflight.charge(added)
+        return behind > TAIL_MAX_BACKLOG or (behind > TAIL_SHED_BACKLOG and inflight.over())
 
     async def _replay(self) -> None:
         """Stored records from `start` on, page by page, waiting for the client
