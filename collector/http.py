@@ -28,7 +28,7 @@ from collector.httpwire import (
     tail_headers,
 )
 from collector.inflight import Holder, Source
-from collector.routes import OPEN_ROUTES, App, Request, Response, error, route, step, unauthorized
+from collector.routes import App, Request, Response, error, route, step, unauthorized
 from collector.tail import Tail
 from collector.tls import TlsServer
 
@@ -38,9 +38,11 @@ GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
 FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
 STREAM_SLICE = 1024 * 1024  # bytes of a streaming answer written per loop turn (at most)
+# Small answers that go even while the in-flight bound holds others back.
+UNBOUNDED_PATHS = frozenset({"/health", "/metrics"})
 # What a streaming answer in progress is counted as holding, beyond its write
 # buffer: the slice pulled and the records its source read ahead (in-flight bound).
-STREAM_HOLD = 2 * STREAM_SLICE
+STREAM_HOLD = 4 * STREAM_SLICE
 # What a sliced job (a POST being decoded and stored) holds, per byte of its
 # request body: the body, its decoded objects and their records.
 JOB_HOLD_FACTOR = 4
@@ -216,14 +218,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def _must_wait(self) -> bool:
         """Over the in-flight bound: the next answer (or slice of one) waits
-        until the guard measures room again; /health and closing error
-        answers still go at once, so the daemon stays observable."""
+        until the guard measures room again; /health, /metrics and closing
+        error answers still go at once, so the daemon stays observable."""
         inflight = self.app.inflight
         if not inflight.over():
             return False
         if self._stream is None and self._job is None and self._queue:
             item = self._queue[0]
-            if item.req is None or item.req.path in OPEN_ROUTES:
+            if item.req is None or item.req.path in UNBOUNDED_PATHS:
                 return False
         self._waiting = True
         inflight.wait(self, self._wake)
@@ -249,7 +251,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._stream is not None:
             n += STREAM_HOLD
         if self.tail is not None:
-            n += self.tail.backlog_bytes + self.tail.live_bytes
+            n += self.tail.held
         return n
 
     def shed(self) -> None:

@@ -142,7 +142,9 @@ INFLIGHT_LOG_EVERY = 60.0  # seconds between two warnings about that bound
 def tcp_source(daemon: Daemon) -> Source:
     """The stream listeners as a source of the in-flight bound: partial
     frames held by their connections (frames read and not yet parsed are
-    bounded per listener by ingest.HIGH_WATER). Shedding one stores its partial frame (flagged truncated) and closes it."""
+    bounded per listener by ingest.HIGH_WATER). Shedding one closes it as
+    a peer's close would end it: an unterminated line is stored (flagged
+    truncated), an incomplete octet-counted frame counted as a drop."""
 
     def conns() -> list[StreamProtocol]:
         return [
@@ -166,7 +168,7 @@ def tcp_source(daemon: Daemon) -> Source:
 
 
 def _shed_stream(conn: StreamProtocol) -> None:
-    conn.finish(partial_is_message=False)  # what it held is stored, flagged truncated
+    conn.finish(partial_is_message=False)  # a line held is stored, flagged truncated
     if conn.transport is not None:
         conn.transport.abort()
 
@@ -182,8 +184,12 @@ async def inflight_guard(daemon: Daemon) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(daemon.stop_event.wait(), INFLIGHT_EVERY)
         now = time.monotonic()
-        inflight.measure(now)
+        before = inflight.measured
+        used = inflight.measure(now)
         inflight.shed(now)
+        if before > inflight.limit // 2 and used < inflight.limit // 8:
+            # A burst of clients is over: give the heap it freed back.
+            await asyncio.to_thread(_give_back_free_memory)
         stats = inflight.stats
         shed = sum(stats.shed.values())
         if (stats.waits, shed) != (seen_waits, seen_shed) and now - warned_at >= INFLIGHT_LOG_EVERY:
