@@ -178,7 +178,7 @@ class HttpProtocol(asyncio.Protocol):
         while self.transport is not None and not self._closing and self.tail is None:
             if self.write_paused:
                 break
-            if (self._job or self._stream or self._queue) and self._must_wait():
+            if (self._stream or (self._queue and not self._job)) and self._must_wait():
                 break
             if self._job is not None:
                 if answered:
@@ -219,11 +219,12 @@ class HttpProtocol(asyncio.Protocol):
     def _must_wait(self) -> bool:
         """Over the in-flight bound: the next answer (or slice of one) waits
         until the guard measures room again; /health, /metrics and closing
-        error answers still go at once, so the daemon stays observable."""
+        error answers still go at once, so the daemon stays observable, and
+        a job in progress (a POST storing) goes on: it frees as it ends."""
         inflight = self.app.inflight
         if not inflight.over():
             return False
-        if self._stream is None and self._job is None and self._queue:
+        if self._stream is None and self._queue:
             item = self._queue[0]
             if item.req is None or item.req.path in UNBOUNDED_PATHS:
                 return False
@@ -627,9 +628,12 @@ def inflight_source(app: App) -> Source:
         return sum(conn.held() for conn in app.connections)
 
     def largest() -> list[tuple[str, Holder]]:
-        if not app.connections:
+        # A request being worked on (a POST storing) is not shed: it ends
+        # on its own and frees what it holds.
+        conns = [c for c in app.connections if c._job is None]
+        if not conns:
             return []
-        conn = max(app.connections, key=HttpProtocol.held)
+        conn = max(conns, key=HttpProtocol.held)
         return [("tail" if conn.tail is not None else "http", (conn.held(), conn.shed))]
 
     return Source("http", total, largest)
