@@ -44,8 +44,8 @@ UNBOUNDED_PATHS = frozenset({"/health", "/metrics"})
 # buffer: the slice pulled and the records its source read ahead (in-flight bound).
 STREAM_HOLD = 4 * STREAM_SLICE
 # What a sliced job (a POST being decoded and stored) holds, per byte of its
-# request body: the body, its decoded objects and their records.
-JOB_HOLD_FACTOR = 4
+# request body: the body, and about that much again for a slice in progress.
+JOB_HOLD_FACTOR = 2
 
 # --- the protocol ---------------------------------------------------------------------
 

@@ -334,19 +334,18 @@ def _post_items(req: Request) -> Iterator[Any]:
 
 def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
     """The steps of a POST /logs: None after each slice of about
-    POST_STEP_SECONDS, the answer last. Each item is decoded, checked and
-    made a record at once (its decoded object dies young); all are stored
-    only once every one is valid."""
+    POST_STEP_SECONDS, the answer last. Two passes over the body: every
+    item is decoded, checked and made a record, then dropped (nothing per
+    item lives on for the GC to walk, memory stays one slice); only when
+    all are valid, the second pass makes them again and stores them, a
+    slice at a time."""
     turns = _Turns()
     bad: list[dict[str, Any]] = []
-    records: list[Record] = []
     warnings: list[dict[str, Any]] = []
     now = _now_us()
     opts = app.settings.parse_options
     for i, o in enumerate(_post_items(req)):
         if i >= POST_MAX_ITEMS:
-            # Bounded: a million tiny objects would become gigabytes of
-            # Python objects before the first one is stored.
             yield error(413, f"body: more than {POST_MAX_ITEMS} items per request")
             return
         # A record whose fields the API could not print would break every
@@ -361,7 +360,6 @@ def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
             except (ValueError, TypeError) as e:
                 bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
             else:
-                records.append(rec)
                 # Stored leniently, but the sender is told (bounded like the errors).
                 if len(warnings) < POST_MAX_ITEM_ERRORS:
                     warnings += (
@@ -380,18 +378,29 @@ def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
         return
     # Every item is valid: from here on all of them are stored, a slice at a time.
     ids: list[str] = []
-    for start in range(0, len(records), POST_STORE_SLICE):
-        part = records[start : start + POST_STORE_SLICE]
-        first = app.ingest(part)
-        ids += [make_id(rec.timestamp, first + i) for i, rec in enumerate(part)]
-        if start + POST_STORE_SLICE < len(records) and turns.due():
+    part: list[Record] = []
+    for o in _post_items(req):
+        part.append(apply_clock_skew(record_from_object(o, now, req.peer, opts), opts))
+        due = turns.due()
+        if len(part) >= POST_STORE_SLICE or due:
+            ids += _store_part(app, part)
+            part = []
+        if due:
             yield None
-    del records
+    ids += _store_part(app, part)
     warnings = warnings[:POST_MAX_ITEM_ERRORS]
     if len(ids) <= POST_SLICE:
         yield json_response(201, {"accepted": len(ids), "ids": ids, "warnings": warnings})
     else:
         yield Response(201, b"", stream=_ids_stream(ids, warnings))
+
+
+def _store_part(app: App, part: list[Record]) -> list[str]:
+    """Hand a slice of records to the sink; their ids."""
+    if not part:
+        return []
+    first = app.ingest(part)
+    return [make_id(rec.timestamp, first + i) for i, rec in enumerate(part)]
 
 
 def _ids_stream(ids: list[str], warnings: list[dict[str, Any]]) -> Iterator[bytes]:
@@ -435,7 +444,7 @@ def _check_post_body(req: Request) -> None:
     coding = req.headers.get("content-encoding", "identity").strip().lower()
     if coding != "identity":
         raise QueryError(f"content-encoding: {coding!r} is not supported; send the body as is")
-    if not req.body.strip():
+    if not req.body or req.body.isspace():  # (no copy of a large body)
         raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
 
 
