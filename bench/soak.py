@@ -85,7 +85,7 @@ class Sender:
 
     def stop(self) -> int:
         self.stop_event.set()
-        self.proc.join(30)
+        self.proc.join(120)  # a daemon far behind holds its last sendall back
         return int(self.sent.value)
 
 
