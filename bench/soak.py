@@ -244,6 +244,17 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
         store["persist_dir"] = str(workdir / "state")
     d = DaemonProcess(workdir, store)
     d.start()
+    try:
+        soak(args, ttl, workdir, d, rate)
+    except BaseException:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()  # never leave the daemon running behind a failed soak
+        raise
+
+
+def soak(
+    args: argparse.Namespace, ttl: float, workdir: Path, d: DaemonProcess, rate: float
+) -> None:
     assert d.proc is not None
     pid = d.proc.pid
     sender = Sender(d.tcp_port, rate)
