@@ -281,7 +281,7 @@ def soak(
     )
     print(header)
     try:
-        while time.monotonic() < end:
+        while end - time.monotonic() > 1.0:  # (no extra, empty row at the very end)
             time.sleep(min(args.interval, max(0.0, end - time.monotonic())))
             got = received(d)  # before reading `sent`, so `behind` is never negative
             now = time.monotonic()
