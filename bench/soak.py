@@ -26,7 +26,7 @@ from typing import Any
 
 from common import DaemonProcess, poll
 
-from collector.configvalues import parse_duration
+from collector.configvalues import parse_duration, parse_size
 
 SERVICES = ("sshd", "nginx", "cron", "app", "db")
 
@@ -85,7 +85,7 @@ class Sender:
 
     def stop(self) -> int:
         self.stop_event.set()
-        self.proc.join(30)
+        self.proc.join(120)  # a daemon far behind holds its last sendall back
         return int(self.sent.value)
 
 
@@ -95,6 +95,19 @@ def received(d: DaemonProcess) -> int:
         if line.startswith("collector_messages_received_total{") and 'listener="tcp"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
+
+
+def metric(d: DaemonProcess, name: str) -> float:
+    """One unlabelled sample from /metrics (0 when absent)."""
+    for line in d.get_text("/metrics").splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def load_average() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def rss_mib(pid: int) -> float:
@@ -195,6 +208,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=0.0, help="msg/s (default: 50%% of max)")
     ap.add_argument("--ttl", default="2m", help="store.ttl of the soaked daemon")
+    ap.add_argument(
+        "--max-memory",
+        default="256MiB",
+        help="store.max_memory of the soaked daemon; RSS must stay under it + 128 MiB",
+    )
     ap.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
     ap.add_argument("--tails", type=int, default=2)
     ap.add_argument("--no-persist", action="store_true")
@@ -217,11 +235,26 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
         top = measure_max_rate(workdir, 3.0 if args.quick else 5.0)
         rate = top / 2
         print(f"max TCP rate measured: {top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s")
-    store: dict[str, Any] = {"ttl": args.ttl, "wal_max_bytes": args.wal_max}
+    store: dict[str, Any] = {
+        "ttl": args.ttl,
+        "wal_max_bytes": args.wal_max,
+        "max_memory": args.max_memory,
+    }
     if not args.no_persist:
         store["persist_dir"] = str(workdir / "state")
     d = DaemonProcess(workdir, store)
     d.start()
+    try:
+        soak(args, ttl, workdir, d, rate)
+    except BaseException:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()  # never leave the daemon running behind a failed soak
+        raise
+
+
+def soak(
+    args: argparse.Namespace, ttl: float, workdir: Path, d: DaemonProcess, rate: float
+) -> None:
     assert d.proc is not None
     pid = d.proc.pid
     sender = Sender(d.tcp_port, rate)
@@ -235,17 +268,20 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
     t_start = time.monotonic()
     end = t_start + args.minutes * 60
     last_sent, last_t = 0, t_start
+    bound = parse_size(args.max_memory) / 2**20 + 128
     print(
         f"soaking {args.minutes:g} min at {rate:,.0f} msg/s, ttl {args.ttl}, "
+        f"max_memory {args.max_memory} (RSS bound {bound:.0f} MiB), "
         f"persist {'off' if args.no_persist else 'on'}; a row every {args.interval:g}s"
     )
     header = (
-        f"{'t s':>6} {'sent/s':>9} {'behind':>8} {'records':>9} {'RSS MiB':>8} "
-        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'queries':>7} {'tailed':>9} {'wal MiB':>7}"
+        f"{'t s':>6} {'sent/s':>9} {'behind':>8} {'records':>9} {'store MiB':>9} {'RSS MiB':>8} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'queries':>7} {'tailed':>9} {'wal MiB':>7} "
+        f"{'load':>5}"
     )
     print(header)
     try:
-        while time.monotonic() < end:
+        while end - time.monotonic() > 1.0:  # (no extra, empty row at the very end)
             time.sleep(min(args.interval, max(0.0, end - time.monotonic())))
             got = received(d)  # before reading `sent`, so `behind` is never negative
             now = time.monotonic()
@@ -256,7 +292,9 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
                 "rate": (sent - last_sent) / (now - last_t),
                 "behind": sent - got,
                 "records": d.records(),
+                "store": metric(d, "collector_store_bytes") / 2**20,
                 "rss": rss_mib(pid),
+                "load": load_average(),
                 "p50": pct(lat, 50),
                 "p95": pct(lat, 95),
                 "p99": pct(lat, 99),
@@ -270,8 +308,9 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
             rows.append(row)
             print(
                 f"{row['t']:>6.0f} {row['rate']:>9,.0f} {row['behind']:>8,.0f} {row['records']:>9,.0f} "
-                f"{row['rss']:>8.1f} {row['p50']:>7.1f} {row['p95']:>7.1f} {row['p99']:>7.1f} "
-                f"{row['queries']:>7.0f} {row['tailed']:>9,.0f} {row['wal']:>7.1f}",
+                f"{row['store']:>9.1f} {row['rss']:>8.1f} {row['p50']:>7.1f} {row['p95']:>7.1f} "
+                f"{row['p99']:>7.1f} {row['queries']:>7.0f} {row['tailed']:>9,.0f} "
+                f"{row['wal']:>7.1f} {row['load']:>5.1f}",
                 flush=True,
             )
     finally:
@@ -285,7 +324,7 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
     t0 = time.monotonic()
     code = d.stop()
     stop_s = time.monotonic() - t0
-    summarise(args, ttl, rows, sent, got, code, stop_s, tails, querier, d)
+    summarise(args, ttl, rows, sent, got, code, stop_s, tails, querier, d, bound)
 
 
 def summarise(
@@ -299,6 +338,7 @@ def summarise(
     tails: list[Tail],
     querier: Querier,
     d: DaemonProcess,
+    bound: float,
 ) -> None:
     filled = [r for r in rows if r["t"] >= ttl + args.interval]
     print()
@@ -316,6 +356,18 @@ def summarise(
         p99a = statistics.median([r["p99"] for r in filled[:half]])
         p99b = statistics.median([r["p99"] for r in filled[half:]] or [p99a])
         print(f"  query p99 median, first/second half after fill: {p99a:.1f} / {p99b:.1f} ms")
+        over = [r for r in filled if r["rss"] >= bound]
+        slow = [r for r in filled if not r["p99"] < 50]
+        print(
+            f"  RSS under max_memory + 128 MiB ({bound:.0f} MiB) in every interval: "
+            f"{'yes' if not over else f'no, {len(over)} of {len(filled)}'}"
+        )
+        print(
+            f"  query p99 under 50 ms in every interval after the fill: "
+            f"{'yes' if not slow else f'no, {len(slow)} of {len(filled)}'}"
+        )
+        loads = [r["load"] for r in rows]
+        print(f"  load average (1 min) during the run: {min(loads):.1f} - {max(loads):.1f}")
     else:
         print("  (run shorter than the TTL window: RSS flatness not judged)")
     print(f"  query errors {querier.errors}; tails: {', '.join(t.status for t in tails)}")

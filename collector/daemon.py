@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from collector import systemd
 from collector.config import Config
+from collector.http import inflight_source
 from collector.metrics import make_registry
 from collector.netio import DETAIL as NETIO_DETAIL
 from collector.outputs import Output
@@ -34,6 +35,7 @@ from collector.reload import bind_listener, on_sighup, start_http_server
 from collector.routes import App
 from collector.running import (
     Daemon,
+    inflight_guard,
     now_us,
     rate_limit_reporter,
     report_rate_limits,
@@ -41,6 +43,7 @@ from collector.running import (
     stderr_status,
     sweeper,
     systemd_status,
+    tcp_source,
     watchdog,
 )
 from collector.settings import Settings
@@ -143,6 +146,7 @@ async def start(
             redactions=lambda: daemon.settings.redaction_counts,
             outputs=lambda: daemon.outputs,
             streams=lambda: daemon.streams.values(),
+            inflight=daemon.inflight,
         )
         daemon.app = App(
             store=store,
@@ -151,7 +155,9 @@ async def start(
             settings=daemon.settings,
             ingest=daemon.ingest,
             tails=daemon.tails,
+            inflight=daemon.inflight,
         )
+        daemon.inflight.sources += [inflight_source(daemon.app), tcp_source(daemon)]
         try:
             daemon.http_server = await start_http_server(
                 daemon.app, config.http.bind, daemon.http_tls
@@ -170,6 +176,7 @@ async def start(
         raise
     daemon.spawn(sweeper(daemon))
     daemon.spawn(rate_limit_reporter(daemon))
+    daemon.spawn(inflight_guard(daemon))
     return daemon
 
 

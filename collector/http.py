@@ -27,6 +27,7 @@ from collector.httpwire import (
     pull,
     tail_headers,
 )
+from collector.inflight import Holder, Source
 from collector.routes import App, Request, Response, error, route, step, unauthorized
 from collector.tail import Tail
 from collector.tls import TlsServer
@@ -35,9 +36,16 @@ MAX_URL_BYTES = 16 * 1024  # longer request targets are 431, as docs/api.md list
 MAX_HEADER_BYTES = 64 * 1024  # header section beyond this is 431 (RFC 6585 §5)
 GZIP_MIN_BYTES = 1024  # smaller bodies gain less than gzip's own framing costs
 LINGER = 2.0  # seconds to keep reading (and discarding) after a closing answer
-BODIES_BUDGET = 64 * 1024 * 1024  # request body bytes held across connections (or 4 x max_body)
 FEED_SLICE = 8 * 1024  # bytes parsed at a time: bounds the requests one slice can queue
 STREAM_SLICE = 1024 * 1024  # bytes of a streaming answer written per loop turn (at most)
+# Small answers that go even while the in-flight bound holds others back.
+UNBOUNDED_PATHS = frozenset({"/health", "/metrics"})
+# What a streaming answer in progress is counted as holding, beyond its write
+# buffer: the slice pulled and the records its source read ahead (in-flight bound).
+STREAM_HOLD = 4 * STREAM_SLICE
+# What a sliced job (a POST being decoded and stored) holds, per byte of its
+# request body: the body, and about that much again for a slice in progress.
+JOB_HOLD_FACTOR = 2
 
 # --- the protocol ---------------------------------------------------------------------
 
@@ -94,6 +102,7 @@ class HttpProtocol(asyncio.Protocol):
         self._job: tuple[Iterator[Response | None], _Pending, str] | None = None  # a sliced handler
         self._stream_close = False
         self._stream_chunked = True
+        self._waiting = False  # held back by the in-flight bound until the guard wakes it
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,6 +119,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
+        self.app.inflight.forget(self)
         if self.tail is not None:
             self.tail.close()
         if self._timer is not None:
@@ -168,8 +178,11 @@ class HttpProtocol(asyncio.Protocol):
         loop turn, then yield so other connections and ingest run."""
         self._turn = None
         answered = False
+        self._waiting = False
         while self.transport is not None and not self._closing and self.tail is None:
             if self.write_paused:
+                break
+            if (self._stream or (self._queue and not self._job)) and self._must_wait():
                 break
             if self._job is not None:
                 if answered:
@@ -201,10 +214,55 @@ class HttpProtocol(asyncio.Protocol):
             and self.transport is not None
             and not self._closing
             and not self.write_paused
+            and not self._waiting
             and self.tail is None
         ):
             self._turn = self._loop.call_soon(self._pump)
         self._set_reading()
+
+    def _must_wait(self) -> bool:
+        """Over the in-flight bound: the next answer (or slice of one) waits
+        until the guard measures room again; /health, /metrics and closing
+        error answers still go at once, so the daemon stays observable, and
+        a job in progress (a POST storing) goes on: it frees as it ends."""
+        inflight = self.app.inflight
+        if not inflight.over():
+            return False
+        if self._stream is None and self._queue:
+            item = self._queue[0]
+            if item.req is None or item.req.path in UNBOUNDED_PATHS:
+                return False
+        self._waiting = True
+        inflight.wait(self, self._wake)
+        return True
+
+    def _wake(self) -> None:
+        if self.transport is not None and not self._closing and self._turn is None:
+            self._turn = asyncio.get_running_loop().call_soon(self._pump)
+
+    def held(self) -> int:
+        """Bytes this connection holds for its client: unparsed input, the
+        body being read and those of requests waiting, the answer waiting in
+        the socket's write buffer, a /tail's backlog."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        n = transport.get_write_buffer_size() + len(self._inbox) + self._body_bytes
+        for item in self._queue:
+            if item.req is not None:
+                n += len(item.req.body)
+        if self._job is not None and self._job[1].req is not None:
+            n += JOB_HOLD_FACTOR * len(self._job[1].req.body)
+        if self._stream is not None:
+            n += STREAM_HOLD
+        if self.tail is not None:
+            n += self.tail.held
+        return n
+
+    def shed(self) -> None:
+        """Close this connection at once (the in-flight bound's last resort)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     def _set_reading(self) -> None:
         """Read from the socket only while nothing waits to be parsed or
@@ -283,7 +341,6 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = {}
         self._head_bytes = 0
         self._drop_body()
-        self._body_bytes = 0
         self._arm(self.app.http.idle_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -361,13 +418,17 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(error(413, f"body: larger than {limit} bytes (http.max_body)"))
             return
         app = self.app
-        if app.body_bytes + len(body) > max(BODIES_BUDGET, 4 * app.http.max_body):
+        others = app.body_bytes - (self._body_bytes - len(body))
+        if others > 0 and not app.inflight.room(len(body)):
             # Bounded across connections too: 1,024 clients x max_body is not.
-            resp = error(503, "body: the server holds too many request bodies now; retry")
+            # (One body at a time may pass the bound: max_body is the operator's.)
+            app.inflight.stats.refused += 1
+            resp = error(503, "body: the server holds too many bytes for clients now; retry")
             resp.headers.append(("Retry-After", "1"))
             self._fail(resp)
             return
         app.body_bytes += len(body)
+        app.inflight.charge(len(body))
         self._body.append(body)
 
     def _drop_body(self) -> None:
@@ -375,6 +436,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._body:
             self.app.body_bytes -= sum(map(len, self._body))
             self._body = []
+        self._body_bytes = 0
 
     def on_message_complete(self) -> None:
         if self._halted:
@@ -464,7 +526,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not keep_alive:
             headers = [*headers, ("Connection", "close")]
-        transport.write(head(status, headers) + body)
+        data = head(status, headers) + body
+        self.app.inflight.charge(len(data))
+        transport.write(data)
         if not keep_alive:
             self._close_after_write()
 
@@ -532,6 +596,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _write_piece(self, piece: bytes) -> None:
         if piece and self.transport is not None:
+            self.app.inflight.charge(len(piece))
             if self._stream_chunked:
                 self.transport.writelines([b"%x\r\n" % len(piece), piece, b"\r\n"])
             else:
@@ -556,6 +621,7 @@ class HttpProtocol(asyncio.Protocol):
             counters=app.stats,
             replay=app.store.query,
             keepalive=app.tail_keepalive,
+            inflight=app.inflight,
         )
         self._set_reading()
 
@@ -571,6 +637,25 @@ def _query_params(raw: str) -> dict[str, list[str]]:
             name, _, value = item.partition("=")
             out.setdefault(name, []).append(value)
     return out
+
+
+def inflight_source(app: App) -> Source:
+    """The HTTP connections as one source of the in-flight bound: what they
+    hold, and the one holding most (a /tail counts as kind "tail")."""
+
+    def total() -> int:
+        return sum(conn.held() for conn in app.connections)
+
+    def largest() -> list[tuple[str, Holder]]:
+        # A request being worked on (a POST storing) is not shed: it ends
+        # on its own and frees what it holds.
+        conns = [c for c in app.connections if c._job is None]
+        if not conns:
+            return []
+        conn = max(conns, key=HttpProtocol.held)
+        return [("tail" if conn.tail is not None else "http", (conn.held(), conn.shed))]
+
+    return Source("http", total, largest)
 
 
 class _Discard:

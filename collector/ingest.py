@@ -23,6 +23,7 @@ from typing import Protocol, cast
 from collector.config import ListenerConfig
 from collector.configvalues import resolve_timezone
 from collector.framing import Frame
+from collector.inflight import Inflight
 from collector.jsonlines import parse_json_line
 from collector.netio import DatagramBatch, Receiver
 from collector.parse import parse_batch, parse_syslog
@@ -61,6 +62,9 @@ FRAMING_ERROR = "framing_error"  # the framer raised (a bug): that connection is
 # control then hold the sender back, nothing is dropped.
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
+# A TCP connection holding a partial frame longer than this is counted against
+# the daemon's bound on bytes held for clients at each read (hold_back).
+PARTIAL_FRAME = 16 * 1024
 # Frames parsed per loop iteration at most, so HTTP and other listeners get the
 # loop between chunks of a large backlog: ~10 ms at the ~10 us a realistic
 # message costs (parse + store). 4096 stalled the loop 100+ ms under load at no
@@ -168,6 +172,9 @@ class Ingest:
         self._scheduled = False
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        # The daemon's bound on bytes held for clients (inflight.py): a
+        # connection holding a long partial frame pauses while it is over.
+        self.bound: Inflight | None = None
         self.limiter: RateLimiter | None = None  # see RateLimiter.admit for `peers`
         self.peers: list[tuple[int, str | None]] = []
 
@@ -241,7 +248,23 @@ class Ingest:
             self._paused.add(proto)
             self.stats.paused += 1
 
+    def hold_back(self, proto: Connection, nbytes: int) -> None:
+        """A read left a partial frame of `nbytes` past PARTIAL_FRAME: count
+        it against the bound and, while that is over, pause the connection
+        until the bound's guard finds room (it sheds the largest holders if
+        there is none for long)."""
+        bound = self.bound
+        if bound is None:
+            return
+        bound.charge(nbytes)
+        if bound.over() and proto.transport is not None and proto not in self._paused:
+            proto.transport.pause_reading()
+            self._paused.add(proto)
+            bound.wait(proto, self._resume_all)
+
     def forget(self, proto: Connection) -> None:
+        if self.bound is not None:
+            self.bound.forget(proto)
         self._paused.discard(proto)
         self.connections.discard(proto)
         self.done_draining(proto)

@@ -24,6 +24,7 @@ from collector.ingest import (
     CONNECTION_LIMIT,
     CONTINUATION_WAIT,
     FRAMING_ERROR,
+    PARTIAL_FRAME,
     Ingest,
     ListenerStats,
     Sink,
@@ -114,6 +115,8 @@ class StreamProtocol(asyncio.Protocol):
             return
         if frames and ingest.submit(frames, self.sender, len(data)):
             ingest.pause(self)
+        if self.framer.buffered > PARTIAL_FRAME:
+            ingest.hold_back(self, len(data))
         if self.framer.pending:
             self._pending_at = ingest.loop.time()
             if self._wait_handle is None:

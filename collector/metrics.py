@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from collector import __version__
+from collector.inflight import Inflight
 from collector.listeners import Listener
 from collector.parse import IMPLEMENTATION
 from collector.persist import PersistenceStats
@@ -122,7 +123,9 @@ class DaemonCollector(Collector):
         redactions: Callable[[], dict[str, int]] = dict,
         outputs: Callable[[], Iterable[Output]] = tuple,
         streams: Callable[[], Iterable[StreamListener]] = tuple,
+        inflight: Inflight | None = None,
     ) -> None:
+        self.inflight = inflight
         self.http_tls = http_tls
         self.redactions = redactions
         self.persistence = persistence
@@ -144,6 +147,40 @@ class DaemonCollector(Collector):
         yield from self._persistence()
         yield from self._protection()
         yield from self._fleet()
+        yield from self._inflight()
+
+    def _inflight(self) -> Iterator[Metric]:
+        """The bound on bytes held for clients across connections (inflight.py)."""
+        inflight = self.inflight
+        if inflight is None:
+            return
+        st = inflight.stats
+        yield GaugeMetricFamily(
+            "collector_inflight_bytes",
+            "Bytes held for clients (partial frames, bodies, unsent answers, tail backlogs)",
+            value=st.bytes,
+        )
+        yield GaugeMetricFamily(
+            "collector_inflight_limit_bytes", "The bound on those bytes", value=inflight.limit
+        )
+        yield CounterMetricFamily(
+            "collector_inflight_waits",
+            "HTTP answers held back while the bytes held for clients were over their bound",
+            value=st.waits,
+        )
+        yield CounterMetricFamily(
+            "collector_inflight_refused",
+            "Request bodies refused (503) for the bound on bytes held for clients",
+            value=st.refused,
+        )
+        shed = CounterMetricFamily(
+            "collector_inflight_shed_connections",
+            "Connections closed, largest holder first, after a second over the bound",
+            labels=["kind"],
+        )
+        for kind in ("http", "tail", "tcp"):
+            shed.add_metric([kind], st.shed.get(kind, 0))
+        yield shed
 
     def _protection(self) -> Iterator[Metric]:
         """TLS handshakes, rate limiting and redaction (docs/security.md)."""

@@ -18,6 +18,7 @@ from collector import systemd
 from collector.config import Config, ConfigError, HttpConfig, ListenerConfig, load_config
 from collector.configvalues import parse_host_port
 from collector.http import start_http
+from collector.inflight import Inflight
 from collector.ingest import Sink
 from collector.listeners import Listener, start_listener
 from collector.metrics import ReloadStats
@@ -51,6 +52,7 @@ class Running(Protocol):
     reload_lock: asyncio.Lock
     reloads: ReloadStats
     config_path: str | None
+    inflight: Inflight
 
     @property
     def http_address(self) -> tuple[str, int]: ...
@@ -77,6 +79,7 @@ async def bind_listener(parts: Running, lc: ListenerConfig, max_bytes: int) -> L
         if sock is not None:
             sock.close()
         raise
+    lst.ingest.bound = parts.inflight  # partial frames count against it
     parts.listeners[lc.name] = lst
     return lst
 

@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from collector import access
 from collector.config import HttpConfig
+from collector.inflight import Inflight
 from collector.jsonlines import MAX_DEPTH, nested_deeper_than, read_warnings, record_from_object
 from collector.query import (
     Query,
@@ -57,8 +58,11 @@ MAX_PAGE_BYTES = 16 * 1024 * 1024
 PAGE_WHOLE = 200
 PAGE_SLICE_MIN = 64  # records read from the store per slice of a streamed page, at first
 PAGE_SLICE_MAX = 2048  # ... and at most, as slices prove cheap
+PAGE_SLICE_BYTES = 1024 * 1024  # ... and about this much JSON (in-flight memory)
 POST_MAX_ITEMS = 100_000  # records per POST /logs; more is 413
-POST_SLICE = 2000  # POST /logs items decoded, checked or stored per loop turn
+POST_SLICE = 2000  # POST /logs ids rendered per piece of a streamed answer
+POST_STEP_SECONDS = 0.005  # POST /logs work per loop turn (decoding, checking, storing)
+POST_STORE_SLICE = 500  # records handed to the sink at once by POST /logs
 POST_MAX_ITEM_ERRORS = 50  # bad items named in one 400 answer
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/jsonlines")
 # Upper bounds (seconds) of the request-duration histogram buckets; +Inf is implicit.
@@ -143,6 +147,7 @@ class App:
     connections: set[Any] = field(default_factory=set)  # http.py's HttpProtocols
     stats: HttpStats = field(default_factory=HttpStats)
     body_bytes: int = 0  # request body bytes held by all connections now (http.py)
+    inflight: Inflight = field(default_factory=Inflight)  # the daemon's bound on bytes for clients
 
     @property
     def http(self) -> HttpConfig:
@@ -276,9 +281,17 @@ def _page_stream(store: Store, q: Query, page: Page) -> Iterator[bytes]:
         page = store.query(replace(q, limit=min(q.limit - count, step), cursor=next_cursor))
         took = time.perf_counter() - t0
         step = min(step * 2, PAGE_SLICE_MAX) if took < 0.002 else max(step // 2, PAGE_SLICE_MIN)
+        step = min(step, _slice_by_bytes(size, count))
     # The cursor handed out carries the filters it was made for (query.py).
     handed = make_cursor(next_cursor, q)
     yield f'],"count":{count},"next_cursor":{opt_json(handed)}}}'.encode("ascii")
+
+
+def _slice_by_bytes(size: int, count: int) -> int:
+    """Records per store slice so that one slice holds about PAGE_SLICE_BYTES
+    of JSON, judged by the records sent so far (large records: few at a
+    time, as the answer waits in memory for a slow client)."""
+    return max(1, PAGE_SLICE_BYTES * count // max(size, 1))
 
 
 def handle_log(req: Request, app: App, rec_id: str) -> Response:
@@ -309,72 +322,82 @@ def handle_post_logs(req: Request, app: App) -> Response:
     return Response(0, b"", job=_post_steps(req, app))
 
 
-def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
-    """The steps of a POST /logs: None after each slice, the answer last."""
-    objs: list[Any] = []
+class _Turns:
+    """When a sliced handler should yield: after POST_STEP_SECONDS of work."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline = time.perf_counter() + POST_STEP_SECONDS
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if now < self.deadline:
+            return False
+        self.deadline = now + POST_STEP_SECONDS
+        return True
+
+
+def _post_items(req: Request) -> Iterator[Any]:
+    """The body's items one at a time: NDJSON line by line, else the
+    decoded document (one object, or an array of them)."""
     ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype in NDJSON_TYPES:
-        _check_post_body(req)
-        body, pos, end_of_body = req.body, 0, len(req.body)
-        while pos < end_of_body:
-            for _ in range(POST_SLICE):
-                if pos >= end_of_body:
-                    break
-                end = body.find(b"\n", pos)
-                if end < 0:
-                    end = end_of_body
-                line, pos = body[pos:end], end + 1
-                if not line.strip():
-                    continue
-                if len(objs) >= POST_MAX_ITEMS:
-                    # Bounded: a million tiny objects would become gigabytes
-                    # of Python objects before the first one is stored.
-                    yield error(413, f"body: more than {POST_MAX_ITEMS} items per request")
-                    return
-                try:
-                    objs.append(json.loads(line))
-                except ValueError as e:
-                    raise QueryError(f"body: item {len(objs)}: not valid JSON: {e}") from None
-                except RecursionError:
-                    raise QueryError(f"body: item {len(objs)}: nested too deeply") from None
-            if pos < end_of_body:
-                yield None
-    else:
-        objs = _decode_post_body(req)
-        if len(objs) > POST_MAX_ITEMS:
+    if ctype not in NDJSON_TYPES:
+        yield from _decode_post_body(req)
+        return
+    _check_post_body(req)
+    body, pos, end_of_body, n = req.body, 0, len(req.body), 0
+    while pos < end_of_body:
+        end = body.find(b"\n", pos)
+        if end < 0:
+            end = end_of_body
+        line, pos = body[pos:end], end + 1
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError as e:
+            raise QueryError(f"body: item {n}: not valid JSON: {e}") from None
+        except RecursionError:
+            raise QueryError(f"body: item {n}: nested too deeply") from None
+        n += 1
+
+
+def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
+    """The steps of a POST /logs: None after each slice of about
+    POST_STEP_SECONDS, the answer last. Two passes over the body: every
+    item is decoded, checked and made a record, then dropped (nothing per
+    item lives on for the GC to walk, memory stays one slice); only when
+    all are valid, the second pass makes them again and stores them, a
+    slice at a time."""
+    turns = _Turns()
+    bad: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []
+    now = _now_us()
+    opts = app.settings.parse_options
+    for i, o in enumerate(_post_items(req)):
+        if i >= POST_MAX_ITEMS:
             yield error(413, f"body: more than {POST_MAX_ITEMS} items per request")
             return
-    # A record whose fields the API could not print would break every page
-    # it falls in; the JSON-lines listener keeps such lines as raw text.
-    bad: list[dict[str, Any]] = []
-    for start in range(0, len(objs), POST_SLICE):
-        for i, o in enumerate(objs[start : start + POST_SLICE], start):
-            if not isinstance(o, dict):
-                bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
-            elif nested_deeper_than(o):
-                bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
-        if start + POST_SLICE < len(objs):
-            yield None
-    records: list[Record] = []
-    warnings: list[dict[str, Any]] = []
-    if not bad:
-        now = _now_us()
-        opts = app.settings.parse_options
-        for start in range(0, len(objs), POST_SLICE):
-            for i, obj in enumerate(objs[start : start + POST_SLICE], start):
-                try:
-                    rec = apply_clock_skew(record_from_object(obj, now, req.peer, opts), opts)
-                except (ValueError, TypeError) as e:
-                    bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
-                    continue
-                records.append(rec)
+        # A record whose fields the API could not print would break every
+        # page it falls in; the JSON-lines listener keeps such lines as raw text.
+        if not isinstance(o, dict):
+            bad.append({"index": i, "error": f"expected a JSON object; got {_json_kind(o)}"})
+        elif nested_deeper_than(o):
+            bad.append({"index": i, "error": f"nested deeper than {MAX_DEPTH} levels"})
+        elif not bad:
+            try:
+                rec = apply_clock_skew(record_from_object(o, now, req.peer, opts), opts)
+            except (ValueError, TypeError) as e:
+                bad.append({"index": i, "error": f"cannot be read as a record: {e}"})
+            else:
                 # Stored leniently, but the sender is told (bounded like the errors).
                 if len(warnings) < POST_MAX_ITEM_ERRORS:
                     warnings += (
-                        {"index": i, "warning": w} for w in read_warnings(obj, rec, opts.ttl_us)
+                        {"index": i, "warning": w} for w in read_warnings(o, rec, opts.ttl_us)
                     )
-            if start + POST_SLICE < len(objs):
-                yield None
+        if turns.due():
+            yield None
     if bad:
         named = "; ".join(f"item {b['index']}: {b['error']}" for b in bad[:POST_MAX_ITEM_ERRORS])
         more = (
@@ -384,20 +407,31 @@ def _post_steps(req: Request, app: App) -> Iterator[Response | None]:
         )
         yield error(400, f"body: nothing stored; {named}{more}", items=bad[:POST_MAX_ITEM_ERRORS])
         return
-    del objs
     # Every item is valid: from here on all of them are stored, a slice at a time.
     ids: list[str] = []
-    for start in range(0, len(records), POST_SLICE):
-        part = records[start : start + POST_SLICE]
-        first = app.ingest(part)
-        ids += [make_id(rec.timestamp, first + i) for i, rec in enumerate(part)]
-        if start + POST_SLICE < len(records):
+    part: list[Record] = []
+    for o in _post_items(req):
+        part.append(apply_clock_skew(record_from_object(o, now, req.peer, opts), opts))
+        due = turns.due()
+        if len(part) >= POST_STORE_SLICE or due:
+            ids += _store_part(app, part)
+            part = []
+        if due:
             yield None
+    ids += _store_part(app, part)
     warnings = warnings[:POST_MAX_ITEM_ERRORS]
     if len(ids) <= POST_SLICE:
         yield json_response(201, {"accepted": len(ids), "ids": ids, "warnings": warnings})
     else:
         yield Response(201, b"", stream=_ids_stream(ids, warnings))
+
+
+def _store_part(app: App, part: list[Record]) -> list[str]:
+    """Hand a slice of records to the sink; their ids."""
+    if not part:
+        return []
+    first = app.ingest(part)
+    return [make_id(rec.timestamp, first + i) for i, rec in enumerate(part)]
 
 
 def _ids_stream(ids: list[str], warnings: list[dict[str, Any]]) -> Iterator[bytes]:
@@ -441,7 +475,7 @@ def _check_post_body(req: Request) -> None:
     coding = req.headers.get("content-encoding", "identity").strip().lower()
     if coding != "identity":
         raise QueryError(f"content-encoding: {coding!r} is not supported; send the body as is")
-    if not req.body.strip():
+    if not req.body or req.body.isspace():  # (no copy of a large body)
         raise QueryError("body: empty; expected a JSON object, an array of objects, or NDJSON")
 
 
@@ -460,8 +494,18 @@ def _decode_post_body(req: Request) -> list[Any]:
 
 
 def handle_stats(req: Request, app: App) -> Response:
+    """Counted in steps (one per loop turn, http.py), so that counting by a
+    field of 200,000 values never holds up the loop."""
     sq = parse_stats_query(req.query, now_us=_now_us())
-    return json_response(200, app.store.stats(sq.query, sq.by, sq.step_us))
+    return Response(0, b"", job=_stats_steps(app.store.stats_steps(sq.query, sq.by, sq.step_us)))
+
+
+def _stats_steps(steps: Iterator[dict[str, Any] | None]) -> Iterator[Response | None]:
+    for answer in steps:
+        if answer is not None:
+            yield json_response(200, answer)
+            return
+        yield None
 
 
 def handle_tail(req: Request, app: App) -> Response:

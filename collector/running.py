@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import socket
 import time
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 
 from collector import systemd
 from collector.config import Config
-from collector.listeners import Listener
+from collector.inflight import Holder, Inflight, Source
+from collector.listeners import Listener, StreamProtocol
 from collector.metrics import ReloadStats
 from collector.outputs import Output
 from collector.persist import Persistence
@@ -68,6 +70,8 @@ class Daemon:
     scan_pool: ThreadPoolExecutor | None = None
     evicted_seen: int = 0
     eviction_warned_at: float | None = None
+    # The bound on bytes held for clients across connections (inflight.py).
+    inflight: Inflight = field(default_factory=Inflight)
 
     @property
     def config(self) -> Config:
@@ -127,6 +131,81 @@ class Daemon:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+# --- the bound on bytes held for clients ----------------------------------------------
+
+INFLIGHT_EVERY = 0.05  # seconds between two measures of the bytes held for clients
+INFLIGHT_LOG_EVERY = 60.0  # seconds between two warnings about that bound
+
+
+def tcp_source(daemon: Daemon) -> Source:
+    """The stream listeners as a source of the in-flight bound: partial
+    frames held by their connections (frames read and not yet parsed are
+    bounded per listener by ingest.HIGH_WATER). Shedding one closes it as
+    a peer's close would end it: an unterminated line is stored (flagged
+    truncated), an incomplete octet-counted frame counted as a drop."""
+
+    def conns() -> list[StreamProtocol]:
+        return [
+            c
+            for lst in list(daemon.listeners.values())
+            for c in lst.ingest.connections
+            if isinstance(c, StreamProtocol)
+        ]
+
+    def total() -> int:
+        return sum(c.framer.buffered for c in conns())
+
+    def largest() -> list[tuple[str, Holder]]:
+        held = conns()
+        if not held:
+            return []
+        conn = max(held, key=lambda c: c.framer.buffered)
+        return [("tcp", (conn.framer.buffered, functools.partial(_shed_stream, conn)))]
+
+    return Source("tcp", total, largest)
+
+
+def _shed_stream(conn: StreamProtocol) -> None:
+    conn.finish(partial_is_message=False)  # a line held is stored, flagged truncated
+    if conn.transport is not None:
+        conn.transport.abort()
+
+
+async def inflight_guard(daemon: Daemon) -> None:
+    """Measure the bytes held for clients every INFLIGHT_EVERY: wake answers
+    held back once there is room; over the bound for inflight.SHED_AFTER,
+    close the largest holder each round; warn at most every INFLIGHT_LOG_EVERY."""
+    inflight = daemon.inflight
+    warned_at = -INFLIGHT_LOG_EVERY
+    seen_waits = seen_shed = 0
+    while not daemon.stop_event.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(daemon.stop_event.wait(), INFLIGHT_EVERY)
+        now = time.monotonic()
+        before = inflight.measured
+        used = inflight.measure(now)
+        inflight.shed(now)
+        if before > inflight.limit // 2 and used < inflight.limit // 8:
+            # A burst of clients is over: give the heap it freed back.
+            await asyncio.to_thread(_give_back_free_memory)
+        stats = inflight.stats
+        shed = sum(stats.shed.values())
+        if (stats.waits, shed) != (seen_waits, seen_shed) and now - warned_at >= INFLIGHT_LOG_EVERY:
+            warned_at = now
+            log.warning(
+                "memory: bytes held for clients reached their bound (%s, %s now): "
+                "%d answers held back, %d request bodies refused, %d connections closed "
+                "(largest first: %s) so far",
+                _size_text(inflight.limit),
+                f"{stats.bytes / 2**20:.0f}MiB",
+                stats.waits,
+                stats.refused,
+                shed,
+                ", ".join(f"{k} {n}" for k, n in sorted(stats.shed.items())) or "none",
+            )
+            seen_waits, seen_shed = stats.waits, shed
 
 
 async def sweeper(daemon: Daemon) -> None:

@@ -8,11 +8,13 @@ histogram's size bound is query.py's MAX_BUCKETS, checked by query.py.
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from itertools import chain
+from typing import Any, cast
 
 from collector.matching import extra_values, field_names
 from collector.query import MAX_BUCKETS, MAX_BY_VALUES, MAX_FIELDS, check_buckets
@@ -27,6 +29,10 @@ from collector.times import format_timestamp
 # field has more than this many distinct values). Bounds the answer's memory.
 MAX_TRACKED = 100_000
 MEMO_COUNTS_MAX = 2_000
+# /stats in steps (aggregate_steps): records tested one by one, or values
+# merged, between two steps; each step is a few to ~20 ms of work.
+STEP_RECORDS = 5_000
+STEP_VALUES = 20_000
 
 
 def _phys(shard: Shard, idx: Sequence[int] | range) -> Sequence[int]:
@@ -92,13 +98,30 @@ def aggregate(
     shards: Iterable[Shard], plan: Plan, by: tuple[str, ...], step_us: int | None
 ) -> dict[str, Any]:
     """The `/stats` answer over `shards` (in time order) for a validated plan."""
+    for answer in aggregate_steps(shards, plan, by, step_us):
+        if answer is not None:
+            return answer
+    raise AssertionError("aggregate_steps ends with its answer")
+
+
+def aggregate_steps(
+    shards: Iterable[Shard], plan: Plan, by: tuple[str, ...], step_us: int | None
+) -> Iterator[dict[str, Any] | None]:
+    """`aggregate` in steps: None after each bounded piece of work (about
+    STEP_RECORDS records tested or STEP_VALUES values merged), the answer
+    last. The caller may change the store between steps (the event loop
+    serves meanwhile); each step reads the shards as they are then."""
     total = 0
     counts: dict[str, Counter[str]] = {f: Counter() for f in by}
     others: Counter[str] = Counter()
     buckets: Counter[int] = Counter()
     stacked = step_us is not None and "level" in by
     by_level: Counter[tuple[int, int]] = Counter()  # (bucket, level code) -> n
-    for shard in shards:
+    work = 0
+    for shard in list(shards):
+        if work >= STEP_VALUES:
+            work = 0
+            yield None
         a, b = bounds(shard, plan)
         if a >= b:
             continue
@@ -110,54 +133,64 @@ def aggregate(
             total += b - a
             for field in by:
                 if is_dotted(field):
-                    part = (
-                        _memo(
-                            shard,
-                            ("by", field),
-                            _extra_counts,
-                            shard,
-                            _phys(shard, range(len(shard))),
-                            field,
-                        )
-                        if whole
-                        else _extra_counts(shard, _phys(shard, range(a, b)), field)
-                    )
-                    _merge(counts[field], part, others, field)
+                    part = shard.memo_peek(("by", field)) if whole else None
+                    if part is None:
+                        part = Counter()
+                        lo, hi = (0, len(shard)) if whole else (a, b)
+                        for start in range(lo, hi, STEP_RECORDS):
+                            end = min(start + STEP_RECORDS, hi)
+                            part.update(
+                                _extra_counts(shard, _phys(shard, range(start, end)), field)
+                            )
+                            if end < hi:
+                                yield None
+                        # Remembered only when read in one step (the shard did not move).
+                        if whole and hi - lo <= STEP_RECORDS and len(part) <= MEMO_COUNTS_MAX:
+                            shard.memo_put(("by", field), part)
+                    work += len(part)
+                    yield from _merge_steps(counts[field], part, others, field)
                     continue
                 col, name = _column_of(shard, field)
                 if whole:
-                    tally: dict[int, int] = _summary(shard, field)
-                elif shard.order is None:
-                    tally = Counter(col[shard.base + a : shard.base + b])
+                    work += yield from _summary_steps(shard, field, counts[field], others)
+                    continue
+                if shard.order is None:
+                    tally: dict[int, int] = Counter(col[shard.base + a : shard.base + b])
                 else:
                     tally = Counter(map(col.__getitem__, shard.order[a:b]))
+                work += len(tally)
                 _merge(counts[field], {name(code): n for code, n in tally.items()}, others, field)
             if step_us is not None:
                 _count_buckets(buckets, shard.ts, a, b, step_us)
                 if stacked:
                     _count_by_level(by_level, shard, a, b, step_us)
             continue
-        matched = list(select(shard, plan, a, b))
-        if not matched:
-            continue
-        total += len(matched)
-        phys = _phys(shard, matched)
-        for field in by:
-            if is_dotted(field):
-                _merge(counts[field], _extra_counts(shard, phys, field), others, field)
+        for lo in range(a, b, STEP_RECORDS):
+            hi = min(lo + STEP_RECORDS, b)
+            if lo > a:
+                yield None
+            matched = list(select(shard, plan, lo, hi))
+            if not matched:
                 continue
-            col, name = _column_of(shard, field)
-            tally = Counter(map(col.__getitem__, phys))
-            _merge(counts[field], {name(code): n for code, n in tally.items()}, others, field)
-        if step_us is not None:
-            keys = list(map(step_us.__rfloordiv__, map(shard.ts.__getitem__, matched)))
-            buckets.update(keys)
-            if stacked:
-                by_level.update(zip(keys, map(shard.lvl.__getitem__, phys), strict=True))
-            if len(buckets) > MAX_BUCKETS:
-                # Bounded while counting, not only at the end: the Counter
-                # itself must not grow past the bound.
-                check_buckets(max(buckets) - min(buckets) + 1)
+            total += len(matched)
+            phys = _phys(shard, matched)
+            for field in by:
+                if is_dotted(field):
+                    _merge(counts[field], _extra_counts(shard, phys, field), others, field)
+                    continue
+                col, name = _column_of(shard, field)
+                tally = Counter(map(col.__getitem__, phys))
+                _merge(counts[field], {name(code): n for code, n in tally.items()}, others, field)
+            if step_us is not None:
+                keys = list(map(step_us.__rfloordiv__, map(shard.ts.__getitem__, matched)))
+                buckets.update(keys)
+                if stacked:
+                    by_level.update(zip(keys, map(shard.lvl.__getitem__, phys), strict=True))
+                if len(buckets) > MAX_BUCKETS:
+                    # Bounded while counting, not only at the end: the Counter
+                    # itself must not grow past the bound.
+                    check_buckets(max(buckets) - min(buckets) + 1)
+        work += STEP_VALUES  # a shard tested record by record ends a step
     histogram: list[dict[str, Any]] = []
     if step_us is not None and buckets:
         first, last = min(buckets), max(buckets)
@@ -172,19 +205,43 @@ def aggregate(
                 levels.setdefault(k, {})[_level_name(code)] = n
             for bucket, k in zip(histogram, range(first, last + 1), strict=True):
                 bucket["by_level"] = levels.get(k, {})
-    return {
-        "total": total,
-        "by": {f: _top(c, others[f]) for f, c in counts.items()},
-        "histogram": histogram,
-    }
+    answer_by: dict[str, dict[str, int]] = {}
+    for f, c in counts.items():
+        yield None
+        answer_by[f] = yield from _top_steps(c, others[f])
+    yield {"total": total, "by": answer_by, "histogram": histogram}
 
 
-def _top(counter: Counter[str], others: int) -> dict[str, int]:
-    """The MAX_BY_VALUES most frequent values, then `others` for the rest."""
-    items = sorted(counter.items(), key=_by_count)
-    if len(items) > MAX_BY_VALUES:
-        others += sum(n for _, n in items[MAX_BY_VALUES:])
-        del items[MAX_BY_VALUES:]
+def _merge_steps(
+    into: Counter[str], part: Counter[str] | dict[str, int], others: Counter[str], field: str
+) -> Iterator[None]:
+    """_merge, STEP_VALUES values at a time."""
+    if len(part) <= STEP_VALUES:
+        _merge(into, part, others, field)
+        return
+    items = list(part.items())
+    for start in range(0, len(items), STEP_VALUES):
+        _merge(into, dict(items[start : start + STEP_VALUES]), others, field)
+        yield None
+
+
+def _top_steps(counter: Counter[str], others: int) -> Generator[None, None, dict[str, int]]:
+    """The MAX_BY_VALUES most frequent values (ties by value), then `others`
+    for the rest; in steps of STEP_VALUES values."""
+    if len(counter) > MAX_BY_VALUES:
+        # The cut-off count at C speed, then sort only what can make the top.
+        floor = heapq.nlargest(MAX_BY_VALUES, counter.values())[-1]
+        above = [(k, n) for k, n in counter.items() if n > floor]
+        tied = [k for k, n in counter.items() if n == floor]
+        need = MAX_BY_VALUES - len(above)
+        best: list[str] = []
+        for start in range(0, len(tied), STEP_VALUES):
+            yield None
+            best = heapq.nsmallest(need, chain(best, tied[start : start + STEP_VALUES]))
+        items = sorted(above, key=_by_count) + [(k, floor) for k in best]
+        others += sum(counter.values()) - sum(n for _, n in items)
+    else:
+        items = sorted(counter.items(), key=_by_count)
     out = dict(items)
     if others:
         out["others"] = others
@@ -287,15 +344,30 @@ def _column_of(shard: Shard, field: str) -> tuple[Any, Callable[[int], str]]:
     return col, name
 
 
-def _summary(shard: Shard, field: str) -> dict[int, int]:
-    """Live-record counts by code for `field`, from the shard summary."""
-    if field == "level":
-        counts = shard.lvl_counts
-    elif field == "facility":
-        counts = shard.fac_counts
-    else:
-        counts = shard.tables[0 if field == "host" else 1].counts
-    return {c: n for c, n in enumerate(counts) if n}
+def _summary_steps(
+    shard: Shard, field: str, into: Counter[str], others: Counter[str]
+) -> Generator[None, None, int]:
+    """Merge a whole shard's live-record counts for `field` from its summary,
+    STEP_VALUES values a step; returns how many values it merged. Host and
+    service values are distinct within a shard (code 0 is None, read "-")."""
+    if field in ("level", "facility"):
+        counts = shard.lvl_counts if field == "level" else shard.fac_counts
+        name = _level_name if field == "level" else _facility_name
+        _merge(into, {name(c): n for c, n in enumerate(counts) if n}, others, field)
+        return len(counts)
+    table = shard.tables[0 if field == "host" else 1]
+    values = cast("list[str]", table.values)  # only code 0 is None
+    tallies = table.counts
+    if tallies[0]:
+        _merge(into, {"-": tallies[0]}, others, field)
+    n = len(values)
+    for start in range(1, n, STEP_VALUES):
+        end = min(start + STEP_VALUES, n)
+        part = {v: c for v, c in zip(values[start:end], tallies[start:end], strict=False) if c}
+        _merge(into, part, others, field)
+        if end < n:
+            yield None
+    return n
 
 
 def _level_name(code: int) -> str:

@@ -26,7 +26,7 @@ from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id
 from collector.sealing import SealJob, seal_snapshot
 from collector.shard import Shard
 from collector.shardquery import Plan, bounds, plan_of, select
-from collector.stats import aggregate, field_counts, warm_names
+from collector.stats import aggregate, aggregate_steps, field_counts, warm_names
 from collector.textheap import FREEZE_BYTES
 
 DEFAULT_SHARD_SPAN_US = 60_000_000
@@ -49,6 +49,7 @@ INDEX_BUDGET = 20_000
 WARM_BUDGET = 5_000
 
 _TS = attrgetter("timestamp")
+COMPACT_CHUNK = 16_384  # records re-added at a time when a shard is compacted
 
 
 @dataclass(slots=True)
@@ -329,8 +330,12 @@ class Store:
         """Rebuild a shard, open, from its live records: frees dead bytes and stale table entries."""
         n = len(shard)
         fresh = Shard(shard.key, self.freeze_bytes, self.memo)
-        if n:
-            fresh.add(shard.records(range(n)), list(shard.ts), shard.seqs)
+        ts, seqs = list(shard.ts), shard.seqs
+        # In chunks: a shard of a million records materialised at once held
+        # ~600 MB of Record objects for a moment (RSS spikes past max_memory).
+        for lo in range(0, n, COMPACT_CHUNK):
+            hi = min(lo + COMPACT_CHUNK, n)
+            fresh.add(shard.records(range(lo, hi)), ts[lo:hi], seqs[lo:hi])
         self._shards[shard.key] = fresh
         self._bytes += fresh.nbytes - shard.nbytes
         if shard.run is not None:
@@ -603,6 +608,17 @@ class Store:
         plan = plan_of(sq.query, use_cursor=False)
         plan.reverse = False
         return aggregate(self._shards_for(plan), plan, sq.by, sq.step_us)
+
+    def stats_steps(
+        self, q: Query, by: tuple[str, ...] = (), step_us: int | None = None
+    ) -> Iterator[dict[str, Any] | None]:
+        """`stats` in steps (stats.aggregate_steps): None after each bounded
+        piece of work, the answer last, so a caller can serve between steps.
+        The query is checked at once (QueryError here, not in a step)."""
+        sq = check_stats(StatsQuery(q, by, step_us))
+        plan = plan_of(sq.query, use_cursor=False)
+        plan.reverse = False
+        return aggregate_steps(list(self._shards_for(plan)), plan, sq.by, sq.step_us)
 
     def fields(self, q: Query) -> list[tuple[str, int]]:
         """`/fields`: fields.*/sd.* names in records matching `q` with how

@@ -9,12 +9,14 @@ that stops reading is cut off at a fixed backlog, never buffered forever.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from collector.inflight import Inflight
 from collector.query import Query, matches, record_line
 from collector.record import Record, make_id
 from collector.store import Page
@@ -26,6 +28,9 @@ TAIL_MAX_BACKLOG = 8 * 1024 * 1024  # bytes a /tail client may fall behind befor
 TAIL_REPLAY_PAGE = 1000  # stored records per replay step of /tail?start=, at most
 TAIL_REPLAY_MIN = 4  # ... and at least (the first step reads this many)
 TAIL_REPLAY_CHUNK = 256 * 1024  # replay bytes written before waiting for the client to drain
+# While the daemon is over its bound on bytes held for clients (inflight.py),
+# a client this far behind is dropped at once rather than at TAIL_MAX_BACKLOG.
+TAIL_SHED_BACKLOG = 256 * 1024
 
 
 class Stream(Protocol):
@@ -112,6 +117,11 @@ class LiveTails:
                 tail.send(chunk)
 
 
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Tail:
     """One live `/tail` stream on a connection that it has taken over.
 
@@ -129,8 +139,10 @@ class Tail:
         counters: TailCounters,
         replay: Callable[[Query], Page],
         keepalive: float = TAIL_KEEPALIVE,
+        inflight: Inflight | None = None,
     ) -> None:
         self.proto = proto
+        self.inflight = inflight
         self.tails = tails
         self.counters = counters
         self.replay_page = replay
@@ -167,7 +179,7 @@ class Tail:
         if self.proto.write_paused:
             self.backlog.append(data)
             self.backlog_bytes += len(data)
-            if self.backlog_bytes > TAIL_MAX_BACKLOG:
+            if self._too_far_behind(self.backlog_bytes, len(data)):
                 self.counters.tails_dropped += 1
                 log.warning("tail client %s fell too far behind; disconnected", self.proto.peer)
                 transport.abort()
@@ -188,10 +200,47 @@ class Tail:
         record's fixed part)."""
         self.live.extend(items)
         self.live_ids.update(rid for rid, _ in items)
-        self.live_bytes += sum(len(rec.message) + 256 for _, rec in items)
-        if self.live_bytes > TAIL_MAX_BACKLOG and self.proto.transport is not None:
+        added = sum(len(rec.message) + 256 for _, rec in items)
+        self.live_bytes += added
+        if self._too_far_behind(self.live_bytes, added) and self.proto.transport is not None:
             self.counters.tails_dropped += 1
             self.proto.transport.abort()
+
+    async def _turn(self) -> None:
+        """Between two replay chunks: wait for the client to drain, and give
+        the loop a turn in any case (a client that keeps up, or one gone
+        whose writes fail, would otherwise replay the whole store in one
+        turn); a connection going away ends the replay."""
+        await self.proto.drained()
+        await asyncio.sleep(0)
+        transport = self.proto.transport
+        if transport is None or transport.is_closing():
+            self.close()
+
+    async def _room(self) -> None:
+        """While the bytes held for all clients are over their bound, the
+        replay waits before reading more (the guard wakes it)."""
+        inflight = self.inflight
+        while inflight is not None and inflight.over() and not self.closed:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            inflight.wait(self, functools.partial(_settle, done))
+            await done
+
+    @property
+    def held(self) -> int:
+        """Bytes held for this client beyond the socket's write buffer: the
+        backlog, live records held back, and a replay's page in progress."""
+        n = self.backlog_bytes + self.live_bytes
+        return n + 4 * TAIL_REPLAY_CHUNK if self.replaying else n
+
+    def _too_far_behind(self, behind: int, added: int) -> bool:
+        """Past TAIL_MAX_BACKLOG, or past TAIL_SHED_BACKLOG while the bytes
+        held for all clients are over their bound."""
+        inflight = self.inflight
+        if inflight is None:
+            return behind > TAIL_MAX_BACKLOG
+        inflight.charge(added)
+        return behind > TAIL_MAX_BACKLOG or (behind > TAIL_SHED_BACKLOG and inflight.over())
 
     async def _replay(self) -> None:
         """Stored records from `start` on, page by page, waiting for the client
@@ -200,6 +249,9 @@ class Tail:
         q = self.query
         limit = TAIL_REPLAY_MIN
         while not self.closed:
+            await self._room()
+            if self.closed:
+                return
             page = self.replay_page(replace(q, limit=limit))
             items, next_cursor = page.items, page.next_cursor
             del page
@@ -216,7 +268,7 @@ class Tail:
                     self.send(b"".join(parts))
                     total += size
                     parts, size = [], 0
-                    await self.proto.drained()
+                    await self._turn()
                     if self.closed:
                         return
             total += size
@@ -232,7 +284,7 @@ class Tail:
             elif total > TAIL_REPLAY_CHUNK * 2:
                 limit = max(limit // 2, TAIL_REPLAY_MIN)
             q = replace(q, cursor=next_cursor)
-            await self.proto.drained()
+            await self._turn()
         self.replaying = False
         if self.live and not self.closed:
             self.send(b"".join(record_line(rec, rid) for rid, rec in self.live))
@@ -258,6 +310,8 @@ class Tail:
         if self.task is not None:
             self.task.cancel()
         self.tails.discard(self)
+        if self.inflight is not None:
+            self.inflight.forget(self)
         self.counters.active_tails -= 1
         self.backlog, self.backlog_bytes = [], 0
         self.live, self.live_ids, self.live_bytes = [], set(), 0

@@ -65,7 +65,9 @@ class DaemonProcess:
         http: dict[str, Any] | None = None,
         streams: list[dict[str, Any]] | None = None,
         outputs: list[dict[str, Any]] | None = None,
+        parsing: dict[str, Any] | None = None,
     ) -> None:
+        self.parsing = parsing or {}
         self.streams = streams or []  # stream listeners (transport redis | kafka), as in YAML
         self.outputs = outputs or []
         self.http = http or {}  # http.* keys beside bind
@@ -111,6 +113,7 @@ class DaemonProcess:
             "http": {**self.http, "bind": f"127.0.0.1:{self.http_port}"},
             "store": self.store,
             "outputs": self.outputs,
+            "parsing": self.parsing,
         }
         path = self.workdir / "collector.yaml"
         path.write_text(json.dumps(cfg))  # JSON is YAML
