@@ -287,11 +287,14 @@ class _Parser:
         if c == "(":
             at = self.i
             self.i += 1
+            self.skip_space()
+            # Empty means nothing inside, not a group that matches everything
+            # (`(level<=emerg)` folds to ALL and is a valid group).
+            if self.i < len(self.s) and self.s[self.i] == ")":
+                raise self.fail("empty parentheses", at)
             node = self.and_(depth + 1)
             if self.i >= len(self.s):
                 raise self.fail("'(' is never closed", at)
-            if node == ALL:
-                raise self.fail("empty parentheses", at)
             self.i += 1  # the `)`
             return node
         self.terms += 1

@@ -569,3 +569,11 @@ def test_every_level_and_facility_name_is_a_term() -> None:
         assert parse(f"level:{name}") == Codes("level", frozenset({code}))
     for code, name in enumerate(FACILITIES):
         assert parse(f"facility:{name}") == Codes("facility", frozenset({code}))
+
+
+def test_a_group_that_matches_everything_is_not_empty_parentheses() -> None:
+    assert parse("(level<=emerg)") == parse("level<=emerg")
+    assert parse("((level<=emerg)) sshd") == parse("sshd")
+    for text in ("()", "( )", "(())", "a ( ) b"):
+        with pytest.raises(SearchError, match="empty parentheses"):
+            parse(text)
