@@ -21,6 +21,7 @@ from collector import __version__
 from collector.config import Config, ConfigError, load_config
 from collector.netio import DETAIL as NETIO_DETAIL
 from collector.parse import IMPLEMENTATION_DETAIL
+from collector.query import RENDER_DETAIL
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -326,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}",
+        version=(
+            f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}, "
+            f"datagrams {NETIO_DETAIL}, pages {RENDER_DETAIL}"
+        ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

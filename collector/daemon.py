@@ -29,6 +29,7 @@ from collector.netio import DETAIL as NETIO_DETAIL
 from collector.outputs import Output
 from collector.parse import IMPLEMENTATION_DETAIL
 from collector.persist import DirectoryInUse, Persistence
+from collector.query import RENDER_DETAIL
 from collector.record import NODE_MAX
 from collector.redact import key_for
 from collector.reload import bind_listener, on_sighup, start_http_server
@@ -366,11 +367,12 @@ async def serve(
     if on_started is not None:
         on_started(daemon)
     log.info(
-        "collector started: %d listeners, http on %s:%d, parser %s, datagrams %s",
+        "collector started: %d listeners, http on %s:%d, parser %s, datagrams %s, pages %s",
         len(daemon.listeners),
         *daemon.http_address,
         IMPLEMENTATION_DETAIL,
         NETIO_DETAIL,
+        RENDER_DETAIL,
     )
     # Every listener and the HTTP port are bound: only now is the service ready.
     if systemd.notify("READY=1", systemd_status(daemon)):

@@ -26,8 +26,10 @@ from prometheus_client.registry import Collector
 from collector import __version__
 from collector.inflight import Inflight
 from collector.listeners import Listener
+from collector.netio import NATIVE as NETIO_NATIVE
 from collector.parse import IMPLEMENTATION
 from collector.persist import PersistenceStats
+from collector.query import RENDERER
 from collector.ratelimit import RateLimiter
 from collector.routes import HttpStats
 from collector.store import Store
@@ -270,10 +272,20 @@ class DaemonCollector(Collector):
     def _process(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "collector_build_info",
-            "Always 1; the labels name the running version and parser (native or pure)",
-            labels=["version", "python", "parser"],
+            "Always 1; the labels name the running version and the parser, datagram"
+            " reader and page renderer (each native or pure)",
+            labels=["version", "python", "parser", "datagrams", "pages"],
         )
-        info.add_metric([__version__, platform.python_version(), IMPLEMENTATION], 1)
+        info.add_metric(
+            [
+                __version__,
+                platform.python_version(),
+                IMPLEMENTATION,
+                "native" if NETIO_NATIVE else "pure",
+                RENDERER,
+            ],
+            1,
+        )
         yield info
         yield GaugeMetricFamily(
             "collector_start_time_seconds",

@@ -529,9 +529,15 @@ try:
         return _render.records(items, separator, record_json, _object)
 
     RENDERER = "native"
-except ImportError:
+    RENDER_DETAIL = "native (C)"
+except ImportError as e:
     _render_records = _records_pure
     RENDERER = "pure"
+    RENDER_DETAIL = "pure Python" + (
+        " (native module not built)"
+        if isinstance(e, ModuleNotFoundError)
+        else f" (native module: {e})"
+    )
 
 
 def logs_json_rows(rows: bytes, count: int, next_cursor: str | None) -> bytes:

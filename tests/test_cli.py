@@ -86,7 +86,8 @@ def test_version_says_pure_when_collector_pure_is_set() -> None:
     assert out.returncode == 0
     assert out.stdout.strip().endswith(
         "parser pure Python (native module: COLLECTOR_PURE is set), "
-        "datagrams recvfrom (pure Python: native module: COLLECTOR_PURE is set)"
+        "datagrams recvfrom (pure Python: native module: COLLECTOR_PURE is set), "
+        "pages pure Python (native module: COLLECTOR_PURE is set)"
     )
 
 
@@ -110,8 +111,11 @@ def test_without_the_native_module_version_says_it_was_not_built() -> None:
     # The subprocess runs without COLLECTOR_PURE: _netio loads if it was built.
     built = importlib.util.find_spec("collector._netio") is not None
     netio = "recvmmsg (C)" if built else "recvfrom (pure Python: native module not built)"
+    rendered = importlib.util.find_spec("collector._render") is not None
+    pages = "native (C)" if rendered else "pure Python (native module not built)"
     assert out.stdout.strip() == (
-        f"collector {__version__}, parser pure Python (native module not built), datagrams {netio}"
+        f"collector {__version__}, parser pure Python (native module not built), "
+        f"datagrams {netio}, pages {pages}"
     )
 
 
@@ -134,7 +138,7 @@ def test_without_the_datagram_module_version_says_datagrams_are_read_with_recvfr
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
     assert line.startswith(f"collector {__version__}, parser ")
-    assert line.endswith(", datagrams recvfrom (pure Python: native module not built)")
+    assert ", datagrams recvfrom (pure Python: native module not built), pages " in line
 
 
 def test_with_a_compiler_at_hand_the_native_parser_is_built_and_loaded() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from collector.netio import DETAIL as NETIO_DETAIL
 from collector.parse import IMPLEMENTATION_DETAIL
+from collector.query import RENDER_DETAIL
 from tests.support import get_json, http_request, listener_addr, running_daemon, wait_for
 
 
@@ -113,7 +114,10 @@ def test_sigterm_stops_a_subprocess_daemon_with_exit_0(tmp_path: Path) -> None:
         # and how datagrams are read (recvmmsg in C, or recvfrom and why).
         started = [line for line in err.decode().splitlines() if "collector started" in line]
         assert len(started) == 1
-        assert f"parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}" in started[0]
+        assert (
+            f"parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}, pages {RENDER_DETAIL}"
+            in started[0]
+        )
     finally:
         if proc.poll() is None:
             proc.kill()
