@@ -16,6 +16,7 @@ from collector import __version__, parse
 from collector.cli import main
 from collector.netio import DETAIL as NETIO_DETAIL
 from collector.parse import IMPLEMENTATION_DETAIL
+from collector.query import RENDER_DETAIL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "collector.yaml"
 
@@ -65,7 +66,8 @@ def test_version_and_help_via_python_dash_m() -> None:
     )
     assert out.returncode == 0
     assert out.stdout.strip() == (
-        f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}, datagrams {NETIO_DETAIL}"
+        f"collector {__version__}, parser {IMPLEMENTATION_DETAIL}, "
+        f"datagrams {NETIO_DETAIL}, pages {RENDER_DETAIL}"
     )
     helped = subprocess.run(
         [sys.executable, "-m", "collector", "--help"], capture_output=True, text=True, timeout=30

@@ -110,7 +110,8 @@ async def test_metrics_endpoint_serves_the_registry_as_prometheus_text() -> None
         text = answer.body.decode()
         assert 'collector_messages_received_total{listener="udp"} 0.0' in text
         assert "collector_store_records 0.0" in text
-        assert f'collector_build_info{{parser="{IMPLEMENTATION}",python="' in text
+        assert f'parser="{IMPLEMENTATION}",python="' in text
+        assert 'collector_build_info{datagrams="' in text
         assert f'version="{__version__}"' in text
 
 
