@@ -3,8 +3,9 @@
 Pure: no asyncio, no clock, no logging. A block is built once from columns
 sorted by (timestamp, seq) and never changes. It keeps small summaries in the
 clear (time range, per-column value sets and counts, a word filter) so most
-queries decide from them alone, and everything else zstd-compressed in four
-frames that decode separately and lazily: keys, attributes, text, extras.
+queries decide from them alone, and everything else zstd-compressed in
+frames that decode separately and lazily: the keys, then per group of 512
+records the attributes and text, and the structured data and fields.
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ ZSTD_LEVEL = 1
 # Records per block the store seals by default: ~1 MiB of text, decoded in
 # well under a millisecond, large enough that zstd sees the repetition.
 BLOCK_RECORDS = 4096
+# Records per group: a block's attributes and text are compressed in frames
+# of this many consecutive records, so that a page of 100 decodes ~128 KiB
+# rather than the whole block (512: +1.5 bytes a record against one frame
+# per block, bench/block.py).
+GROUP_RECORDS = 512
 _MARSHAL_VERSION = 4  # stable since Python 3.4; newer Pythons read it
-FORMAT_VERSION = 1
+# The layout of Block.to_bytes(): 1 had one text frame per block; 2 has
+# frames per group of records (attributes and text together).
+FORMAT_VERSION = 2
 _NO_FACILITY = 255
 FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
 _LOW_COLUMNS = ("host", "service", "procid", "msgid", "format")
@@ -106,7 +114,7 @@ def _deltas(xs: Sequence[int]) -> array[int]:
     return out
 
 
-def _undelta(data: bytes) -> array[int]:
+def _undelta(data: bytes | memoryview) -> array[int]:
     d = array("q")
     d.frombytes(data)
     return array("q", accumulate(d))
@@ -145,32 +153,29 @@ class Keys:
 
 
 @dataclass(slots=True)
-class Attrs:
-    """A block's decoded attribute columns: codes into the block's dictionaries."""
+class Group:
+    """One decoded group of a block: records [start, start + len(received_at)).
 
+    Attribute columns (codes into the block's dictionaries) and the
+    messages, UTF-8 back to back in `data` from `offs[k]` to `offs[k + 1]`
+    (k counted from the group's first record). `data` is the whole decoded
+    frame: the messages are not copied out of it.
+    """
+
+    start: int
     received_at: array[int]
     codes: tuple[Sequence[int], ...]  # host, service, procid, msgid, format
     level: bytes
     facility: bytes
-
-    @property
-    def nbytes(self) -> int:
-        return 400 + 8 * len(self.received_at) + sum(len(c) for c in self.codes) * 2
-
-
-@dataclass(slots=True)
-class Text:
-    """A block's decoded messages: UTF-8 back to back, `offs[i]` where message i starts."""
-
     offs: array[int]
     data: bytes
 
     @property
     def nbytes(self) -> int:
-        return 200 + len(self.data) + 8 * len(self.offs)
+        return 600 + len(self.data) + 16 * len(self.received_at)
 
-    def message(self, i: int) -> str:
-        return self.data[self.offs[i] : self.offs[i + 1]].decode("utf-8", "surrogatepass")
+    def message(self, k: int) -> str:
+        return self.data[self.offs[k] : self.offs[k + 1]].decode("utf-8", "surrogatepass")
 
 
 class Block:
@@ -179,15 +184,20 @@ class Block:
     In the clear: `n`, the first and last keys, per low-cardinality column the
     distinct values (its dictionary), live counts per value for host,
     service, level and facility, the word filter, and which messages are not
-    ASCII. Compressed: the rest, in frames decoded on demand (see BlockCache).
+    ASCII. Compressed: the keys in one frame, then per group of
+    `group_records` consecutive records one frame of attributes and text
+    and, for groups where some record has any, one of structured data and
+    fields; each decoded on demand (see BlockCache), so a page decodes only
+    the groups it shows.
     """
 
     __slots__ = (
-        "attrs_z",
         "dicts",
         "extras_z",
         "facility_counts",
         "first",
+        "group_records",
+        "groups_z",
         "host_counts",
         "keys_z",
         "last",
@@ -197,7 +207,6 @@ class Block:
         "serial",
         "service_counts",
         "text_bytes",
-        "text_z",
         "widths",
         "word_filter",
     )
@@ -218,9 +227,9 @@ class Block:
         non_ascii: array[int],
         text_bytes: int,
         keys_z: bytes,
-        attrs_z: bytes,
-        text_z: bytes,
-        extras_z: bytes | None,
+        group_records: int,
+        groups_z: tuple[bytes, ...],
+        extras_z: tuple[bytes | None, ...],
     ) -> None:
         self.serial = next(_serials)
         self.n = n
@@ -236,8 +245,8 @@ class Block:
         self.non_ascii = non_ascii
         self.text_bytes = text_bytes
         self.keys_z = keys_z
-        self.attrs_z = attrs_z
-        self.text_z = text_z
+        self.group_records = group_records
+        self.groups_z = groups_z
         self.extras_z = extras_z
 
     def __len__(self) -> int:
@@ -252,10 +261,17 @@ class Block:
         return self.last[0]
 
     @property
+    def has_extras(self) -> bool:
+        return any(e is not None for e in self.extras_z)
+
+    @property
     def nbytes(self) -> int:
         """What the block holds in memory (compressed frames, summaries, filter)."""
-        size = 600 + len(self.keys_z) + len(self.attrs_z) + len(self.text_z)
-        size += 0 if self.extras_z is None else len(self.extras_z)
+        size = 600 + len(self.keys_z) + 8 * len(self.non_ascii)
+        # A bytes object is ~33 bytes of header and its tuple slot 8.
+        size += sum(map(len, self.groups_z)) + 48 * len(self.groups_z)
+        size += sum(48 + len(e) for e in self.extras_z if e is not None)
+        size += 16 * len(self.extras_z)
         size += self.word_filter.nbytes + 4 * len(self.non_ascii)
         for values in self.dicts:
             size += 64 + sum(60 + len(v) for v in values if v is not None)
@@ -265,31 +281,46 @@ class Block:
 
     # -- decoding (prefer BlockCache, which keeps recent results) ----------
 
+    def group_of(self, i: int) -> int:
+        """The group holding record `i`."""
+        return i // self.group_records
+
+    def group_range(self, j: int) -> tuple[int, int]:
+        """Records [a, b) of group `j`."""
+        a = j * self.group_records
+        return a, min(self.n, a + self.group_records)
+
     def decode_keys(self) -> Keys:
         data = _decompress(self.keys_z)
         half = 8 * self.n
         return Keys(_undelta(data[:half]), _undelta(data[half:]))
 
-    def decode_attrs(self) -> Attrs:
-        parts: tuple[bytes, ...] = marshal.loads(_decompress(self.attrs_z))
-        received, level, facility, *codes = parts
-        return Attrs(
-            _undelta(received),
-            tuple(_codes(c, w) for c, w in zip(codes, self.widths, strict=True)),
-            level,
-            facility,
-        )
-
-    def decode_text(self) -> Text:
-        data = _decompress(self.text_z)
+    def decode_group(self, j: int) -> Group:
+        a, b = self.group_range(j)
+        m = b - a
+        data = _decompress(self.groups_z[j])
+        view = memoryview(data)
+        at = 8 * m
+        received = _undelta(view[:at])
+        level = bytes(view[at : at + m])
+        facility = bytes(view[at + m : at + 2 * m])
+        at += 2 * m
+        codes: list[Sequence[int]] = []
+        for w in self.widths:
+            codes.append(_codes(bytes(view[at : at + w * m]), w))
+            at += w * m
         lens = array("I")
-        lens.frombytes(data[: 4 * self.n])
-        return Text(array("q", accumulate(lens, initial=0)), data[4 * self.n :])
+        lens.frombytes(view[at : at + 4 * m])
+        at += 4 * m
+        offs = array("q", accumulate(lens, initial=at))
+        return Group(a, received, tuple(codes), level, facility, offs, data)
 
-    def decode_extras(self) -> dict[int, tuple[Any, Any]]:
-        if self.extras_z is None:
+    def decode_extras(self, j: int) -> dict[int, tuple[Any, Any]]:
+        """Group `j`'s structured data and fields by record index (in the block)."""
+        z = self.extras_z[j]
+        if z is None:
             return {}
-        idx_bytes, values = marshal.loads(_decompress(self.extras_z))
+        idx_bytes, values = marshal.loads(_decompress(z))
         idx = array("I")
         idx.frombytes(idx_bytes)
         return dict(zip(idx, values, strict=True))
@@ -327,7 +358,11 @@ class Block:
     # -- persistence -------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The block as bytes, written once: `from_bytes` reads it back."""
+        """The block as bytes, written once: `from_bytes` reads it back.
+
+        The first item is the layout's version (FORMAT_VERSION): a reader
+        refuses bytes of another layout rather than misreading them.
+        """
         return marshal.dumps(
             (
                 FORMAT_VERSION,
@@ -344,8 +379,8 @@ class Block:
                 self.non_ascii.tobytes(),
                 self.text_bytes,
                 self.keys_z,
-                self.attrs_z,
-                self.text_z,
+                self.group_records,
+                self.groups_z,
                 self.extras_z,
             ),
             _MARSHAL_VERSION,
@@ -353,15 +388,25 @@ class Block:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Block:
-        """A block from `to_bytes`; ValueError when the bytes are not one."""
+        """A block from `to_bytes`; ValueError when the bytes are not one (of this layout)."""
         try:
             t = marshal.loads(data)
             if type(t) is not tuple or len(t) != 17 or t[0] != FORMAT_VERSION:
                 raise ValueError("not a block of this format version")
             non_ascii = array("I")
             non_ascii.frombytes(t[11])
+            n, size, groups, extras = t[1], t[14], t[15], t[16]
+            if (
+                type(size) is not int
+                or size <= 0
+                or type(groups) is not tuple
+                or type(extras) is not tuple
+                or len(groups) != -(-n // size)
+                or len(extras) != len(groups)
+            ):
+                raise ValueError("groups do not match the record count")
             return cls(
-                n=t[1],
+                n=n,
                 first=t[2],
                 last=t[3],
                 dicts=t[4],
@@ -374,15 +419,15 @@ class Block:
                 non_ascii=non_ascii,
                 text_bytes=t[12],
                 keys_z=t[13],
-                attrs_z=t[14],
-                text_z=t[15],
-                extras_z=t[16],
+                group_records=size,
+                groups_z=groups,
+                extras_z=extras,
             )
         except (EOFError, TypeError, IndexError, ValueError) as e:
             raise ValueError(f"not a block: {e}") from e
 
 
-def encode_block(cols: Columns) -> Block:
+def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
     """Seal columns (sorted by (timestamp, seq)) into a block.
 
     Heavy work (compression) releases the GIL, so the store runs this in a
@@ -422,20 +467,41 @@ def encode_block(cols: Columns) -> Block:
 
     msgs = cols.message
     encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
-    text = b"".join(encoded)
-    lens = array("I", map(len, encoded))
     non_ascii = array("I", compress(range(n), map((1).__sub__, map(str.isascii, msgs))))
     word_filter = WordFilter.build(map(zlib.crc32, message_words(msgs)))
-
-    extras_z = None
+    recv = cols.received_at
     sds, fds = cols.structured_data, cols.fields
-    if sds.count(None) != n or fds.count(None) != n:
-        idx = [i for i in range(n) if sds[i] is not None or fds[i] is not None]
-        extras_z = _compress(
-            marshal.dumps(
-                (array("I", idx).tobytes(), [(sds[i], fds[i]) for i in idx]), _MARSHAL_VERSION
-            )
+    any_extras = sds.count(None) != n or fds.count(None) != n
+    size = group_records
+    groups: list[bytes] = []
+    extras: list[bytes | None] = []
+    text_bytes = 0
+    for a in range(0, n, size):
+        b = min(n, a + size)
+        m = b - a
+        text = b"".join(encoded[a:b])
+        text_bytes += len(text)
+        parts = [
+            _deltas(recv[a:b]).tobytes(),
+            levels[a:b],
+            facilities[a:b],
+            *(c[w * a : w * b] for c, w in zip(code_bytes, widths, strict=True)),
+            array("I", map(len, encoded[a:b])).tobytes(),
+            text,
+        ]
+        frame = b"".join(parts)
+        assert len(frame) == m * (8 + 2 + sum(widths) + 4) + len(text)
+        groups.append(_compress(frame))
+        idx = (
+            [i for i in range(a, b) if sds[i] is not None or fds[i] is not None]
+            if any_extras
+            else []
         )
+        if idx:
+            packed = (array("I", idx).tobytes(), [(sds[i], fds[i]) for i in idx])
+            extras.append(_compress(marshal.dumps(packed, _MARSHAL_VERSION)))
+        else:
+            extras.append(None)
     return Block(
         n=n,
         first=(ts[0], seqs[0]),
@@ -448,14 +514,9 @@ def encode_block(cols: Columns) -> Block:
         facility_counts=dict(Counter(facilities)),
         word_filter=word_filter,
         non_ascii=non_ascii,
-        text_bytes=len(text),
+        text_bytes=text_bytes,
         keys_z=_compress(_deltas(ts).tobytes() + _deltas(seqs).tobytes()),
-        attrs_z=_compress(
-            marshal.dumps(
-                (_deltas(cols.received_at).tobytes(), levels, facilities, *code_bytes),
-                _MARSHAL_VERSION,
-            )
-        ),
-        text_z=_compress(lens.tobytes() + text),
-        extras_z=extras_z,
+        group_records=size,
+        groups_z=tuple(groups),
+        extras_z=tuple(extras),
     )
