@@ -143,7 +143,7 @@ def main() -> None:
         print(
             f"{size:6d} {total:6.1f} {total * n / raw:6.3f} {part(lambda b: sum(map(len, b.groups_z))):5.1f}"
             f" {part(lambda b: len(b.keys_z)):5.1f} {0:5.1f}"
-            f" {part(lambda b: sum(len(e or b'') for e in b.extras_z)):5.1f} {part(lambda b: b.word_filter.nbytes):5.1f}"
+            f" {part(lambda b: len(b.extras_in)):5.1f} {part(lambda b: b.word_filter.nbytes):5.1f}"
             f" {t_seal / n * 1e6:11.2f} {t_words / n * 1e6:8.2f} {t_dec / len(blocks) * 1e3:10.2f}"
         )
 

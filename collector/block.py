@@ -11,8 +11,10 @@ records the attributes and text, and the structured data and fields.
 from __future__ import annotations
 
 import marshal
+import threading
 import zlib
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -93,18 +95,28 @@ def columns_from_records(items: Sequence[tuple[int, Record]]) -> Columns:
     )
 
 
+_local = threading.local()
+
+
 def _compress(data: bytes) -> bytes:
-    # A compressor per call: they are not safe to share between threads, and
-    # making one costs microseconds against milliseconds of work. The copy is
-    # needed: zstandard's result keeps the allocation of its worst case (as
-    # big as the input), so without it a "compressed" frame holds as much
-    # memory as the text it compressed.
-    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
-    return memoryview(z).tobytes()
+    # A compressor per thread: they are not safe to share between threads.
+    # The copy is needed: zstandard's result keeps the allocation of its
+    # worst case (as big as the input), so without it a "compressed" frame
+    # holds as much memory as the text it compressed.
+    c = getattr(_local, "c", None)
+    if c is None:
+        c = _local.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return memoryview(c.compress(data)).tobytes()
 
 
 def _decompress(data: bytes) -> bytes:
-    return zstandard.ZstdDecompressor().decompress(data)
+    # One decompressor per thread (they are not safe to share): making one
+    # per call costs as much as decoding a small frame.
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    out: bytes = d.decompress(data)
+    return out
 
 
 def _deltas(xs: Sequence[int]) -> array[int]:
@@ -154,28 +166,46 @@ class Keys:
 
 @dataclass(slots=True)
 class Group:
-    """One decoded group of a block: records [start, start + len(received_at)).
+    """One decoded group of a block: records [start, start + len(lateness)).
 
-    Attribute columns (codes into the block's dictionaries) and the
-    messages, UTF-8 back to back in `data` from `offs[k]` to `offs[k + 1]`
-    (k counted from the group's first record). `data` is the whole decoded
-    frame: the messages are not copied out of it.
+    Attribute columns (codes into the block's dictionaries; `lateness` is
+    received_at - timestamp) and the messages, UTF-8 back to back in
+    `data` from `offs[k]` to `offs[k + 1]` (k counted from the group's first
+    record). `data` is the whole decoded frame: the messages are not copied
+    out of it, and each record's structured data and fields stay marshalled
+    in it (`extras_idx` lists the records that have any, `extras_offs` where
+    each one's bytes start) until a record is asked for.
     """
 
     start: int
-    received_at: array[int]
+    lateness: array[int]
     codes: tuple[Sequence[int], ...]  # host, service, procid, msgid, format
     level: bytes
     facility: bytes
     offs: array[int]
     data: bytes
+    extras_idx: array[int]
+    extras_offs: array[int]
 
     @property
     def nbytes(self) -> int:
-        return 600 + len(self.data) + 16 * len(self.received_at)
+        return 700 + len(self.data) + 16 * len(self.lateness) + 16 * len(self.extras_idx)
 
     def message(self, k: int) -> str:
         return self.data[self.offs[k] : self.offs[k + 1]].decode("utf-8", "surrogatepass")
+
+    def extras(self, k: int) -> tuple[Any, Any]:
+        """(structured_data, fields) of the group's record k."""
+        idx = self.extras_idx
+        x = bisect_left(idx, k)
+        if x == len(idx) or idx[x] != k:
+            return _NO_EXTRAS
+        offs = self.extras_offs
+        pair: tuple[Any, Any] = marshal.loads(self.data[offs[x] : offs[x + 1]])
+        return pair
+
+
+_NO_EXTRAS = (None, None)
 
 
 class Block:
@@ -193,7 +223,7 @@ class Block:
 
     __slots__ = (
         "dicts",
-        "extras_z",
+        "extras_in",
         "facility_counts",
         "first",
         "group_records",
@@ -229,7 +259,7 @@ class Block:
         keys_z: bytes,
         group_records: int,
         groups_z: tuple[bytes, ...],
-        extras_z: tuple[bytes | None, ...],
+        extras_in: bytes,
     ) -> None:
         self.serial = next(_serials)
         self.n = n
@@ -247,7 +277,7 @@ class Block:
         self.keys_z = keys_z
         self.group_records = group_records
         self.groups_z = groups_z
-        self.extras_z = extras_z
+        self.extras_in = extras_in
 
     def __len__(self) -> int:
         return self.n
@@ -262,7 +292,7 @@ class Block:
 
     @property
     def has_extras(self) -> bool:
-        return any(e is not None for e in self.extras_z)
+        return any(self.extras_in)
 
     @property
     def nbytes(self) -> int:
@@ -270,8 +300,7 @@ class Block:
         size = 600 + len(self.keys_z) + 8 * len(self.non_ascii)
         # A bytes object is ~33 bytes of header and its tuple slot 8.
         size += sum(map(len, self.groups_z)) + 48 * len(self.groups_z)
-        size += sum(48 + len(e) for e in self.extras_z if e is not None)
-        size += 16 * len(self.extras_z)
+        size += 33 + len(self.extras_in)
         size += self.word_filter.nbytes + 4 * len(self.non_ascii)
         for values in self.dicts:
             size += 64 + sum(60 + len(v) for v in values if v is not None)
@@ -300,8 +329,17 @@ class Block:
         m = b - a
         data = _decompress(self.groups_z[j])
         view = memoryview(data)
-        at = 8 * m
-        received = _undelta(view[:at])
+        k = self.extras_in[j]
+        k = k if k < 255 else int.from_bytes(view[:4], "little")
+        at = 0 if k < 255 else 4
+        extras_idx, extras_lens = array("H"), array("I")
+        if k:
+            extras_idx.frombytes(view[at : at + 2 * k])
+            extras_lens.frombytes(view[at + 2 * k : at + 6 * k])
+            at += 6 * k
+        lateness = array("q")
+        lateness.frombytes(view[at : at + 8 * m])
+        at += 8 * m
         level = bytes(view[at : at + m])
         facility = bytes(view[at + m : at + 2 * m])
         at += 2 * m
@@ -313,17 +351,10 @@ class Block:
         lens.frombytes(view[at : at + 4 * m])
         at += 4 * m
         offs = array("q", accumulate(lens, initial=at))
-        return Group(a, received, tuple(codes), level, facility, offs, data)
-
-    def decode_extras(self, j: int) -> dict[int, tuple[Any, Any]]:
-        """Group `j`'s structured data and fields by record index (in the block)."""
-        z = self.extras_z[j]
-        if z is None:
-            return {}
-        idx_bytes, values = marshal.loads(_decompress(z))
-        idx = array("I")
-        idx.frombytes(idx_bytes)
-        return dict(zip(idx, values, strict=True))
+        extras_offs = array("q", accumulate(extras_lens, initial=offs[-1]))
+        return Group(
+            a, lateness, tuple(codes), level, facility, offs, data, extras_idx, extras_offs
+        )
 
     # -- summaries ---------------------------------------------------------
 
@@ -381,7 +412,7 @@ class Block:
                 self.keys_z,
                 self.group_records,
                 self.groups_z,
-                self.extras_z,
+                self.extras_in,
             ),
             _MARSHAL_VERSION,
         )
@@ -398,9 +429,9 @@ class Block:
             n, size, groups, extras = t[1], t[14], t[15], t[16]
             if (
                 type(size) is not int
-                or size <= 0
+                or not 0 < size <= 65536
                 or type(groups) is not tuple
-                or type(extras) is not tuple
+                or type(extras) is not bytes
                 or len(groups) != -(-n // size)
                 or len(extras) != len(groups)
             ):
@@ -421,7 +452,7 @@ class Block:
                 keys_z=t[13],
                 group_records=size,
                 groups_z=groups,
-                extras_z=extras,
+                extras_in=extras,
             )
         except (EOFError, TypeError, IndexError, ValueError) as e:
             raise ValueError(f"not a block: {e}") from e
@@ -473,35 +504,36 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
     sds, fds = cols.structured_data, cols.fields
     any_extras = sds.count(None) != n or fds.count(None) != n
     size = group_records
+    if not 0 < size <= 65536:
+        raise ValueError("group_records must be 1-65536")
     groups: list[bytes] = []
-    extras: list[bytes | None] = []
+    extras_in = bytearray()
     text_bytes = 0
     for a in range(0, n, size):
         b = min(n, a + size)
-        m = b - a
         text = b"".join(encoded[a:b])
         text_bytes += len(text)
-        parts = [
-            _deltas(recv[a:b]).tobytes(),
-            levels[a:b],
-            facilities[a:b],
-            *(c[w * a : w * b] for c, w in zip(code_bytes, widths, strict=True)),
-            array("I", map(len, encoded[a:b])).tobytes(),
-            text,
-        ]
-        frame = b"".join(parts)
-        assert len(frame) == m * (8 + 2 + sum(widths) + 4) + len(text)
-        groups.append(_compress(frame))
         idx = (
             [i for i in range(a, b) if sds[i] is not None or fds[i] is not None]
             if any_extras
             else []
         )
-        if idx:
-            packed = (array("I", idx).tobytes(), [(sds[i], fds[i]) for i in idx])
-            extras.append(_compress(marshal.dumps(packed, _MARSHAL_VERSION)))
-        else:
-            extras.append(None)
+        blobs = [marshal.dumps((sds[i], fds[i]), _MARSHAL_VERSION) for i in idx]
+        k = len(idx)
+        extras_in.append(min(k, 255))
+        parts = [
+            k.to_bytes(4, "little") if k >= 255 else b"",
+            array("H", [i - a for i in idx]).tobytes(),
+            array("I", map(len, blobs)).tobytes(),
+            array("q", map(sub, recv[a:b], ts[a:b])).tobytes(),
+            levels[a:b],
+            facilities[a:b],
+            *(c[w * a : w * b] for c, w in zip(code_bytes, widths, strict=True)),
+            array("I", map(len, encoded[a:b])).tobytes(),
+            text,
+            *blobs,
+        ]
+        groups.append(_compress(b"".join(parts)))
     return Block(
         n=n,
         first=(ts[0], seqs[0]),
@@ -518,5 +550,5 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
         keys_z=_compress(_deltas(ts).tobytes() + _deltas(seqs).tobytes()),
         group_records=size,
         groups_z=tuple(groups),
-        extras_z=tuple(extras),
+        extras_in=bytes(extras_in),
     )

@@ -17,10 +17,6 @@ from collector.block import Block, Group, Keys
 _NBYTES = attrgetter("nbytes")
 
 
-def _extras_size(d: dict[int, Any]) -> int:
-    return 200 + 300 * len(d)
-
-
 class BlockCache:
     """Recently decoded block frames, least recently used dropped first, bounded in bytes.
 
@@ -80,19 +76,13 @@ class BlockCache:
         g: Group = self._get((block.serial, "g", j), lambda: block.decode_group(j), _NBYTES, keep)
         return g
 
-    def extras(self, block: Block, j: int) -> dict[int, tuple[Any, Any]]:
-        e: dict[int, tuple[Any, Any]] = self._get(
-            (block.serial, "e", j), lambda: block.decode_extras(j), _extras_size
-        )
-        return e
-
     def forget(self, block: Block) -> None:
         """Drop a block's frames (the block was evicted or expired)."""
         serial = block.serial
         with self._lock:
             keys = [(serial, "k", 0)]
             for j in range(len(block.groups_z)):
-                keys += [(serial, "g", j), (serial, "e", j)]
+                keys.append((serial, "g", j))
             for key in keys:
                 hit = self._items.pop(key, None)
                 if hit is not None:

@@ -10,7 +10,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, repeat
-from operator import itemgetter
+from operator import add, itemgetter
 from typing import Any
 
 from collector.block import FACILITY_OUT, Block, Group
@@ -49,17 +49,17 @@ def records(
 
         sds: Iterable[Any]
         fields: Iterable[Any]
-        if block.extras_z[j] is not None:
-            extras = cache.extras(block, j)
-            pairs = [extras.get(i, _NO_EXTRAS) for i in part]
+        if group.extras_idx:
+            pairs = list(map(group.extras, local))
             sds, fields = map(itemgetter(0), pairs), map(itemgetter(1), pairs)
         else:
             sds = fields = repeat(None)
+        times = list(map(cache.keys(block).ts.__getitem__, part) if ts is None else ts[k:stop])
         out.extend(
             map(
                 Record,
-                map(cache.keys(block).ts.__getitem__, part) if ts is None else ts[k:stop],
-                column(group.received_at),
+                times,
+                map(add, times, column(group.lateness)),
                 map(hosts.__getitem__, column(host_c)),
                 map(services.__getitem__, column(service_c)),
                 map(procids.__getitem__, column(procid_c)),
@@ -74,9 +74,6 @@ def records(
         )
         k = stop
     return out
-
-
-_NO_EXTRAS = (None, None)
 
 
 # -- matching ----------------------------------------------------------------
@@ -270,5 +267,5 @@ _DROPPED = Block(
     keys_z=b"",
     group_records=1,
     groups_z=(),
-    extras_z=(),
+    extras_in=b"",
 )
