@@ -164,35 +164,97 @@ class Keys:
         return 200 + 16 * len(self.ts)
 
 
-@dataclass(slots=True)
 class Group:
-    """One decoded group of a block: records [start, start + len(lateness)).
+    """One decoded group of a block: records [start, start + m).
 
     Attribute columns (codes into the block's dictionaries; `lateness` is
-    received_at - timestamp) and the messages, UTF-8 back to back in
-    `data` from `offs[k]` to `offs[k + 1]` (k counted from the group's first
-    record). `data` is the whole decoded frame: the messages are not copied
-    out of it, and each record's structured data and fields stay marshalled
-    in it (`extras_idx` lists the records that have any, `extras_offs` where
-    each one's bytes start) until a record is asked for.
+    received_at - timestamp) and the messages, UTF-8, in `data` between
+    `text_lo` and `text_hi`: message k from `offs[k]` to `offs[k + 1] - gap`
+    (k counted from the group's first record; `gap` is 1 when each message
+    is followed by a NUL separator, 0 when lengths were stored because a
+    message holds a NUL). `data` is the whole decoded frame: messages are
+    not copied out of it, offsets are worked out on first use (a scan that
+    finds nothing never needs them), and each record's structured data and
+    fields stay marshalled (`extras_idx` lists the records that have any,
+    `extras_offs` where each one's bytes start) until a record is asked for.
     """
 
-    start: int
-    lateness: array[int]
-    codes: tuple[Sequence[int], ...]  # host, service, procid, msgid, format
-    level: bytes
-    facility: bytes
-    offs: array[int]
-    data: bytes
-    extras_idx: array[int]
-    extras_offs: array[int]
+    __slots__ = (
+        "_offs",
+        "codes",
+        "data",
+        "extras_idx",
+        "extras_offs",
+        "facility",
+        "gap",
+        "lateness",
+        "lens_at",
+        "level",
+        "m",
+        "start",
+        "text_hi",
+        "text_lo",
+    )
+
+    def __init__(
+        self,
+        start: int,
+        m: int,
+        lateness: array[int],
+        codes: tuple[Sequence[int], ...],
+        level: bytes,
+        facility: bytes,
+        data: bytes,
+        text_lo: int,
+        text_hi: int,
+        lens_at: int,
+        extras_idx: array[int],
+        extras_offs: array[int],
+    ) -> None:
+        self.start = start
+        self.m = m
+        self.lateness = lateness
+        self.codes = codes  # host, service, procid, msgid, format
+        self.level = level
+        self.facility = facility
+        self.data = data
+        self.text_lo = text_lo
+        self.text_hi = text_hi
+        self.lens_at = lens_at  # where stored lengths start; -1: NUL-separated
+        self.gap = 1 if lens_at < 0 else 0
+        self.extras_idx = extras_idx
+        self.extras_offs = extras_offs
+        self._offs: array[int] | None = None
 
     @property
     def nbytes(self) -> int:
-        return 700 + len(self.data) + 16 * len(self.lateness) + 16 * len(self.extras_idx)
+        return 800 + len(self.data) + 24 * self.m + 16 * len(self.extras_idx)
+
+    @property
+    def offs(self) -> array[int]:
+        offs = self._offs
+        if offs is None:
+            if self.lens_at < 0:
+                pieces = self.data[self.text_lo : self.text_hi].split(b"\0")
+                pieces.pop()  # after the last separator
+                lens: Iterable[int] = map((1).__add__, map(len, pieces))
+            else:
+                stored = array("I")
+                stored.frombytes(self.data[self.lens_at : self.lens_at + 4 * self.m])
+                lens = stored
+            offs = self._offs = array("q", accumulate(lens, initial=self.text_lo))
+        return offs
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """Where the text of messages [a, b) lies in `data` (gaps included)."""
+        if a == 0 and b == self.m:
+            return self.text_lo, self.text_hi
+        offs = self.offs
+        return offs[a], offs[b]
 
     def message(self, k: int) -> str:
-        return self.data[self.offs[k] : self.offs[k + 1]].decode("utf-8", "surrogatepass")
+        offs = self.offs
+        return self.data[offs[k] : offs[k + 1] - self.gap].decode("utf-8", "surrogatepass")
 
     def extras(self, k: int) -> tuple[Any, Any]:
         """(structured_data, fields) of the group's record k."""
@@ -329,14 +391,21 @@ class Block:
         m = b - a
         data = _decompress(self.groups_z[j])
         view = memoryview(data)
+        separated = data[0] == 1
         k = self.extras_in[j]
-        k = k if k < 255 else int.from_bytes(view[:4], "little")
-        at = 0 if k < 255 else 4
+        text_lo = 1
+        if k == 255:
+            k = int.from_bytes(view[1:5], "little")
+            text_lo = 5
+        # The columns after the text (zstd-1 keeps ~2 bytes a record less
+        # than with them first): their sizes are known, so read from the end.
+        at = len(data) - 6 * k - m * (10 + sum(self.widths)) - (0 if separated else 4 * m)
         extras_idx, extras_lens = array("H"), array("I")
         if k:
             extras_idx.frombytes(view[at : at + 2 * k])
             extras_lens.frombytes(view[at + 2 * k : at + 6 * k])
-            at += 6 * k
+        blobs_at = at - sum(extras_lens)
+        at += 6 * k
         lateness = array("q")
         lateness.frombytes(view[at : at + 8 * m])
         at += 8 * m
@@ -347,13 +416,20 @@ class Block:
         for w in self.widths:
             codes.append(_codes(bytes(view[at : at + w * m]), w))
             at += w * m
-        lens = array("I")
-        lens.frombytes(view[at : at + 4 * m])
-        at += 4 * m
-        offs = array("q", accumulate(lens, initial=at))
-        extras_offs = array("q", accumulate(extras_lens, initial=offs[-1]))
+        extras_offs = array("q", accumulate(extras_lens, initial=blobs_at))
         return Group(
-            a, lateness, tuple(codes), level, facility, offs, data, extras_idx, extras_offs
+            a,
+            m,
+            lateness,
+            tuple(codes),
+            level,
+            facility,
+            data,
+            text_lo,
+            blobs_at,
+            -1 if separated else at,
+            extras_idx,
+            extras_offs,
         )
 
     # -- summaries ---------------------------------------------------------
@@ -513,6 +589,12 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
         b = min(n, a + size)
         text = b"".join(encoded[a:b])
         text_bytes += len(text)
+        # Each message followed by a NUL: ~2.5 bytes a record less than
+        # stored lengths (which zstd-1 compresses badly beside text); lengths
+        # only for a group where some message holds a NUL.
+        separated = b"\0" not in text
+        if separated:
+            text = b"\0".join(encoded[a:b]) + b"\0"
         idx = (
             [i for i in range(a, b) if sds[i] is not None or fds[i] is not None]
             if any_extras
@@ -522,16 +604,17 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
         k = len(idx)
         extras_in.append(min(k, 255))
         parts = [
+            b"\1" if separated else b"\0",
             k.to_bytes(4, "little") if k >= 255 else b"",
+            text,
+            *blobs,
             array("H", [i - a for i in idx]).tobytes(),
             array("I", map(len, blobs)).tobytes(),
             array("q", map(sub, recv[a:b], ts[a:b])).tobytes(),
             levels[a:b],
             facilities[a:b],
             *(c[w * a : w * b] for c, w in zip(code_bytes, widths, strict=True)),
-            array("I", map(len, encoded[a:b])).tobytes(),
-            text,
-            *blobs,
+            b"" if separated else array("I", map(len, encoded[a:b])).tobytes(),
         ]
         groups.append(_compress(b"".join(parts)))
     return Block(

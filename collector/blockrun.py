@@ -126,20 +126,23 @@ def find_substring(
 
 def _find_in(group: Group, finder: Finder, a: int, b: int) -> list[int]:
     """Block indices of the group's messages [a, b) (counted in the group) holding the needle."""
-    offs, data, base = group.offs, group.data, group.start
+    data, base, gap = group.data, group.start, group.gap
     size = len(finder.needle)
     found: list[int] = []
-    lo, hi = offs[a], offs[b]
+    lo, hi = group.span(a, b)
     pos = finder.find(data, lo, hi)
+    if pos < 0:
+        return found  # most groups of a scan: offsets never worked out
+    offs = group.offs
     while pos >= 0:
         k = bisect_right(offs, pos, a, b + 1) - 1
         stop = offs[k + 1]
-        if pos + size <= stop:
+        if pos + size <= stop - gap:
             found.append(base + k)
             if stop >= hi:
                 break
             pos = finder.find(data, stop, hi)
-        else:  # the match runs into the next message
+        else:  # the match runs into the next message (or its separator)
             pos = finder.find(data, pos + 1, hi)
     return found
 

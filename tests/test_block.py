@@ -18,10 +18,12 @@ from collector.record import Record
 from collector.wordfilter import WordFilter, message_words, word_keys, words
 
 # Letters whose lower case changes length or leaves ASCII (İ, the Kelvin
-# sign), non-ASCII punctuation (an em dash), a lone surrogate, a non-Latin digit.
+# sign), non-ASCII punctuation (an em dash), a lone surrogate, a non-Latin digit,
+# a NUL (a group holding one stores message lengths instead of separators).
 TEXT = st.lists(
     st.sampled_from(
         [*'aAbBzZ09 _-.:/=\n\t"', "é", "É", "İ", "\u212a", "ß", "—", "日本", "\ud800", "\u0661"]
+        + ["\x00"]
     ),
     max_size=40,
 ).map("".join)
@@ -119,7 +121,9 @@ def test_a_word_is_a_run_of_letters_and_digits_compared_lower_cased() -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     record_batches(),
-    st.sampled_from(["a", "é", "ab", "k", "i̇", "z0", " ", "-", "\n", "日本", "b b", "ss", "x"]),
+    st.sampled_from(
+        ["a", "é", "ab", "k", "i̇", "z0", " ", "-", "\n", "日本", "b b", "ss", "x", "\x00", "a\x00"]
+    ),
     st.integers(0, 45),
     st.integers(0, 45),
 )
