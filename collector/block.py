@@ -100,16 +100,16 @@ _local = threading.local()
 
 def _compress(data: bytes) -> bytes:
     # A compressor per thread: they are not safe to share between threads.
-    # The copy is needed: zstandard's result keeps the allocation of its
-    # worst case (as big as the input), so without it a "compressed" frame
-    # holds as much memory as the text it compressed.
+    # zstandard's result keeps the allocation of its worst case (as big as
+    # the input): the caller copies it (encode_block joins a block's frames).
     c = getattr(_local, "c", None)
     if c is None:
         c = _local.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return memoryview(c.compress(data)).tobytes()
+    out: bytes = c.compress(data)
+    return out
 
 
-def _decompress(data: bytes) -> bytes:
+def _decompress(data: bytes | memoryview) -> bytes:
     # One decompressor per thread (they are not safe to share): making one
     # per call costs as much as decoding a small frame.
     d = getattr(_local, "d", None)
@@ -288,10 +288,10 @@ class Block:
         "extras_in",
         "facility_counts",
         "first",
+        "frame_ends",
+        "frames",
         "group_records",
-        "groups_z",
         "host_counts",
-        "keys_z",
         "last",
         "level_counts",
         "n",
@@ -318,9 +318,9 @@ class Block:
         word_filter: WordFilter,
         non_ascii: array[int],
         text_bytes: int,
-        keys_z: bytes,
+        frames: bytes,
+        frame_ends: array[int],
         group_records: int,
-        groups_z: tuple[bytes, ...],
         extras_in: bytes,
     ) -> None:
         self.serial = next(_serials)
@@ -336,9 +336,13 @@ class Block:
         self.word_filter = word_filter
         self.non_ascii = non_ascii
         self.text_bytes = text_bytes
-        self.keys_z = keys_z
+        # The compressed frames back to back in one object (one allocation
+        # per block, not one per frame: small long-lived buffers scattered
+        # among freed ones would keep ~20% more resident): the keys frame,
+        # then one per group; frame i ends at frame_ends[i].
+        self.frames = frames
+        self.frame_ends = frame_ends
         self.group_records = group_records
-        self.groups_z = groups_z
         self.extras_in = extras_in
 
     def __len__(self) -> int:
@@ -359,9 +363,7 @@ class Block:
     @property
     def nbytes(self) -> int:
         """What the block holds in memory (compressed frames, summaries, filter)."""
-        size = 600 + len(self.keys_z) + 8 * len(self.non_ascii)
-        # A bytes object is ~33 bytes of header and its tuple slot 8.
-        size += sum(map(len, self.groups_z)) + 48 * len(self.groups_z)
+        size = 700 + len(self.frames) + 4 * len(self.frame_ends)
         size += 33 + len(self.extras_in)
         size += self.word_filter.nbytes + 4 * len(self.non_ascii)
         for values in self.dicts:
@@ -376,20 +378,29 @@ class Block:
         """The group holding record `i`."""
         return i // self.group_records
 
+    @property
+    def ngroups(self) -> int:
+        return len(self.frame_ends) - 1
+
+    def frame(self, i: int) -> memoryview:
+        """Compressed frame `i`: 0 the keys, 1 + j group j."""
+        ends = self.frame_ends
+        return memoryview(self.frames)[ends[i - 1] if i else 0 : ends[i]]
+
     def group_range(self, j: int) -> tuple[int, int]:
         """Records [a, b) of group `j`."""
         a = j * self.group_records
         return a, min(self.n, a + self.group_records)
 
     def decode_keys(self) -> Keys:
-        data = _decompress(self.keys_z)
+        data = _decompress(self.frame(0))
         half = 8 * self.n
         return Keys(_undelta(data[:half]), _undelta(data[half:]))
 
     def decode_group(self, j: int) -> Group:
         a, b = self.group_range(j)
         m = b - a
-        data = _decompress(self.groups_z[j])
+        data = _decompress(self.frame(1 + j))
         view = memoryview(data)
         separated = data[0] == 1
         k = self.extras_in[j]
@@ -485,9 +496,9 @@ class Block:
                 self.word_filter.state(),
                 self.non_ascii.tobytes(),
                 self.text_bytes,
-                self.keys_z,
+                self.frames,
+                self.frame_ends.tobytes(),
                 self.group_records,
-                self.groups_z,
                 self.extras_in,
             ),
             _MARSHAL_VERSION,
@@ -502,14 +513,18 @@ class Block:
                 raise ValueError("not a block of this format version")
             non_ascii = array("I")
             non_ascii.frombytes(t[11])
-            n, size, groups, extras = t[1], t[14], t[15], t[16]
+            n, frames, size, extras = t[1], t[13], t[15], t[16]
+            ends = array("I")
+            ends.frombytes(t[14])
             if (
                 type(size) is not int
                 or not 0 < size <= 65536
-                or type(groups) is not tuple
+                or type(frames) is not bytes
                 or type(extras) is not bytes
-                or len(groups) != -(-n // size)
-                or len(extras) != len(groups)
+                or len(ends) != 1 + -(-n // size)
+                or len(extras) != len(ends) - 1
+                or ends[-1] != len(frames)
+                or not all(map(le, ends, islice(ends, 1, None)))
             ):
                 raise ValueError("groups do not match the record count")
             return cls(
@@ -525,9 +540,9 @@ class Block:
                 word_filter=WordFilter.from_state(t[10]),
                 non_ascii=non_ascii,
                 text_bytes=t[12],
-                keys_z=t[13],
+                frames=frames,
+                frame_ends=ends,
                 group_records=size,
-                groups_z=groups,
                 extras_in=extras,
             )
         except (EOFError, TypeError, IndexError, ValueError) as e:
@@ -582,7 +597,8 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
     size = group_records
     if not 0 < size <= 65536:
         raise ValueError("group_records must be 1-65536")
-    groups: list[bytes] = []
+    ts_deltas = _deltas(ts).tobytes() + _deltas(seqs).tobytes()
+    frames: list[bytes] = [_compress(ts_deltas)]
     extras_in = bytearray()
     text_bytes = 0
     for a in range(0, n, size):
@@ -616,7 +632,7 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
             *(c[w * a : w * b] for c, w in zip(code_bytes, widths, strict=True)),
             b"" if separated else array("I", map(len, encoded[a:b])).tobytes(),
         ]
-        groups.append(_compress(b"".join(parts)))
+        frames.append(_compress(b"".join(parts)))
     return Block(
         n=n,
         first=(ts[0], seqs[0]),
@@ -630,8 +646,8 @@ def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
         word_filter=word_filter,
         non_ascii=non_ascii,
         text_bytes=text_bytes,
-        keys_z=_compress(_deltas(ts).tobytes() + _deltas(seqs).tobytes()),
+        frames=b"".join(frames),
+        frame_ends=array("I", accumulate(map(len, frames))),
         group_records=size,
-        groups_z=tuple(groups),
         extras_in=bytes(extras_in),
     )

@@ -81,7 +81,7 @@ class BlockCache:
         serial = block.serial
         with self._lock:
             keys = [(serial, "k", 0)]
-            for j in range(len(block.groups_z)):
+            for j in range(block.ngroups):
                 keys.append((serial, "g", j))
             for key in keys:
                 hit = self._items.pop(key, None)

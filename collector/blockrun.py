@@ -267,8 +267,8 @@ _DROPPED = Block(
     word_filter=WordFilter(16, array("I", [0, 0]), array("H")),
     non_ascii=array("I"),
     text_bytes=0,
-    keys_z=b"",
+    frames=b"",
+    frame_ends=array("I", [0]),
     group_records=1,
-    groups_z=(),
     extras_in=b"",
 )

@@ -273,9 +273,32 @@ def filters_for(shard: Shard, plan: Plan, a: int, b: int) -> list[_Filter] | Non
 
 
 def select(shard: Shard, plan: Plan, a: int, b: int) -> Iterator[int]:
-    """Logical indices in [a, b) matching the plan, in the plan's order."""
+    """Logical indices in [a, b) matching the plan, in the plan's order.
+
+    A sealed shard's text search runs a block's worth of records at a time
+    (its first block's size), as the page asks for more: the first page of
+    a common word decodes a block or two, not the shard."""
     if a >= b or plan.exhausted:
         return iter(())
+    run = shard.run
+    if run is not None and (plan.needle is not None or plan.texts):
+        step = max(1, run.blocks[run.first_block].n)
+        if b - a > step:
+            return _in_steps(shard, plan, a, b, step)
+    return _select_range(shard, plan, a, b)
+
+
+def _in_steps(shard: Shard, plan: Plan, a: int, b: int, step: int) -> Iterator[int]:
+    steps = [(lo, min(lo + step, b)) for lo in range(a, b, step)]
+    if plan.reverse:
+        steps.reverse()
+    for lo, hi in steps:
+        if plan.exhausted:
+            return
+        yield from _select_range(shard, plan, lo, hi)
+
+
+def _select_range(shard: Shard, plan: Plan, a: int, b: int) -> Iterator[int]:
     filters = filters_for(shard, plan, a, b)
     if filters is None:
         return iter(())
