@@ -4,6 +4,7 @@ misses a word a message holds, and the substring search answers exactly as
 
 from __future__ import annotations
 
+import marshal
 import random
 import string
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.block import Block, columns_from_records, encode_block
+from collector.block import FORMAT_VERSION, Block, columns_from_records, encode_block
 from collector.blockcache import BlockCache
 from collector.blockrun import find_substring, records
 from collector.record import Record
@@ -22,8 +23,19 @@ from collector.wordfilter import WordFilter, message_words, word_keys, words
 # a NUL (a group holding one stores message lengths instead of separators).
 TEXT = st.lists(
     st.sampled_from(
-        [*'aAbBzZ09 _-.:/=\n\t"', "é", "É", "İ", "\u212a", "ß", "—", "日本", "\ud800", "\u0661"]
-        + ["\x00"]
+        [
+            *'aAbBzZ09 _-.:/=\n\t"',
+            "é",
+            "É",
+            "İ",
+            "\u212a",
+            "ß",
+            "—",
+            "日本",
+            "\ud800",
+            "\u0661",
+            "\x00",
+        ]
     ),
     max_size=40,
 ).map("".join)
@@ -250,3 +262,54 @@ def test_the_cache_stays_within_its_bytes_and_drops_the_least_recently_used() ->
     cache.forget(blocks[3])
     assert len(cache) == 2
     assert cache.nbytes <= cache.max_bytes
+
+
+def _plain(i: int, message: str) -> tuple[int, Record]:
+    return (
+        i,
+        Record(
+            timestamp=1000 + i,
+            received_at=1000 + i + (i % 3),
+            host="h",
+            service="s",
+            procid=None,
+            msgid=None,
+            facility=1,
+            level=6,
+            message=message,
+            structured_data={"m@1": {"i": str(i)}} if i % 5 == 0 else None,
+            fields=None,
+            format="raw",
+        ),
+    )
+
+
+def test_a_page_decodes_only_the_groups_holding_its_records() -> None:
+    items = [_plain(i, f"message {i} " + "x" * 100) for i in range(64)]
+    block = encode_block(columns_from_records(items), group_records=8)
+    assert block.ngroups == 8
+    cache = BlockCache(1 << 20)
+    ts = [items[i][1].timestamp for i in (17, 18, 19)]  # a shard keeps them in the clear
+    assert records(block, [17, 18, 19], cache, ts) == [items[i][1] for i in (17, 18, 19)]
+    assert (len(cache), cache.misses) == (1, 1)  # group 2 alone
+    assert records(block, [23, 24], cache) == [items[23][1], items[24][1]]
+    assert len(cache) == 3  # group 2 again (a hit), group 3, and the keys
+
+
+def test_a_long_scan_reads_through_the_cache_without_filling_it() -> None:
+    items = [_plain(i, f"message {i} " + "x" * 100) for i in range(64)]
+    block = encode_block(columns_from_records(items), group_records=8)
+    cache = BlockCache(1 << 20)
+    assert find_substring(block, cache, "message 3", keep=False) == [3, *range(30, 40)]
+    assert len(cache) == 0
+    assert find_substring(block, cache, "xxx") == list(range(64))
+    assert len(cache) == 8
+
+
+def test_bytes_of_another_block_layout_are_refused() -> None:
+    block = encode_block(columns_from_records([_plain(1, "one")]))
+    fields = list(marshal.loads(block.to_bytes()))
+    assert Block.from_bytes(marshal.dumps(tuple(fields))).n == 1
+    fields[0] = FORMAT_VERSION - 1  # the layout before groups
+    with pytest.raises(ValueError, match="format version"):
+        Block.from_bytes(marshal.dumps(tuple(fields)))
