@@ -117,7 +117,25 @@ def latencies(fn: Callable[[int], object], rounds: int, per_round: int) -> tuple
 # -- over HTTP: a daemon in a child process ---------------------------------
 
 
-def serve(n: int, max_memory: int, max_records: int, shift_us: int) -> None:
+def pooled(n: int, c: int, size: int, pool: list) -> list:  # type: ignore[type-arg]
+    """chunk(n, c, size), but reusing records of `pool` (made once; each keeps
+    its lateness) with new times: for runs where making 20M records one by one
+    would take longer than storing them. A block never sees a message twice
+    (the pool is far longer than a block)."""
+    step = HOUR_US // n
+    out = []
+    for i in range(c, c + size):
+        r = pool[i % len(pool)]
+        arrival = T0 + i * step
+        out.append(
+            dataclasses.replace(
+                r, timestamp=arrival - (r.received_at - r.timestamp), received_at=arrival
+            )
+        )
+    return out
+
+
+def serve(n: int, max_memory: int, max_records: int, shift_us: int, pool_size: int) -> None:
     """The child: a daemon seeded with the bench's records (event times moved
     by `shift_us` into the last hour), sealing as it goes; prints one JSON
     line of figures once everything older than the two newest shards is
@@ -145,12 +163,16 @@ def serve(n: int, max_memory: int, max_records: int, shift_us: int) -> None:
         raw = 0
         ids: list[str] = []
         t0 = time.perf_counter()
+        pool: list = []  # type: ignore[type-arg]
+        for c in range(0, min(pool_size, n), 5_000):
+            pool.extend(chunk(pool_size, c, min(5_000, pool_size - c)))
         for c in range(0, n, 5_000):
+            size = min(5_000, n - c)
             recs = [
                 dataclasses.replace(
                     r, timestamp=r.timestamp + shift_us, received_at=r.received_at + shift_us
                 )
-                for r in chunk(n, c, min(5_000, n - c))
+                for r in (pooled(n, c, size, pool) if pool else chunk(n, c, size))
             ]
             raw += sum(len(r.message.encode()) for r in recs)
             for i in range(0, len(recs), 1000):
@@ -205,6 +227,7 @@ def http_bench(args: argparse.Namespace) -> None:
             str(args.max_memory),
             str(args.max_records),
             str(shift),
+            str(args.pool),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -280,7 +303,7 @@ def http_bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(*map(int, sys.argv[2:6]))
+        serve(*map(int, sys.argv[2:7]))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=2_000_000)
@@ -294,6 +317,9 @@ def main() -> None:
     ap.add_argument("--http", action="store_true", help="the queries over HTTP, to a daemon")
     ap.add_argument("--max-memory", type=parse_size, default=StoreConfig().max_memory)
     ap.add_argument("--max-records", type=int, default=StoreConfig().max_records)
+    ap.add_argument(
+        "--pool", type=int, default=0, help="--http: reuse this many made records (20M runs)"
+    )
     args = ap.parse_args()
     if args.http:
         http_bench(args)
