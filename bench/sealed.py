@@ -50,6 +50,7 @@ from store import HOUR_US, T0, make_records
 from collector.config import StoreConfig
 from collector.query import Query
 from collector.record import make_id
+from collector.search import parse
 from collector.store import Store
 from collector.wordfilter import word_keys, words
 
@@ -445,6 +446,10 @@ def main() -> None:
     print(
         f"    blocks passing a word in no message (false positives): "
         f"{statistics.mean(word_scan(f'zq{i}y') for i in range(200)):.2f} of {blocks}"
+    )
+    report(
+        "query= a word in no message (the whole query)",
+        lambda i: store.query(Query(search=parse(f"zq{i}x"), limit=100)),
     )
     report(
         "q= substring in no message, 1 thread", lambda i: store.query(Query(q=f"no such {i}")), 2
