@@ -71,12 +71,14 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def default_store(**kw: object) -> Store:
+def default_store(
+    max_memory: int | None = None, max_records: int | None = None, **kw: object
+) -> Store:
     cfg = StoreConfig()
     return Store(
         ttl_us=int(cfg.ttl * 1e6) * 10,  # the records are in the past: keep them all
-        max_records=cfg.max_records,
-        max_memory=cfg.max_memory,
+        max_records=cfg.max_records if max_records is None else max_records,
+        max_memory=cfg.max_memory if max_memory is None else max_memory,
         shard_span_us=int(cfg.shard_span * 1e6),
         **kw,  # type: ignore[arg-type]
     )
@@ -318,18 +320,19 @@ def main() -> None:
     ap.add_argument("--http", action="store_true", help="the queries over HTTP, to a daemon")
     ap.add_argument("--max-memory", type=parse_size, default=StoreConfig().max_memory)
     ap.add_argument("--max-records", type=int, default=StoreConfig().max_records)
-    ap.add_argument(
-        "--pool", type=int, default=0, help="--http: reuse this many made records (20M runs)"
-    )
+    ap.add_argument("--pool", type=int, default=0, help="reuse this many made records (20M runs)")
     args = ap.parse_args()
     if args.http:
         http_bench(args)
         return
     trim = (lambda: None) if args.no_trim else malloc_trim
     n, rounds = args.records, args.rounds
+    pool: list = []  # type: ignore[type-arg]
+    for c in range(0, min(args.pool, n), 5_000):
+        pool.extend(chunk(args.pool, c, min(5_000, args.pool - c)))
     gc.collect()
     base = rss()
-    store = default_store(seal_inline=False)
+    store = default_store(args.max_memory, args.max_records, seal_inline=False)
     raw = 0
     size = 5_000  # small transient batches, as listeners hand them over
     seal_every = max(1, n // 200)
@@ -339,7 +342,7 @@ def main() -> None:
     ids = []
     stalls: list[float] = []
     for c in range(0, n, size):
-        recs = chunk(n, c, min(size, n - c))
+        recs = pooled(n, c, min(size, n - c), pool) if pool else chunk(n, c, min(size, n - c))
         raw += sum(len(r.message.encode()) for r in recs)
         for i in range(0, len(recs), 1000):
             first = store.add_many(recs[i : i + 1000])
@@ -380,7 +383,10 @@ def main() -> None:
     gc.collect()
     trim()
     grown = rss() - base
-    print(f"{n:,} records, {raw / n:.0f} message bytes each, default config (max_memory 512 MiB)")
+    print(
+        f"{n:,} records, {raw / n:.0f} message bytes each, default config but max_memory"
+        f" {store.max_memory / 2**20:.0f} MiB, max_records {store.max_records:,}"
+    )
     print(
         f"  evicted: {store.evicted_total:,}; sealed: {store.sealed_records:,}; shards: {store.shard_count}"
     )
@@ -466,6 +472,9 @@ def main() -> None:
     report("stats by=level, everything", lambda i: store.stats(Query(), ("level",), None), 20)
     report("GET by id", lambda i: store.get(ids[i % len(ids)]))
 
+    if pool or n > 5_000_000:
+        print("  (no restore at this size: the persist bench measures restarts)")
+        return
     items = list(store.snapshot_items())
     fresh = default_store()
     t = time.perf_counter()
