@@ -313,3 +313,17 @@ def test_bytes_of_another_block_layout_are_refused() -> None:
     fields[0] = FORMAT_VERSION - 1  # the layout before groups
     with pytest.raises(ValueError, match="format version"):
         Block.from_bytes(marshal.dumps(tuple(fields)))
+
+
+def test_a_group_where_most_records_have_structured_data_reads_back() -> None:
+    # 255 or more such records in a group: their count is kept in the frame.
+    items = [_plain(i, f"m{i}") for i in range(600)]
+    items = [
+        (s, Record(**{**{f: getattr(r, f) for f in r.__slots__}, "fields": {"n": s}}))
+        for s, r in items
+    ]
+    block = encode_block(columns_from_records(items))
+    assert block.extras_in == bytes([255, 88])
+    cache = BlockCache(1 << 20)
+    for b in (block, Block.from_bytes(block.to_bytes())):
+        assert records(b, range(600), cache) == [r for _, r in items]
