@@ -275,9 +275,11 @@ def filters_for(shard: Shard, plan: Plan, a: int, b: int) -> list[_Filter] | Non
 def select(shard: Shard, plan: Plan, a: int, b: int) -> Iterator[int]:
     """Logical indices in [a, b) matching the plan, in the plan's order.
 
-    A sealed shard's text search runs a block's worth of records at a time
-    (its first block's size), as the page asks for more: the first page of
-    a common word decodes a block or two, not the shard."""
+    A sealed shard's text search runs over a block's worth of records
+    first (its first block's size), then twice as many each time the page
+    asks for more: the first page of a common word decodes a block or two,
+    not the shard, and a long scan still gives the scan threads several
+    blocks at a time."""
     if a >= b or plan.exhausted:
         return iter(())
     run = shard.run
@@ -289,9 +291,21 @@ def select(shard: Shard, plan: Plan, a: int, b: int) -> Iterator[int]:
 
 
 def _in_steps(shard: Shard, plan: Plan, a: int, b: int, step: int) -> Iterator[int]:
-    steps = [(lo, min(lo + step, b)) for lo in range(a, b, step)]
-    if plan.reverse:
-        steps.reverse()
+    # Steps double (1, 2, 4... blocks): a first page searches one block, and
+    # a long scan still hands several blocks at a time to the scan threads.
+    steps = []
+    if plan.reverse:  # from the end of the range
+        hi = b
+        while hi > a:
+            steps.append((max(a, hi - step), hi))
+            hi -= step
+            step *= 2
+    else:
+        lo = a
+        while lo < b:
+            steps.append((lo, min(b, lo + step)))
+            lo += step
+            step *= 2
     for lo, hi in steps:
         if plan.exhausted:
             return
