@@ -327,9 +327,9 @@ def main() -> None:
         return
     trim = (lambda: None) if args.no_trim else malloc_trim
     n, rounds = args.records, args.rounds
-    pool: list = []  # type: ignore[type-arg]
+    made: list = []  # type: ignore[type-arg]
     for c in range(0, min(args.pool, n), 5_000):
-        pool.extend(chunk(args.pool, c, min(5_000, args.pool - c)))
+        made.extend(chunk(args.pool, c, min(5_000, args.pool - c)))
     gc.collect()
     base = rss()
     store = default_store(args.max_memory, args.max_records, seal_inline=False)
@@ -342,7 +342,7 @@ def main() -> None:
     ids = []
     stalls: list[float] = []
     for c in range(0, n, size):
-        recs = pooled(n, c, min(size, n - c), pool) if pool else chunk(n, c, min(size, n - c))
+        recs = pooled(n, c, min(size, n - c), made) if made else chunk(n, c, min(size, n - c))
         raw += sum(len(r.message.encode()) for r in recs)
         for i in range(0, len(recs), 1000):
             first = store.add_many(recs[i : i + 1000])
@@ -472,7 +472,7 @@ def main() -> None:
     report("stats by=level, everything", lambda i: store.stats(Query(), ("level",), None), 20)
     report("GET by id", lambda i: store.get(ids[i % len(ids)]))
 
-    if pool or n > 5_000_000:
+    if made or n > 5_000_000:
         print("  (no restore at this size: the persist bench measures restarts)")
         return
     items = list(store.snapshot_items())
