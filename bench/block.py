@@ -113,7 +113,7 @@ def main() -> None:
 
     print("\n2. sealed blocks (collector/block.py, zstd level 1)")
     print(
-        f"{'block':>6} {'B/rec':>6} {'ratio':>6} {'text':>5} {'keys':>5} {'attrs':>5} {'extra':>5}"
+        f"{'block':>6} {'B/rec':>6} {'ratio':>6} {'groups':>5} {'keys':>5} {'-':>5} {'extra':>5}"
         f" {'words':>5} {'seal us/rec':>11} {'GIL-held':>8} {'dec ms/blk':>10}"
     )
     by_size = {}
@@ -130,7 +130,7 @@ def main() -> None:
         )
         t_dec = median_time(
             lambda blocks=blocks: [
-                (b.decode_keys(), b.decode_attrs(), b.decode_text()) for b in blocks
+                (b.decode_keys(), [b.decode_group(j) for j in range(b.ngroups)]) for b in blocks
             ],
             rounds,
         )
@@ -140,9 +140,9 @@ def main() -> None:
 
         total = part(lambda b: b.nbytes)
         print(
-            f"{size:6d} {total:6.1f} {total * n / raw:6.3f} {part(lambda b: len(b.text_z)):5.1f}"
-            f" {part(lambda b: len(b.keys_z)):5.1f} {part(lambda b: len(b.attrs_z)):5.1f}"
-            f" {part(lambda b: len(b.extras_z or b'')):5.1f} {part(lambda b: b.word_filter.nbytes):5.1f}"
+            f"{size:6d} {total:6.1f} {total * n / raw:6.3f} {part(lambda b: b.frame_ends[-1] - b.frame_ends[0]):5.1f}"
+            f" {part(lambda b: b.frame_ends[0]):5.1f} {0:5.1f}"
+            f" {part(lambda b: len(b.extras_in)):5.1f} {part(lambda b: b.word_filter.nbytes):5.1f}"
             f" {t_seal / n * 1e6:11.2f} {t_words / n * 1e6:8.2f} {t_dec / len(blocks) * 1e3:10.2f}"
         )
 
@@ -169,7 +169,7 @@ def main() -> None:
 
         def scan(b: object) -> int:
             cache = BlockCache(0)
-            return len(find_substring(b, cache.text(b), "no-such-text"))  # type: ignore[arg-type]
+            return len(find_substring(b, cache, "no-such-text"))  # type: ignore[arg-type]
 
         t1 = median_time(lambda blocks=blocks: list(map(scan, blocks)), rounds)
         with ThreadPoolExecutor(2) as pool:

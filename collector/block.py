@@ -3,15 +3,18 @@
 Pure: no asyncio, no clock, no logging. A block is built once from columns
 sorted by (timestamp, seq) and never changes. It keeps small summaries in the
 clear (time range, per-column value sets and counts, a word filter) so most
-queries decide from them alone, and everything else zstd-compressed in four
-frames that decode separately and lazily: keys, attributes, text, extras.
+queries decide from them alone, and everything else zstd-compressed in
+frames that decode separately and lazily: the keys, then per group of 512
+records the attributes and text, and the structured data and fields.
 """
 
 from __future__ import annotations
 
 import marshal
+import threading
 import zlib
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,8 +34,15 @@ ZSTD_LEVEL = 1
 # Records per block the store seals by default: ~1 MiB of text, decoded in
 # well under a millisecond, large enough that zstd sees the repetition.
 BLOCK_RECORDS = 4096
+# Records per group: a block's attributes and text are compressed in frames
+# of this many consecutive records, so that a page of 100 decodes ~128 KiB
+# rather than the whole block (512: +1.5 bytes a record against one frame
+# per block, bench/block.py).
+GROUP_RECORDS = 512
 _MARSHAL_VERSION = 4  # stable since Python 3.4; newer Pythons read it
-FORMAT_VERSION = 1
+# The layout of Block.to_bytes(): 1 had one text frame per block; 2 has
+# frames per group of records (attributes and text together).
+FORMAT_VERSION = 2
 _NO_FACILITY = 255
 FACILITY_OUT: tuple[int | None, ...] = (*range(255), None)
 _LOW_COLUMNS = ("host", "service", "procid", "msgid", "format")
@@ -85,18 +95,28 @@ def columns_from_records(items: Sequence[tuple[int, Record]]) -> Columns:
     )
 
 
+_local = threading.local()
+
+
 def _compress(data: bytes) -> bytes:
-    # A compressor per call: they are not safe to share between threads, and
-    # making one costs microseconds against milliseconds of work. The copy is
-    # needed: zstandard's result keeps the allocation of its worst case (as
-    # big as the input), so without it a "compressed" frame holds as much
-    # memory as the text it compressed.
-    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
-    return memoryview(z).tobytes()
+    # A compressor per thread: they are not safe to share between threads.
+    # zstandard's result keeps the allocation of its worst case (as big as
+    # the input): the caller copies it (encode_block joins a block's frames).
+    c = getattr(_local, "c", None)
+    if c is None:
+        c = _local.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    out: bytes = c.compress(data)
+    return out
 
 
-def _decompress(data: bytes) -> bytes:
-    return zstandard.ZstdDecompressor().decompress(data)
+def _decompress(data: bytes | memoryview) -> bytes:
+    # One decompressor per thread (they are not safe to share): making one
+    # per call costs as much as decoding a small frame.
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    out: bytes = d.decompress(data)
+    return out
 
 
 def _deltas(xs: Sequence[int]) -> array[int]:
@@ -106,7 +126,7 @@ def _deltas(xs: Sequence[int]) -> array[int]:
     return out
 
 
-def _undelta(data: bytes) -> array[int]:
+def _undelta(data: bytes | memoryview) -> array[int]:
     d = array("q")
     d.frombytes(data)
     return array("q", accumulate(d))
@@ -144,33 +164,110 @@ class Keys:
         return 200 + 16 * len(self.ts)
 
 
-@dataclass(slots=True)
-class Attrs:
-    """A block's decoded attribute columns: codes into the block's dictionaries."""
+class Group:
+    """One decoded group of a block: records [start, start + m).
 
-    received_at: array[int]
-    codes: tuple[Sequence[int], ...]  # host, service, procid, msgid, format
-    level: bytes
-    facility: bytes
+    Attribute columns (codes into the block's dictionaries; `lateness` is
+    received_at - timestamp) and the messages, UTF-8, in `data` between
+    `text_lo` and `text_hi`: message k from `offs[k]` to `offs[k + 1] - gap`
+    (k counted from the group's first record; `gap` is 1 when each message
+    is followed by a NUL separator, 0 when lengths were stored because a
+    message holds a NUL). `data` is the whole decoded frame: messages are
+    not copied out of it, offsets are worked out on first use (a scan that
+    finds nothing never needs them), and each record's structured data and
+    fields stay marshalled (`extras_idx` lists the records that have any,
+    `extras_offs` where each one's bytes start) until a record is asked for.
+    """
+
+    __slots__ = (
+        "_offs",
+        "codes",
+        "data",
+        "extras_idx",
+        "extras_offs",
+        "facility",
+        "gap",
+        "lateness",
+        "lens_at",
+        "level",
+        "m",
+        "start",
+        "text_hi",
+        "text_lo",
+    )
+
+    def __init__(
+        self,
+        start: int,
+        m: int,
+        lateness: array[int],
+        codes: tuple[Sequence[int], ...],
+        level: bytes,
+        facility: bytes,
+        data: bytes,
+        text_lo: int,
+        text_hi: int,
+        lens_at: int,
+        extras_idx: array[int],
+        extras_offs: array[int],
+    ) -> None:
+        self.start = start
+        self.m = m
+        self.lateness = lateness
+        self.codes = codes  # host, service, procid, msgid, format
+        self.level = level
+        self.facility = facility
+        self.data = data
+        self.text_lo = text_lo
+        self.text_hi = text_hi
+        self.lens_at = lens_at  # where stored lengths start; -1: NUL-separated
+        self.gap = 1 if lens_at < 0 else 0
+        self.extras_idx = extras_idx
+        self.extras_offs = extras_offs
+        self._offs: array[int] | None = None
 
     @property
     def nbytes(self) -> int:
-        return 400 + 8 * len(self.received_at) + sum(len(c) for c in self.codes) * 2
-
-
-@dataclass(slots=True)
-class Text:
-    """A block's decoded messages: UTF-8 back to back, `offs[i]` where message i starts."""
-
-    offs: array[int]
-    data: bytes
+        return 800 + len(self.data) + 24 * self.m + 16 * len(self.extras_idx)
 
     @property
-    def nbytes(self) -> int:
-        return 200 + len(self.data) + 8 * len(self.offs)
+    def offs(self) -> array[int]:
+        offs = self._offs
+        if offs is None:
+            if self.lens_at < 0:
+                pieces = self.data[self.text_lo : self.text_hi].split(b"\0")
+                pieces.pop()  # after the last separator
+                lens: Iterable[int] = map((1).__add__, map(len, pieces))
+            else:
+                stored = array("I")
+                stored.frombytes(self.data[self.lens_at : self.lens_at + 4 * self.m])
+                lens = stored
+            offs = self._offs = array("q", accumulate(lens, initial=self.text_lo))
+        return offs
 
-    def message(self, i: int) -> str:
-        return self.data[self.offs[i] : self.offs[i + 1]].decode("utf-8", "surrogatepass")
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """Where the text of messages [a, b) lies in `data` (gaps included)."""
+        if a == 0 and b == self.m:
+            return self.text_lo, self.text_hi
+        offs = self.offs
+        return offs[a], offs[b]
+
+    def message(self, k: int) -> str:
+        offs = self.offs
+        return self.data[offs[k] : offs[k + 1] - self.gap].decode("utf-8", "surrogatepass")
+
+    def extras(self, k: int) -> tuple[Any, Any]:
+        """(structured_data, fields) of the group's record k."""
+        idx = self.extras_idx
+        x = bisect_left(idx, k)
+        if x == len(idx) or idx[x] != k:
+            return _NO_EXTRAS
+        offs = self.extras_offs
+        pair: tuple[Any, Any] = marshal.loads(self.data[offs[x] : offs[x + 1]])
+        return pair
+
+
+_NO_EXTRAS = (None, None)
 
 
 class Block:
@@ -179,17 +276,22 @@ class Block:
     In the clear: `n`, the first and last keys, per low-cardinality column the
     distinct values (its dictionary), live counts per value for host,
     service, level and facility, the word filter, and which messages are not
-    ASCII. Compressed: the rest, in frames decoded on demand (see BlockCache).
+    ASCII. Compressed: the keys in one frame, then per group of
+    `group_records` consecutive records one frame of attributes and text
+    and, for groups where some record has any, one of structured data and
+    fields; each decoded on demand (see BlockCache), so a page decodes only
+    the groups it shows.
     """
 
     __slots__ = (
-        "attrs_z",
         "dicts",
-        "extras_z",
+        "extras_in",
         "facility_counts",
         "first",
+        "frame_ends",
+        "frames",
+        "group_records",
         "host_counts",
-        "keys_z",
         "last",
         "level_counts",
         "n",
@@ -197,7 +299,6 @@ class Block:
         "serial",
         "service_counts",
         "text_bytes",
-        "text_z",
         "widths",
         "word_filter",
     )
@@ -217,10 +318,10 @@ class Block:
         word_filter: WordFilter,
         non_ascii: array[int],
         text_bytes: int,
-        keys_z: bytes,
-        attrs_z: bytes,
-        text_z: bytes,
-        extras_z: bytes | None,
+        frames: bytes,
+        frame_ends: array[int],
+        group_records: int,
+        extras_in: bytes,
     ) -> None:
         self.serial = next(_serials)
         self.n = n
@@ -235,10 +336,14 @@ class Block:
         self.word_filter = word_filter
         self.non_ascii = non_ascii
         self.text_bytes = text_bytes
-        self.keys_z = keys_z
-        self.attrs_z = attrs_z
-        self.text_z = text_z
-        self.extras_z = extras_z
+        # The compressed frames back to back in one object (one allocation
+        # per block, not one per frame: small long-lived buffers scattered
+        # among freed ones would keep ~20% more resident): the keys frame,
+        # then one per group; frame i ends at frame_ends[i].
+        self.frames = frames
+        self.frame_ends = frame_ends
+        self.group_records = group_records
+        self.extras_in = extras_in
 
     def __len__(self) -> int:
         return self.n
@@ -252,10 +357,14 @@ class Block:
         return self.last[0]
 
     @property
+    def has_extras(self) -> bool:
+        return any(self.extras_in)
+
+    @property
     def nbytes(self) -> int:
         """What the block holds in memory (compressed frames, summaries, filter)."""
-        size = 600 + len(self.keys_z) + len(self.attrs_z) + len(self.text_z)
-        size += 0 if self.extras_z is None else len(self.extras_z)
+        size = 700 + len(self.frames) + 4 * len(self.frame_ends)
+        size += 33 + len(self.extras_in)
         size += self.word_filter.nbytes + 4 * len(self.non_ascii)
         for values in self.dicts:
             size += 64 + sum(60 + len(v) for v in values if v is not None)
@@ -265,34 +374,74 @@ class Block:
 
     # -- decoding (prefer BlockCache, which keeps recent results) ----------
 
+    def group_of(self, i: int) -> int:
+        """The group holding record `i`."""
+        return i // self.group_records
+
+    @property
+    def ngroups(self) -> int:
+        return len(self.frame_ends) - 1
+
+    def frame(self, i: int) -> memoryview:
+        """Compressed frame `i`: 0 the keys, 1 + j group j."""
+        ends = self.frame_ends
+        return memoryview(self.frames)[ends[i - 1] if i else 0 : ends[i]]
+
+    def group_range(self, j: int) -> tuple[int, int]:
+        """Records [a, b) of group `j`."""
+        a = j * self.group_records
+        return a, min(self.n, a + self.group_records)
+
     def decode_keys(self) -> Keys:
-        data = _decompress(self.keys_z)
+        data = _decompress(self.frame(0))
         half = 8 * self.n
         return Keys(_undelta(data[:half]), _undelta(data[half:]))
 
-    def decode_attrs(self) -> Attrs:
-        parts: tuple[bytes, ...] = marshal.loads(_decompress(self.attrs_z))
-        received, level, facility, *codes = parts
-        return Attrs(
-            _undelta(received),
-            tuple(_codes(c, w) for c, w in zip(codes, self.widths, strict=True)),
+    def decode_group(self, j: int) -> Group:
+        a, b = self.group_range(j)
+        m = b - a
+        data = _decompress(self.frame(1 + j))
+        view = memoryview(data)
+        separated = data[0] == 1
+        k = self.extras_in[j]
+        text_lo = 1
+        if k == 255:
+            k = int.from_bytes(view[1:5], "little")
+            text_lo = 5
+        # The columns after the text (zstd-1 keeps ~2 bytes a record less
+        # than with them first): their sizes are known, so read from the end.
+        at = len(data) - 6 * k - m * (10 + sum(self.widths)) - (0 if separated else 4 * m)
+        extras_idx, extras_lens = array("H"), array("I")
+        if k:
+            extras_idx.frombytes(view[at : at + 2 * k])
+            extras_lens.frombytes(view[at + 2 * k : at + 6 * k])
+        blobs_at = at - sum(extras_lens)
+        at += 6 * k
+        lateness = array("q")
+        lateness.frombytes(view[at : at + 8 * m])
+        at += 8 * m
+        level = bytes(view[at : at + m])
+        facility = bytes(view[at + m : at + 2 * m])
+        at += 2 * m
+        codes: list[Sequence[int]] = []
+        for w in self.widths:
+            codes.append(_codes(bytes(view[at : at + w * m]), w))
+            at += w * m
+        extras_offs = array("q", accumulate(extras_lens, initial=blobs_at))
+        return Group(
+            a,
+            m,
+            lateness,
+            tuple(codes),
             level,
             facility,
+            data,
+            text_lo,
+            blobs_at,
+            -1 if separated else at,
+            extras_idx,
+            extras_offs,
         )
-
-    def decode_text(self) -> Text:
-        data = _decompress(self.text_z)
-        lens = array("I")
-        lens.frombytes(data[: 4 * self.n])
-        return Text(array("q", accumulate(lens, initial=0)), data[4 * self.n :])
-
-    def decode_extras(self) -> dict[int, tuple[Any, Any]]:
-        if self.extras_z is None:
-            return {}
-        idx_bytes, values = marshal.loads(_decompress(self.extras_z))
-        idx = array("I")
-        idx.frombytes(idx_bytes)
-        return dict(zip(idx, values, strict=True))
 
     # -- summaries ---------------------------------------------------------
 
@@ -327,7 +476,11 @@ class Block:
     # -- persistence -------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The block as bytes, written once: `from_bytes` reads it back."""
+        """The block as bytes, written once: `from_bytes` reads it back.
+
+        The first item is the layout's version (FORMAT_VERSION): a reader
+        refuses bytes of another layout rather than misreading them.
+        """
         return marshal.dumps(
             (
                 FORMAT_VERSION,
@@ -343,25 +496,39 @@ class Block:
                 self.word_filter.state(),
                 self.non_ascii.tobytes(),
                 self.text_bytes,
-                self.keys_z,
-                self.attrs_z,
-                self.text_z,
-                self.extras_z,
+                self.frames,
+                self.frame_ends.tobytes(),
+                self.group_records,
+                self.extras_in,
             ),
             _MARSHAL_VERSION,
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Block:
-        """A block from `to_bytes`; ValueError when the bytes are not one."""
+        """A block from `to_bytes`; ValueError when the bytes are not one (of this layout)."""
         try:
             t = marshal.loads(data)
             if type(t) is not tuple or len(t) != 17 or t[0] != FORMAT_VERSION:
                 raise ValueError("not a block of this format version")
             non_ascii = array("I")
             non_ascii.frombytes(t[11])
+            n, frames, size, extras = t[1], t[13], t[15], t[16]
+            ends = array("I")
+            ends.frombytes(t[14])
+            if (
+                type(size) is not int
+                or not 0 < size <= 65536
+                or type(frames) is not bytes
+                or type(extras) is not bytes
+                or len(ends) != 1 + -(-n // size)
+                or len(extras) != len(ends) - 1
+                or ends[-1] != len(frames)
+                or not all(map(le, ends, islice(ends, 1, None)))
+            ):
+                raise ValueError("groups do not match the record count")
             return cls(
-                n=t[1],
+                n=n,
                 first=t[2],
                 last=t[3],
                 dicts=t[4],
@@ -373,16 +540,16 @@ class Block:
                 word_filter=WordFilter.from_state(t[10]),
                 non_ascii=non_ascii,
                 text_bytes=t[12],
-                keys_z=t[13],
-                attrs_z=t[14],
-                text_z=t[15],
-                extras_z=t[16],
+                frames=frames,
+                frame_ends=ends,
+                group_records=size,
+                extras_in=extras,
             )
         except (EOFError, TypeError, IndexError, ValueError) as e:
             raise ValueError(f"not a block: {e}") from e
 
 
-def encode_block(cols: Columns) -> Block:
+def encode_block(cols: Columns, group_records: int = GROUP_RECORDS) -> Block:
     """Seal columns (sorted by (timestamp, seq)) into a block.
 
     Heavy work (compression) releases the GIL, so the store runs this in a
@@ -422,20 +589,50 @@ def encode_block(cols: Columns) -> Block:
 
     msgs = cols.message
     encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
-    text = b"".join(encoded)
-    lens = array("I", map(len, encoded))
     non_ascii = array("I", compress(range(n), map((1).__sub__, map(str.isascii, msgs))))
     word_filter = WordFilter.build(map(zlib.crc32, message_words(msgs)))
-
-    extras_z = None
+    recv = cols.received_at
     sds, fds = cols.structured_data, cols.fields
-    if sds.count(None) != n or fds.count(None) != n:
-        idx = [i for i in range(n) if sds[i] is not None or fds[i] is not None]
-        extras_z = _compress(
-            marshal.dumps(
-                (array("I", idx).tobytes(), [(sds[i], fds[i]) for i in idx]), _MARSHAL_VERSION
-            )
+    any_extras = sds.count(None) != n or fds.count(None) != n
+    size = group_records
+    if not 0 < size <= 65536:
+        raise ValueError("group_records must be 1-65536")
+    ts_deltas = _deltas(ts).tobytes() + _deltas(seqs).tobytes()
+    frames: list[bytes] = [_compress(ts_deltas)]
+    extras_in = bytearray()
+    text_bytes = 0
+    for a in range(0, n, size):
+        b = min(n, a + size)
+        text = b"".join(encoded[a:b])
+        text_bytes += len(text)
+        # Each message followed by a NUL: ~2.5 bytes a record less than
+        # stored lengths (which zstd-1 compresses badly beside text); lengths
+        # only for a group where some message holds a NUL.
+        separated = b"\0" not in text
+        if separated:
+            text = b"\0".join(encoded[a:b]) + b"\0"
+        idx = (
+            [i for i in range(a, b) if sds[i] is not None or fds[i] is not None]
+            if any_extras
+            else []
         )
+        blobs = [marshal.dumps((sds[i], fds[i]), _MARSHAL_VERSION) for i in idx]
+        k = len(idx)
+        extras_in.append(min(k, 255))
+        parts = [
+            b"\1" if separated else b"\0",
+            k.to_bytes(4, "little") if k >= 255 else b"",
+            text,
+            *blobs,
+            array("H", [i - a for i in idx]).tobytes(),
+            array("I", map(len, blobs)).tobytes(),
+            array("q", map(sub, recv[a:b], ts[a:b])).tobytes(),
+            levels[a:b],
+            facilities[a:b],
+            *(c[w * a : w * b] for c, w in zip(code_bytes, widths, strict=True)),
+            b"" if separated else array("I", map(len, encoded[a:b])).tobytes(),
+        ]
+        frames.append(_compress(b"".join(parts)))
     return Block(
         n=n,
         first=(ts[0], seqs[0]),
@@ -448,14 +645,9 @@ def encode_block(cols: Columns) -> Block:
         facility_counts=dict(Counter(facilities)),
         word_filter=word_filter,
         non_ascii=non_ascii,
-        text_bytes=len(text),
-        keys_z=_compress(_deltas(ts).tobytes() + _deltas(seqs).tobytes()),
-        attrs_z=_compress(
-            marshal.dumps(
-                (_deltas(cols.received_at).tobytes(), levels, facilities, *code_bytes),
-                _MARSHAL_VERSION,
-            )
-        ),
-        text_z=_compress(lens.tobytes() + text),
-        extras_z=extras_z,
+        text_bytes=text_bytes,
+        frames=b"".join(frames),
+        frame_ends=array("I", accumulate(map(len, frames))),
+        group_records=size,
+        extras_in=bytes(extras_in),
     )

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
-from collector.block import Attrs, Block, Keys, Text
+from collector.block import Block, Group, Keys
+
+_NBYTES = attrgetter("nbytes")
 
 
 class BlockCache:
@@ -26,19 +28,22 @@ class BlockCache:
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[tuple[int, str], tuple[Any, int]] = OrderedDict()
+        self._items: OrderedDict[tuple[int, str, int], tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
         # How a scan maps over blocks: the daemon sets a thread pool's map so
-        # that decompression (which releases the GIL) uses both cores.
+        # that decompression and matching (which release the GIL) use both cores.
         self.mapper: Callable[..., Iterable[Any]] = map
 
     def __len__(self) -> int:
         return len(self._items)
 
     def _get(
-        self, block: Block, part: str, decode: Callable[[], Any], size: Callable[[Any], int]
+        self,
+        key: tuple[int, str, int],
+        decode: Callable[[], Any],
+        size: Callable[[Any], int],
+        keep: bool = True,
     ) -> Any:
-        key = (block.serial, part)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
@@ -47,6 +52,8 @@ class BlockCache:
                 return hit[0]
             self.misses += 1
         value = decode()  # outside the lock: decompression runs in parallel
+        if not keep:
+            return value
         nbytes = size(value)
         if nbytes > self.max_bytes:
             return value
@@ -60,28 +67,24 @@ class BlockCache:
         return value
 
     def keys(self, block: Block) -> Keys:
-        k: Keys = self._get(block, "k", block.decode_keys, attrgetter("nbytes"))
+        k: Keys = self._get((block.serial, "k", 0), block.decode_keys, _NBYTES)
         return k
 
-    def attrs(self, block: Block) -> Attrs:
-        a: Attrs = self._get(block, "a", block.decode_attrs, attrgetter("nbytes"))
-        return a
-
-    def text(self, block: Block) -> Text:
-        t: Text = self._get(block, "t", block.decode_text, attrgetter("nbytes"))
-        return t
-
-    def extras(self, block: Block) -> dict[int, tuple[Any, Any]]:
-        e: dict[int, tuple[Any, Any]] = self._get(
-            block, "e", block.decode_extras, lambda d: 200 + 300 * len(d)
-        )
-        return e
+    def group(self, block: Block, j: int, keep: bool = True) -> Group:
+        """Group `j` of the block decoded; `keep=False` (a scan) does not
+        push what pages use out of the cache, it only reuses what is there."""
+        g: Group = self._get((block.serial, "g", j), lambda: block.decode_group(j), _NBYTES, keep)
+        return g
 
     def forget(self, block: Block) -> None:
         """Drop a block's frames (the block was evicted or expired)."""
+        serial = block.serial
         with self._lock:
-            for part in "kate":
-                hit = self._items.pop((block.serial, part), None)
+            keys = [(serial, "k", 0)]
+            for j in range(block.ngroups):
+                keys.append((serial, "g", j))
+            for key in keys:
+                hit = self._items.pop(key, None)
                 if hit is not None:
                     self.nbytes -= hit[1]
 
@@ -89,6 +92,3 @@ class BlockCache:
         with self._lock:
             self._items.clear()
             self.nbytes = 0
-
-
-# -- reading records ---------------------------------------------------------

@@ -10,12 +10,13 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, repeat
-from operator import itemgetter
+from operator import add, itemgetter
 from typing import Any
 
-from collector.block import FACILITY_OUT, Block, Text
+from collector.block import FACILITY_OUT, Block, Group
 from collector.blockcache import BlockCache
 from collector.record import Record
+from collector.textheap import Finder
 from collector.wordfilter import WordFilter
 
 _rows: Callable[..., bytes] | None
@@ -30,93 +31,127 @@ RowJson = Callable[[int], str]  # the JSON of a page's row k, written in Python
 def records(
     block: Block, idx: Sequence[int], cache: BlockCache, ts: Sequence[int] | None = None
 ) -> list[Record]:
-    """The records at indices `idx` of the block, column by column (C-speed maps).
+    """The records at indices `idx` of the block, group by group, column by
+    column (C-speed maps); only the groups holding them are decoded.
 
     `ts`, their timestamps when the caller has them (a sealed shard keeps
     its keys in the clear), saves decoding the keys frame.
     """
-    attrs = cache.attrs(block)
-    text = cache.text(block)
     hosts, services, procids, msgids, formats = block.dicts
-    host_c, service_c, procid_c, msgid_c, format_c = attrs.codes
+    size = block.group_records
+    out: list[Record] = []
+    k = 0
+    n = len(idx)
+    while k < n:
+        j = idx[k] // size
+        stop = k + 1
+        while stop < n and idx[stop] // size == j:
+            stop += 1
+        group = cache.group(block, j)
+        part = idx[k:stop]
+        local = [i - group.start for i in part]
+        host_c, service_c, procid_c, msgid_c, format_c = group.codes
 
-    def column(col: Any) -> Iterator[Any]:
-        return map(col.__getitem__, idx)
+        def column(col: Any, local: list[int] = local) -> Iterator[Any]:
+            return map(col.__getitem__, local)
 
-    sds: Iterable[Any]
-    fields: Iterable[Any]
-    if block.extras_z is not None:
-        extras = cache.extras(block)
-        pairs = [extras.get(i, (None, None)) for i in idx]
-        sds, fields = map(itemgetter(0), pairs), map(itemgetter(1), pairs)
-    else:
-        sds = fields = repeat(None)
-    return list(
-        map(
-            Record,
-            column(cache.keys(block).ts) if ts is None else ts,
-            column(attrs.received_at),
-            map(hosts.__getitem__, column(host_c)),
-            map(services.__getitem__, column(service_c)),
-            map(procids.__getitem__, column(procid_c)),
-            map(msgids.__getitem__, column(msgid_c)),
-            map(FACILITY_OUT.__getitem__, column(attrs.facility)),
-            column(attrs.level),
-            map(text.message, idx),
-            sds,
-            fields,
-            map(formats.__getitem__, column(format_c)),
+        sds: Iterable[Any]
+        fields: Iterable[Any]
+        if group.extras_idx:
+            pairs = list(map(group.extras, local))
+            sds, fields = map(itemgetter(0), pairs), map(itemgetter(1), pairs)
+        else:
+            sds = fields = repeat(None)
+        times = list(map(cache.keys(block).ts.__getitem__, part) if ts is None else ts[k:stop])
+        out.extend(
+            map(
+                Record,
+                times,
+                map(add, times, column(group.lateness)),
+                map(hosts.__getitem__, column(host_c)),
+                map(services.__getitem__, column(service_c)),
+                map(procids.__getitem__, column(procid_c)),
+                map(msgids.__getitem__, column(msgid_c)),
+                map(FACILITY_OUT.__getitem__, column(group.facility)),
+                column(group.level),
+                map(group.message, local),
+                sds,
+                fields,
+                map(formats.__getitem__, column(format_c)),
+            )
         )
-    )
+        k = stop
+    return out
 
 
 # -- matching ----------------------------------------------------------------
 
 
 def find_substring(
-    block: Block, text: Text, needle: str, a: int = 0, b: int | None = None
+    block: Block,
+    cache: BlockCache,
+    needle: str,
+    a: int = 0,
+    b: int | None = None,
+    keep: bool = True,
 ) -> list[int]:
     """Indices in [a, b) whose message, lower-cased, contains `needle` (already lower-cased).
 
     The same answer as `needle in message.lower()` for each message: ASCII
-    messages are searched in the block's text lower-cased as bytes (one C
-    `find` pass; only hits cost Python work), the few non-ASCII ones as str.
+    messages are searched group by group in the decoded text as it is,
+    ASCII case folded by RE2 with the GIL released (textheap.Finder; only
+    hits cost Python work), the few non-ASCII ones as str. `keep=False`
+    decodes groups without keeping them in the cache (a long scan).
     """
     b = block.n if b is None else b
     if a >= b:
         return []
     if not needle:
         return list(range(a, b))
-    offs = text.offs
     found: list[int] = []
     non_ascii = block.non_ascii
-    if needle.isascii():
-        pat = needle.encode("ascii")
-        size = len(pat)
-        lo, hi = offs[a], offs[b]
-        low = text.data[lo:hi].lower() if (lo or hi != len(text.data)) else text.data.lower()
-        pos = low.find(pat)
-        end = hi - lo
-        while pos >= 0:
-            at = lo + pos
-            i = bisect_right(offs, at, a, b + 1) - 1
-            stop = offs[i + 1]
-            if at + size <= stop:
-                found.append(i)
-                if stop - lo >= end:
-                    break
-                pos = low.find(pat, stop - lo)
-            else:  # the match runs into the next message
-                pos = low.find(pat, pos + 1)
-        if non_ascii:
-            drop = set(non_ascii)
-            found = [i for i in found if i not in drop]
-    if non_ascii:
-        lo_i = bisect_left(non_ascii, a)
-        hi_i = bisect_left(non_ascii, b)
-        extra = [i for i in non_ascii[lo_i:hi_i] if needle in text.message(i).lower()]
-        if extra:
-            found = sorted(set(found).union(extra))
+    finder = Finder(needle.encode("ascii")) if needle.isascii() else None
+    for j in range(block.group_of(a), block.group_of(b - 1) + 1):
+        ga, gb = block.group_range(j)
+        lo_i, hi_i = max(a, ga), min(b, gb)
+        na_lo, na_hi = bisect_left(non_ascii, lo_i), bisect_left(non_ascii, hi_i)
+        if finder is None and na_lo == na_hi:
+            continue  # a non-ASCII needle: only non-ASCII messages can hold it
+        group = cache.group(block, j, keep)
+        if finder is not None:
+            hits = _find_in(group, finder, lo_i - ga, hi_i - ga)
+            if na_lo < na_hi:
+                drop = set(non_ascii[na_lo:na_hi])
+                found.extend(i for i in hits if i not in drop)
+            else:
+                found.extend(hits)
+        if na_lo < na_hi:
+            extra = [i for i in non_ascii[na_lo:na_hi] if needle in group.message(i - ga).lower()]
+            if extra:
+                found = sorted(set(found).union(extra))
+    return found
+
+
+def _find_in(group: Group, finder: Finder, a: int, b: int) -> list[int]:
+    """Block indices of the group's messages [a, b) (counted in the group) holding the needle."""
+    data, base, gap = group.data, group.start, group.gap
+    size = len(finder.needle)
+    found: list[int] = []
+    lo, hi = group.span(a, b)
+    pos = finder.find(data, lo, hi)
+    if pos < 0:
+        return found  # most groups of a scan: offsets never worked out
+    offs = group.offs
+    while pos >= 0:
+        k = bisect_right(offs, pos, a, b + 1) - 1
+        stop = offs[k + 1]
+        if pos + size <= stop - gap:
+            found.append(base + k)
+            if stop >= hi:
+                break
+            pos = finder.find(data, stop, hi)
+        else:  # the match runs into the next message (or its separator)
+            pos = finder.find(data, pos + 1, hi)
     return found
 
 
@@ -164,7 +199,10 @@ class BlockRun:
 
     def message(self, p: int) -> str:
         j = self.block_of(p)
-        return self.cache.text(self.blocks[j]).message(p - self.starts[j])
+        block = self.blocks[j]
+        i = p - self.starts[j]
+        group = self.cache.group(block, block.group_of(i))
+        return group.message(i - group.start)
 
     def records(self, phys: Sequence[int], ts: Sequence[int] | None = None) -> list[Record]:
         """The records at physical indices `phys` (any order), block by block;
@@ -250,12 +288,15 @@ class BlockRun:
             return []
         j0, j1 = self.block_of(pa), self.block_of(pb - 1)
         starts, blocks, cache = self.starts, self.blocks, self.cache
+        # A long scan reads through the cache without filling it (that would
+        # push out what pages use); a short one keeps what it decodes.
+        keep = sum(blocks[j].text_bytes for j in range(j0, j1 + 1)) <= cache.max_bytes // 2
 
         def scan(j: int) -> list[int]:
             base = starts[j]
             block = blocks[j]
             a, b = max(pa - base, 0), min(pb - base, block.n)
-            return [base + i for i in find_substring(block, cache.text(block), needle, a, b)]
+            return [base + i for i in find_substring(block, cache, needle, a, b, keep)]
 
         out: list[int] = []
         for hits in mapper(scan, range(j0, j1 + 1)):
@@ -284,8 +325,8 @@ _DROPPED = Block(
     word_filter=WordFilter(16, array("I", [0, 0]), array("H")),
     non_ascii=array("I"),
     text_bytes=0,
-    keys_z=b"",
-    attrs_z=b"",
-    text_z=b"",
-    extras_z=None,
+    frames=b"",
+    frame_ends=array("I", [0]),
+    group_records=1,
+    extras_in=b"",
 )

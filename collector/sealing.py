@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from collector.block import BLOCK_RECORDS, Columns, encode_block
+from collector.block import BLOCK_RECORDS, GROUP_RECORDS, Columns, encode_block
 from collector.blockcache import BlockCache
 from collector.blockrun import BlockRun
 from collector.shard import (
@@ -110,6 +110,9 @@ def sealed_copy(
     else:
         sds = fields = [None] * n
     blocks = []
+    # Groups of an eighth of a block, at most GROUP_RECORDS (smaller blocks,
+    # as tests make, still have several groups).
+    group_records = max(1, min(GROUP_RECORDS, block_records // 8))
     for a in range(0, n, block_records):
         b = min(n, a + block_records)
         blocks.append(
@@ -128,7 +131,8 @@ def sealed_copy(
                     message=messages[a:b],
                     structured_data=sds[a:b],
                     fields=fields[a:b],
-                )
+                ),
+                group_records,
             )
         )
     out.run = BlockRun(blocks, cache)

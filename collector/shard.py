@@ -34,9 +34,9 @@ ROWS_NATIVE = _rows is not None  # rows_json can run
 # Memory accounting (bytes), calibrated against tracemalloc in bench/store.py:
 # per record 3 x 8 (ts, seq, received_at) + 4 x 4 (host, service, procid,
 # msgid codes) + 4 (message offset) + 4 (key index) + 3 (level, facility,
-# format) plus ~10% array over-allocation; the message is counted twice (its
-# text and its lower-cased search copy). A shard's empty columns, dicts and
-# summaries cost a few KiB.
+# format) plus ~10% array over-allocation; then the message's text (one
+# copy: `q` searches it case-insensitively). A shard's empty columns, dicts
+# and summaries cost a few KiB.
 RECORD_BYTES = 56
 SHARD_BYTES = 4096
 # A sealed shard keeps in the clear, per record, its key (timestamp and seq,

@@ -273,9 +273,46 @@ def filters_for(shard: Shard, plan: Plan, a: int, b: int) -> list[_Filter] | Non
 
 
 def select(shard: Shard, plan: Plan, a: int, b: int) -> Iterator[int]:
-    """Logical indices in [a, b) matching the plan, in the plan's order."""
+    """Logical indices in [a, b) matching the plan, in the plan's order.
+
+    A sealed shard's text search runs over a block's worth of records
+    first (its first block's size), then twice as many each time the page
+    asks for more: the first page of a common word decodes a block or two,
+    not the shard, and a long scan still gives the scan threads several
+    blocks at a time."""
     if a >= b or plan.exhausted:
         return iter(())
+    run = shard.run
+    if run is not None and (plan.needle is not None or plan.texts):
+        step = max(1, run.blocks[run.first_block].n)
+        if b - a > step:
+            return _in_steps(shard, plan, a, b, step)
+    return _select_range(shard, plan, a, b)
+
+
+def _in_steps(shard: Shard, plan: Plan, a: int, b: int, step: int) -> Iterator[int]:
+    # Steps double (1, 2, 4... blocks): a first page searches one block, and
+    # a long scan still hands several blocks at a time to the scan threads.
+    steps = []
+    if plan.reverse:  # from the end of the range
+        hi = b
+        while hi > a:
+            steps.append((max(a, hi - step), hi))
+            hi -= step
+            step *= 2
+    else:
+        lo = a
+        while lo < b:
+            steps.append((lo, min(b, lo + step)))
+            lo += step
+            step *= 2
+    for lo, hi in steps:
+        if plan.exhausted:
+            return
+        yield from _select_range(shard, plan, lo, hi)
+
+
+def _select_range(shard: Shard, plan: Plan, a: int, b: int) -> Iterator[int]:
     filters = filters_for(shard, plan, a, b)
     if filters is None:
         return iter(())

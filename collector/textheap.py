@@ -11,36 +11,88 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
+from functools import lru_cache
 from itertools import accumulate
+from typing import Any
+
+import re2
 
 # Message text lives in frozen chunks of at least this many bytes plus an
 # open tail: one growing buffer would be copied at every reallocation.
 FREEZE_BYTES = 64 * 1024
 
-# What `encode` hands to `append`: the UTF-8 text, its ASCII-lower-cased
-# copy, each message's byte length, and whether any message is not ASCII.
-Encoded = tuple[bytes, bytes, Iterable[int], bool]
+# What `encode` hands to `append`: the UTF-8 text, each message's byte
+# length, and whether any message is not ASCII.
+Encoded = tuple[bytes, Iterable[int], bool]
+
+# Hits in one buffer after which Finder lower-cases the buffer and goes on
+# with bytes.find: RE2 costs ~2 us a call, find a fraction of that, and a
+# lower-cased copy pays for itself once a needle is common.
+_DENSE = 16
 
 
-def _uni_bytes(low: str) -> int:
-    # A str.lower() kept for a non-ASCII message: the object plus its dict slot.
-    return 80 + 4 * len(low)
+@lru_cache(maxsize=256)
+def _pattern(needle: bytes) -> Any:
+    # Latin-1: every byte is one character, so an ASCII needle folds onto
+    # exactly its ASCII case variants (in UTF-8 mode "k" would also match
+    # the Kelvin sign), and a match is exactly as long as the needle.
+    options = re2.Options()
+    options.literal = True
+    options.case_sensitive = False
+    options.encoding = re2.Options.Encoding.LATIN1
+    return re2.compile(needle, options)
+
+
+class Finder:
+    """`buf.lower().find(needle, pos, end)` for an ASCII needle (lower-cased),
+    without lower-casing the buffer: RE2 folds ASCII case as it searches, at
+    C speed and with the GIL released, so scans on two threads use two
+    cores. A needle without letters is a plain `find`; a needle found
+    often in one buffer switches to a lower-cased copy of that buffer.
+    One Finder per thread: it remembers the buffer it searches.
+    """
+
+    __slots__ = ("_buf", "_hits", "_low", "_never", "_pat", "needle")
+
+    def __init__(self, needle: bytes) -> None:
+        self.needle = needle
+        # An upper-case letter in the needle: no lower-cased text holds it.
+        self._never = needle.lower() != needle
+        self._pat = None if needle.upper() == needle else _pattern(needle)
+        self._buf: bytes | bytearray | None = None
+        self._low: bytes | None = None
+        self._hits = 0
+
+    def find(self, buf: bytes | bytearray, pos: int, end: int) -> int:
+        if self._never:
+            return -1
+        if self._pat is None:
+            return buf.find(self.needle, pos, end)
+        if buf is not self._buf:
+            self._buf, self._low, self._hits = buf, None, 0
+        if self._low is not None:
+            return self._low.find(self.needle, pos, end)
+        self._hits += 1
+        if self._hits > _DENSE:
+            self._low = bytes(buf).lower()
+            return self._low.find(self.needle, pos, end)
+        m = self._pat.search(buf, pos, end)
+        return -1 if m is None else int(m.start())
 
 
 class TextHeap:
     """The messages of one open shard, UTF-8, back to back.
 
-    Frozen chunks hold whole messages from `chunk_starts[j]` on: the text
-    and its ASCII-lower-cased copy (same offsets, for `q`). Then the open
-    tail from `tail_start` on. Frozen chunks never change, so a worker
+    Frozen chunks hold whole messages from `chunk_starts[j]` on, then the
+    open tail from `tail_start` on. Frozen chunks never change, so a worker
     thread sealing the shard (block.py) may read them while appends go on.
+    One copy only: `q` searches it case-insensitively (Finder), and the
+    few non-ASCII messages (`uni`) are compared as `str.lower()`.
     """
 
     __slots__ = (
         "chunk_starts",
         "freeze_bytes",
-        "low_tail",
-        "lows",
         "offs",
         "tail",
         "tail_start",
@@ -51,13 +103,11 @@ class TextHeap:
     def __init__(self, freeze_bytes: int = FREEZE_BYTES) -> None:
         self.freeze_bytes = freeze_bytes
         self.texts: list[bytes] = []
-        self.lows: list[bytes] = []
         self.chunk_starts = array("q")
         self.tail = bytearray()
-        self.low_tail = bytearray()
         self.tail_start = 0
         self.offs = array("I", [0])
-        self.uni: dict[int, str] = {}  # p -> message.lower() for non-ASCII messages
+        self.uni: set[int] = set()  # p of messages that are not ASCII
 
     # -- writing -----------------------------------------------------------
 
@@ -66,35 +116,28 @@ class TextHeap:
         """What `append` stores, computed first: a message that is not text
         fails here, before the shard has changed anything."""
         joined = "".join(msgs)
-        non_ascii = not joined.isascii()
-        if non_ascii:
+        if not joined.isascii():
             encoded = [m.encode("utf-8", "surrogatepass") for m in msgs]
-            data = b"".join(encoded)
-            return data, data.lower(), map(len, encoded), True
-        # str.lower is faster on ASCII
-        return joined.encode("ascii"), joined.lower().encode("ascii"), map(len, msgs), False
+            return b"".join(encoded), map(len, encoded), True
+        return joined.encode("ascii"), map(len, msgs), False
 
     def append(self, msgs: list[str], enc: Encoded) -> int:
         """Append the batch `enc = encode(msgs)`; returns the bytes it adds."""
-        data, low_data, lens, non_ascii = enc
+        data, lens, non_ascii = enc
         p0 = len(self.offs) - 1
         extra = 0
         if non_ascii:
-            # bytes.lower() folds ASCII only: non-ASCII messages keep their
-            # full str.lower() for `q`, and the ASCII copy is not used for them.
             for i, m in enumerate(msgs):
                 if not m.isascii():
-                    low = self.uni[p0 + i] = m.lower()
-                    extra += _uni_bytes(low)
+                    self.uni.add(p0 + i)
+                    extra += _UNI_BYTES
         start = self.offs[-1]
         if self.tail or len(data) < self.freeze_bytes:
             self.tail += data
-            self.low_tail += low_data
             if len(self.tail) >= self.freeze_bytes:
                 self.freeze()
         else:  # a big batch is a chunk as it is, without a copy
             self.texts.append(data)
-            self.lows.append(low_data)
             self.chunk_starts.append(start)
             self.tail_start = start + len(data)
         if start + len(data) >= 1 << 32 and self.offs.typecode == "I":
@@ -102,55 +145,47 @@ class TextHeap:
         ends = accumulate(lens, initial=start)
         next(ends)
         self.offs.extend(ends)
-        # The message is counted twice: its text and its lower-cased copy.
-        return 2 * len(data) + extra
+        return len(data) + extra
 
     def truncate(self, p0: int) -> None:
         """Forget messages from `p0` on (undoing a batch that failed half-way)."""
         o0 = self.offs[p0]
         del self.offs[p0 + 1 :]
         if o0 >= self.tail_start:
-            del self.tail[o0 - self.tail_start :], self.low_tail[o0 - self.tail_start :]
-        for p in [p for p in self.uni if p >= p0]:
-            del self.uni[p]
+            del self.tail[o0 - self.tail_start :]
+        self.uni.difference_update([p for p in self.uni if p >= p0])
 
     def freeze(self) -> None:
         """Close the open tail into a chunk."""
         if self.tail:
             self.texts.append(bytes(self.tail))
-            self.lows.append(bytes(self.low_tail))
             self.chunk_starts.append(self.tail_start)
             self.tail_start += len(self.tail)
             self.tail = bytearray()
-            self.low_tail = bytearray()
 
     # -- accounting --------------------------------------------------------
 
     def bytes_of(self, p: int) -> int:
         """The accounted bytes of message `p` (what forgetting it frees)."""
         offs = self.offs
-        size = (offs[p + 1] - offs[p]) * 2  # the text and its lower-cased copy
-        u = self.uni.get(p)
-        return size if u is None else size + _uni_bytes(u)
+        size = offs[p + 1] - offs[p]
+        return size + _UNI_BYTES if p in self.uni else size
 
     def bytes_of_range(self, a: int, b: int) -> int:
         """The accounted bytes of messages [a, b)."""
         offs = self.offs
-        size = 2 * (offs[b] - offs[a])
+        size = offs[b] - offs[a]
         if self.uni:
-            size += sum(_uni_bytes(u) for p, u in self.uni.items() if a <= p < b)
+            size += _UNI_BYTES * sum(1 for p in self.uni if a <= p < b)
         return size
 
     def bytes_of_many(self, phys: Iterable[int]) -> int:
         """The accounted bytes of the messages `phys` (a list, read twice)."""
         offs = self.offs
         phys = list(phys)
-        size = 2 * (
-            sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
-        )
+        size = sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
         if self.uni:
-            uni = self.uni
-            size += sum(_uni_bytes(uni[p]) for p in phys if p in uni)
+            size += _UNI_BYTES * len(self.uni.intersection(phys))
         return size
 
     # -- reading -----------------------------------------------------------
@@ -166,51 +201,48 @@ class TextHeap:
         return self.texts[j][o0 - base : o1 - base].decode("utf-8", "surrogatepass")
 
     def lowered(self, p: int) -> str:
-        """Message `p` lower-cased, from the lower-cased copy: what word-edge
-        checks read."""
-        low = self.uni.get(p)
-        if low is not None:
-            return low
-        o0, o1 = self.offs[p], self.offs[p + 1]
-        if o0 >= self.tail_start:
-            t = self.tail_start
-            return self.low_tail[o0 - t : o1 - t].decode("utf-8", "surrogatepass")
-        j = bisect_right(self.chunk_starts, o0) - 1
-        base = self.chunk_starts[j]
-        return self.lows[j][o0 - base : o1 - base].decode("utf-8", "surrogatepass")
+        """Message `p` lower-cased: what word-edge checks read."""
+        return self.message(p).lower()
 
     def search(self, needle: bytes, text: str, pa: int, pb: int) -> set[int]:
-        """Messages p in [pa, pb) that contain `text` (`needle` is its UTF-8).
+        """Messages p in [pa, pb) whose lower-cased text contains `text`
+        (lower-cased; `needle` is its UTF-8).
 
-        The search runs over the lower-cased text with bytes.find, at C
-        speed; only hits cost Python work.
+        ASCII messages are searched with a Finder over the chunks, at C
+        speed; only hits cost Python work. Non-ASCII ones are compared as
+        `text in message.lower()`.
         """
         offs = self.offs
         found: set[int] = set()
         if needle.isascii():
+            finder = Finder(needle)
             lo, hi = offs[pa], offs[pb]
             size = len(needle)
             starts = self.chunk_starts
             j = max(0, bisect_right(starts, lo) - 1)
             # Chunks hold whole messages, so a match never spans two of them.
             spans: list[tuple[bytes | bytearray, int]]
-            spans = [(self.lows[k], starts[k]) for k in range(j, len(starts))]
-            spans.append((self.low_tail, self.tail_start))
-            for low, base in spans:
+            spans = [(self.texts[k], starts[k]) for k in range(j, len(starts))]
+            spans.append((self.tail, self.tail_start))
+            for buf, base in spans:
                 if base >= hi:
                     break
-                end = min(hi, base + len(low)) - base
-                pos = low.find(needle, max(lo - base, 0), end)
+                end = min(hi, base + len(buf)) - base
+                pos = finder.find(buf, max(lo - base, 0), end)
                 while pos >= 0:
                     at = base + pos
                     p = bisect_right(offs, at, pa, pb + 1) - 1
                     stop = offs[p + 1]
                     if at + size <= stop:
                         found.add(p)
-                        pos = low.find(needle, stop - base, end)
+                        pos = finder.find(buf, stop - base, end)
                     else:  # the match runs into the next message
-                        pos = low.find(needle, pos + 1, end)
+                        pos = finder.find(buf, pos + 1, end)
         if self.uni:
             found.difference_update(self.uni)
-            found.update(p for p, m in self.uni.items() if pa <= p < pb and text in m)
+            found.update(p for p in self.uni if pa <= p < pb and text in self.message(p).lower())
         return found
+
+
+# A non-ASCII message's entry in `uni`.
+_UNI_BYTES = 60

@@ -4,6 +4,7 @@ misses a word a message holds, and the substring search answers exactly as
 
 from __future__ import annotations
 
+import marshal
 import random
 import string
 
@@ -11,17 +12,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.block import Block, columns_from_records, encode_block
+from collector.block import FORMAT_VERSION, Block, columns_from_records, encode_block
 from collector.blockcache import BlockCache
 from collector.blockrun import find_substring, records
 from collector.record import Record
 from collector.wordfilter import WordFilter, message_words, word_keys, words
 
 # Letters whose lower case changes length or leaves ASCII (İ, the Kelvin
-# sign), non-ASCII punctuation (an em dash), a lone surrogate, a non-Latin digit.
+# sign), non-ASCII punctuation (an em dash), a lone surrogate, a non-Latin digit,
+# a NUL (a group holding one stores message lengths instead of separators).
 TEXT = st.lists(
     st.sampled_from(
-        [*'aAbBzZ09 _-.:/=\n\t"', "é", "É", "İ", "\u212a", "ß", "—", "日本", "\ud800", "\u0661"]
+        [
+            *'aAbBzZ09 _-.:/=\n\t"',
+            "é",
+            "É",
+            "İ",
+            "\u212a",
+            "ß",
+            "—",
+            "日本",
+            "\ud800",
+            "\u0661",
+            "\x00",
+        ]
     ),
     max_size=40,
 ).map("".join)
@@ -66,11 +80,11 @@ def record_batches(draw: st.DrawFn) -> list[tuple[int, Record]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(record_batches())
+@given(record_batches(), st.sampled_from([1, 3, 512]))
 def test_every_record_comes_back_unchanged_from_a_block_and_from_its_bytes(
-    items: list[tuple[int, Record]],
+    items: list[tuple[int, Record]], group_records: int
 ) -> None:
-    block = encode_block(columns_from_records(items))
+    block = encode_block(columns_from_records(items), group_records)
     cache = BlockCache(1 << 20)
     for b in (block, Block.from_bytes(block.to_bytes())):
         assert records(b, range(len(items)), cache) == [r for _, r in items]
@@ -119,19 +133,20 @@ def test_a_word_is_a_run_of_letters_and_digits_compared_lower_cased() -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     record_batches(),
-    st.sampled_from(["a", "é", "ab", "k", "i̇", "z0", " ", "-", "\n", "日本", "b b", "ss", "x"]),
+    st.sampled_from(
+        ["a", "é", "ab", "k", "i̇", "z0", " ", "-", "\n", "日本", "b b", "ss", "x", "\x00", "a\x00"]
+    ),
     st.integers(0, 45),
     st.integers(0, 45),
 )
 def test_substring_search_answers_exactly_as_needle_in_message_lower(
     items: list[tuple[int, Record]], needle: str, a: int, b: int
 ) -> None:
-    block = encode_block(columns_from_records(items))
-    text = BlockCache(1 << 20).text(block)
+    block = encode_block(columns_from_records(items), group_records=4)
     n = len(items)
     a, b = min(a, n), min(b, n)
     expected = [i for i in range(a, b) if needle in items[i][1].message.lower()]
-    assert find_substring(block, text, needle, a, b) == expected
+    assert find_substring(block, BlockCache(1 << 20), needle, a, b) == expected
 
 
 def test_the_word_filter_rejects_almost_every_absent_word() -> None:
@@ -232,18 +247,83 @@ def test_the_cache_stays_within_its_bytes_and_drops_the_least_recently_used() ->
             for i in range(100)
         ]
         blocks.append(encode_block(columns_from_records(recs)))
-    one = blocks[0].decode_text().nbytes
+    one = blocks[0].decode_group(0).nbytes
     cache = BlockCache(3 * one + one // 2)
     for b in blocks:
-        cache.text(b)
+        cache.group(b, 0)
         assert cache.nbytes <= cache.max_bytes
     assert len(cache) == 3
-    cache.text(blocks[3])  # the oldest of the three kept: a hit, now the newest
+    cache.group(blocks[3], 0)  # the oldest of the three kept: a hit, now the newest
     hits = cache.hits
-    cache.text(blocks[0])  # a miss that pushes out blocks[4]
+    cache.group(blocks[0], 0)  # a miss that pushes out blocks[4]
     assert cache.hits == hits
-    cache.text(blocks[3])
+    cache.group(blocks[3], 0)
     assert cache.hits == hits + 1
     cache.forget(blocks[3])
     assert len(cache) == 2
     assert cache.nbytes <= cache.max_bytes
+
+
+def _plain(i: int, message: str) -> tuple[int, Record]:
+    return (
+        i,
+        Record(
+            timestamp=1000 + i,
+            received_at=1000 + i + (i % 3),
+            host="h",
+            service="s",
+            procid=None,
+            msgid=None,
+            facility=1,
+            level=6,
+            message=message,
+            structured_data={"m@1": {"i": str(i)}} if i % 5 == 0 else None,
+            fields=None,
+            format="raw",
+        ),
+    )
+
+
+def test_a_page_decodes_only_the_groups_holding_its_records() -> None:
+    items = [_plain(i, f"message {i} " + "x" * 100) for i in range(64)]
+    block = encode_block(columns_from_records(items), group_records=8)
+    assert block.ngroups == 8
+    cache = BlockCache(1 << 20)
+    ts = [items[i][1].timestamp for i in (17, 18, 19)]  # a shard keeps them in the clear
+    assert records(block, [17, 18, 19], cache, ts) == [items[i][1] for i in (17, 18, 19)]
+    assert (len(cache), cache.misses) == (1, 1)  # group 2 alone
+    assert records(block, [23, 24], cache) == [items[23][1], items[24][1]]
+    assert len(cache) == 3  # group 2 again (a hit), group 3, and the keys
+
+
+def test_a_long_scan_reads_through_the_cache_without_filling_it() -> None:
+    items = [_plain(i, f"message {i} " + "x" * 100) for i in range(64)]
+    block = encode_block(columns_from_records(items), group_records=8)
+    cache = BlockCache(1 << 20)
+    assert find_substring(block, cache, "message 3", keep=False) == [3, *range(30, 40)]
+    assert len(cache) == 0
+    assert find_substring(block, cache, "xxx") == list(range(64))
+    assert len(cache) == 8
+
+
+def test_bytes_of_another_block_layout_are_refused() -> None:
+    block = encode_block(columns_from_records([_plain(1, "one")]))
+    fields = list(marshal.loads(block.to_bytes()))
+    assert Block.from_bytes(marshal.dumps(tuple(fields))).n == 1
+    fields[0] = FORMAT_VERSION - 1  # the layout before groups
+    with pytest.raises(ValueError, match="format version"):
+        Block.from_bytes(marshal.dumps(tuple(fields)))
+
+
+def test_a_group_where_most_records_have_structured_data_reads_back() -> None:
+    # 255 or more such records in a group: their count is kept in the frame.
+    items = [_plain(i, f"m{i}") for i in range(600)]
+    items = [
+        (s, Record(**{**{f: getattr(r, f) for f in r.__slots__}, "fields": {"n": s}}))
+        for s, r in items
+    ]
+    block = encode_block(columns_from_records(items))
+    assert block.extras_in == bytes([255, 88])
+    cache = BlockCache(1 << 20)
+    for b in (block, Block.from_bytes(block.to_bytes())):
+        assert records(b, range(600), cache) == [r for _, r in items]

@@ -320,11 +320,11 @@ def test_memory_estimate_grows_with_messages() -> None:
     s.add_many([rec(t, "m" * 100) for t in range(1_000)])
     small = s.memory_bytes()
     s.add_many([rec(t, "m" * 1_000) for t in range(1_000)])
-    assert s.memory_bytes() - small > 1_000 * 2_000
+    assert s.memory_bytes() - small > 1_000 * 1_000  # the text, held once
 
 
 def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
-    s = store(block_records=30)
+    s = store(block_records=100)
     added = [
         rec(
             t * 10,
@@ -336,7 +336,7 @@ def test_sealed_shards_give_back_the_same_records_in_less_memory() -> None:
     s.add_many([rec(5_005, "Late ARRIVAL")])  # lands in a shard sealed below
     before = s.memory_bytes()
     assert s.seal() > 0
-    assert s.memory_bytes() < before * 0.85  # 8 of 10 shards sealed; 60-byte messages
+    assert s.memory_bytes() < before * 0.8  # 8 of 10 shards sealed; 60-byte messages
     s.add_many([rec(5_006, "Later STILL")])  # appended after sealing: plain text again
     got = [r for _, r in s.query(Query(limit=10_000)).items]
     want = sorted(
@@ -702,7 +702,7 @@ def test_records_with_ids_are_stored_once_under_them_and_new_ones_take_this_node
 
 
 def test_a_shard_whose_records_cannot_be_sealed_stays_open_and_answers() -> None:
-    s = store(block_records=4)
+    s = store(block_records=16)
     odd = rec(10, "odd one")
     odd.fields = {"handle": object()}  # nothing a parser makes; marshal refuses it
     s.add_many([rec(t, f"m{t} " + "x" * 300) for t in range(0, 5_000, 100)] + [odd])
