@@ -620,8 +620,10 @@ static void source_release(Source *s) {
  * (ts[idx[k]], seqs[idx[k]]) and its other values at phys[k] of `cols`
  * (received_at, host, service, procid, msgid codes, facility, level, format
  * code: integer arrays), the codes naming values of `names` (host, service,
- * procid, msgid, format sequences); its message at [offs[p], offs[p+1]) of
- * `text` = (buffers, starts, offs) laid out as `texts` reads them; `extras`
+ * procid, msgid, format sequences); its message at [offs[p], offs[p+1] - gap) of
+ * `text` = (buffers, starts, offs[, gap]) laid out as `texts` reads them (gap 1:
+ * each message is followed by a separator byte, as in a sealed block's group;
+ * 0 when absent); `extras`
  * None or a list of (structured_data, fields) per record. `fallback(k)`
  * writes record k in Python when it is unusual. */
 static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -639,7 +641,8 @@ static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (!PyList_CheckExact(idx) || !PyList_CheckExact(phys) ||
         PyList_GET_SIZE(idx) != PyList_GET_SIZE(phys) || !PyTuple_CheckExact(cols) ||
         PyTuple_GET_SIZE(cols) != NCOLS || !PyTuple_CheckExact(names) ||
-        PyTuple_GET_SIZE(names) != 5 || !PyTuple_CheckExact(text) || PyTuple_GET_SIZE(text) != 3 ||
+        PyTuple_GET_SIZE(names) != 5 || !PyTuple_CheckExact(text) ||
+        (PyTuple_GET_SIZE(text) != 3 && PyTuple_GET_SIZE(text) != 4) ||
         !PyList_CheckExact(PyTuple_GET_ITEM(text, 0)) ||
         !PyList_CheckExact(PyTuple_GET_ITEM(text, 1)) ||
         PyList_GET_SIZE(PyTuple_GET_ITEM(text, 0)) != PyList_GET_SIZE(PyTuple_GET_ITEM(text, 1)) ||
@@ -675,6 +678,16 @@ static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (int_buffer(PyTuple_GET_ITEM(text, 2), &src.offs, &src.offs_signed) < 0)
         goto fail;
     src.have_offs = 1;
+    long long gap = 0;
+    if (PyTuple_GET_SIZE(text) == 4) {
+        gap = PyLong_AsLongLong(PyTuple_GET_ITEM(text, 3));
+        if (gap == -1 && PyErr_Occurred())
+            goto fail;
+        if (gap < 0 || gap > 1) {
+            PyErr_SetString(PyExc_ValueError, "rows(): the text gap is 0 or 1");
+            goto fail;
+        }
+    }
     PyObject *buffers = PyTuple_GET_ITEM(text, 0), *starts = PyTuple_GET_ITEM(text, 1);
     src.nbufs = PyList_GET_SIZE(buffers);
     src.bufs = PyMem_Calloc((size_t)src.nbufs, sizeof(Py_buffer));
@@ -779,7 +792,7 @@ static PyObject *render_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
                 else
                     hi = mid;
             }
-            long long a = o0 - src.starts[lo], b = o1 - src.starts[lo];
+            long long a = o0 - src.starts[lo], b = o1 - gap - src.starts[lo];
             if (a < 0 || b < a || b > src.bufs[lo].len) {
                 PyErr_SetString(PyExc_IndexError, "rows(): a message outside its buffer");
                 goto fail;

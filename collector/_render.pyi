@@ -18,7 +18,7 @@ def rows(
     phys: list[int],
     cols: tuple[Any, ...],
     names: tuple[Sequence[Any], ...],
-    text: tuple[list[Any], list[int], Any],
+    text: tuple[list[Any], list[int], Any] | tuple[list[Any], list[int], Any, int],
     extras: list[tuple[Any, Any]] | None,
     separator: bytes,
     fallback: Callable[[int], str],

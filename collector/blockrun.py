@@ -239,30 +239,36 @@ class BlockRun:
         k = 0
         n = len(phys)
         starts, cache = self.starts, self.cache
+        ts = keys[0]
         while k < n:
             j = self.block_of(phys[k])
-            lo, hi = starts[j], starts[j + 1]
-            stop = k + 1
-            while stop < n and lo <= phys[stop] < hi:
-                stop += 1
             block = self.blocks[j]
-            attrs = cache.attrs(block)
-            text = cache.text(block)
-            inner = [p - lo for p in phys[k:stop]]
-            extras = None
-            if block.extras_z is not None:
-                got = cache.extras(block)
-                extras = [got.get(i, (None, None)) for i in inner]
-            host_c, service_c, procid_c, msgid_c, format_c = attrs.codes
-            cols = (attrs.received_at, host_c, service_c, procid_c, msgid_c, attrs.facility)
+            lo = starts[j]
+            size = block.group_records
+            g = (phys[k] - lo) // size
+            # The run of records in the same group of the same block.
+            glo = lo + g * size
+            ghi = min(glo + size, starts[j + 1])
+            stop = k + 1
+            while stop < n and glo <= phys[stop] < ghi:
+                stop += 1
+            group = cache.group(block, g)
+            inner = [p - lo - group.start for p in phys[k:stop]]
+            extras = list(map(group.extras, inner)) if group.extras_idx else None
+            # received_at is stored as lateness: only the page's rows need it.
+            recv = array("q", bytes(8 * group.m))
+            for i, x in zip(idx[k:stop], inner, strict=True):
+                recv[x] = ts[i] + group.lateness[x]
+            host_c, service_c, procid_c, msgid_c, format_c = group.codes
+            cols = (recv, host_c, service_c, procid_c, msgid_c, group.facility)
             parts.append(
                 _rows(
                     *keys,
                     idx[k:stop],
                     inner,
-                    (*cols, attrs.level, format_c),
+                    (*cols, group.level, format_c),
                     block.dicts,
-                    ([text.data], [0], text.offs),
+                    ([group.data], [0], group.offs, group.gap),
                     extras,
                     b",",
                     lambda m, k0=k: fallback(k0 + m),
