@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from collector.block import BLOCK_RECORDS, Columns, encode_block
+from collector.block import BLOCK_RECORDS, Block, Columns, encode_block
 from collector.blockcache import BlockCache
 from collector.blockrun import BlockRun
+from collector.memo import Memo
 from collector.shard import (
     FACILITY_OUT,
     SHARD_BYTES,
@@ -136,6 +137,44 @@ def sealed_copy(
     out.nbytes = (
         SHARD_BYTES
         + n * out.sealed_record_bytes()
+        + out.run.nbytes
+        + out.tables[0].nbytes
+        + out.tables[1].nbytes
+    )
+    return out
+
+
+def sealed_from_blocks(key: int, blocks: list[Block], cache: BlockCache, memo: Memo) -> Shard:
+    """A sealed shard over blocks read back from disk (persistence): the
+    blocks are kept as they are, never re-encoded; only the columns a sealed
+    shard keeps in the clear (keys, host, service, level, facility) are
+    decoded from them. Blocks must be in (timestamp, seq) order."""
+    out = Shard(key, 1, memo)
+    ts, seqs = array("q"), array("q")
+    lvl, fac = bytearray(), bytearray()
+    hosts: list[str | None] = []
+    services: list[str | None] = []
+    for block in blocks:
+        keys = block.decode_keys()
+        attrs = block.decode_attrs()
+        ts += keys.ts
+        seqs += keys.seqs
+        lvl += attrs.level
+        fac += attrs.facility
+        hosts.extend(map(block.dicts[0].__getitem__, attrs.codes[0]))
+        services.extend(map(block.dicts[1].__getitem__, attrs.codes[1]))
+    out.ts, out.seqs, out.lvl, out.fac = ts, seqs, lvl, fac
+    host_codes = out.tables[0].encode(hosts)
+    service_codes = out.tables[1].encode(services)
+    out.host = array("H" if len(out.tables[0].values) <= 65536 else "I", host_codes)
+    out.service = array("H" if len(out.tables[1].values) <= 65536 else "I", service_codes)
+    count_bytes(out.lvl_counts, bytes(lvl))
+    count_bytes(out.fac_counts, bytes(fac))
+    out.run = BlockRun(blocks, cache)
+    out.text = TextHeap(1)
+    out.nbytes = (
+        SHARD_BYTES
+        + len(ts) * out.sealed_record_bytes()
         + out.run.nbytes
         + out.tables[0].nbytes
         + out.tables[1].nbytes

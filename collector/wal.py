@@ -65,6 +65,12 @@ class PersistenceStats:
     replayed_records: int = 0  # of which from the log
     replay_skipped: int = 0  # log segments (or records) already in the snapshot, not replayed
     corrupt_files: int = 0  # files moved aside
+    block_files: int = 0  # block files on disk (one per sealed shard)
+    block_files_written: int = 0
+    block_files_deleted: int = 0  # their shard expired, was evicted or reopened
+    block_bytes_written: int = 0
+    block_write_errors: int = 0  # failed block file writes (disk full, I/O error)
+    lost_records: int = 0  # records a snapshot named that could not be read back at start
 
 
 def segment_name(n: int) -> str:
