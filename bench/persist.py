@@ -1,7 +1,15 @@
-"""Persistence costs: snapshot encoding (marshal chunks vs JSON lines) and
-the daemon's TCP ingest rate with the write-ahead log off / never / batch / always.
+"""Persistence costs: restart of a store of sealed blocks (block files and
+the snapshot manifest) and the event loop's worst stall while a snapshot is
+written; snapshot encoding (marshal chunks vs JSON lines); and the daemon's
+TCP ingest rate with the write-ahead log off / never / batch / always.
 
 Run: .venv/bin/python bench/persist.py [--records N] [--runs R] [--quick]
+     .venv/bin/python bench/persist.py --restart-only [--restart-records 2000000]
+Restart: the bench/sealed.py record mix (~250 B, 20 services, 50 hosts, SD on
+20%, 10% late) over one hour into a store with the default config, sealed;
+the snapshot written through `Persistence` while a ticker task measures the
+loop's longest gap (a 1 ms sleep); then `Persistence.open` into a fresh
+store, R times (median), checking every record came back with its id.
 The chosen format (collector/diskformat.py: marshal tuples in CRC32 chunks) is
 measured through its real functions; JSON lines through the same tuples with
 json.dumps/loads per line, the safe alternative. Ingest: a daemon process,
@@ -12,16 +20,21 @@ in turn, repeated R times (medians; the machine is shared, so compare ratios).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import json
 import os
 import statistics
 import tempfile
 import time
 import zlib
+from itertools import islice
 
 from collector.diskformat import no_gc, record_from_tuple, record_tuple
+from collector.persist import Persistence
 from collector.record import Record
 from collector.snapshot import read_snapshot, write_snapshot
+from collector.store import Store
 
 
 def make_records(n: int) -> list[tuple[int, Record]]:
@@ -121,6 +134,105 @@ def bench_ingest(runs: int, seconds: float) -> None:
         print(f"{'off' if m is None else 'fsync ' + m:<14} {med:>10,.0f} {med / base:>7.2f}")
 
 
+def build_sealed_store(n: int) -> tuple[Store, int]:
+    """A store of `n` records of the bench/sealed.py mix, sealed as the
+    daemon's sweeper seals it; returns it and the time just after its newest record."""
+    from sealed import chunk, default_store
+    from store import HOUR_US, T0
+
+    store = default_store()  # seal_inline: expire() seals as it goes
+    size = 5_000
+    for c in range(0, n, size):
+        recs = chunk(n, c, min(size, n - c))
+        for i in range(0, len(recs), 1000):
+            store.add_many(recs[i : i + 1000])
+        store.seal()
+    return store, T0 + HOUR_US + 1
+
+
+async def snapshot_with_ticker(p: Persistence) -> tuple[float, float]:
+    """(seconds the snapshot took, the loop's longest gap meanwhile in s)."""
+    worst = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            worst = max(worst, now - last)
+            last = now
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    ok = await p.snapshot()
+    took = time.perf_counter() - t0
+    done = True
+    await task
+    assert ok
+    return took, worst
+
+
+def bench_restart(n: int, runs: int) -> None:
+    from sealed import default_store
+
+    t = time.perf_counter()
+    store, now = build_sealed_store(n)
+    print(
+        f"restart: {len(store):,} records ({store.sealed_records:,} sealed, {store.shard_count} shards,"
+        f" evicted {store.evicted_total:,}), built in {time.perf_counter() - t:.0f}s"
+    )
+    sample = list(islice(store.snapshot_items(), 0, None, 997))
+    with tempfile.TemporaryDirectory() as d:
+        state = os.path.join(d, "state")
+        p = Persistence(state, store)
+        p.open(now)
+
+        async def snapshots(p: Persistence) -> list[tuple[float, float]]:
+            out = [await snapshot_with_ticker(p)]  # writes every block file
+            for _ in range(runs):
+                out.append(await snapshot_with_ticker(p))  # the manifest and open tails only
+            await p.close()
+            return out
+
+        results = asyncio.run(snapshots(p))
+        files = [f for f in os.listdir(state) if f.startswith("blocks-")]
+        size = sum(os.path.getsize(os.path.join(state, f)) for f in os.listdir(state))
+        print(
+            f"  first snapshot (writes {len(files)} block files, {size / 2**20:.0f} MiB on disk):"
+            f" {results[0][0]:.2f}s, loop's longest gap {results[0][1] * 1e3:.1f} ms"
+        )
+        later = results[1:]
+        print(
+            f"  later snapshots (manifest + open shards' {p.stats.snapshot_records:,} records), median of {runs}:"
+            f" {statistics.median(x[0] for x in later):.2f}s,"
+            f" loop's longest gap {statistics.median(x[1] for x in later) * 1e3:.1f} ms"
+            f" (max {max(x[1] for x in later) * 1e3:.1f} ms)"
+        )
+        del store, p
+        gc.collect()
+        times = []
+        for _ in range(runs):
+            fresh = default_store()
+            q = Persistence(state, fresh)
+            t = time.perf_counter()
+            q.open(now)
+            times.append(time.perf_counter() - t)
+            assert len(fresh) == n, (len(fresh), n)
+            got = list(islice(fresh.snapshot_items(), 0, None, 997))
+            assert got == sample
+            q.unlock()
+            q.wal.close()
+            del fresh, q, got
+            gc.collect()
+        print(
+            f"  restart (Persistence.open) of {n:,} records, median of {runs}:"
+            f" {statistics.median(times):.2f}s (runs: {', '.join(f'{x:.2f}' for x in times)})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -128,7 +240,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100k records, 1 run")
     ap.add_argument("--seconds", type=float, default=3.0, help="per ingest mode")
     ap.add_argument("--no-ingest", action="store_true")
+    ap.add_argument("--restart-records", type=int, default=2_000_000)
+    ap.add_argument("--restart-only", action="store_true")
+    ap.add_argument("--no-restart", action="store_true")
     args = ap.parse_args()
+    if args.restart_only or not args.no_restart:
+        bench_restart(100_000 if args.quick else args.restart_records, args.runs)
+        if args.restart_only:
+            return
+        print()
     if args.quick:
         args.records, args.runs = 100_000, 1
     items = make_records(args.records)

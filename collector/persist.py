@@ -64,7 +64,7 @@ LOCK_NAME = "lock"  # flock()ed by the daemon using the directory
 SNAPSHOT_EVERY = 30.0
 BLOCK_RETRY = 10.0  # seconds before block files are tried again after a disk error
 # Open shards' records serialised per loop turn during a snapshot (~5-10 ms).
-SLICE_RECORDS = 2048
+SLICE_RECORDS = 1024
 BLOCK_CACHE_BYTES = 4 * 1024 * 1024
 
 
@@ -124,7 +124,7 @@ class Persistence:
         self._snapshot_task: asyncio.Task[None] | None = None
         self._blocks_task: asyncio.Task[bool] | None = None
         self._last_snapshot_try = 0.0
-        self._last_snapshot = time.monotonic()
+        self._last_snapshot = 0.0  # the first block files get a snapshot at once
         self._lock_fd: int | None = None
         # Sealed shards whose blocks are on disk: shard uid -> its file.
         self._files: dict[int, BlockFile] = {}
@@ -134,6 +134,7 @@ class Persistence:
         self._next_file = 1
         self._blocks_retry_at = 0.0
         self._last_warning = 0.0
+        self._snapshot_lock = asyncio.Lock()  # one snapshot at a time (timer, shutdown, callers)
 
     def open(self, now_us: int) -> None:
         """Create the directory, restore snapshot + block files + log into the
@@ -196,7 +197,8 @@ class Persistence:
             self.store.expire(now_us)
         self.stats.restored_records = len(self.store)
         self._scan()  # files of shards the restore's expire() dropped are dead
-        self._blocks_changed = False
+        # Dead files (expired while down) go with the first snapshot.
+        self._blocks_changed = bool(self._dead)
         self.stats.block_files = len(self._files)
         if snap.items or replayed or snap.error or from_blocks or expired_files:
             log.info(
@@ -486,6 +488,10 @@ class Persistence:
         then delete the log segments and dead block files it covers. No fork,
         no copy of the store: the loop serialises the open shards in slices
         of SLICE_RECORDS records and writes in a worker thread."""
+        async with self._snapshot_lock:
+            return await self._snapshot(reopen=reopen)
+
+    async def _snapshot(self, *, reopen: bool) -> bool:
         t0 = time.monotonic()
         dead = self._dead
         self._dead = []
@@ -493,6 +499,7 @@ class Persistence:
         if not ok:
             self._dead = dead + self._dead
             self.stats.snapshot_errors += 1
+            log.error("snapshot %s failed; the log is kept", self.snapshot_path)
             self.wal.snapshot_failed()
             return False
         self.stats.snapshots += 1
@@ -514,7 +521,7 @@ class Persistence:
         """(written, the log segments it covers, open records written)."""
         if self._blocks_task is not None:
             await self._blocks_task
-        segments = self.wal.rotate(reopen=reopen)
+        segments = self.wal.rotate(reopen=reopen, sync=False)
         last_seq = self.wal.last_seq
         self._last_snapshot = time.monotonic()
         # The store as of this instant: what the snapshot holds. Shards change
@@ -524,6 +531,8 @@ class Persistence:
         sealed = [(s, len(s)) for s in shards if s.run is not None and len(s)]
         open_shards = [s for s in shards if s.run is None and len(s)]
         self._blocks_changed = False
+        if reopen:
+            await asyncio.to_thread(self.wal.sync_created)
         if unwritten and not await self._write_blocks(unwritten):
             self._blocks_changed = True
             return False, segments, 0
@@ -542,7 +551,7 @@ class Persistence:
         except OSError as e:
             await asyncio.to_thread(writer.abort)
             self._blocks_changed = True
-            log.error("snapshot %s failed: %s; the log is kept", self.snapshot_path, e)
+            log.error("snapshot %s: %s", self.snapshot_path, e)
             return False, segments, 0
         return True, segments, writer.records
 
