@@ -41,6 +41,7 @@ from collector.diskformat import (
     record_tuple,
 )
 from collector.record import Record
+from collector.sealing import SealedColumns, sealed_columns
 from collector.shard import Shard
 from collector.snapshot import (
     MANIFEST_VERSION,
@@ -79,7 +80,15 @@ class RecordStore(Protocol):
     shard_span_us: int
 
     def restore(self, items: Iterable[tuple[int, Record]], *, last_seq: int = 0) -> None: ...
-    def restore_sealed(self, key: int, blocks: list[Block], live: int | None = None) -> Shard: ...
+    def restore_sealed(
+        self,
+        key: int,
+        blocks: list[Block],
+        live: int | None = None,
+        *,
+        columns: SealedColumns | None = None,
+        max_seq: int | None = None,
+    ) -> Shard: ...
     def shards(self) -> list[Shard]: ...
     def snapshot_items(self) -> Iterator[tuple[int, Record]]: ...
     def expire(self, now: int) -> int: ...
@@ -300,7 +309,14 @@ class Persistence:
         if live <= 0:
             return 0
         try:
-            shard = self.store.restore_sealed(got.key, got.blocks, live)
+            try:
+                shard = self.store.restore_sealed(
+                    got.key, got.blocks, live, columns=got.columns, max_seq=got.max_seq
+                )
+            except ValueError:
+                if got.columns is None:
+                    raise
+                shard = self.store.restore_sealed(got.key, got.blocks, live)  # decode them
         except ValueError:
             # Another shard span than the one written, or the shard is held
             # already: its records go in one by one.
@@ -428,11 +444,12 @@ class Persistence:
             blocks = shard.run.live_blocks()  # immutable blocks: safe in a thread
             if not blocks:
                 continue
+            columns = sealed_columns(shard)  # copied here: the shard may be trimmed meanwhile
             name = block_file_name(self._next_file)
             self._next_file += 1
             path = os.path.join(self.directory, name)
             try:
-                size = await asyncio.to_thread(write_block_file, path, shard.key, blocks)
+                size = await asyncio.to_thread(write_block_file, path, shard.key, blocks, columns)
             except OSError as e:
                 self.stats.block_write_errors += 1
                 self._blocks_retry_at = time.monotonic() + BLOCK_RETRY

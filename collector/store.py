@@ -23,7 +23,7 @@ from collector.blockcache import BlockCache
 from collector.memo import Memo
 from collector.query import ContextQuery, Query, StatsQuery, check, check_stats
 from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id
-from collector.sealing import SealJob, seal_snapshot, sealed_from_blocks
+from collector.sealing import SealedColumns, SealJob, seal_snapshot, sealed_from_blocks
 from collector.shard import Shard
 from collector.shardquery import Plan, bounds, plan_of, select
 from collector.stats import aggregate, field_counts, warm_names
@@ -236,12 +236,23 @@ class Store:
         a sealed shard's blocks are written once, an open one's records)."""
         return [self._shards[k] for k in self._keys]
 
-    def restore_sealed(self, key: int, blocks: list[Block], live: int | None = None) -> Shard:
+    def restore_sealed(
+        self,
+        key: int,
+        blocks: list[Block],
+        live: int | None = None,
+        *,
+        columns: SealedColumns | None = None,
+        max_seq: int | None = None,
+    ) -> Shard:
         """Put back a sealed shard from blocks read from disk, as they are (no
         re-encoding, no re-sealing); the oldest records beyond `live` are
-        trimmed (they had left the shard by TTL or eviction). ValueError when
-        the blocks do not make shard `key` (out of order, another span) or
-        the store holds that shard already: restore their records instead."""
+        trimmed (they had left the shard by TTL or eviction). `columns`:
+        `sealing.sealed_columns` of the shard as written (else decoded from
+        the blocks); `max_seq`: the highest seq in them, when known. ValueError
+        when the blocks do not make shard `key` (out of order, another span,
+        columns that do not fit) or the store holds that shard already:
+        restore their records instead."""
         if not blocks:
             raise ValueError("no blocks")
         span = self.shard_span_us
@@ -251,7 +262,7 @@ class Store:
             raise ValueError(f"the blocks are not shard {key} of a {span} us span")
         if not all(map(lt, (b.last for b in blocks), (b.first for b in blocks[1:]))):
             raise ValueError("the blocks are not in (timestamp, seq) order")
-        shard = sealed_from_blocks(key, blocks, self.cache, self.memo)
+        shard = sealed_from_blocks(key, blocks, self.cache, self.memo, columns)
         self._shards[key] = shard
         self._keys.insert(bisect_left(self._keys, key), key)
         self._count += len(shard)
@@ -259,7 +270,7 @@ class Store:
         if live is not None and live < len(shard):
             self._trim(shard, len(shard) - max(live, 0))
         if len(shard.seqs):
-            hi = max(shard.seqs)
+            hi = max(shard.seqs) if max_seq is None else max_seq
             if hi >> NODE_SHIFT == self.node:
                 self._seq = max(self._seq, hi)
             else:

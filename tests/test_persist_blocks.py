@@ -17,7 +17,9 @@ from collector.block import FORMAT_VERSION
 from collector.blockfile import BLOCKS_MAGIC, read_block_file
 from collector.diskformat import encode_chunk, header
 from collector.persist import Persistence
+from collector.query import Query
 from collector.record import Record
+from collector.sealing import sealed_columns
 from collector.snapshot import MANIFEST_VERSION, SNAPSHOT_NAME, read_snapshot, write_snapshot
 from collector.store import Store
 from tests.test_snapshot import NOW, rec
@@ -72,6 +74,8 @@ def test_sealed_shards_come_back_from_their_block_files_with_the_same_ids(
     p2.open(NOW)
     assert items(s2) == items(s1)
     assert s2.sealed_records == s1.sealed_records  # loaded sealed, not re-added and re-sealed
+    by = ("host", "service", "level", "facility")
+    assert s2.stats(Query(), by=by) == s1.stats(Query(), by=by)  # the shards' counts too
     assert p2.stats.replayed_records == 0
     asyncio.run(p2.close())
     assert p2.stats.block_files_written == 0  # written once, by the first run
@@ -135,6 +139,22 @@ def test_block_files_past_ttl_are_not_read_and_go_with_the_first_snapshot(
     for name in left:
         got = read_block_file(str(tmp_path / name))
         assert got.blocks[-1].last[0] >= NOW - 5 * MINUTE
+
+
+def test_clear_columns_that_do_not_fit_the_blocks_are_refused_and_decoded_from_them() -> None:
+    s1 = store()
+    s1.add_many(spread(3000))
+    s1.seal()
+    a, b = [sh for sh in s1.shards() if sh.run is not None][:2]
+    assert a.run is not None
+    assert b.run is not None
+    s2 = store()
+    with pytest.raises(ValueError, match="columns"):
+        s2.restore_sealed(a.key, a.run.live_blocks(), columns=sealed_columns(b))
+    assert len(s2) == 0
+    s2.restore_sealed(a.key, a.run.live_blocks(), columns=sealed_columns(a))
+    s2.restore_sealed(b.key, b.run.live_blocks())  # decoded from the blocks
+    assert items(s2) == [it for it in items(s1) if it[1].timestamp // MINUTE in (a.key, b.key)]
 
 
 def test_a_truncated_block_file_is_named_with_the_records_it_lost_and_the_rest_comes_back(
