@@ -504,7 +504,8 @@ class Persistence:
         files, then the manifest naming them with the open shards' records;
         then delete the log segments and dead block files it covers. No fork,
         no copy of the store: the loop serialises the open shards in slices
-        of SLICE_RECORDS records and writes in a worker thread."""
+        of SLICE_RECORDS records and writes them (into the page cache, as
+        the log does), the fsyncs in a worker thread."""
         async with self._snapshot_lock:
             return await self._snapshot(reopen=reopen)
 
@@ -562,8 +563,10 @@ class Persistence:
             await asyncio.to_thread(writer.open)
             for shard in open_shards:
                 for tuples in _open_records(shard):
-                    chunk = encode_chunk(tuples)
-                    await asyncio.to_thread(writer.add, chunk, len(tuples))
+                    # A write into the page cache (~100 KiB), as the log's are;
+                    # the fsync at the end runs in a thread.
+                    writer.add(encode_chunk(tuples), len(tuples))
+                    await asyncio.sleep(0)
             await asyncio.to_thread(writer.finish, last_seq, segments[-1])
         except OSError as e:
             await asyncio.to_thread(writer.abort)
