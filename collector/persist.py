@@ -66,6 +66,7 @@ SNAPSHOT_EVERY = 30.0
 BLOCK_RETRY = 10.0  # seconds before block files are tried again after a disk error
 # Open shards' records serialised per loop turn during a snapshot (~5-10 ms).
 SLICE_RECORDS = 1024
+WRITE_BATCH = 8  # slices' chunks per write in the worker thread (~1 MiB)
 BLOCK_CACHE_BYTES = 4 * 1024 * 1024
 
 
@@ -504,8 +505,7 @@ class Persistence:
         files, then the manifest naming them with the open shards' records;
         then delete the log segments and dead block files it covers. No fork,
         no copy of the store: the loop serialises the open shards in slices
-        of SLICE_RECORDS records and writes them (into the page cache, as
-        the log does), the fsyncs in a worker thread."""
+        of SLICE_RECORDS records, a worker thread writes and fsyncs them."""
         async with self._snapshot_lock:
             return await self._snapshot(reopen=reopen)
 
@@ -559,16 +559,31 @@ class Persistence:
             f = self._files[shard.uid]
             files.append(FileEntry(f.name, f.key, live, f.records, f.max_ts))
         writer = ManifestWriter(self.snapshot_path, files, self.store.shard_span_us)
+        # The loop encodes chunks; a worker thread writes them, a batch at a
+        # time while the loop encodes the next (a write() can wait for the
+        # kernel's writeback, which must not stall the loop).
+        batch: list[tuple[bytes, int]] = []
+        writing: asyncio.Future[None] | None = None
         try:
             await asyncio.to_thread(writer.open)
             for shard in open_shards:
                 for tuples in _open_records(shard):
-                    # A write into the page cache (~100 KiB), as the log's are;
-                    # the fsync at the end runs in a thread.
-                    writer.add(encode_chunk(tuples), len(tuples))
+                    batch.append((encode_chunk(tuples), len(tuples)))
+                    if len(batch) >= WRITE_BATCH:
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.ensure_future(asyncio.to_thread(writer.add_all, batch))
+                        batch = []
                     await asyncio.sleep(0)
+            if writing is not None:
+                await writing
+                writing = None
+            await asyncio.to_thread(writer.add_all, batch)
             await asyncio.to_thread(writer.finish, last_seq, segments[-1])
         except OSError as e:
+            if writing is not None:
+                with contextlib.suppress(OSError):
+                    await writing
             await asyncio.to_thread(writer.abort)
             self._blocks_changed = True
             log.error("snapshot %s: %s", self.snapshot_path, e)

@@ -89,6 +89,11 @@ class ManifestWriter:
         self._f.write(chunk)
         self.records += records
 
+    def add_all(self, chunks: list[tuple[bytes, int]]) -> None:
+        """`add` each (chunk, records) in turn."""
+        for chunk, records in chunks:
+            self.add(chunk, records)
+
     def finish(self, last_seq: int, wal_segment: int) -> None:
         assert self._f is not None
         f = self._f
