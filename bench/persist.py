@@ -193,6 +193,27 @@ async def idle_gap(seconds: float) -> float:
     return worst
 
 
+async def busy_gap(seconds: float, slice_s: float = 0.005) -> float:
+    """The loop's longest gap between 1 ms sleeps while another task keeps it
+    busy in `slice_s` pieces of plain CPU work (no I/O, no threads): on a
+    shared machine, what a busy process waits for a core, the baseline for
+    a snapshot's stalls (the loop is as busy while it serialises)."""
+    done = False
+
+    async def busy() -> None:
+        while not done:
+            t = time.thread_time()
+            while time.thread_time() - t < slice_s:
+                sum(range(1000))
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(busy())
+    worst = await idle_gap(seconds)
+    done = True
+    await task
+    return worst
+
+
 async def snapshot_with_ticker(p: Persistence) -> tuple[float, float, float]:
     """(seconds the snapshot took, the loop's longest gap meanwhile in s,
     the longest slice's CPU seconds on the loop's thread)."""
@@ -239,9 +260,11 @@ def bench_restart(n: int, runs: int) -> None:
 
         async def snapshots(p: Persistence) -> list[tuple[float, float, float]]:
             idle = [await idle_gap(1.0) for _ in range(runs)]
+            busy = [await busy_gap(1.0) for _ in range(runs)]
             print(
-                f"  the loop's longest gap with nothing to do (1 s, median of {runs}):"
-                f" {statistics.median(idle) * 1e3:.1f} ms"
+                f"  baselines, the loop's longest gap (1 s, median of {runs}): with nothing to do"
+                f" {statistics.median(idle) * 1e3:.1f} ms; busy in 5 ms slices of plain CPU work"
+                f" {statistics.median(busy) * 1e3:.1f} ms"
             )
             out = [await snapshot_with_ticker(p)]  # writes every block file
             for _ in range(runs):
