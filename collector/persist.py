@@ -329,8 +329,10 @@ class Persistence:
             self.store.restore(items[len(items) - live :])
             self._dead.append(entry.name)
             return live
-        max_ts = got.blocks[-1].last[0]
-        self._files[shard.uid] = BlockFile(entry.name, got.key, records, max_ts)
+        if got.error is None:
+            max_ts = got.blocks[-1].last[0]
+            self._files[shard.uid] = BlockFile(entry.name, got.key, records, max_ts)
+        # else the file was moved aside: the shard gets a new one, as if just sealed
         return live
 
     def _lock(self) -> None:

@@ -179,6 +179,15 @@ def test_a_truncated_block_file_is_named_with_the_records_it_lost_and_the_rest_c
     kept = dict(items(s1))
     assert all(kept[seq] == r for seq, r in items(s2))  # what came back is intact
     asyncio.run(p2.close())
+    # What was read from the damaged file went to a new file: the next start
+    # has it all, and names no damage.
+    s3 = store()
+    p3 = Persistence(str(tmp_path), s3)
+    p3.open(NOW)
+    assert items(s3) == items(s2)
+    assert p3.stats.corrupt_files == 0
+    assert p3.stats.lost_records == 0
+    asyncio.run(p3.close())
 
 
 def test_a_missing_block_file_is_named_and_counted_not_fatal(
