@@ -309,3 +309,21 @@ def test_files_are_private(tmp_path: Path) -> None:
     asyncio.run(p1.close())
     for name in [*block_files(tmp_path), SNAPSHOT_NAME]:
         assert os.stat(tmp_path / name).st_mode & 0o777 == 0o600
+
+
+def test_after_a_change_of_shard_span_the_blocks_records_come_back_one_by_one(
+    tmp_path: Path,
+) -> None:
+    s1, p1 = filled(tmp_path)
+    asyncio.run(p1.close())
+    s2 = Store(ttl_us=HOUR, max_records=10_000_000, max_memory=1 << 30, shard_span_us=MINUTE // 2)
+    p2 = Persistence(str(tmp_path), s2)
+    p2.open(NOW)
+    assert items(s2) == items(s1)
+    assert s2.shard_count == 2 * s1.shard_count
+    asyncio.run(p2.close())
+    s3 = Store(ttl_us=HOUR, max_records=10_000_000, max_memory=1 << 30, shard_span_us=MINUTE // 2)
+    p3 = Persistence(str(tmp_path), s3)
+    p3.open(NOW)
+    assert items(s3) == items(s1)
+    asyncio.run(p3.close())
