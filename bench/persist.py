@@ -5,6 +5,7 @@ TCP ingest rate with the write-ahead log off / never / batch / always.
 
 Run: .venv/bin/python bench/persist.py [--records N] [--runs R] [--quick]
      .venv/bin/python bench/persist.py --restart-only [--restart-records 2000000]
+     .venv/bin/python bench/persist.py --daemon-restart [--restart-records 2000000]
 Restart: the bench/sealed.py record mix (~250 B, 20 services, 50 hosts, SD on
 20%, 10% late) over one hour into a store with the default config, sealed;
 the snapshot written through `Persistence` while a ticker task measures the
@@ -310,6 +311,66 @@ def bench_restart(n: int, runs: int) -> None:
         )
 
 
+def bench_daemon_restart(n: int, runs: int) -> None:
+    """A daemon process holding `n` records of the bench/sealed.py mix (sent
+    over TCP, event times over the hour before now) is stopped, then started
+    `runs` times: seconds from the process's start to /health answering with
+    every record (Python's start-up and imports included)."""
+    import socket
+    from pathlib import Path
+
+    from common import DaemonProcess, poll
+    from sealed import chunk
+
+    from collector.times import format_timestamp
+
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        state = work / "state"
+        daemon = DaemonProcess(work, {"persist_dir": str(state), "ttl": "2h"})
+        daemon.start()
+        shift = time.time_ns() // 1000 - (1_767_225_600_000_000 + 3_600_000_000)
+        try:
+            with socket.create_connection(("127.0.0.1", daemon.tcp_port)) as sock:
+                for c in range(0, n, 5_000):
+                    lines = []
+                    for r in chunk(n, c, min(5_000, n - c)):
+                        pri = (r.facility or 1) * 8 + r.level
+                        ts = format_timestamp(r.timestamp + shift)
+                        lines.append(
+                            f"<{pri}>1 {ts} {r.host} {r.service or '-'} {r.procid or '-'} - - {r.message}\n"
+                        )
+                    sock.sendall("".join(lines).encode())
+            poll(lambda: daemon.get("/health")["records"] >= n, 600, "every record stored")
+            # Every shard but the two newest sealed and on disk.
+            poll(lambda: len(list(state.glob("blocks-*.bin"))) >= 55, 600, "block files written")
+        finally:
+            daemon.stop()
+        empty = DaemonProcess(work / "empty", {"persist_dir": str(work / "empty" / "state")})
+        (work / "empty").mkdir()
+        base = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            empty.start()
+            base.append(time.perf_counter() - t)
+            empty.stop()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            daemon.start(timeout=120)
+            try:
+                times.append(time.perf_counter() - t)
+                held = daemon.get("/health")["records"]
+            finally:
+                daemon.stop()
+            assert held == n, (held, n)
+        print(
+            f"daemon restart with {n:,} records (process start to /health), median of {runs}:"
+            f" {statistics.median(times):.2f}s (runs: {', '.join(f'{x:.2f}' for x in times)});"
+            f" an empty daemon's start: {statistics.median(base):.2f}s"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -320,7 +381,13 @@ def main() -> None:
     ap.add_argument("--restart-records", type=int, default=2_000_000)
     ap.add_argument("--restart-only", action="store_true")
     ap.add_argument("--no-restart", action="store_true")
+    ap.add_argument(
+        "--daemon-restart", action="store_true", help="only: a daemon process's restart"
+    )
     args = ap.parse_args()
+    if args.daemon_restart:
+        bench_daemon_restart(100_000 if args.quick else args.restart_records, args.runs)
+        return
     if args.restart_only or not args.no_restart:
         bench_restart(100_000 if args.quick else args.restart_records, args.runs)
         if args.restart_only:
