@@ -77,9 +77,9 @@ def record_from_tuple(t: RecordTuple) -> tuple[int, Record]:
     return seq, Record(ts, recv, host, service, procid, msgid, fac, level, message, sd, fields, fmt)
 
 
-def header(magic: bytes) -> bytes:
+def header(magic: bytes, version: int = VERSION) -> bytes:
     """The 16 bytes every file of ours starts with."""
-    return HEADER.pack(magic, VERSION, ENCODING_MARSHAL)
+    return HEADER.pack(magic, version, ENCODING_MARSHAL)
 
 
 def encode_chunk(obj: Any) -> bytes:
@@ -88,16 +88,18 @@ def encode_chunk(obj: Any) -> bytes:
     return CHUNK.pack(len(data), zlib.crc32(data)) + data
 
 
-def check_header(f: IO[bytes], magic: bytes) -> None:
-    """Read and check the header; BadFile says why it is not ours."""
+def check_header(f: IO[bytes], magic: bytes, versions: tuple[int, ...] = (VERSION,)) -> int:
+    """Read and check the header, returning its format version (one of
+    `versions`); BadFile says why it is not ours."""
     raw = f.read(HEADER.size)
     if len(raw) < HEADER.size:
         raise BadFile(f"too short for a header ({len(raw)} bytes)")
     got_magic, version, encoding = HEADER.unpack(raw)
     if got_magic != magic:
         raise BadFile(f"not a collector file (magic {got_magic!r})")
-    if version != VERSION or encoding != ENCODING_MARSHAL:
+    if version not in versions or encoding != ENCODING_MARSHAL:
         raise BadFile(f"unknown format version {version} encoding {encoding}")
+    return int(version)
 
 
 def read_chunks(f: IO[bytes]) -> Iterator[Any]:

@@ -583,4 +583,11 @@ _PERSISTENCE_METRICS = (
     ("snapshot_records", "gauge", "Records in the last snapshot"),
     ("restored_records", "gauge", "Records restored at start-up"),
     ("corrupt_files", "counter", "Damaged state files moved aside"),
+    ("block_files", "gauge", "Block files on disk (one per sealed shard)"),
+    ("block_write_errors", "counter", "Failed block file writes (disk full, I/O error)"),
+    (
+        "lost_records",
+        "counter",
+        "Records a snapshot named that could not be read back at start-up (damaged block file)",
+    ),
 )

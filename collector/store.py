@@ -15,15 +15,15 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from operator import attrgetter, le
+from operator import attrgetter, le, lt
 from typing import Any
 
-from collector.block import BLOCK_RECORDS
+from collector.block import BLOCK_RECORDS, Block
 from collector.blockcache import BlockCache
 from collector.memo import Memo
 from collector.query import ContextQuery, Query, StatsQuery, check, check_stats
 from collector.record import NODE_SHIFT, Record, make_id, node_of, parse_id
-from collector.sealing import SealJob, seal_snapshot
+from collector.sealing import SealedColumns, SealJob, seal_snapshot, sealed_from_blocks
 from collector.shard import Shard
 from collector.shardquery import Plan, bounds, plan_of, select
 from collector.stats import aggregate, aggregate_steps, field_counts, warm_names
@@ -229,6 +229,57 @@ class Store:
             mine = [s for s in seqs if s >> NODE_SHIFT == node]
             if mine:
                 self._seq = max(self._seq, max(mine))
+
+    # -- persistence: sealed shards as blocks (persist.py) -----------------
+
+    def shards(self) -> list[Shard]:
+        """The shards holding records, oldest first (persistence reads them:
+        a sealed shard's blocks are written once, an open one's records)."""
+        return [self._shards[k] for k in self._keys]
+
+    def restore_sealed(
+        self,
+        key: int,
+        blocks: list[Block],
+        live: int | None = None,
+        *,
+        columns: SealedColumns | None = None,
+        max_seq: int | None = None,
+    ) -> Shard:
+        """Put back a sealed shard from blocks read from disk, as they are (no
+        re-encoding, no re-sealing); the oldest records beyond `live` are
+        trimmed (they had left the shard by TTL or eviction). `columns`:
+        `sealing.sealed_columns` of the shard as written (else decoded from
+        the blocks); `max_seq`: the highest seq in them, when known. ValueError
+        when the blocks do not make shard `key` (out of order, another span,
+        columns that do not fit) or the store holds that shard already:
+        restore their records instead."""
+        if not blocks:
+            raise ValueError("no blocks")
+        span = self.shard_span_us
+        if key in self._shards:
+            raise ValueError(f"shard {key} is held already")
+        if blocks[0].first[0] // span != key or blocks[-1].last[0] // span != key:
+            raise ValueError(f"the blocks are not shard {key} of a {span} us span")
+        if not all(map(lt, (b.last for b in blocks), (b.first for b in blocks[1:]))):
+            raise ValueError("the blocks are not in (timestamp, seq) order")
+        shard = sealed_from_blocks(key, blocks, self.cache, self.memo, columns)
+        self._shards[key] = shard
+        self._keys.insert(bisect_left(self._keys, key), key)
+        self._count += len(shard)
+        self._bytes += shard.nbytes
+        if live is not None and live < len(shard):
+            self._trim(shard, len(shard) - max(live, 0))
+        if len(shard.seqs):
+            hi = max(shard.seqs) if max_seq is None else max_seq
+            if hi >> NODE_SHIFT == self.node:
+                self._seq = max(self._seq, hi)
+            else:
+                mine = [s for s in shard.seqs if s >> NODE_SHIFT == self.node]
+                if mine:
+                    self._seq = max(self._seq, max(mine))
+        self._enforce()
+        return shard
 
     def add_items(self, items: list[tuple[int | None, Record]]) -> list[tuple[int, Record]]:
         """Store records that come with ids (read from a stream), minting new

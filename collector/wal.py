@@ -65,6 +65,12 @@ class PersistenceStats:
     replayed_records: int = 0  # of which from the log
     replay_skipped: int = 0  # log segments (or records) already in the snapshot, not replayed
     corrupt_files: int = 0  # files moved aside
+    block_files: int = 0  # block files on disk (one per sealed shard)
+    block_files_written: int = 0
+    block_files_deleted: int = 0  # their shard expired, was evicted or reopened
+    block_bytes_written: int = 0
+    block_write_errors: int = 0  # failed block file writes (disk full, I/O error)
+    lost_records: int = 0  # records a snapshot named that could not be read back at start
 
 
 def segment_name(n: int) -> str:
@@ -201,10 +207,12 @@ class WriteAheadLog:
             f.close()
         self.segments[n] = size
 
-    def open_segment(self, *, strict: bool = False) -> None:
+    def open_segment(self, *, strict: bool = False, sync: bool = True) -> None:
         """Start a fresh segment for appends (numbered after every existing one).
 
-        `strict` (at start-up): raise the OSError instead of serving from memory."""
+        `strict` (at start-up): raise the OSError instead of serving from memory.
+        `sync=False`: the caller runs `sync_created()` soon, in a thread (an
+        fsync of the directory can wait for all the writeback before it)."""
         self.segment += 1
         path = self._path(self.segment)
         try:
@@ -216,7 +224,7 @@ class WriteAheadLog:
             return
         try:
             os.write(fd, header(WAL_MAGIC))
-            if self.fsync_mode != "never":
+            if self.fsync_mode != "never" and sync:
                 os.fsync(fd)
                 fsync_dir(self.directory)
         except OSError as e:
@@ -336,7 +344,20 @@ class WriteAheadLog:
 
     # --- truncation -----------------------------------------------------------
 
-    def rotate(self, *, reopen: bool = True) -> list[int]:
+    def sync_created(self) -> None:
+        """The fsyncs `open_segment(sync=False)` left out (from a thread)."""
+        if self.fsync_mode == "never":
+            return
+        with self._fd_lock:
+            try:
+                if self._fd is not None:
+                    os.fsync(self._fd)
+                fsync_dir(self.directory)
+            except OSError as e:
+                self.stats.wal_write_errors += 1
+                self._warn("write-ahead log fsync failed: %s", e)
+
+    def rotate(self, *, reopen: bool = True, sync: bool = True) -> list[int]:
         """Write the buffer, seal the open segment and (reopen) start a new one.
 
         Returns the sealed segment numbers, the open one last: a snapshot of
@@ -351,7 +372,7 @@ class WriteAheadLog:
         self.gap = False
         sealed = sorted(set(self.segments) | {self.segment})
         if reopen:
-            self.open_segment()
+            self.open_segment(sync=sync)
         return sealed
 
     def snapshot_written(self) -> None:

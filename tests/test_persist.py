@@ -111,8 +111,8 @@ def test_a_crash_between_snapshot_and_log_truncation_doubles_nothing(tmp_path: P
     p1.open(NOW)
     a = [rec(i) for i in range(40)]
     p1.log(s1.add_many(a), a)
-    sealed = p1.wal.rotate(reopen=False)
-    p1._write_snapshot(s1.snapshot_items(), p1.wal.last_seq, sealed[-1])
+    ok, _, _ = asyncio.run(p1._take_snapshot(reopen=False))
+    assert ok
     # crash here: the snapshot is renamed into place, the log is not removed
     assert any(name.startswith("wal-") for name in os.listdir(tmp_path))
     p1.unlock()  # the dead process's lock goes with it
@@ -228,8 +228,8 @@ def test_a_damaged_snapshot_and_a_leftover_log_segment_double_no_id(tmp_path: Pa
     p1.open(NOW)
     a = [rec(i) for i in range(5000)]
     p1.log(s1.add_many(a), a)
-    sealed = p1.wal.rotate(reopen=False)
-    p1._write_snapshot(s1.snapshot_items(), p1.wal.last_seq, sealed[-1])
+    ok, _, _ = asyncio.run(p1._take_snapshot(reopen=False))
+    assert ok
     # crash before the log is removed, and the snapshot's end is damaged later
     snap = tmp_path / "snapshot.bin"
     snap.write_bytes(snap.read_bytes()[:-10])
