@@ -30,7 +30,7 @@ from collector.ingest import (
     Sink,
     sanitise,
 )
-from collector.netio import RING_PER_RECV_BUFFER, Receiver, receiver
+from collector.netio import RING_PER_RECV_BUFFER, NativeReceiver, Receiver, receiver
 from collector.ratelimit import RateLimiter
 from collector.settings import Settings
 from collector.sockets import (
@@ -278,6 +278,12 @@ class Listener:
             await asyncio.wait_for(ingest.drained.wait(), timeout)
         except asyncio.TimeoutError:
             ingest.warn("drain", "drain stopped after %.1fs with data unread", timeout)
+
+    def ring_full(self) -> int | None:
+        """Times this datagram listener's reading thread found its ring full
+        (native receiver only; None otherwise)."""
+        rx = self._receiver
+        return rx.ring_full if isinstance(rx, NativeReceiver) else None
 
     def _close_datagram_socket(self) -> None:
         sock = self._sock

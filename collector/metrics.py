@@ -370,6 +370,12 @@ class DaemonCollector(Collector):
             "Datagrams the kernel dropped because the socket receive buffer was full (/proc/net/udp)",
             labels=lab,
         )
+        ring_full = CounterMetricFamily(
+            "collector_datagram_ring_full",
+            "Times a datagram listener's reading thread found its ring full, so the"
+            " kernel's receive buffer took the backlog (native receiver only)",
+            labels=lab,
+        )
         for sl in self.streams():
             cfg, st = sl.cfg, sl.stats
             name = [cfg.name]
@@ -409,6 +415,10 @@ class DaemonCollector(Collector):
                 paused.add_metric(name, st.paused)
             elif st.recv_buffer:
                 recv_buffer.add_metric(name, st.recv_buffer)
+            if cfg.transport != "tcp":
+                full = lst.ring_full()
+                if full is not None:
+                    ring_full.add_metric(name, full)
             if cfg.transport == "udp":
                 if drops_by_inode is None:
                     drops_by_inode, drops_by_port = read_udp_drops(self.proc_net_udp)
@@ -435,6 +445,7 @@ class DaemonCollector(Collector):
             paused,
             recv_buffer,
             udp_drops,
+            ring_full,
         )
 
     def _store(self) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from collector import __version__
 from collector.config import ListenerConfig, StoreConfig
 from collector.metrics import DaemonCollector, ReloadStats, make_registry, read_udp_drops
+from collector.netio import NATIVE as NETIO_NATIVE
 from collector.parse import IMPLEMENTATION
 from collector.record import Record
 from collector.routes import HttpStats
@@ -245,6 +246,9 @@ class _UdpListener:
     def sockets(self) -> list[socket.socket]:
         return [self.socket]
 
+    def ring_full(self) -> int | None:
+        return None
+
 
 def test_udp_receive_buffer_drops_of_our_socket_come_from_proc_net_udp() -> None:
     if not HAVE_PROC_NET_UDP:
@@ -275,6 +279,16 @@ async def test_udp_drops_of_a_daemon_listener_are_exposed_from_zero() -> None:
         assert (
             _value(d.app.registry, "collector_udp_receive_buffer_drops_total", listener="udp") == 0
         )
+
+
+async def test_a_datagram_listeners_full_ring_count_is_exposed_with_the_native_receiver() -> None:
+    async with running_daemon() as d:
+        assert d.app is not None
+        full = _value(d.app.registry, "collector_datagram_ring_full_total", listener="udp")
+        if NETIO_NATIVE:
+            assert full == 0
+        else:  # the pure receiver has no ring: no sample rather than a false 0
+            assert full is None
 
 
 async def test_exposition_passes_promtool_check_metrics() -> None:
