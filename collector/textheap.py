@@ -169,11 +169,11 @@ class TextHeap:
         starts = self.chunk_starts
         # Chunks wholly before o0: those whose successor starts at or before it.
         ends = [*starts[1:], self.tail_start] if len(starts) else []
-        keep = bisect_right(ends, o0)
-        if keep:
-            freed += ends[keep - 1] - starts[0]
-            self.texts = self.texts[keep:]
-            self.chunk_starts = starts[keep:]
+        drop = bisect_right(ends, o0)
+        if drop:
+            freed += ends[drop - 1] - starts[0]
+            self.texts = self.texts[drop:]
+            self.chunk_starts = starts[drop:]
         if o0 > self.tail_start:  # the live text starts inside the tail
             cut = o0 - self.tail_start
             self.tail = self.tail[cut:]
