@@ -105,6 +105,8 @@ class Store:
         self.shard_span_us = shard_span_us
         self._shards: dict[int, Shard] = {}
         self.memo = Memo()  # whole-shard counts and indexes, bounded (memo.Memo)
+        # uids of open shards a seal job (maybe in a worker thread) reads
+        self._sealing: set[int] = set()
         self._keys: list[int] = []  # shard keys, sorted
         # Seqs this store mints are node << NODE_SHIFT | counter (see record.py).
         self.node = node
@@ -397,6 +399,21 @@ class Store:
         # The cache's whole bound is set aside, so records plus cache stay within max_memory.
         return self.max_memory - self.cache.max_bytes
 
+    def _free_dead(self, shard: Shard) -> None:
+        """Free an open shard's dead (trimmed) records, bounded work: the
+        dead physical prefix goes by slicing the columns (drop_dead_prefix);
+        the record-by-record rebuild runs only when what stays dead is over
+        half the shard (late records left dead ones behind live ones), so
+        its cost is amortised over at least as many evictions."""
+        if shard.run is not None or not shard.dead_bytes:
+            return
+        if shard.uid not in self._sealing:  # a seal worker may be reading its columns
+            before = shard.nbytes
+            shard.drop_dead_prefix()
+            self._bytes += shard.nbytes - before
+        if shard.dead_bytes > shard.nbytes - shard.dead_bytes:
+            self._compact(shard)
+
     def _enforce(self) -> None:
         over = self._count - self.max_records
         if over > 0:
@@ -411,13 +428,12 @@ class Store:
                 self.evicted_total += over
                 self._trim(shard, over)
                 over = 0
-                if shard.run is None and shard.dead_bytes > shard.nbytes - shard.dead_bytes:
-                    self._compact(shard)
+                self._free_dead(shard)
         budget = self._record_budget()
         if self._bytes > budget:
             self.last_evicted_for = "max_memory"
-            # Evict down to 7/8 of the bound so that the compaction this
-            # costs is paid once per eighth of the store, not per batch.
+            # Evict down to 7/8 of the bound, so eviction runs once per
+            # eighth of the store, not per batch.
             target = budget - budget // 8
             while self._bytes > target and self._keys:
                 shard = self._shards[self._keys[0]]
@@ -426,7 +442,14 @@ class Store:
                     self.evicted_total += len(shard)
                     self._drop_oldest_shard()
                     continue
-                freed = shard.dead_bytes
+                if shard.run is None and shard.dead_bytes:
+                    before = self._bytes
+                    self._free_dead(shard)
+                    if self._bytes < before:
+                        continue  # freed some: weigh the need again
+                # Evict live records for what is still needed; each pass
+                # trims at least one, so the loop ends.
+                freed = 0
                 k = 0
                 n = len(shard)
                 while freed < need and k < n:
@@ -434,8 +457,8 @@ class Store:
                     k += 1
                 self.evicted_total += k
                 self._trim(shard, k)
-                if len(shard) and shard.run is None:
-                    self._compact(shard)
+                if self._shards.get(shard.key) is shard:
+                    self._free_dead(shard)
 
     def expire(self, now: int) -> int:
         """Drop records older than `now - ttl`; returns how many.
@@ -482,11 +505,13 @@ class Store:
             shard = self._shards[key]
             if shard.run is None and len(shard) and not shard.seal_failed:
                 jobs.append(SealJob(shard, seal_snapshot(shard), self.cache, self.block_records))
+                self._sealing.add(shard.uid)
         return jobs
 
     def seal_failed(self, job: SealJob) -> None:
         """`job.run()` raised: leave that shard open for good (not retried)."""
         job.shard.seal_failed = True
+        self._sealing.discard(job.shard.uid)
 
     def install(self, job: SealJob, sealed: Shard) -> bool:
         """Swap in a sealed shard made by `job.run()`; False (nothing done)
@@ -494,6 +519,7 @@ class Store:
         next pass seals it again, or when the sealed copy would not be
         smaller (then the shard stays open)."""
         shard = job.shard
+        self._sealing.discard(shard.uid)
         if self._shards.get(shard.key) is not shard or shard.version != job.snapshot[0]:
             sealed.run.forget()  # type: ignore[union-attr]
             return False
@@ -515,9 +541,11 @@ class Store:
         of message text (None: all); returns the message bytes sealed."""
         budget = (1 << 62) if max_bytes is None else max_bytes
         done = 0
-        for job in self.seal_jobs():
+        jobs = self.seal_jobs()
+        for job in jobs:
             if done >= budget:
-                break
+                self._sealing.discard(job.shard.uid)  # not run: nothing reads it
+                continue
             size = job.shard.text.offs[-1]
             try:
                 sealed = job.run()

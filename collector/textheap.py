@@ -155,6 +155,37 @@ class TextHeap:
             del self.tail[o0 - self.tail_start :]
         self.uni.difference_update([p for p in self.uni if p >= p0])
 
+    def drop_prefix(self, m: int) -> int:
+        """Forget messages [0, m) (all dead) and renumber the rest from 0;
+        returns the accounted bytes this frees. Offsets stay absolute: the
+        first live message starts at `offs[0]`, and the frozen chunks that
+        end at or before it go. Every container is replaced, not changed in
+        place (a reader may hold the old ones)."""
+        if m <= 0:
+            return 0
+        offs = self.offs
+        o0 = offs[m]
+        freed = 0
+        starts = self.chunk_starts
+        # Chunks wholly before o0: those whose successor starts at or before it.
+        ends = [*starts[1:], self.tail_start] if len(starts) else []
+        drop = bisect_right(ends, o0)
+        if drop:
+            freed += ends[drop - 1] - starts[0]
+            self.texts = self.texts[drop:]
+            self.chunk_starts = starts[drop:]
+        if o0 > self.tail_start:  # the live text starts inside the tail
+            cut = o0 - self.tail_start
+            self.tail = self.tail[cut:]
+            self.tail_start = o0
+            freed += cut
+        self.offs = offs[m:]
+        if self.uni:
+            old = self.uni
+            freed += _UNI_BYTES * sum(1 for p in old if p < m)
+            self.uni = {p - m for p in old if p >= m}
+        return freed
+
     def freeze(self) -> None:
         """Close the open tail into a chunk."""
         if self.tail:

@@ -742,3 +742,66 @@ def _match(text: str, r: Record) -> bool:
     from collector.search import parse
 
     return predicate(parse(text))(r)
+
+
+def _mixed(i: int) -> Record:
+    # Some structured data and some non-ASCII text: both are keyed by physical index.
+    sd = {"meta@1": {"n": str(i)}} if i % 7 == 0 else None
+    return rec(
+        i, f"request {i} {'grüße' if i % 5 == 0 else 'plain'} " + "z" * (i % 90), structured_data=sd
+    )
+
+
+def test_an_open_shard_evicted_for_memory_keeps_its_live_records_without_a_rebuild() -> None:
+    s = store(max_memory=400_000, shard_span_us=10**12, freeze_bytes=2_000, cache_bytes=0)
+    added: list[Record] = []
+    shard = None
+    evicting = 0
+    for b in range(60):
+        batch = [_mixed(b * 100 + j) for j in range(100)]
+        added += batch
+        before = s.evicted_total
+        s.add_many(batch)
+        evicting += s.evicted_total > before
+        (only,) = s.shards()
+        if shard is None:
+            shard = only
+        # The same object all along: no record-by-record rebuild into a fresh shard.
+        assert only is shard
+        assert only.run is None
+        assert only.order is None
+        # The dead prefix is gone from every column, and its text but
+        # what shares the first held chunk with live text.
+        assert len(only.recv) == len(only.host) == len(only.text.offs) - 1 == len(only)
+        first = only.text.texts[0] if only.text.texts else only.text.tail
+        assert 0 <= only.dead_bytes < len(first)
+        assert s.memory_bytes() <= 400_000
+    assert evicting >= 5
+    kept = added[s.evicted_total :]
+    assert len(kept) == len(s)
+    assert [r for _, r in s.snapshot_items()] == kept
+    for seq, r in list(s.snapshot_items())[::37]:
+        assert s.get(make_id(r.timestamp, seq)) == r
+    page = s.query(Query(q="grüße", limit=10_000))
+    found = sorted((r for _, r in page.items), key=lambda r: r.timestamp)
+    assert found == [r for r in kept if "grüße" in r.message]
+    with_sd = [r for _, r in s.snapshot_items() if r.structured_data]
+    assert with_sd == [r for r in kept if r.structured_data]
+
+
+def test_late_records_in_an_open_shard_evicted_for_memory_are_kept_exactly() -> None:
+    s = store(max_memory=300_000, shard_span_us=10**12, freeze_bytes=2_000, cache_bytes=0)
+    model: dict[tuple[int, int], Record] = {}
+    uids = set()
+    for b in range(60):
+        # Every tenth record of a batch is 500 us late.
+        batch = [_mixed(b * 100 + j - (500 if j % 10 == 0 else 0)) for j in range(100)]
+        fresh = s.add_items([(None, r) for r in batch])
+        model.update(((r.timestamp, seq), r) for seq, r in fresh)
+        uids.add(s.shards()[0].uid)
+        assert s.memory_bytes() <= 300_000
+    keys = sorted(model)[s.evicted_total :]
+    assert [(r.timestamp, seq) for seq, r in s.snapshot_items()] == keys
+    assert [r for _, r in s.snapshot_items()] == [model[k] for k in keys]
+    # Rebuilds are amortised: far fewer than the batches that evicted (14 before).
+    assert len(uids) <= 4, len(uids)

@@ -22,7 +22,9 @@ from collector.block import Block
 from collector.query import Query
 from collector.record import FACILITIES, LEVELS, Record, make_id
 from collector.sealing import sealed_columns
+from collector.shard import RECORD_BYTES, SHARD_BYTES, _extras_bytes
 from collector.store import Store
+from collector.textheap import _UNI_BYTES
 
 SPAN = 100
 TTL = 2_000
@@ -347,6 +349,23 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
     def same_records_in_time_order(self) -> None:
         assert [(r.timestamp, s) for s, r in self.store.snapshot_items()] == sorted(self.model)
         assert len(self.store) == len(self.model)
+
+    @invariant()
+    def open_shards_account_for_what_they_hold(self) -> None:
+        for shard in self.store.shards():
+            if shard.run is not None:
+                continue
+            live = SHARD_BYTES + sum(t.nbytes for t in shard.tables)
+            live += sum(map(shard.record_bytes, range(len(shard))))
+            assert shard.nbytes - shard.dead_bytes == live
+            assert shard.dead_bytes >= 0
+            if shard.order is None:  # dead = the physical prefix [0, base), as held
+                text = shard.text
+                held_from = text.chunk_starts[0] if len(text.chunk_starts) else text.tail_start
+                dead = shard.base * RECORD_BYTES + text.offs[shard.base] - held_from
+                dead += sum(_UNI_BYTES for p in text.uni if p < shard.base)
+                dead += sum(_extras_bytes(e) for p, e in shard.extras.items() if p < shard.base)
+                assert shard.dead_bytes == dead
 
     @invariant()
     def within_bounds(self) -> None:
