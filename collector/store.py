@@ -449,12 +449,7 @@ class Store:
                         continue  # freed some: weigh the need again
                 # Evict live records for what is still needed; each pass
                 # trims at least one, so the loop ends.
-                freed = 0
-                k = 0
-                n = len(shard)
-                while freed < need and k < n:
-                    freed += shard.record_bytes(k)
-                    k += 1
+                k = shard.records_to_free(need)
                 self.evicted_total += k
                 self._trim(shard, k)
                 if self._shards.get(shard.key) is shard:

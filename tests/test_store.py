@@ -805,3 +805,46 @@ def test_late_records_in_an_open_shard_evicted_for_memory_are_kept_exactly() -> 
     assert [r for _, r in s.snapshot_items()] == [model[k] for k in keys]
     # Rebuilds are amortised: far fewer than the batches that evicted (14 before).
     assert len(uids) <= 4, len(uids)
+
+
+def _one_by_one(shard: object, need: int) -> int:
+    """How many records eviction took before: record_bytes added one at a time."""
+    freed = k = 0
+    n = len(shard)  # type: ignore[arg-type]
+    while freed < need and k < n:
+        freed += shard.record_bytes(k)  # type: ignore[attr-defined]
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_records_to_free_takes_what_adding_record_bytes_one_by_one_takes(sealed: bool) -> None:
+    # Eviction frees an eighth of the store at once: it must not take a Python
+    # step per record, yet take the records the one-by-one sum took (sealed:
+    # exactly, blocks freed with their last record; open: never fewer, at
+    # most the few that structured data's bytes, left out, account for).
+    s = store(block_records=100)
+    s.add_many(
+        [
+            rec(
+                t,
+                "m" * (20 + t % 200),
+                structured_data={"a@1": {"k": "v" * (t % 30)}} if t % 5 == 0 else None,
+            )
+            for t in range(3 * SPAN)
+        ]
+    )
+    if sealed:
+        s.seal()
+    shard = s._shards[s._keys[0]]
+    assert (shard.run is not None) is sealed
+    total = sum(shard.record_bytes(i) for i in range(len(shard)))
+    for need in (1, 50, 99, 100, 101, 2_999, 3_000, 20_000, 40_000, total - 1, total, total + 5):
+        got = shard.records_to_free(need)
+        want = _one_by_one(shard, need)
+        if sealed:
+            assert got == want, need
+        else:
+            # 20% of these records carry SD worth ~30% of their bytes.
+            assert want <= got <= want + max(2, want // 2), need
+            assert sum(shard.record_bytes(i) for i in range(got)) >= min(need, total)
