@@ -139,6 +139,23 @@ static inline int plain(Py_UCS4 c) { return c >= ' ' && c <= '~' && c != '\\' &&
 /* plain() of each byte, for the ASCII loop (filled by the module's init). */
 static unsigned char plain_byte[256];
 
+/* `n` ASCII bytes as JSON string content: plain runs copied at once, the
+ * rest escaped. The caller reserves 6 bytes per byte. */
+static char *put_ascii_run(char *p, const unsigned char *d, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t j = i;
+        while (j < n && plain_byte[d[j]])
+            j++;
+        memcpy(p, d + i, (size_t)(j - i));
+        p += j - i;
+        if (j < n)
+            p = put_escaped(p, d[j++]);
+        i = j;
+    }
+    return p;
+}
+
 /* A str as a JSON string literal. */
 static int put_str(Out *o, PyObject *s) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
@@ -154,17 +171,7 @@ static int put_str(Out *o, PyObject *s) {
     *p++ = '"';
     if (ascii) {
         const unsigned char *d = PyUnicode_1BYTE_DATA(s);
-        Py_ssize_t i = 0;
-        while (i < n) {
-            Py_ssize_t j = i;
-            while (j < n && plain_byte[d[j]])
-                j++;
-            memcpy(p, d + i, (size_t)(j - i));
-            p += j - i;
-            if (j < n)
-                p = put_escaped(p, d[j++]);
-            i = j;
-        }
+        p = put_ascii_run(p, d, n);
     } else {
         int kind = PyUnicode_KIND(s);
         const void *d = PyUnicode_DATA(s);
@@ -563,17 +570,7 @@ static int put_utf8(Out *o, const unsigned char *d, Py_ssize_t n) {
         return -1;
     char *p = o->p;
     *p++ = '"';
-    i = 0;
-    while (i < n) {
-        Py_ssize_t j = i;
-        while (j < n && plain_byte[d[j]])
-            j++;
-        memcpy(p, d + i, (size_t)(j - i));
-        p += j - i;
-        if (j < n)
-            p = put_escaped(p, d[j++]);
-        i = j;
-    }
+    p = put_ascii_run(p, d, n);
     *p++ = '"';
     o->p = p;
     return 0;
