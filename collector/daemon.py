@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from collector import systemd
+from collector import heap, systemd
 from collector.config import Config
 from collector.http import inflight_source
 from collector.metrics import make_registry
@@ -397,6 +397,7 @@ def run(config: Config, config_path: str | None = None) -> None:
     """Run the daemon on uvloop when it is installed, else plain asyncio."""
     if config_path is not None:
         config_path = os.path.abspath(config_path)
+    heap.tune()  # before any thread starts (see heap.py)
     try:
         import uvloop
     except ImportError:

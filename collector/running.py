@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import socket
@@ -19,7 +18,7 @@ from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from collector import systemd
+from collector import heap, systemd
 from collector.config import Config
 from collector.inflight import Holder, Inflight, Source
 from collector.listeners import Listener, StreamProtocol
@@ -189,7 +188,7 @@ async def inflight_guard(daemon: Daemon) -> None:
         inflight.shed(now)
         if before > inflight.limit // 2 and used < inflight.limit // 8:
             # A burst of clients is over: give the heap it freed back.
-            await asyncio.to_thread(_give_back_free_memory)
+            await asyncio.to_thread(heap.give_back)
         stats = inflight.stats
         shed = sum(stats.shed.values())
         if (stats.waits, shed) != (seen_waits, seen_shed) and now - warned_at >= INFLIGHT_LOG_EVERY:
@@ -208,15 +207,29 @@ async def inflight_guard(daemon: Daemon) -> None:
             seen_waits, seen_shed = stats.waits, shed
 
 
+# Seconds between two heap trims after the store has dropped records.
+TRIM_EVERY = 10.0
+
+
 async def sweeper(daemon: Daemon) -> None:
+    store = daemon.store
+    dropped_seen = 0
+    trimmed_at = time.monotonic()
     while not daemon.stop_event.is_set():
         # Read each round: a reload may change it.
         interval = daemon.settings.config.store.sweep_interval
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(daemon.stop_event.wait(), interval)
-        daemon.store.expire(now_us())
+        store.expire(now_us())
         await _seal(daemon)
-        _warn_eviction(daemon, time.monotonic())
+        now = time.monotonic()
+        _warn_eviction(daemon, now)
+        dropped = store.evicted_total + store.expired_total
+        if dropped != dropped_seen and now - trimmed_at >= TRIM_EVERY:
+            # Records expired or evicted: their columns' and text's memory
+            # is free in the heap; hand it back (see heap.py).
+            dropped_seen, trimmed_at = dropped, now
+            await asyncio.to_thread(heap.give_back)
 
 
 async def _seal(daemon: Daemon) -> None:
@@ -237,27 +250,7 @@ async def _seal(daemon: Daemon) -> None:
         if daemon.store.install(job, sealed):
             installed = True
     if installed:
-        await asyncio.to_thread(_give_back_free_memory)
-
-
-def _give_back_free_memory() -> None:
-    """Hand the heap pages a seal freed (an open shard's columns and text)
-    back to the kernel, so that RSS follows what the store holds. glibc
-    only; elsewhere nothing to do."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _libc()
+        await asyncio.to_thread(heap.give_back)
 
 
 EVICTION_WARNING_EVERY = 3600.0  # seconds between warnings while eviction goes on
