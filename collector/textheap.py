@@ -159,8 +159,8 @@ class TextHeap:
         """Forget messages [0, m) (all dead) and renumber the rest from 0;
         returns the accounted bytes this frees. Offsets stay absolute: the
         first live message starts at `offs[0]`, and the frozen chunks that
-        end at or before it go. Every container is replaced, not changed in
-        place (a reader may hold the old ones)."""
+        end at or before it go. Containers change in place: the caller makes
+        sure no seal worker is reading them."""
         if m <= 0:
             return 0
         offs = self.offs
@@ -172,14 +172,13 @@ class TextHeap:
         drop = bisect_right(ends, o0)
         if drop:
             freed += ends[drop - 1] - starts[0]
-            self.texts = self.texts[drop:]
-            self.chunk_starts = starts[drop:]
+            del self.texts[:drop], starts[:drop]
         if o0 > self.tail_start:  # the live text starts inside the tail
             cut = o0 - self.tail_start
-            self.tail = self.tail[cut:]
+            del self.tail[:cut]
             self.tail_start = o0
             freed += cut
-        self.offs = offs[m:]
+        del offs[:m]
         if self.uni:
             old = self.uni
             freed += _UNI_BYTES * sum(1 for p in old if p < m)
