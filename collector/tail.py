@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from collector.inflight import Inflight
-from collector.query import Query, matches, record_line
+from collector.query import Query, matches, record_line, records_json
 from collector.record import Record, make_id
 from collector.store import Page
 
@@ -95,9 +95,8 @@ class LiveTails:
             for seqs, recs in batches
             for seq, rec in zip(seqs, recs, strict=True)
         ]
-        # Each record is rendered at most once, and tails with the same
-        # filter share one chunk: N tails cost N writes, not N renderings.
-        lines: list[bytes | None] = [None] * len(items)
+        # Tails with the same filter share one chunk, rendered in one call
+        # (in C when built): N tails cost N writes, not N renderings.
         chunks: dict[Query, bytes] = {}
         for tail in list(self._tails):
             if tail.replaying:
@@ -105,16 +104,17 @@ class LiveTails:
                 continue
             chunk = chunks.get(tail.query)
             if chunk is None:
-                parts = []
-                for i, (rid, rec) in enumerate(items):
-                    if tail.everything or matches(rec, tail.query):
-                        line = lines[i]
-                        if line is None:
-                            line = lines[i] = record_line(rec, rid)
-                        parts.append(line)
-                chunk = chunks[tail.query] = b"".join(parts)
+                wanted = (
+                    items if tail.everything else [it for it in items if matches(it[1], tail.query)]
+                )
+                chunk = chunks[tail.query] = ndjson(wanted)
             if chunk:
                 tail.send(chunk)
+
+
+def ndjson(items: list[tuple[str, Record]]) -> bytes:
+    """NDJSON lines (each with its LF) of `items`, b"" for none."""
+    return records_json(items, b"\n") + b"\n" if items else b""
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
@@ -287,7 +287,7 @@ class Tail:
             await self._turn()
         self.replaying = False
         if self.live and not self.closed:
-            self.send(b"".join(record_line(rec, rid) for rid, rec in self.live))
+            self.send(ndjson(self.live))
         self.live, self.live_ids, self.live_bytes = [], set(), 0
 
     def _keepalive(self) -> None:
