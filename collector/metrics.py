@@ -588,6 +588,11 @@ _PERSISTENCE_METRICS = (
     ),
     ("wal_fsyncs", "counter", "fsync calls on the write-ahead log"),
     ("wal_torn_bytes", "counter", "Bytes of a torn log tail ignored at start-up"),
+    (
+        "wal_segments_pruned",
+        "counter",
+        "Log segments deleted between snapshots: the store held none of their records",
+    ),
     ("snapshots", "counter", "Snapshots written"),
     ("snapshot_errors", "counter", "Snapshots that failed"),
     ("snapshot_seconds", "gauge", "Duration of the last snapshot"),

@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 from collector.diskformat import (
@@ -38,6 +40,7 @@ from collector.record import Record
 
 log = logging.getLogger("collector.wal")
 
+_TIMESTAMP = attrgetter("timestamp")
 _SEGMENT = re.compile(r"^wal-(\d{8})\.log$")
 FLUSH_BYTES = 1024 * 1024
 _LOG_EVERY = 10.0
@@ -57,6 +60,9 @@ class PersistenceStats:
     wal_dropped_records: int = 0  # records not logged (write error or size bound)
     wal_fsyncs: int = 0
     wal_torn_bytes: int = 0  # bytes ignored at replay (torn tail after a crash)
+    wal_segments_pruned: int = (
+        0  # segments deleted between snapshots: the store held none of their records
+    )
     snapshots: int = 0
     snapshot_errors: int = 0
     snapshot_seconds: float = 0.0  # duration of the last snapshot
@@ -97,6 +103,8 @@ class WriteAheadLog:
         self.flush_bytes = flush_bytes
         self.segment = 0  # number of the segment appended to (or last one used)
         self.segments: dict[int, int] = {}  # segment number -> bytes on disk
+        # segment number -> the newest event time of a record in it (see prunable)
+        self.newest: dict[int, int] = {}
         self.last_seq = 0  # highest seq appended (or replayed)
         self.needs_fsync = False
         self.gap = False  # records were dropped from the log since the last snapshot
@@ -206,6 +214,8 @@ class WriteAheadLog:
         finally:
             f.close()
         self.segments[n] = size
+        if len(out) > before:
+            self.newest[n] = max(rec.timestamp for _, rec in islice(out, before, None))
 
     def open_segment(self, *, strict: bool = False, sync: bool = True) -> None:
         """Start a fresh segment for appends (numbered after every existing one).
@@ -316,6 +326,9 @@ class WriteAheadLog:
                 self._reopen_after = time.monotonic() + 1.0
             return
         self.segments[self.segment] = good + len(chunk)
+        top = max(max(map(_TIMESTAMP, recs)) for _, recs in pending)
+        if top > self.newest.get(self.segment, top - 1):
+            self.newest[self.segment] = top
         self.stats.wal_records += n
         self.stats.wal_bytes = self.size
         self.needs_fsync = True
@@ -406,6 +419,13 @@ class WriteAheadLog:
 
     def remove_segments(self, numbers: list[int]) -> None:
         """Delete segments a durable snapshot covers."""
+        self.forget_segments(self.unlink_segments(numbers))
+
+    def unlink_segments(self, numbers: list[int]) -> list[int]:
+        """The file side of `remove_segments`, safe in a worker thread (it
+        only unlinks: removing a large file can take tens of ms); returns
+        the numbers removed, for `forget_segments` on the owner's thread."""
+        removed = []
         for n in numbers:
             if n == self.segment and self._fd is not None:
                 continue
@@ -416,8 +436,68 @@ class WriteAheadLog:
             except OSError as e:
                 self._warn("cannot remove write-ahead log segment %s: %s", self._path(n), e)
                 continue
+            removed.append(n)
+        return removed
+
+    def forget_segments(self, numbers: list[int]) -> None:
+        for n in numbers:
             self.segments.pop(n, None)
+            self.newest.pop(n, None)
         self.stats.wal_bytes = self.size
+
+    # --- rolling and pruning, between snapshots --------------------------------
+
+    @property
+    def open_bytes(self) -> int:
+        """Bytes of the segment appended to (0 when none is open)."""
+        return self.segments.get(self.segment, 0) if self._fd is not None else 0
+
+    def roll(self) -> tuple[int, bool] | None:
+        """Start a new segment without a snapshot, so that older segments can
+        be pruned once the store no longer holds their records. Returns the
+        old segment's descriptor and whether it needs an fsync, for
+        `finish_roll` in a worker thread; None when nothing was rolled."""
+        self.write_pending()
+        if self.gap or self._fd is None:
+            return None
+        with self._fd_lock:
+            old, self._fd = self._fd, None
+            dirty, self.needs_fsync = self.needs_fsync, False
+        self.open_segment(sync=False)
+        return old, dirty
+
+    def finish_roll(self, rolled: tuple[int, bool]) -> None:
+        """The file side of `roll` (from a thread): make the old segment
+        durable and close it, and the new one's creation."""
+        fd, dirty = rolled
+        try:
+            if dirty and self.fsync_mode != "never":
+                os.fsync(fd)
+                self.stats.wal_fsyncs += 1
+        except OSError as e:
+            self.stats.wal_write_errors += 1
+            self._warn("write-ahead log fsync failed: %s", e)
+        finally:
+            os.close(fd)
+        self.sync_created()
+
+    def prunable(self, oldest: int | None) -> list[int]:
+        """The oldest closed segments whose records are all older than
+        `oldest`, the event time of the oldest record the store holds: the
+        store evicted or expired every one of them (it drops oldest first),
+        so a restart needs none of them. In order, stopping at the first
+        segment still needed (or whose times are unknown)."""
+        if oldest is None:
+            return []
+        out = []
+        for n in sorted(self.segments):
+            if n == self.segment and self._fd is not None:
+                break
+            top = self.newest.get(n)
+            if top is None or top >= oldest:
+                break
+            out.append(n)
+        return out
 
     def _close_fd(self) -> None:
         with self._fd_lock:

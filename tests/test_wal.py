@@ -263,3 +263,63 @@ def test_a_failing_disk_is_counted_and_the_log_stays_readable(tmp_path: Path) ->
     items, stats = replay(tmp_path)
     assert len(items) == counts["logged"]
     assert stats.wal_torn_bytes == 0
+
+
+def test_a_rolled_log_prunes_the_oldest_segments_once_the_store_holds_none_of_their_records(
+    tmp_path: Path,
+) -> None:
+    wal = new_wal(tmp_path)
+    wal.append(1, batch(0, 100))
+    rolled = wal.roll()
+    assert rolled is not None
+    wal.finish_roll(rolled)
+    wal.append(101, batch(100, 100))
+    rolled = wal.roll()
+    assert rolled is not None
+    wal.finish_roll(rolled)
+    wal.append(201, batch(200, 50))
+    wal.write_pending()
+    assert sorted(wal.segments) == [1, 2, 3]
+    # Nothing held is older than every record of a segment: nothing to prune.
+    assert wal.prunable(None) == []
+    assert wal.prunable(NOW + 99) == []
+    # The store's oldest record is past segment 1's newest: 1 goes, in order.
+    assert wal.prunable(NOW + 100) == [1]
+    # The open segment is never pruned, however old its records.
+    assert wal.prunable(NOW + 10**9) == [1, 2]
+    wal.forget_segments(wal.unlink_segments(wal.prunable(NOW + 150)))
+    assert sorted(wal.segments) == [2, 3]
+    assert not (tmp_path / segment_name(1)).exists()
+    wal.close()
+    items, _ = replay(tmp_path)
+    assert [seq for seq, _ in items] == list(range(101, 251))
+
+
+def test_replay_learns_each_segments_newest_time_so_pruning_goes_on_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    wal = new_wal(tmp_path)
+    wal.append(1, batch(0, 10)[::-1])  # out of order inside a batch: the max counts
+    rolled = wal.roll()
+    assert rolled is not None
+    wal.finish_roll(rolled)
+    wal.append(11, batch(10, 10))
+    wal.write_pending()
+    wal.close()
+    again = WriteAheadLog(str(tmp_path), PersistenceStats())
+    again.replay(after_segment=0)
+    again.open_segment()
+    assert again.newest == {1: NOW + 9, 2: NOW + 19}
+    assert again.prunable(NOW + 10) == [1]
+    assert again.prunable(NOW + 20) == [1, 2]
+    again.close()
+
+
+def test_nothing_is_rolled_while_the_log_has_a_gap(tmp_path: Path) -> None:
+    wal = new_wal(tmp_path, max_bytes=HEADER.size + 10)
+    wal.append(1, batch(0, 100))
+    wal.write_pending()  # over the bound: dropped, the log has a gap
+    assert wal.gap
+    assert wal.roll() is None
+    assert sorted(wal.segments) == [1]
+    wal.close()
