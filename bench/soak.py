@@ -3,7 +3,7 @@ steady queries and /tail clients; samples RSS, loss and query latency.
 
 Run: .venv/bin/python bench/soak.py [--minutes 10] [--rate N] [--ttl 2m] [--quick]
 The default rate is 50% of a max TCP rate measured first (5 s blast into a
-scratch daemon). TTL is small so the store's window fills early and RSS
+scratch daemon with the same store settings, persistence included). TTL is small so the store's window fills early and RSS
 flatness afterwards is visible. Persistence (snapshot + write-ahead log,
 fsync batch) is on unless --no-persist. Loss is messages the sender's kernel
 accepted minus messages the daemon counted received; over TCP it must be 0.
@@ -186,10 +186,15 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def measure_max_rate(workdir: Path, seconds: float) -> float:
-    """Messages/s the daemon takes from one blasting sender, on a scratch daemon."""
-    d = DaemonProcess(workdir / "max", {"ttl": "1m"})
-    (workdir / "max").mkdir()
+def measure_max_rate(workdir: Path, seconds: float, store: dict[str, Any]) -> float:
+    """Messages/s a scratch daemon with the soaked daemon's `store:` section
+    (persistence included) takes from one blasting sender."""
+    scratch = workdir / "max"
+    scratch.mkdir()
+    store = dict(store)
+    if "persist_dir" in store:
+        store["persist_dir"] = str(scratch / "state")
+    d = DaemonProcess(scratch, store)
     d.start()
     try:
         sender = Sender(d.tcp_port, 0)
@@ -230,11 +235,6 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
-    rate = args.rate
-    if rate <= 0:
-        top = measure_max_rate(workdir, 3.0 if args.quick else 5.0)
-        rate = top / 2
-        print(f"max TCP rate measured: {top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s")
     store: dict[str, Any] = {
         "ttl": args.ttl,
         "wal_max_bytes": args.wal_max,
@@ -242,6 +242,14 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
     }
     if not args.no_persist:
         store["persist_dir"] = str(workdir / "state")
+    rate = args.rate
+    if rate <= 0:
+        top = measure_max_rate(workdir, 3.0 if args.quick else 5.0, store)
+        rate = top / 2
+        print(
+            f"max TCP rate measured (same store settings, no queries or tails): "
+            f"{top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s"
+        )
     d = DaemonProcess(workdir, store)
     d.start()
     try:
