@@ -221,7 +221,11 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
     ap.add_argument("--tails", type=int, default=2)
     ap.add_argument("--no-persist", action="store_true")
-    ap.add_argument("--wal-max", default="256MiB", help="store.wal_max_bytes")
+    ap.add_argument(
+        "--wal-max",
+        default=None,
+        help="store.wal_max_bytes (default: the daemon's, 2 x max_memory)",
+    )
     ap.add_argument("--quick", action="store_true", help="30 s, ttl 10s, samples every 5 s")
     args = ap.parse_args()
     if args.quick:
@@ -235,11 +239,9 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
-    store: dict[str, Any] = {
-        "ttl": args.ttl,
-        "wal_max_bytes": args.wal_max,
-        "max_memory": args.max_memory,
-    }
+    store: dict[str, Any] = {"ttl": args.ttl, "max_memory": args.max_memory}
+    if args.wal_max is not None:
+        store["wal_max_bytes"] = args.wal_max
     if not args.no_persist:
         store["persist_dir"] = str(workdir / "state")
     rate = args.rate

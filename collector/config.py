@@ -176,7 +176,7 @@ class StoreConfig:
     fsync: str = "batch"
     shard_span: float = 60.0
     sweep_interval: float = 1.0
-    wal_max_bytes: int = 256 * 1024 * 1024  # write-ahead log bound; snapshot early at half
+    wal_max_bytes: int | None = None  # write-ahead log bound; None: configvalues.wal_bound
     wal_flush_interval: float = 0.2  # write (and, with fsync: batch, fsync) the log this often
     node_id: int | None = None  # the node part of ids; None: kept in persist_dir, or random
 

@@ -239,11 +239,23 @@ def opt_duration(v: Any) -> float | None:
     return None if v is None else positive_duration(v)
 
 
-def wal_max_bytes(v: Any) -> int:
+def wal_max_bytes(v: Any) -> int | None:
+    if v is None:
+        return None  # twice max_memory, at least 256 MiB (wal_bound)
     size = parse_size(v)
     if size < 1024 * 1024:
         raise ValueError(f"expected a size >= 1MiB; got {v!r}")
     return size
+
+
+def wal_bound(wal_max_bytes: int | None, max_memory: int) -> int:
+    """The log's bound: as set, else twice max_memory and at least 256 MiB.
+    A store that evicts for max_memory keeps a log about its own size
+    (segments of evicted records are pruned); twice that leaves room for
+    the segments a snapshot in progress still covers."""
+    if wal_max_bytes is not None:
+        return wal_max_bytes
+    return max(256 * 1024 * 1024, 2 * max_memory)
 
 
 def wal_flush_interval(v: Any) -> float:

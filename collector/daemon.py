@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from collector import heap, systemd
 from collector.config import Config
+from collector.configvalues import wal_bound
 from collector.http import inflight_source
 from collector.metrics import make_registry
 from collector.netio import DETAIL as NETIO_DETAIL
@@ -300,7 +301,10 @@ def _open_persistence(daemon: Daemon) -> None:
     if cfg.persist_dir is None:
         return
     persistence = Persistence(
-        cfg.persist_dir, daemon.store, fsync=cfg.fsync, wal_max_bytes=cfg.wal_max_bytes
+        cfg.persist_dir,
+        daemon.store,
+        fsync=cfg.fsync,
+        wal_max_bytes=wal_bound(cfg.wal_max_bytes, cfg.max_memory),
     )
     try:
         persistence.open(now_us())

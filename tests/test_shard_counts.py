@@ -65,4 +65,4 @@ def test_code_zero_none_is_what_the_other_codes_leave() -> None:
     values = [0, 0, 3, 0, 255, 3]
     counts = counts_for(values, 256, [0, 7])
     uncount(counts, array("I", values))
-    assert counts[0] == 1 and counts[3] == 0 and counts[255] == 0 and counts[7] == 1
+    assert (counts[0], counts[3], counts[255], counts[7]) == (1, 0, 0, 1)

@@ -56,7 +56,7 @@ def test_appends_are_buffered_until_a_flush_writes_them_as_one_chunk(tmp_path: P
     wal.close()
 
 
-def test_a_megabyte_of_buffered_records_is_written_without_waiting_for_the_timer(
+def test_flush_bytes_of_buffered_records_are_written_without_waiting_for_the_timer(
     tmp_path: Path,
 ) -> None:
     wal = new_wal(tmp_path, flush_bytes=64 * 1024)
