@@ -324,6 +324,8 @@ def soak(
                 flush=True,
             )
     finally:
+        # The tails' state while soaked (stopping the daemon closes them).
+        tail_states = [t.status for t in tails]
         sent = sender.stop()
         querier.stop.set()
         for t in tails:
@@ -334,7 +336,7 @@ def soak(
     t0 = time.monotonic()
     code = d.stop()
     stop_s = time.monotonic() - t0
-    summarise(args, ttl, rows, sent, got, code, stop_s, tails, querier, d, bound)
+    summarise(args, ttl, rows, sent, got, code, stop_s, tail_states, querier, d, bound)
 
 
 def summarise(
@@ -345,7 +347,7 @@ def summarise(
     got: int,
     code: int,
     stop_s: float,
-    tails: list[Tail],
+    tail_states: list[str],
     querier: Querier,
     d: DaemonProcess,
     bound: float,
@@ -380,7 +382,9 @@ def summarise(
         print(f"  load average (1 min) during the run: {min(loads):.1f} - {max(loads):.1f}")
     else:
         print("  (run shorter than the TTL window: RSS flatness not judged)")
-    print(f"  query errors {querier.errors}; tails: {', '.join(t.status for t in tails)}")
+    print(
+        f"  query errors {querier.errors}; tails at the end of the soak: {', '.join(tail_states)}"
+    )
     print(f"  shutdown: exit {code} in {stop_s:.1f}s (drain + snapshot)")
     lines = d.log().splitlines()
     snap = [line for line in lines if " snapshot: " in line and "early" not in line]
