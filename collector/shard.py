@@ -328,8 +328,9 @@ class Shard:
                 self.order.extend(range(p0 + split, p0 + n))
         return split
 
-    def _truncate(self, p0: int) -> None:
-        for col in (
+    def _physical_columns(self) -> tuple[array[int] | bytearray, ...]:
+        """The columns indexed by physical position (arrival order)."""
+        return (
             self.recv,
             self.lvl,
             self.fac,
@@ -338,7 +339,10 @@ class Shard:
             self.service,
             self.procid,
             self.msgid,
-        ):
+        )
+
+    def _truncate(self, p0: int) -> None:
+        for col in self._physical_columns():
             del col[p0:]
         self.text.truncate(p0)
         for p in [p for p in self.extras if p >= p0]:
@@ -462,16 +466,7 @@ class Shard:
         # In place (a memmove; a bytearray just moves its start): slicing
         # into new arrays cost ~6x more, page faults for fresh memory
         # included, and held the old and new columns at once.
-        for col in (
-            self.recv,
-            self.lvl,
-            self.fac,
-            self.fmt,
-            self.host,
-            self.service,
-            self.procid,
-            self.msgid,
-        ):
+        for col in self._physical_columns():
             del col[:m]
         freed = m * RECORD_BYTES + self.text.drop_prefix(m)
         if self.extras:
