@@ -132,7 +132,13 @@ class Persistence:
         self.store = store
         self.stats = PersistenceStats()
         self.snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
-        self.wal = WriteAheadLog(directory, self.stats, fsync=fsync, max_bytes=wal_max_bytes)
+        self.wal = WriteAheadLog(
+            directory,
+            self.stats,
+            fsync=fsync,
+            max_bytes=wal_max_bytes,
+            roll_bytes=wal_max_bytes // ROLL_PARTS,
+        )
         self.snapshot_every = snapshot_every
         self._snapshot_task: asyncio.Task[None] | None = None
         self._blocks_task: asyncio.Task[bool] | None = None
@@ -429,17 +435,16 @@ class Persistence:
             self._snapshot_task = asyncio.ensure_future(self._snapshot_while_running())
 
     async def _roll_and_prune(self) -> None:
-        """Between snapshots: start a new log segment every eighth of the
-        log's bound, and delete the oldest segments once the store holds
-        none of their records (evicted or expired). A store bounded by
+        """Between snapshots: finish the log segments rolled since the last
+        tick (every sixteenth of the log's bound: fsync and close, in a
+        thread), and delete the oldest segments once the store holds none
+        of their records (evicted or expired). A store bounded by
         max_memory then keeps a log about the size of what it holds, with
         no snapshot needed to bound it (a snapshot of a store held in open
         shards rewrites every record)."""
         wal = self.wal
-        if wal.open_bytes >= wal.max_bytes // ROLL_PARTS:
-            rolled = wal.roll()
-            if rolled is not None:
-                await asyncio.to_thread(wal.finish_roll, rolled)
+        if wal.rolled:
+            await asyncio.to_thread(wal.finish_rolls)
         dead = wal.prunable(self.store.oldest_timestamp())
         if dead:
             wal.forget_segments(await asyncio.to_thread(wal.unlink_segments, dead))

@@ -98,8 +98,13 @@ class WriteAheadLog:
         fsync: str = "batch",
         max_bytes: int = 256 * 1024 * 1024,
         flush_bytes: int = FLUSH_BYTES,
+        roll_bytes: int | None = None,
     ) -> None:
         self.directory = directory
+        # A segment this large is closed and a new one started (see roll);
+        # None: only a snapshot's rotate() starts one.
+        self.roll_bytes = roll_bytes
+        self._retired: list[tuple[int, bool]] = []  # rolled: (fd, needs fsync)
         self.stats = stats
         self.fsync_mode = fsync
         self.max_bytes = max_bytes
@@ -335,6 +340,8 @@ class WriteAheadLog:
         self.stats.wal_records += n
         self.stats.wal_bytes = self.size
         self.needs_fsync = True
+        if self.roll_bytes and good + len(chunk) >= self.roll_bytes:
+            self.roll()
 
     def _drop(self, n: int) -> None:
         """Records that could not be logged: from here on the log would have a
@@ -450,39 +457,42 @@ class WriteAheadLog:
 
     # --- rolling and pruning, between snapshots --------------------------------
 
-    @property
-    def open_bytes(self) -> int:
-        """Bytes of the segment appended to (0 when none is open)."""
-        return self.segments.get(self.segment, 0) if self._fd is not None else 0
-
-    def roll(self) -> tuple[int, bool] | None:
-        """Start a new segment without a snapshot, so that older segments can
-        be pruned once the store no longer holds their records. Returns the
-        old segment's descriptor and whether it needs an fsync, for
-        `finish_roll` in a worker thread; None when nothing was rolled."""
-        self.write_pending()
+    def roll(self) -> bool:
+        """Start a new segment now, without a snapshot, so that older
+        segments can be pruned once the store no longer holds their records
+        (`write_pending` rolls by itself past `roll_bytes`). The old
+        segment's fsync and close wait for `finish_rolls` (a worker thread's
+        job); False when nothing was rolled (no segment open, or a gap)."""
         if self.gap or self._fd is None:
-            return None
+            return False
         with self._fd_lock:
             old, self._fd = self._fd, None
             dirty, self.needs_fsync = self.needs_fsync, False
+        self._retired.append((old, dirty))
         self.open_segment(sync=False)
-        return old, dirty
+        return True
 
-    def finish_roll(self, rolled: tuple[int, bool]) -> None:
-        """The file side of `roll` (from a thread): make the old segment
-        durable and close it, and the new one's creation."""
-        fd, dirty = rolled
-        try:
-            if dirty and self.fsync_mode != "never":
-                os.fsync(fd)
-                self.stats.wal_fsyncs += 1
-        except OSError as e:
-            self.stats.wal_write_errors += 1
-            self._warn("write-ahead log fsync failed: %s", e)
-        finally:
-            os.close(fd)
-        self.sync_created()
+    @property
+    def rolled(self) -> bool:
+        """Segments were rolled and wait for `finish_rolls`."""
+        return bool(self._retired)
+
+    def finish_rolls(self) -> None:
+        """The file side of `roll` (from a thread, or at close): make each
+        rolled segment durable and close it, then the new ones' creation."""
+        retired, self._retired = self._retired, []
+        for fd, dirty in retired:
+            try:
+                if dirty and self.fsync_mode != "never":
+                    os.fsync(fd)
+                    self.stats.wal_fsyncs += 1
+            except OSError as e:
+                self.stats.wal_write_errors += 1
+                self._warn("write-ahead log fsync failed: %s", e)
+            finally:
+                os.close(fd)
+        if retired:
+            self.sync_created()
 
     def prunable(self, oldest: int | None) -> list[int]:
         """The oldest closed segments whose records are all older than
@@ -510,5 +520,7 @@ class WriteAheadLog:
                 self.needs_fsync = False
 
     def close(self) -> None:
-        """Close the open segment (the buffer is not written; call rotate first)."""
+        """Close the open segment and any rolled ones (the buffer is not
+        written; call rotate first)."""
+        self.finish_rolls()
         self._close_fd()

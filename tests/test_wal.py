@@ -270,13 +270,14 @@ def test_a_rolled_log_prunes_the_oldest_segments_once_the_store_holds_none_of_th
 ) -> None:
     wal = new_wal(tmp_path)
     wal.append(1, batch(0, 100))
-    rolled = wal.roll()
-    assert rolled is not None
-    wal.finish_roll(rolled)
+    wal.write_pending()
+    assert wal.roll()
     wal.append(101, batch(100, 100))
-    rolled = wal.roll()
-    assert rolled is not None
-    wal.finish_roll(rolled)
+    wal.write_pending()
+    assert wal.roll()
+    assert wal.rolled
+    wal.finish_rolls()
+    assert not wal.rolled
     wal.append(201, batch(200, 50))
     wal.write_pending()
     assert sorted(wal.segments) == [1, 2, 3]
@@ -300,9 +301,9 @@ def test_replay_learns_each_segments_newest_time_so_pruning_goes_on_after_a_rest
 ) -> None:
     wal = new_wal(tmp_path)
     wal.append(1, batch(0, 10)[::-1])  # out of order inside a batch: the max counts
-    rolled = wal.roll()
-    assert rolled is not None
-    wal.finish_roll(rolled)
+    wal.write_pending()
+    assert wal.roll()
+    wal.finish_rolls()
     wal.append(11, batch(10, 10))
     wal.write_pending()
     wal.close()
@@ -320,6 +321,23 @@ def test_nothing_is_rolled_while_the_log_has_a_gap(tmp_path: Path) -> None:
     wal.append(1, batch(0, 100))
     wal.write_pending()  # over the bound: dropped, the log has a gap
     assert wal.gap
-    assert wal.roll() is None
+    assert not wal.roll()
     assert sorted(wal.segments) == [1]
     wal.close()
+
+
+def test_a_segment_past_roll_bytes_is_rolled_as_it_is_written(tmp_path: Path) -> None:
+    wal = new_wal(tmp_path, roll_bytes=4096)
+    for i in range(0, 1000, 50):
+        wal.append(i + 1, batch(i, 50))
+        wal.write_pending()
+    assert len(wal.segments) >= 5
+    assert all(size < 4096 + 50 * 200 for size in wal.segments.values())
+    assert wal.rolled  # the old segments' fsync and close wait for finish_rolls
+    fsyncs = wal.stats.wal_fsyncs
+    wal.finish_rolls()
+    assert wal.stats.wal_fsyncs > fsyncs
+    assert not wal.rolled
+    wal.close()
+    items, _ = replay(tmp_path)
+    assert [seq for seq, _ in items] == list(range(1, 1001))
