@@ -42,7 +42,7 @@ test: lint
 	$(BIN)/pytest -q
 	COLLECTOR_PURE=1 $(BIN)/pytest -q tests/test_native.py tests/test_framing.py tests/test_rfc5424.py \
 	  tests/test_parse.py tests/test_rfc3164.py tests/test_listeners.py tests/test_cli.py \
-	  tests/test_netio.py tests/test_render.py tests/test_http.py
+	  tests/test_netio.py tests/test_render.py tests/test_http.py tests/test_native_columns.py
 
 # The native parser under AddressSanitizer + UBSan, differential suite and corpus.
 fuzz: $(STAMP)

@@ -1558,6 +1558,146 @@ static PyTypeObject FramerType = {
     .tp_members = framer_members,
 };
 
+/* --- column helpers for eviction (collector/shard.py) ----------------------
+ * An open shard holding late records keeps an `order` index (logical ->
+ * physical position); evicting from it read each evicted record's codes and
+ * renumbered the whole index one Python int at a time (~0.1 s a million).
+ * These do the same over the arrays' buffers. shard.py has the pure
+ * versions; tests/test_native_columns.py holds both to the same answers. */
+
+/* A C-contiguous buffer of unsigned ints of 1 or 4 bytes ('B' or 'I'). */
+static int get_uints(PyObject *obj, Py_buffer *view, int writable, int allow_bytes) {
+    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    const char *f = view->format != NULL ? view->format : "B";
+    if (f[0] == '@' || f[0] == '=')
+        f++;
+    int ok = (view->itemsize == 4 && strcmp(f, "I") == 0) ||
+             (allow_bytes && view->itemsize == 1 && strcmp(f, "B") == 0);
+    if (!ok || view->ndim > 1) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "expected an array of 'I' (or bytes of 'B') values");
+        return -1;
+    }
+    return 0;
+}
+
+static inline uint32_t uint_at(const Py_buffer *v, Py_ssize_t i) {
+    if (v->itemsize == 1)
+        return ((const uint8_t *)v->buf)[i];
+    uint32_t x;
+    memcpy(&x, (const char *)v->buf + 4 * i, 4);
+    return x;
+}
+
+/* uncount_at(counts, col, phys): counts[col[p]] -= 1 for each p in phys. */
+static PyObject *native_uncount_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "uncount_at(counts: list, col, phys)");
+        return NULL;
+    }
+    PyObject *counts = args[0];
+    Py_buffer col, phys;
+    if (get_uints(args[1], &col, 0, 1) < 0)
+        return NULL;
+    if (get_uints(args[2], &phys, 0, 0) < 0) {
+        PyBuffer_Release(&col);
+        return NULL;
+    }
+    Py_ssize_t ncodes = PyList_GET_SIZE(counts);
+    Py_ssize_t ncol = col.len / col.itemsize, nphys = phys.len / 4;
+    int64_t *tally = PyMem_Calloc(ncodes > 0 ? (size_t)ncodes : 1, sizeof(int64_t));
+    PyObject *result = NULL;
+    if (tally == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nphys; i++) {
+        uint32_t p = uint_at(&phys, i);
+        if ((Py_ssize_t)p >= ncol) {
+            PyErr_SetString(PyExc_IndexError, "position out of the column");
+            goto done;
+        }
+        uint32_t c = uint_at(&col, p);
+        if ((Py_ssize_t)c >= ncodes) {
+            PyErr_SetString(PyExc_IndexError, "code out of the counts");
+            goto done;
+        }
+        tally[c]++;
+    }
+    for (Py_ssize_t c = 0; c < ncodes; c++) {
+        if (tally[c] == 0)
+            continue;
+        PyObject *n = PyLong_FromLongLong(tally[c]);
+        if (n == NULL)
+            goto done;
+        PyObject *left = PyNumber_Subtract(PyList_GET_ITEM(counts, c), n);
+        Py_DECREF(n);
+        if (left == NULL)
+            goto done;
+        PyList_SetItem(counts, c, left); /* steals left */
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(tally);
+    PyBuffer_Release(&col);
+    PyBuffer_Release(&phys);
+    return result;
+}
+
+/* shift_down(order, m) -> None: order[i] -= m for every i, in place; every
+ * value must be >= m (ValueError, nothing changed, otherwise). */
+static PyObject *native_shift_down(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "shift_down(order, m)");
+        return NULL;
+    }
+    long long m = PyLong_AsLongLong(args[1]);
+    if (m == -1 && PyErr_Occurred())
+        return NULL;
+    if (m < 0 || m > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "m out of range");
+        return NULL;
+    }
+    Py_buffer v;
+    if (get_uints(args[0], &v, 1, 0) < 0)
+        return NULL;
+    uint32_t *a = (uint32_t *)v.buf; /* an array's buffer is aligned for its items */
+    Py_ssize_t n = v.len / 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] < (uint32_t)m) {
+            PyBuffer_Release(&v);
+            PyErr_SetString(PyExc_ValueError, "a value below m");
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        a[i] -= (uint32_t)m;
+    PyBuffer_Release(&v);
+    Py_RETURN_NONE;
+}
+
+/* min_of(order) -> int: the smallest value (ValueError when empty). */
+static PyObject *native_min_of(PyObject *self, PyObject *arg) {
+    Py_buffer v;
+    if (get_uints(arg, &v, 0, 0) < 0)
+        return NULL;
+    Py_ssize_t n = v.len / 4;
+    if (n == 0) {
+        PyBuffer_Release(&v);
+        PyErr_SetString(PyExc_ValueError, "min_of() of an empty array");
+        return NULL;
+    }
+    uint32_t lo = UINT32_MAX;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t x = uint_at(&v, i);
+        if (x < lo)
+            lo = x;
+    }
+    PyBuffer_Release(&v);
+    return PyLong_FromUnsignedLong(lo);
+}
+
 /* --- the module ------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
@@ -1571,6 +1711,11 @@ static PyMethodDef methods[] = {
      "parse_batch(frames, received_at, sender, ttl_us) -> (list[Record | None], declined, "
      "truncated)\n\n`parse_frames`, with how many frames it declined (None) and how many are "
      "flagged truncated."},
+    {"uncount_at", (PyCFunction)(void (*)(void))native_uncount_at, METH_FASTCALL,
+     "uncount_at(counts, col, phys) -> None: counts[col[p]] -= 1 for each p in phys."},
+    {"shift_down", (PyCFunction)(void (*)(void))native_shift_down, METH_FASTCALL,
+     "shift_down(order, m) -> None: subtract m from every value, in place."},
+    {"min_of", native_min_of, METH_O, "min_of(order) -> int: the smallest value."},
     {"direct_slots", native_direct_slots, METH_NOARGS,
      "direct_slots() -> bool: records filled slot by slot (True) or made by calling Record."},
     {NULL, NULL, 0, NULL},
