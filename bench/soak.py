@@ -2,6 +2,7 @@
 steady queries and /tail clients; samples RSS, loss and query latency.
 
 Run: .venv/bin/python bench/soak.py [--minutes 10] [--rate N] [--ttl 2m] [--quick]
+     [--trace-stalls FILE]  (where the loop stalled: bench/stalltrace)
 The default rate is 50% of a max TCP rate measured first (5 s blast into a
 scratch daemon with the same store settings, persistence included). TTL is small so the store's window fills early and RSS
 flatness afterwards is visible. Persistence (snapshot + write-ahead log,
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing as mp
+import os
 import shutil
 import socket
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +230,12 @@ def main() -> None:
         help="store.wal_max_bytes (default: the daemon's, 2 x max_memory)",
     )
     ap.add_argument("--quick", action="store_true", help="30 s, ttl 10s, samples every 5 s")
+    ap.add_argument(
+        "--trace-stalls",
+        metavar="FILE",
+        help="sample the soaked daemon's loop stack in stalls over 30 ms into FILE "
+        "(bench/stalltrace; rewritten every 5 s)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.minutes, args.ttl, args.interval = 0.5, "10s", 5.0
@@ -236,6 +245,27 @@ def main() -> None:
         run(args, ttl, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stall_tracing(path: str | None) -> Iterator[None]:
+    """The environment that loads bench/stalltrace into a daemon started
+    inside (only that one: the sender and scratch daemons run without)."""
+    if path is None:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "STALLTRACE")}
+    here = str(Path(__file__).resolve().parent / "stalltrace")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, saved["PYTHONPATH"]) if p)
+    os.environ["STALLTRACE"] = str(Path(path).resolve())
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
@@ -253,7 +283,8 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
             f"{top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s"
         )
     d = DaemonProcess(workdir, store)
-    d.start()
+    with stall_tracing(args.trace_stalls):
+        d.start()
     try:
         soak(args, ttl, workdir, d, rate)
     except BaseException:
