@@ -50,9 +50,45 @@ def _lines(start: int, n: int) -> bytes:
     )
 
 
-def sender_main(port: int, rate: float, stop: Any, sent: Any, connections: int) -> None:
+def _stamp(us: int) -> bytes:
+    t = time.gmtime(us // 1_000_000)
+    return b"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (*t[:6], us % 1_000_000)
+
+
+def _mixed_lines(start: int, n: int) -> bytes:
+    """Like _lines, as many senders send: each message carries its own event
+    time (the sender's clock), one in 20 up to 30 s late, one in 5 with
+    structured data."""
+    now = time.time_ns() // 1000
+    stamps = [
+        _stamp(now - (i * 7919) % 30_000_000) if i % 20 == 7 else b""
+        for i in range(start, start + n)
+    ]
+    base = _stamp(now)
+    return b"".join(
+        b"<%d>1 %s soak-%d %s %d - %s soak message %d user=u%d took=%dms\n"
+        % (
+            8 + (i % 8),
+            stamps[i - start] or base,
+            i % 13,
+            SERVICES[i % 5].encode(),
+            1000 + i % 50,
+            b'[req@32473 id="%d" path="/api/v1/items"]' % i if i % 5 == 3 else b"-",
+            i,
+            i % 97,
+            i % 1000,
+        )
+        for i in range(start, start + n)
+    )
+
+
+def sender_main(
+    port: int, rate: float, stop: Any, sent: Any, connections: int, mixed: bool = False
+) -> None:
     """Child process: `connections` TCP streams, paced to `rate` msg/s total
-    (0 = as fast as possible); `sent` counts messages the kernel accepted."""
+    (0 = as fast as possible); `sent` counts messages the kernel accepted.
+    `mixed`: _mixed_lines (event times, late ones, structured data)."""
+    lines = _mixed_lines if mixed else _lines
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
     batch = 100
     i = 0
@@ -64,7 +100,7 @@ def sender_main(port: int, rate: float, stop: Any, sent: Any, connections: int) 
                 if ahead > 0:
                     time.sleep(min(ahead, 0.05))
                     continue
-            socks[(i // batch) % connections].sendall(_lines(i, batch))
+            socks[(i // batch) % connections].sendall(lines(i, batch))
             i += batch
             sent.value = i
     except OSError:
@@ -77,12 +113,13 @@ def sender_main(port: int, rate: float, stop: Any, sent: Any, connections: int) 
 class Sender:
     """The paced sender in its own process (the GIL stays out of the figures)."""
 
-    def __init__(self, port: int, rate: float, connections: int = 2) -> None:
+    def __init__(self, port: int, rate: float, connections: int = 2, mixed: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.stop_event = ctx.Event()
         self.sent = ctx.Value("q", 0, lock=False)
         self.proc = ctx.Process(
-            target=sender_main, args=(port, rate, self.stop_event, self.sent, connections)
+            target=sender_main,
+            args=(port, rate, self.stop_event, self.sent, connections, mixed),
         )
         self.proc.start()
 
@@ -189,7 +226,9 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def measure_max_rate(workdir: Path, seconds: float, store: dict[str, Any]) -> float:
+def measure_max_rate(
+    workdir: Path, seconds: float, store: dict[str, Any], mixed: bool = False
+) -> float:
     """Messages/s a scratch daemon with the soaked daemon's `store:` section
     (persistence included) takes from one blasting sender."""
     scratch = workdir / "max"
@@ -200,7 +239,7 @@ def measure_max_rate(workdir: Path, seconds: float, store: dict[str, Any]) -> fl
     d = DaemonProcess(scratch, store)
     d.start()
     try:
-        sender = Sender(d.tcp_port, 0)
+        sender = Sender(d.tcp_port, 0, mixed=mixed)
         poll(lambda: received(d) > 1000, 30, "first messages")
         r0, t0 = received(d), time.monotonic()
         time.sleep(seconds)
@@ -230,6 +269,12 @@ def main() -> None:
         help="store.wal_max_bytes (default: the daemon's, 2 x max_memory)",
     )
     ap.add_argument("--quick", action="store_true", help="30 s, ttl 10s, samples every 5 s")
+    ap.add_argument(
+        "--mixed",
+        action="store_true",
+        help="messages with their own event times (1 in 20 up to 30 s late) and "
+        "structured data (1 in 5), as many senders send",
+    )
     ap.add_argument(
         "--trace-stalls",
         metavar="FILE",
@@ -276,7 +321,7 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
         store["persist_dir"] = str(workdir / "state")
     rate = args.rate
     if rate <= 0:
-        top = measure_max_rate(workdir, 3.0 if args.quick else 5.0, store)
+        top = measure_max_rate(workdir, 3.0 if args.quick else 5.0, store, args.mixed)
         rate = top / 2
         print(
             f"max TCP rate measured (same store settings, no queries or tails): "
@@ -298,7 +343,7 @@ def soak(
 ) -> None:
     assert d.proc is not None
     pid = d.proc.pid
-    sender = Sender(d.tcp_port, rate)
+    sender = Sender(d.tcp_port, rate, mixed=args.mixed)
     querier = Querier(d)
     tails = [Tail(d.http_port) for _ in range(args.tails)]
     threads = [threading.Thread(target=querier.run, daemon=True)]
