@@ -333,13 +333,33 @@ class Shard:
             self.seqs = array("q", [m[1] for m in merged])
             self.order = array("I", [m[2] for m in merged])
             return
-        for t, s, p in zip(ts, seqs, phys, strict=True):
+        # Where each goes in the index as it is now (the late records come
+        # sorted by key, so these never decrease); then every index entry
+        # from the first of them on moves once, each block straight to its
+        # place (one insert() per record moved the whole tail each time:
+        # with 5% of records late into a 1.5M-record shard, the loop spent
+        # most of its time in memmove and fell behind at 54k msg/s).
+        pos = []
+        for t, s in zip(ts, seqs, strict=True):
             i = bisect_right(kts, t)
             while i and kts[i - 1] == t and kseqs[i - 1] > s:
                 i -= 1
-            kts.insert(i, t)
-            kseqs.insert(i, s)
-            order.insert(i, p)
+            pos.append(i)
+        m, end = len(pos), len(kts)
+        kts.extend(ts)
+        kseqs.extend(seqs)
+        order.extend(phys)
+        for j in range(m - 1, -1, -1):
+            a = pos[j]
+            if end > a:  # the block [a, end) moves past the j + 1 inserted at or before it
+                d = j + 1
+                kts[a + d : end + d] = kts[a:end]
+                kseqs[a + d : end + d] = kseqs[a:end]
+                order[a + d : end + d] = order[a:end]
+            kts[a + j] = ts[j]
+            kseqs[a + j] = seqs[j]
+            order[a + j] = phys[j]
+            end = a
 
     def _append_columns(self, recs: list[Record]) -> None:
         n = len(recs)

@@ -1,0 +1,64 @@
+"""Late records into an open shard: after any sequence of batches (each
+sorted by key, as the store hands them over), the shard's key index is the
+sorted keys of everything it took, and each key still finds its own record.
+Batches with many late records take the merge, others the block moves."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.record import Record
+from collector.shard import Shard
+
+BASE = 1_767_225_600_000_000
+
+
+def rec(ts: int, seq: int) -> Record:
+    return Record(ts, ts, "h", "s", None, None, 1, 6, f"m{seq}", None, None, "raw")
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.lists(st.integers(0, 60), min_size=1, max_size=40),  # event-time offsets per batch
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_late_batches_keep_the_key_index_sorted_and_pointing_at_their_records(
+    batches: list[list[int]],
+) -> None:
+    shard = Shard(0)
+    seq = 0
+    taken: list[tuple[int, int]] = []
+    for offsets in batches:
+        keys = []
+        for off in offsets:
+            seq += 1
+            keys.append((BASE + off, seq))
+        keys.sort()
+        shard.add([rec(t, s) for t, s in keys], [t for t, _ in keys], [s for _, s in keys])
+        taken += keys
+    want = sorted(taken)
+    assert list(zip(shard.ts, shard.seqs, strict=True)) == want
+    got = shard.records(range(len(shard)))
+    assert [r.message for r in got] == [f"m{s}" for _, s in want]
+    assert [r.timestamp for r in got] == [t for t, _ in want]
+
+
+def test_a_few_late_records_far_back_in_a_large_shard() -> None:
+    shard = Shard(0)
+    n = 20_000
+    shard.add(
+        [rec(BASE + 10 * i, i) for i in range(n)], [BASE + 10 * i for i in range(n)], range(n)
+    )
+    late = [(BASE + 5, n), (BASE + 10 * 7_000 + 5, n + 1), (BASE + 10 * 7_000 + 5, n + 2)]
+    late.append((BASE + 10 * (n - 1) + 20, n + 3))  # not late: after the last key
+    shard.add([rec(t, s) for t, s in late], [t for t, _ in late], [s for _, s in late])
+    keys = list(zip(shard.ts, shard.seqs, strict=True))
+    assert keys == sorted(keys)
+    assert keys[1] == (BASE + 5, n)
+    assert keys[7_002:7_004] == [(BASE + 10 * 7_000 + 5, n + 1), (BASE + 10 * 7_000 + 5, n + 2)]
+    assert shard.record(7_002).message == f"m{n + 1}"
+    assert shard.record(len(shard) - 1).message == f"m{n + 3}"
