@@ -1677,6 +1677,54 @@ static PyObject *native_shift_down(PyObject *self, PyObject *const *args, Py_ssi
     Py_RETURN_NONE;
 }
 
+/* span_sum(offs, phys) -> int: the sum of offs[p + 1] - offs[p] over p in
+ * phys (the bytes of those messages in a text heap; offs 'I' or 'q'). */
+static PyObject *native_span_sum(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "span_sum(offs, phys)");
+        return NULL;
+    }
+    Py_buffer offs, phys;
+    if (PyObject_GetBuffer(args[0], &offs, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    const char *f = offs.format != NULL ? offs.format : "B";
+    if (f[0] == '@' || f[0] == '=')
+        f++;
+    int wide = offs.itemsize == 8 && strcmp(f, "q") == 0;
+    if (!wide && !(offs.itemsize == 4 && strcmp(f, "I") == 0)) {
+        PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_TypeError, "offs: expected an array of 'I' or 'q'");
+        return NULL;
+    }
+    if (get_uints(args[1], &phys, 0, 0) < 0) {
+        PyBuffer_Release(&offs);
+        return NULL;
+    }
+    Py_ssize_t noffs = offs.len / offs.itemsize, nphys = phys.len / 4;
+    long long total = 0;
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < nphys; i++) {
+        uint32_t p = uint_at(&phys, i);
+        if ((Py_ssize_t)p + 1 >= noffs) {
+            PyErr_SetString(PyExc_IndexError, "position out of the offsets");
+            goto done;
+        }
+        if (wide) {
+            int64_t a, b;
+            memcpy(&a, (const char *)offs.buf + 8 * (Py_ssize_t)p, 8);
+            memcpy(&b, (const char *)offs.buf + 8 * ((Py_ssize_t)p + 1), 8);
+            total += b - a;
+        } else {
+            total += (long long)uint_at(&offs, (Py_ssize_t)p + 1) - (long long)uint_at(&offs, p);
+        }
+    }
+    result = PyLong_FromLongLong(total);
+done:
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&phys);
+    return result;
+}
+
 /* min_of(order) -> int: the smallest value (ValueError when empty). */
 static PyObject *native_min_of(PyObject *self, PyObject *arg) {
     Py_buffer v;
@@ -1716,6 +1764,8 @@ static PyMethodDef methods[] = {
     {"shift_down", (PyCFunction)(void (*)(void))native_shift_down, METH_FASTCALL,
      "shift_down(order, m) -> None: subtract m from every value, in place."},
     {"min_of", native_min_of, METH_O, "min_of(order) -> int: the smallest value."},
+    {"span_sum", (PyCFunction)(void (*)(void))native_span_sum, METH_FASTCALL,
+     "span_sum(offs, phys) -> int: the sum of offs[p + 1] - offs[p] over p in phys."},
     {"direct_slots", native_direct_slots, METH_NOARGS,
      "direct_slots() -> bool: records filled slot by slot (True) or made by calling Record."},
     {NULL, NULL, 0, NULL},

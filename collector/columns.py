@@ -62,11 +62,19 @@ def min_of_pure(order: array[int]) -> int:
     return min(order)
 
 
+def span_sum_pure(offs: array[int], phys: array[int]) -> int:
+    """The sum of offs[p + 1] - offs[p] over p in phys (the bytes of those
+    messages in a text heap)."""
+    return sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
+
+
 uncount_at: Callable[[list[int], bytearray | array[int], array[int]], None]
+span_sum: Callable[[array[int], array[int]], int]
 shift_down: Callable[[array[int], int], None]
 min_of: Callable[[array[int]], int]
 try:
-    from collector._native import min_of, shift_down, uncount_at
+    from collector._native import min_of, shift_down, span_sum, uncount_at
 except ImportError:  # not built, or COLLECTOR_PURE
     uncount_at, shift_down, min_of = uncount_at_pure, shift_down_pure, min_of_pure
+    span_sum = span_sum_pure
 NATIVE = uncount_at is not uncount_at_pure

@@ -17,6 +17,8 @@ from typing import Any
 
 import re2
 
+from collector.columns import span_sum
+
 # Message text lives in frozen chunks of at least this many bytes plus an
 # open tail: one growing buffer would be copied at every reallocation.
 FREEZE_BYTES = 64 * 1024
@@ -209,11 +211,9 @@ class TextHeap:
             size += _UNI_BYTES * sum(1 for p in self.uni if a <= p < b)
         return size
 
-    def bytes_of_many(self, phys: Iterable[int]) -> int:
-        """The accounted bytes of the messages `phys` (a list, read twice)."""
-        offs = self.offs
-        phys = list(phys)
-        size = sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
+    def bytes_of_many(self, phys: array[int]) -> int:
+        """The accounted bytes of the messages `phys` (an array of 'I')."""
+        size = span_sum(self.offs, phys)
         if self.uni:
             size += _UNI_BYTES * len(self.uni.intersection(phys))
         return size

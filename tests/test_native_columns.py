@@ -138,3 +138,24 @@ def test_min_of_an_empty_array_is_an_error_both_ways() -> None:
         columns.min_of(array("I"))
     with pytest.raises(ValueError, match="empty"):
         columns.min_of_pure(array("I"))
+
+
+@native
+@given(
+    st.sampled_from(["I", "q"]),
+    st.lists(st.integers(0, 2**20), min_size=1, max_size=300),
+    st.data(),
+)
+def test_span_sum_native_matches_pure(typecode: str, steps: list[int], data: st.DataObject) -> None:
+    offs = array(typecode, [0])
+    for step in steps:
+        offs.append(offs[-1] + step)
+    phys = array("I", data.draw(st.lists(st.integers(0, len(offs) - 2), max_size=300)))
+    assert columns.span_sum(offs, phys) == columns.span_sum_pure(offs, phys)
+    assert columns.span_sum(offs, phys) == sum(steps[p] for p in phys)
+
+
+@native
+def test_span_sum_refuses_a_position_past_the_offsets() -> None:
+    with pytest.raises(IndexError):
+        columns.span_sum(array("I", [0, 5]), array("I", [1]))
