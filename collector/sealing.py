@@ -105,7 +105,7 @@ def sealed_copy(
     facilities = list(map(FACILITY_OUT.__getitem__, fac))
     messages = list(map(shard.text.message, phys))
     if shard.extras:
-        extras = list(map(unpack_extras, map(shard.extras.get, phys)))
+        extras = list(map(unpack_extras, shard.extras_of(phys)))
         sds: list[Any] = list(map(_FIRST, extras))
         fields: list[Any] = list(map(_SECOND, extras))
     else:

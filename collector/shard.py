@@ -203,6 +203,7 @@ class Shard:
         "msgid",
         "nbytes",
         "order",
+        "pdrop",
         "procid",
         "recv",
         "run",
@@ -236,8 +237,11 @@ class Shard:
         # host, service, procid, msgid, format
         self.tables = (Table(), Table(), Table(), Table(), Table())
         self.text = TextHeap(freeze_bytes)
-        # p -> (structured_data, fields), marshalled (see _pack_extras)
+        # p + pdrop -> (structured_data, fields), marshalled (see _pack_extras).
+        # Keyed by arrival number, not position: cutting a dead prefix drops
+        # its entries from the front instead of renumbering every other one.
         self.extras: dict[int, bytes | tuple[Any, Any]] = {}
+        self.pdrop = 0  # records cut from the front of the columns so far
         self.lvl_counts = [0] * 256
         self.fac_counts = [0] * 256
         self.nbytes = SHARD_BYTES
@@ -317,8 +321,9 @@ class Shard:
         for col in self._physical_columns():
             del col[p0:]
         self.text.truncate(p0)
-        for p in [p for p in self.extras if p >= p0]:
-            del self.extras[p]
+        a0 = p0 + self.pdrop
+        for a in [a for a in self.extras if a >= a0]:
+            del self.extras[a]
 
     def _insert_late(self, ts: list[int], seqs: Sequence[int], phys: range) -> None:
         if self.order is None:
@@ -393,7 +398,7 @@ class Shard:
         if sds.count(None) != n or fields.count(None) != n:
             for i, (sd, fd) in enumerate(zip(sds, fields, strict=True)):
                 if sd is not None or fd is not None:
-                    packed = self.extras[p0 + i] = _pack_extras(sd, fd)
+                    packed = self.extras[self.pdrop + p0 + i] = _pack_extras(sd, fd)
                     added += _extras_bytes(packed)
         grown = sum(t.nbytes for t in self.tables) - before
         self.nbytes += n * RECORD_BYTES + added + grown
@@ -426,8 +431,7 @@ class Shard:
                 uncount_at(counts, col, phys)
         extra = 0
         if self.extras:
-            for p in phys:
-                ex = self.extras.get(p)
+            for ex in self.extras_of(phys):
                 if ex is not None:
                     extra += _extras_bytes(ex)
         self.dead_bytes += k * RECORD_BYTES + msg_bytes + extra
@@ -460,15 +464,17 @@ class Shard:
         for col in self._physical_columns():
             del col[:m]
         freed = m * RECORD_BYTES + self.text.drop_prefix(m)
-        if self.extras:
-            old = self.extras
-            extras: dict[int, bytes | tuple[Any, Any]] = {}
-            for p, ex in old.items():
-                if p < m:
-                    freed += _extras_bytes(ex)
-                else:
-                    extras[p - m] = ex
-            self.extras = extras
+        extras = self.extras
+        if extras:
+            end = self.pdrop + m
+            dead = []
+            for a in extras:  # in arrival order: the dead ones come first
+                if a >= end:
+                    break
+                dead.append(a)
+            for a in dead:
+                freed += _extras_bytes(extras.pop(a))
+        self.pdrop += m
         if self.order is None:
             self.base -= m
         else:
@@ -509,7 +515,7 @@ class Shard:
             return self.sealed_record_bytes() + (self.run.blocks[j].nbytes if last else 0)
         p = self.phys(i)
         size = RECORD_BYTES + self.text.bytes_of(p)
-        ex = self.extras.get(p)
+        ex = self.extras.get(p + self.pdrop)
         if ex is not None:
             size += _extras_bytes(ex)
         return size
@@ -599,7 +605,7 @@ class Shard:
         p = self.base + i if self.order is None else self.order[i]
         hosts, services, procids, msgids, formats = self.tables
         fac = self.fac[p]
-        sd, fields = unpack_extras(self.extras.get(p))
+        sd, fields = unpack_extras(self.extra(p))
         return Record(
             timestamp=self.ts[i],
             received_at=self.recv[p],
@@ -633,7 +639,7 @@ class Shard:
         sds: Iterable[Any]
         fields: Iterable[Any]
         if self.extras:
-            extras = list(map(unpack_extras, map(self.extras.get, phys)))
+            extras = list(map(unpack_extras, self.extras_of(phys)))
             sds, fields = map(_FIRST, extras), map(_SECOND, extras)
         else:  # most shards: no record with structured data or fields
             sds = fields = repeat(None)
@@ -671,7 +677,7 @@ class Shard:
             phys = list(map(self.order.__getitem__, idx))
         extras = None
         if self.extras:
-            extras = list(map(unpack_extras, map(self.extras.get, phys)))
+            extras = list(map(unpack_extras, self.extras_of(phys)))
         text = self.text
         cols = (self.recv, self.host, self.service, self.procid, self.msgid, self.fac, self.lvl)
         return _rows(
@@ -715,8 +721,16 @@ class Shard:
             return ((r.structured_data, r.fields) for r in recs)
         if not self.extras:
             return repeat(_NO_EXTRAS)
+        return (_NO_EXTRAS if e is None else unpack_extras(e) for e in self.extras_of(phys))
+
+    def extra(self, p: int) -> bytes | tuple[Any, Any] | None:
+        """The packed extras of physical record `p` (None: it has none)."""
+        return self.extras.get(p + self.pdrop)
+
+    def extras_of(self, phys: Iterable[int]) -> Iterator[bytes | tuple[Any, Any] | None]:
+        """The packed extras of physical records `phys` (None for those without)."""
         get = self.extras.get
-        return (_NO_EXTRAS if (e := get(p)) is None else unpack_extras(e) for p in phys)
+        return map(get, map(self.pdrop.__add__, phys)) if self.pdrop else map(get, phys)
 
     def memo_peek(self, key: tuple[Any, ...]) -> Any:
         """What `memo_get` kept for `key` at this version, or None."""

@@ -437,11 +437,12 @@ def _value_index(shard: Shard, name: str) -> _HashIndex:
     """Physical records by the hash of their (lower-cased) values of a
     fields.*/sd.* name."""
     pairs: list[tuple[int, int]] = []
-    for p, packed in shard.extras.items():
+    pdrop = shard.pdrop  # extras are keyed by arrival number (see Shard.extras)
+    for a, packed in shard.extras.items():
         sd, fields = unpack_extras(packed)
         values = matching.extra_values(name, sd, fields)
         if values is not None:
-            pairs.extend((hash(v), p) for v in {v.lower() for v in values})
+            pairs.extend((hash(v), a - pdrop) for v in {v.lower() for v in values})
     pairs.sort()
     return _HashIndex(array("q", map(_FIRST, pairs)), array("q", map(_SECOND, pairs)))
 
@@ -578,7 +579,7 @@ class _Row:
 
     def _both(self) -> tuple[Any, Any]:
         if self._extras is None:
-            self._extras = unpack_extras(self.shard.extras.get(self.p))
+            self._extras = unpack_extras(self.shard.extra(self.p))
         return self._extras
 
     @property

@@ -62,3 +62,36 @@ def test_a_few_late_records_far_back_in_a_large_shard() -> None:
     assert keys[7_002:7_004] == [(BASE + 10 * 7_000 + 5, n + 1), (BASE + 10 * 7_000 + 5, n + 2)]
     assert shard.record(7_002).message == f"m{n + 1}"
     assert shard.record(len(shard) - 1).message == f"m{n + 3}"
+
+
+def test_structured_data_follows_its_records_across_prefix_cuts_and_late_records() -> None:
+    """Extras are keyed by arrival number: after the dead prefix is cut
+    (twice), and with late records in between, each record still has its own
+    structured data, and the cut frees exactly the dead records' extras."""
+    shard = Shard(0)
+    n = 1_000
+
+    def sd_rec(ts: int, seq: int) -> Record:
+        sd = {"m@1": {"n": str(seq)}} if seq % 3 == 0 else None
+        return Record(ts, ts, "h", "s", None, None, 1, 6, f"m{seq}", sd, None, "raw")
+
+    shard.add(
+        [sd_rec(BASE + 10 * i, i) for i in range(n)], [BASE + 10 * i for i in range(n)], range(n)
+    )
+    late = [(BASE + 10 * 600 + 5, n), (BASE + 10 * 900 + 5, n + 1)]
+    shard.add([sd_rec(t, s) for t, s in late], [t for t, _ in late], [s for _, s in late])
+    for k in (300, 250):
+        shard.trim(k)
+        freed = shard.drop_dead_prefix()
+        assert freed > 0
+        assert shard.dead_bytes >= 0
+    assert shard.pdrop > 0
+    got = shard.records(range(len(shard)))
+    for r in got:
+        seq = int(r.message[1:])
+        assert r.structured_data == ({"m@1": {"n": str(seq)}} if seq % 3 == 0 else None)
+    assert {int(r.message[1:]) for r in got} == set(range(550, n + 2))
+    for i in range(0, len(shard), 7):  # one by one too (Shard.record)
+        one = shard.record(i)
+        assert one == got[i]
+    assert min(shard.extras) >= shard.pdrop  # the cut ones are gone

@@ -364,7 +364,11 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
                 held_from = text.chunk_starts[0] if len(text.chunk_starts) else text.tail_start
                 dead = shard.base * RECORD_BYTES + text.offs[shard.base] - held_from
                 dead += sum(_UNI_BYTES for p in text.uni if p < shard.base)
-                dead += sum(_extras_bytes(e) for p, e in shard.extras.items() if p < shard.base)
+                dead += sum(
+                    _extras_bytes(e)
+                    for a, e in shard.extras.items()
+                    if a - shard.pdrop < shard.base  # keyed by arrival number
+                )
                 assert shard.dead_bytes == dead
 
     @invariant()
