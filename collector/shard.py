@@ -114,6 +114,17 @@ def _extras_bytes(packed: bytes | tuple[Any, Any]) -> int:
     return size
 
 
+def _extras_bytes_sum(packed: Iterable[bytes | tuple[Any, Any] | None]) -> int:
+    """sum(_extras_bytes(p) for p in packed if p is not None), at map speed
+    for the marshalled ones (an eviction step sums ~60k of them)."""
+    held: list[bytes | tuple[Any, Any]] = list(filter(None, packed))
+    total = 120 * len(held) + sum(map(len, held))
+    for odd in held:
+        if type(odd) is not bytes:  # rare: a value marshal could not take
+            total += _extras_bytes(odd) - 120 - len(odd)
+    return total
+
+
 class Table:
     """Interned values of one column in one shard, with how many live records use each.
 
@@ -429,11 +440,7 @@ class Shard:
             msg_bytes = self.text.bytes_of_many(phys)
             for counts, col in columns:
                 uncount_at(counts, col, phys)
-        extra = 0
-        if self.extras:
-            for ex in self.extras_of(phys):
-                if ex is not None:
-                    extra += _extras_bytes(ex)
+        extra = _extras_bytes_sum(self.extras_of(phys)) if self.extras else 0
         self.dead_bytes += k * RECORD_BYTES + msg_bytes + extra
         del self.ts[:k], self.seqs[:k]
         if self.order is None:
