@@ -136,16 +136,7 @@ def sealed_copy(
                 group_records,
             )
         )
-    out.run = BlockRun(blocks, cache)
-    out.text = TextHeap(1)
-    out.nbytes = (
-        SHARD_BYTES
-        + n * out.sealed_record_bytes()
-        + out.run.nbytes
-        + out.tables[0].nbytes
-        + out.tables[1].nbytes
-    )
-    return out
+    return _with_run(out, blocks, cache, n)
 
 
 # The columns a sealed shard keeps in the clear, as builtin values (for
@@ -223,16 +214,7 @@ def sealed_from_blocks(
         out = _from_block_columns(key, blocks, memo)
         count_bytes(out.lvl_counts, bytes(out.lvl))
         count_bytes(out.fac_counts, bytes(out.fac))
-    out.run = BlockRun(blocks, cache)
-    out.text = TextHeap(1)
-    out.nbytes = (
-        SHARD_BYTES
-        + n * out.sealed_record_bytes()
-        + out.run.nbytes
-        + out.tables[0].nbytes
-        + out.tables[1].nbytes
-    )
-    return out
+    return _with_run(out, blocks, cache, n)
 
 
 def _from_columns(
@@ -281,4 +263,19 @@ def _from_block_columns(key: int, blocks: list[Block], memo: Memo) -> Shard:
     service_codes = out.tables[1].encode(services)
     out.host = array("H" if len(out.tables[0].values) <= 65536 else "I", host_codes)
     out.service = array("H" if len(out.tables[1].values) <= 65536 else "I", service_codes)
+    return out
+
+
+def _with_run(out: Shard, blocks: list[Block], cache: BlockCache, n: int) -> Shard:
+    """A sealed shard's block run, empty text heap and byte account, once its
+    clear columns are set (sealing and restoring from block files alike)."""
+    out.run = BlockRun(blocks, cache)
+    out.text = TextHeap(1)
+    out.nbytes = (
+        SHARD_BYTES
+        + n * out.sealed_record_bytes()
+        + out.run.nbytes
+        + out.tables[0].nbytes
+        + out.tables[1].nbytes
+    )
     return out
