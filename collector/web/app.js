@@ -495,9 +495,29 @@ async function run(opts = {}) {
     // Live: the histogram counts up to the newest record shown, and the
     // stream adds the rest, so each record is counted once.
     const upTo = state.live ? (rows.length ? rows[0].timestamp : iso(serverNow())) : null;
-    await Promise.all([loadStats(my, signal, upTo), loadFacets(my, signal)]);
+    await Promise.all([
+      retrying(my, signal, () => loadStats(my, signal, upTo)),
+      retrying(my, signal, () => loadFacets(my, signal)),
+    ]);
   } catch (e) {
     if (e.name !== "AbortError") showError(e);
+  }
+}
+
+// A request that broke on the network (a proxy restarting, a dropped
+// connection) is asked again, so the histogram and the facets are not left
+// missing while the rows and the live stream carry on. Live records that come
+// meanwhile wait in `uncounted`, so each is still counted once.
+async function retrying(my, signal, fn) {
+  for (let wait = 250, tries = 1; ; wait = Math.min(wait * 2, 5000), tries++) {
+    try {
+      return await fn();
+    } catch (e) {
+      const network = e.name === "TypeError" && /fetch|network/i.test(e.message);
+      if (!network || tries >= 8 || signal.aborted || my !== generation) throw e;
+    }
+    await new Promise((r) => setTimeout(r, wait));
+    if (signal.aborted || my !== generation) return;
   }
 }
 
