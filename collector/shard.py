@@ -1,8 +1,9 @@
 """Store stage, one shard: the key index and the columns of one span of event time.
 
 Pure: no asyncio, no logging, no clock. Columns grow in arrival order only
-(append, never insert); a sorted (timestamp, seq) key index orders them, so a
-late arrival costs one bisect and a memmove inside this shard. Message text
+(append, never insert); a sorted (timestamp, seq) key index orders them.
+Late arrivals wait beside the index until it is next read, then go in
+together (one bisect each, one memmove of the index's tail). Message text
 lives in the shard's TextHeap; shardquery.py queries a shard, sealing.py seals it.
 """
 
@@ -44,6 +45,9 @@ SHARD_BYTES = 4096
 # 8 + 8), host and service codes (2 + 2 bytes, 4 + 4 past 65,536 values) and
 # level and facility (1 + 1); everything else lives in its compressed blocks.
 SEALED_KEY_BYTES = 18
+# Late records wait outside the key index until it is read, or until more
+# than this many (or 1/64 of the index) wait: a bound on what a read merges.
+LATE_WAITING = 65536
 RECORDS_TO_FREE_CHUNK = 4096  # records summed at once by records_to_free with late records
 NO_FACILITY = 255  # the facility column's code for "none"
 
@@ -200,6 +204,12 @@ class Shard:
     """
 
     __slots__ = (
+        "_late_phys",
+        "_late_seqs",
+        "_late_ts",
+        "_order",
+        "_seqs",
+        "_ts",
         "base",
         "dead_bytes",
         "extras",
@@ -213,18 +223,15 @@ class Shard:
         "memo",
         "msgid",
         "nbytes",
-        "order",
         "pdrop",
         "procid",
         "recv",
         "run",
         "run_base",
         "seal_failed",
-        "seqs",
         "service",
         "tables",
         "text",
-        "ts",
         "uid",
         "version",
     )
@@ -233,9 +240,13 @@ class Shard:
         self, key: int, freeze_bytes: int = FREEZE_BYTES, memo: Memo | None = None
     ) -> None:
         self.key = key
-        self.ts = array("q")
-        self.seqs = array("q")
-        self.order: array[int] | None = None
+        self._ts = array("q")
+        self._seqs = array("q")
+        self._order: array[int] | None = None
+        # Late records not yet in the key index (see `add`), in arrival order.
+        self._late_ts = array("q")
+        self._late_seqs = array("q")
+        self._late_phys = array("I")
         self.base = 0
         self.recv = array("q")
         self.lvl = bytearray()
@@ -269,7 +280,58 @@ class Shard:
         self.seal_failed = False  # sealing failed or saved nothing: skip until it changes
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self._ts) + len(self._late_ts)
+
+    # The key index. Late records wait outside it until something reads it:
+    # merging them in moves the index's tail (~17 MB at 1.7M records), once
+    # per read instead of once per batch. Every reader goes through these.
+    @property
+    def ts(self) -> array[int]:
+        if self._late_ts:
+            self._settle()
+        return self._ts
+
+    @ts.setter
+    def ts(self, value: array[int]) -> None:
+        self._ts = value
+
+    @property
+    def seqs(self) -> array[int]:
+        if self._late_ts:
+            self._settle()
+        return self._seqs
+
+    @seqs.setter
+    def seqs(self, value: array[int]) -> None:
+        self._seqs = value
+
+    @property
+    def order(self) -> array[int] | None:
+        if self._late_ts:
+            self._settle()
+        return self._order
+
+    @order.setter
+    def order(self, value: array[int] | None) -> None:
+        self._order = value
+
+    def first_ts(self) -> int:
+        """The oldest event time held, without merging waiting late records
+        (/health and the log's pruning ask often). The shard is not empty."""
+        first = self._ts[0]
+        return min(first, min(self._late_ts)) if self._late_ts else first
+
+    def last_ts(self) -> int:
+        """The newest event time held (a late record is older than it)."""
+        return self._ts[-1]
+
+    def _settle(self) -> None:
+        """Merge the waiting late records into the key index."""
+        keys = sorted(zip(self._late_ts, self._late_seqs, self._late_phys, strict=True))
+        self._late_ts = array("q")
+        self._late_seqs = array("q")
+        self._late_phys = array("I")
+        self._insert_late([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
 
     # -- writing -----------------------------------------------------------
 
@@ -289,10 +351,11 @@ class Shard:
         except BaseException:
             self._truncate(p0)  # a bad value (a level of 300) must not misalign the columns
             raise
-        # Records after the current last key append; the others go in by bisect.
+        # Records after the current last key append; the others wait for the
+        # next read of the key index (see `ts`), unless many already wait.
         split = 0
-        if len(self.ts):
-            last = (self.ts[-1], self.seqs[-1])
+        if len(self._ts):
+            last = (self._ts[-1], self._seqs[-1])
             while split < n and (ts[split], seqs[split]) < last:
                 split += 1
                 if split == 8 and n > 16:
@@ -307,12 +370,18 @@ class Shard:
                     split = lo
                     break
         if split:
-            self._insert_late(ts[:split], seqs[:split], range(p0, p0 + split))
+            if self._order is None:  # arrival numbers no longer follow the index
+                self._order = array("I", range(self.base, self.base + len(self._ts)))
+            self._late_ts.extend(ts[:split])
+            self._late_seqs.extend(seqs[:split])
+            self._late_phys.extend(range(p0, p0 + split))
         if split < n:
-            self.ts.extend(ts[split:] if split else ts)
-            self.seqs.extend(seqs[split:] if split else seqs)
-            if self.order is not None:
-                self.order.extend(range(p0 + split, p0 + n))
+            self._ts.extend(ts[split:] if split else ts)
+            self._seqs.extend(seqs[split:] if split else seqs)
+            if self._order is not None:
+                self._order.extend(range(p0 + split, p0 + n))
+        if len(self._late_ts) > max(LATE_WAITING, len(self._ts) >> 6):
+            self._settle()
         return split
 
     def _physical_columns(self) -> tuple[array[int] | bytearray, ...]:
@@ -336,18 +405,18 @@ class Shard:
         for a in [a for a in self.extras if a >= a0]:
             del self.extras[a]
 
-    def _insert_late(self, ts: list[int], seqs: Sequence[int], phys: range) -> None:
-        if self.order is None:
-            self.order = array("I", range(self.base, self.base + len(self.ts)))
-        kts, kseqs, order = self.ts, self.seqs, self.order
+    def _insert_late(self, ts: list[int], seqs: Sequence[int], phys: Sequence[int]) -> None:
+        if self._order is None:
+            self._order = array("I", range(self.base, self.base + len(self._ts)))
+        kts, kseqs, order = self._ts, self._seqs, self._order
         if len(ts) * 16 > len(kts):
             # A big late batch: one merge beats many memmoves.
             merged = sorted(
                 chain(zip(kts, kseqs, order, strict=True), zip(ts, seqs, phys, strict=True)),
             )
-            self.ts = array("q", [m[0] for m in merged])
-            self.seqs = array("q", [m[1] for m in merged])
-            self.order = array("I", [m[2] for m in merged])
+            self._ts = array("q", [m[0] for m in merged])
+            self._seqs = array("q", [m[1] for m in merged])
+            self._order = array("I", [m[2] for m in merged])
             return
         # Where each goes in the index as it is now (the late records come
         # sorted by key, so these never decrease); then every index entry
@@ -365,17 +434,20 @@ class Shard:
         kts.extend(ts)
         kseqs.extend(seqs)
         order.extend(phys)
-        for j in range(m - 1, -1, -1):
-            a = pos[j]
-            if end > a:  # the block [a, end) moves past the j + 1 inserted at or before it
-                d = j + 1
-                kts[a + d : end + d] = kts[a:end]
-                kseqs[a + d : end + d] = kseqs[a:end]
-                order[a + d : end + d] = order[a:end]
-            kts[a + j] = ts[j]
-            kseqs[a + j] = seqs[j]
-            order[a + j] = phys[j]
-            end = a
+        # Through memoryviews: a slice assignment between two views of one
+        # buffer is one memmove; between arrays it copies the block first.
+        with memoryview(kts) as vts, memoryview(kseqs) as vseqs, memoryview(order) as vorder:
+            for j in range(m - 1, -1, -1):
+                a = pos[j]
+                if end > a:  # the block [a, end) moves past the j + 1 inserted at or before it
+                    d = j + 1
+                    vts[a + d : end + d] = vts[a:end]
+                    vseqs[a + d : end + d] = vseqs[a:end]
+                    vorder[a + d : end + d] = vorder[a:end]
+                vts[a + j] = ts[j]
+                vseqs[a + j] = seqs[j]
+                vorder[a + j] = phys[j]
+                end = a
 
     def _append_columns(self, recs: list[Record]) -> None:
         n = len(recs)

@@ -141,11 +141,11 @@ class Store:
 
     def oldest_timestamp(self) -> int | None:
         """The event time of the oldest record held, or None when empty."""
-        return self._shards[self._keys[0]].ts[0] if self._keys else None
+        return self._shards[self._keys[0]].first_ts() if self._keys else None
 
     def newest_timestamp(self) -> int | None:
         """The event time of the newest record held, or None when empty."""
-        return self._shards[self._keys[-1]].ts[-1] if self._keys else None
+        return self._shards[self._keys[-1]].last_ts() if self._keys else None
 
     @property
     def sealed_records(self) -> int:

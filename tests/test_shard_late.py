@@ -47,6 +47,57 @@ def test_late_batches_keep_the_key_index_sorted_and_pointing_at_their_records(
     assert [r.timestamp for r in got] == [t for t, _ in want]
 
 
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 60), min_size=1, max_size=40),
+            st.sampled_from(["none", "read", "trim", "cut"]),  # what follows the batch
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 8),
+)
+def test_waiting_late_records_are_in_every_read_trim_and_cut(
+    steps: list[tuple[list[int], str]], waiting: int
+) -> None:
+    """Late records wait outside the key index until it is read (or until
+    `LATE_WAITING` wait): whatever comes between batches (a read, a trim of
+    the oldest, a cut of the dead prefix) sees them in place."""
+    import collector.shard as shard_mod
+
+    saved = shard_mod.LATE_WAITING
+    shard_mod.LATE_WAITING = waiting
+    try:
+        shard = Shard(0)
+        seq = 0
+        live: list[tuple[int, int]] = []
+        for offsets, then in steps:
+            keys = []
+            for off in offsets:
+                seq += 1
+                keys.append((BASE + off, seq))
+            keys.sort()
+            shard.add([rec(t, s) for t, s in keys], [t for t, _ in keys], [s for _, s in keys])
+            live = sorted(live + keys)
+            assert len(shard) == len(live)
+            if then == "read":
+                assert list(zip(shard.ts, shard.seqs, strict=True)) == live
+            elif then in ("trim", "cut"):
+                k = len(live) // 3
+                shard.trim(k)
+                live = live[k:]
+                if then == "cut":
+                    shard.drop_dead_prefix()
+        assert list(zip(shard.ts, shard.seqs, strict=True)) == live
+        got = shard.records(range(len(shard)))
+        assert [r.message for r in got] == [f"m{s}" for _, s in live]
+        assert [r.timestamp for r in got] == [t for t, _ in live]
+    finally:
+        shard_mod.LATE_WAITING = saved
+
+
 def test_a_few_late_records_far_back_in_a_large_shard() -> None:
     shard = Shard(0)
     n = 20_000
