@@ -1725,6 +1725,37 @@ done:
     return result;
 }
 
+/* sum_at(col, phys) -> int: the sum of col[p] over p in phys. */
+static PyObject *native_sum_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "sum_at(col, phys)");
+        return NULL;
+    }
+    Py_buffer col, phys;
+    if (get_uints(args[0], &col, 0, 0) < 0)
+        return NULL;
+    if (get_uints(args[1], &phys, 0, 0) < 0) {
+        PyBuffer_Release(&col);
+        return NULL;
+    }
+    Py_ssize_t ncol = col.len / 4, nphys = phys.len / 4;
+    unsigned long long total = 0;
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < nphys; i++) {
+        uint32_t p = uint_at(&phys, i);
+        if ((Py_ssize_t)p >= ncol) {
+            PyErr_SetString(PyExc_IndexError, "position out of the column");
+            goto done;
+        }
+        total += uint_at(&col, p);
+    }
+    result = PyLong_FromUnsignedLongLong(total);
+done:
+    PyBuffer_Release(&col);
+    PyBuffer_Release(&phys);
+    return result;
+}
+
 /* min_of(order) -> int: the smallest value (ValueError when empty). */
 static PyObject *native_min_of(PyObject *self, PyObject *arg) {
     Py_buffer v;
@@ -1764,6 +1795,8 @@ static PyMethodDef methods[] = {
     {"shift_down", (PyCFunction)(void (*)(void))native_shift_down, METH_FASTCALL,
      "shift_down(order, m) -> None: subtract m from every value, in place."},
     {"min_of", native_min_of, METH_O, "min_of(order) -> int: the smallest value."},
+    {"sum_at", (PyCFunction)(void (*)(void))native_sum_at, METH_FASTCALL,
+     "sum_at(col, phys) -> int: the sum of col[p] over p in phys."},
     {"span_sum", (PyCFunction)(void (*)(void))native_span_sum, METH_FASTCALL,
      "span_sum(offs, phys) -> int: the sum of offs[p + 1] - offs[p] over p in phys."},
     {"direct_slots", native_direct_slots, METH_NOARGS,

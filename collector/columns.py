@@ -1,7 +1,8 @@
 """Column operations for eviction from an open shard (shard.py): taking
-evicted records' codes off a shard's counts, and renumbering its order
-index when a dead prefix goes. In C when collector._native is built (the
-late-record path read one Python int per record: ~0.1 s a million), else
+evicted records' codes off a shard's counts, summing their bytes, and
+renumbering its order index when a dead prefix goes. In C when
+collector._native is built (the late-record path read one Python int per
+record: ~0.1 s a million), else
 the pure versions here; tests/test_native_columns.py holds both to the
 same answers. Pure: no I/O, no clock.
 """
@@ -68,13 +69,19 @@ def span_sum_pure(offs: array[int], phys: array[int]) -> int:
     return sum(map(offs.__getitem__, map((1).__add__, phys))) - sum(map(offs.__getitem__, phys))
 
 
+def sum_at_pure(col: array[int], phys: array[int]) -> int:
+    """The sum of col[p] over p in phys (the evicted records' structured-data bytes)."""
+    return sum(map(col.__getitem__, phys))
+
+
 uncount_at: Callable[[list[int], bytearray | array[int], array[int]], None]
 span_sum: Callable[[array[int], array[int]], int]
+sum_at: Callable[[array[int], array[int]], int]
 shift_down: Callable[[array[int], int], None]
 min_of: Callable[[array[int]], int]
 try:
-    from collector._native import min_of, shift_down, span_sum, uncount_at
+    from collector._native import min_of, shift_down, span_sum, sum_at, uncount_at
 except ImportError:  # not built, or COLLECTOR_PURE
     uncount_at, shift_down, min_of = uncount_at_pure, shift_down_pure, min_of_pure
-    span_sum = span_sum_pure
+    span_sum, sum_at = span_sum_pure, sum_at_pure
 NATIVE = uncount_at is not uncount_at_pure

@@ -20,7 +20,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from collector.blockrun import BlockRun, RowJson
-from collector.columns import min_of, shift_down, uncount, uncount_at
+from collector.columns import min_of, shift_down, sum_at, uncount, uncount_at
 from collector.memo import Memo
 from collector.record import Record
 from collector.textheap import FREEZE_BYTES, TextHeap
@@ -46,8 +46,10 @@ SHARD_BYTES = 4096
 # level and facility (1 + 1); everything else lives in its compressed blocks.
 SEALED_KEY_BYTES = 18
 # Late records wait outside the key index until it is read, or until more
-# than this many (or 1/64 of the index) wait: a bound on what a read merges.
-LATE_WAITING = 65536
+# than this many wait: a bound on what one merge costs (~1 us a record to
+# place, plus one move of the index's tail). A shard no query reads (the
+# previous minute's, where most late records go) merges at this size.
+LATE_WAITING = 8192
 RECORDS_TO_FREE_CHUNK = 4096  # records summed at once by records_to_free with late records
 NO_FACILITY = 255  # the facility column's code for "none"
 
@@ -116,17 +118,6 @@ def _extras_bytes(packed: bytes | tuple[Any, Any]) -> int:
         if d:
             size += 230 + 130 * len(d)
     return size
-
-
-def _extras_bytes_sum(packed: Iterable[bytes | tuple[Any, Any] | None]) -> int:
-    """sum(_extras_bytes(p) for p in packed if p is not None), at map speed
-    for the marshalled ones (an eviction step sums ~60k of them)."""
-    held: list[bytes | tuple[Any, Any]] = list(filter(None, packed))
-    total = 120 * len(held) + sum(map(len, held))
-    for odd in held:
-        if type(odd) is not bytes:  # rare: a value marshal could not take
-            total += _extras_bytes(odd) - 120 - len(odd)
-    return total
 
 
 class Table:
@@ -234,6 +225,7 @@ class Shard:
         "text",
         "uid",
         "version",
+        "xsize",
     )
 
     def __init__(
@@ -263,6 +255,10 @@ class Shard:
         # Keyed by arrival number, not position: cutting a dead prefix drops
         # its entries from the front instead of renumbering every other one.
         self.extras: dict[int, bytes | tuple[Any, Any]] = {}
+        # Each record's structured-data bytes by arrival number (0 without),
+        # from its first record with any: an eviction step sums them in C
+        # (looking up each evicted record's entry cost ~15 ms a step).
+        self.xsize: array[int] | None = None
         self.pdrop = 0  # records cut from the front of the columns so far
         self.lvl_counts = [0] * 256
         self.fac_counts = [0] * 256
@@ -380,13 +376,13 @@ class Shard:
             self._seqs.extend(seqs[split:] if split else seqs)
             if self._order is not None:
                 self._order.extend(range(p0 + split, p0 + n))
-        if len(self._late_ts) > max(LATE_WAITING, len(self._ts) >> 6):
+        if len(self._late_ts) > LATE_WAITING:
             self._settle()
         return split
 
     def _physical_columns(self) -> tuple[array[int] | bytearray, ...]:
         """The columns indexed by physical position (arrival order)."""
-        return (
+        cols = (
             self.recv,
             self.lvl,
             self.fac,
@@ -396,6 +392,7 @@ class Shard:
             self.procid,
             self.msgid,
         )
+        return cols if self.xsize is None else (*cols, self.xsize)
 
     def _truncate(self, p0: int) -> None:
         for col in self._physical_columns():
@@ -479,10 +476,21 @@ class Shard:
         sds = list(map(_SD, recs))
         fields = list(map(_FIELDS, recs))
         if sds.count(None) != n or fields.count(None) != n:
+            if self.xsize is None:
+                # Zeros for the records before; the dead ones' cells are dead bytes.
+                self.xsize = array("I", bytes(4 * p0))
+                added += 4 * p0
+                self.dead_bytes += 4 * (p0 - len(self))
+            sizes = [0] * n
             for i, (sd, fd) in enumerate(zip(sds, fields, strict=True)):
                 if sd is not None or fd is not None:
                     packed = self.extras[self.pdrop + p0 + i] = _pack_extras(sd, fd)
-                    added += _extras_bytes(packed)
+                    sizes[i] = _extras_bytes(packed)
+            self.xsize.extend(sizes)
+            added += sum(sizes) + 4 * n
+        elif self.xsize is not None:
+            self.xsize.frombytes(bytes(4 * n))
+            added += 4 * n
         grown = sum(t.nbytes for t in self.tables) - before
         self.nbytes += n * RECORD_BYTES + added + grown
 
@@ -512,7 +520,13 @@ class Shard:
             msg_bytes = self.text.bytes_of_many(phys)
             for counts, col in columns:
                 uncount_at(counts, col, phys)
-        extra = _extras_bytes_sum(self.extras_of(phys)) if self.extras else 0
+        xsize = self.xsize
+        if xsize is None:
+            extra = 0
+        elif self.order is None:
+            extra = 4 * k + sum(xsize[self.base : self.base + k])
+        else:
+            extra = 4 * k + sum_at(xsize, self.order[:k])
         self.dead_bytes += k * RECORD_BYTES + msg_bytes + extra
         del self.ts[:k], self.seqs[:k]
         if self.order is None:
@@ -540,9 +554,10 @@ class Shard:
         # In place (a memmove; a bytearray just moves its start): slicing
         # into new arrays cost ~6x more, page faults for fresh memory
         # included, and held the old and new columns at once.
+        freed = 0 if self.xsize is None else 4 * m + sum(self.xsize[:m])
         for col in self._physical_columns():
             del col[:m]
-        freed = m * RECORD_BYTES + self.text.drop_prefix(m)
+        freed += m * RECORD_BYTES + self.text.drop_prefix(m)
         extras = self.extras
         if extras:
             end = self.pdrop + m
@@ -552,7 +567,7 @@ class Shard:
                     break
                 dead.append(a)
             for a in dead:
-                freed += _extras_bytes(extras.pop(a))
+                del extras[a]
         self.pdrop += m
         if self.order is None:
             self.base -= m
@@ -594,10 +609,7 @@ class Shard:
             return self.sealed_record_bytes() + (self.run.blocks[j].nbytes if last else 0)
         p = self.phys(i)
         size = RECORD_BYTES + self.text.bytes_of(p)
-        ex = self.extras.get(p + self.pdrop)
-        if ex is not None:
-            size += _extras_bytes(ex)
-        return size
+        return size if self.xsize is None else size + 4 + self.xsize[p]
 
     # -- reading -----------------------------------------------------------
 

@@ -159,3 +159,21 @@ def test_span_sum_native_matches_pure(typecode: str, steps: list[int], data: st.
 def test_span_sum_refuses_a_position_past_the_offsets() -> None:
     with pytest.raises(IndexError):
         columns.span_sum(array("I", [0, 5]), array("I", [1]))
+
+
+@native
+@given(
+    st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=300),
+    st.data(),
+)
+def test_sum_at_native_matches_pure(values: list[int], data: st.DataObject) -> None:
+    col = array("I", values)
+    phys = array("I", data.draw(st.lists(st.integers(0, len(col) - 1), max_size=300)))
+    assert columns.sum_at(col, phys) == columns.sum_at_pure(col, phys)
+    assert columns.sum_at(col, phys) == sum(values[p] for p in phys)
+
+
+@native
+def test_sum_at_refuses_a_position_past_the_column() -> None:
+    with pytest.raises(IndexError):
+        columns.sum_at(array("I", [7]), array("I", [1]))

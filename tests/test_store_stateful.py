@@ -369,6 +369,8 @@ class StoreAgainstSortedList(RuleBasedStateMachine):
                     for a, e in shard.extras.items()
                     if a - shard.pdrop < shard.base  # keyed by arrival number
                 )
+                if shard.xsize is not None:  # each record's structured-data size cell
+                    dead += 4 * shard.base
                 assert shard.dead_bytes == dead
 
     @invariant()
