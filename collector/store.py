@@ -117,6 +117,12 @@ class Store:
         self.evicted_total = 0
         self.last_evicted_for: str | None = None  # "max_records" or "max_memory"
         self.out_of_order_total = 0
+        # The newest event time evicted for max_records or max_memory. While
+        # the store is at its bound, a record older than that would be the
+        # first evicted: it counts as evicted at once (see _ingest) instead
+        # of moving the key index to go in at the front, and of holding the
+        # store's oldest time (and so the log's pruning) back until then.
+        self._evicted_upto: int | None = None
 
     def configure(self, *, ttl_us: int, max_records: int, max_memory: int) -> None:
         """New bounds (config reload); smaller ones evict at once, TTL at the next expire."""
@@ -327,6 +333,14 @@ class Store:
             recs = [recs[i] for i in perm]
             ts = [ts[i] for i in perm]
             seqs = [seqs[i] for i in perm]
+        upto = self._evicted_upto
+        if upto is not None and ts[0] < upto and self._at_bound():
+            cut = bisect_left(ts, upto)
+            self.evicted_total += cut
+            if cut == n:
+                return
+            recs, ts, seqs = recs[cut:], ts[cut:], seqs[cut:]
+            n -= cut
         span = self.shard_span_us
         shards = self._shards
         i = 0
@@ -423,9 +437,11 @@ class Store:
             if len(shard) <= over:
                 over -= len(shard)
                 self.evicted_total += len(shard)
+                self._evicted_to(shard, len(shard))
                 self._drop_oldest_shard()
             else:
                 self.evicted_total += over
+                self._evicted_to(shard, over)
                 self._trim(shard, over)
                 over = 0
                 self._free_dead(shard)
@@ -440,6 +456,7 @@ class Store:
                 need = self._bytes - target
                 if shard.nbytes <= need or len(shard) == 0:
                     self.evicted_total += len(shard)
+                    self._evicted_to(shard, len(shard))
                     self._drop_oldest_shard()
                     continue
                 if shard.run is None and shard.dead_bytes:
@@ -457,9 +474,25 @@ class Store:
                     need += self.freeze_bytes
                 k = shard.records_to_free(need)
                 self.evicted_total += k
+                self._evicted_to(shard, k)
                 self._trim(shard, k)
                 if self._shards.get(shard.key) is shard:
                     self._free_dead(shard)
+
+    def _evicted_to(self, shard: Shard, k: int) -> None:
+        """Note that the `k` oldest records of `shard` are being evicted."""
+        if k:
+            t = shard.last_ts() if k >= len(shard) else shard.ts[k - 1]
+            if self._evicted_upto is None or t > self._evicted_upto:
+                self._evicted_upto = t
+
+    def _at_bound(self) -> bool:
+        """Evicting for max_records or max_memory: near a bound (eviction
+        takes the store down to 7/8 of max_memory, then it fills again)."""
+        budget = self._record_budget()
+        return self._count >= self.max_records - self.max_records // 8 or (
+            self._bytes >= budget - budget // 4
+        )
 
     def expire(self, now: int) -> int:
         """Drop records older than `now - ttl`; returns how many.

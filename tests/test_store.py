@@ -807,6 +807,33 @@ def test_late_records_in_an_open_shard_evicted_for_memory_are_kept_exactly() -> 
     assert len(uids) <= 4, len(uids)
 
 
+def test_a_record_older_than_one_evicted_for_memory_counts_as_evicted_at_once() -> None:
+    """At its bound the store evicts the oldest first, so a late record older
+    than one it already evicted would be the next to go: it is counted as
+    evicted on arrival, and does not hold the store's oldest time back
+    (the log's pruning waits on it). Below the bound it is kept."""
+    s = store(max_memory=300_000, shard_span_us=10**12, freeze_bytes=2_000, cache_bytes=0)
+    for b in range(40):
+        s.add_many([_mixed(10_000 + b * 100 + j) for j in range(100)])
+    assert s.evicted_total > 0
+    oldest = s.oldest_timestamp()
+    assert oldest is not None and oldest > 10_000
+    before, held = s.evicted_total, len(s)
+    first = s.add_many([_mixed(10_000), _mixed(5_000)])  # both older than the evicted
+    assert s.evicted_total == before + 2
+    assert len(s) == held
+    assert s.oldest_timestamp() == oldest
+    assert s.get(make_id(10_000, first)) is None
+    # Newer than what was evicted: stored as ever.
+    s.add_many([_mixed(oldest + 1)])
+    assert len(s) == held + 1
+    # Below the bound (the TTL took most of it): old records are kept again.
+    s.expire(oldest + 10**12 - 1 + 40 * 100 - 200)
+    assert s.memory_bytes() < 150_000
+    first = s.add_many([_mixed(5_000)])
+    assert s.get(make_id(5_000, first)) is not None
+
+
 def _one_by_one(shard: object, need: int) -> int:
     """How many records eviction took before: record_bytes added one at a time."""
     freed = k = 0
