@@ -15,7 +15,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -554,20 +554,19 @@ class Shard:
         # In place (a memmove; a bytearray just moves its start): slicing
         # into new arrays cost ~6x more, page faults for fresh memory
         # included, and held the old and new columns at once.
-        freed = 0 if self.xsize is None else 4 * m + sum(self.xsize[:m])
+        freed = 0
+        if self.xsize is not None:
+            sizes = self.xsize[:m]
+            freed = 4 * m + sum(sizes)
+            # The dead records with structured data are those with a size:
+            # deleted by key (iterating the dict from its front walked every
+            # slot deleted before, ~40 ms a step after a few minutes).
+            extras = self.extras
+            for a in compress(range(self.pdrop, self.pdrop + m), sizes):
+                del extras[a]
         for col in self._physical_columns():
             del col[:m]
         freed += m * RECORD_BYTES + self.text.drop_prefix(m)
-        extras = self.extras
-        if extras:
-            end = self.pdrop + m
-            dead = []
-            for a in extras:  # in arrival order: the dead ones come first
-                if a >= end:
-                    break
-                dead.append(a)
-            for a in dead:
-                del extras[a]
         self.pdrop += m
         if self.order is None:
             self.base -= m
