@@ -18,6 +18,14 @@ def rec(ts: int, seq: int) -> Record:
     return Record(ts, ts, "h", "s", None, None, 1, 6, f"m{seq}", None, None, "raw")
 
 
+def add_batch(shard: Shard, offsets: list[int], seq: int) -> list[tuple[int, int]]:
+    """Add records at BASE + each offset, seqs from seq + 1, sorted by key as
+    the store hands a batch over; returns their keys."""
+    keys = sorted((BASE + off, seq + 1 + i) for i, off in enumerate(offsets))
+    shard.add([rec(t, s) for t, s in keys], [t for t, _ in keys], [s for _, s in keys])
+    return keys
+
+
 @settings(max_examples=200)
 @given(
     st.lists(
@@ -33,12 +41,8 @@ def test_late_batches_keep_the_key_index_sorted_and_pointing_at_their_records(
     seq = 0
     taken: list[tuple[int, int]] = []
     for offsets in batches:
-        keys = []
-        for off in offsets:
-            seq += 1
-            keys.append((BASE + off, seq))
-        keys.sort()
-        shard.add([rec(t, s) for t, s in keys], [t for t, _ in keys], [s for _, s in keys])
+        keys = add_batch(shard, offsets, seq)
+        seq += len(keys)
         taken += keys
     want = sorted(taken)
     assert list(zip(shard.ts, shard.seqs, strict=True)) == want
@@ -74,12 +78,8 @@ def test_waiting_late_records_are_in_every_read_trim_and_cut(
         seq = 0
         live: list[tuple[int, int]] = []
         for offsets, then in steps:
-            keys = []
-            for off in offsets:
-                seq += 1
-                keys.append((BASE + off, seq))
-            keys.sort()
-            shard.add([rec(t, s) for t, s in keys], [t for t, _ in keys], [s for _, s in keys])
+            keys = add_batch(shard, offsets, seq)
+            seq += len(keys)
             live = sorted(live + keys)
             assert len(shard) == len(live)
             if then == "read":
