@@ -817,7 +817,8 @@ def test_a_record_older_than_one_evicted_for_memory_counts_as_evicted_at_once() 
         s.add_many([_mixed(10_000 + b * 100 + j) for j in range(100)])
     assert s.evicted_total > 0
     oldest = s.oldest_timestamp()
-    assert oldest is not None and oldest > 10_000
+    assert oldest is not None
+    assert oldest > 10_000
     before, held = s.evicted_total, len(s)
     first = s.add_many([_mixed(10_000), _mixed(5_000)])  # both older than the evicted
     assert s.evicted_total == before + 2
