@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol, cast
 
 from collector.config import ListenerConfig
@@ -33,6 +34,7 @@ from collector.record import ParseOptions, Record, raw_record
 from collector.settings import Settings
 from collector.times import UTC, format_duration, parse_timestamp
 
+_CUT = itemgetter(1)  # a frame's truncated flag
 log = logging.getLogger("collector.listeners")  # what operators grep for
 
 
@@ -325,11 +327,9 @@ class Ingest:
             self.flush(budget=1 << 30)
 
     def _parse_batches(self, now: int, recs: list[Record], budget: int) -> None:
-        parse = self.parse
         native = self.parse_frames
         opts = self.options()
         batches = self._batches
-        append = recs.append
         raw = truncated = 0
         skewed: list[Record] = []
         while batches and budget > 0:
@@ -352,20 +352,8 @@ class Ingest:
                         recs += cast("list[Record]", parsed)
                         truncated += cut
                         continue
-            done: list[Record | None] = [None] * len(frames) if parsed is None else parsed
-            for rec, (data, cut) in zip(done, frames, strict=True):
-                if rec is None:
-                    try:
-                        rec = parse(data, now, sender, opts, cut)
-                    except Exception:
-                        rec = self._parser_failed(data, now, sender, cut)
-                    if rec.format == "raw":
-                        raw += 1
-                    # Only the Python path restamps (native declines skewed times).
-                    if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
-                        skewed.append(rec)
-                truncated += cut
-                append(rec)
+            raw += self._parse_declined(parsed, frames, sender, now, recs, skewed)
+            truncated += sum(map(_CUT, frames))
         self.stats.raw += raw
         self.stats.truncated += truncated
         if skewed:
@@ -407,18 +395,36 @@ class Ingest:
     ) -> None:
         """One sender's datagram frames -> records appended to `recs`: the
         native batch parser first, Python for what it declines."""
-        parse = self.parse
-        opts = self.options()
         parsed = None
         if self.parse_frames is not None:  # syslog (json: None)
             try:
-                parsed = parse_datagram_run(frames, now, sender, opts)
+                parsed = parse_datagram_run(frames, now, sender, self.options())
             except Exception:  # a native bug: Python reads the whole batch
                 self.warn("native", "native parser failed; batch parsed in Python", exc_info=True)
+        skewed: list[Record] = []
+        self.stats.raw += self._parse_declined(parsed, frames, sender, now, recs, skewed)
+        if skewed:
+            self.clock_skew(skewed)
+
+    def _parse_declined(
+        self,
+        parsed: list[Record | None] | None,
+        frames: list[Frame],
+        sender: str | None,
+        now: int,
+        recs: list[Record],
+        skewed: list[Record],
+    ) -> int:
+        """Every frame's record appended to `recs` in order: the native
+        parser's (`parsed`), Python's where it declined (None) or did not
+        run (`parsed` None). Records restamped for a skewed clock go to
+        `skewed` too. Returns how many of those Python parsed are raw (what
+        the per-frame loops of both paths counted before)."""
+        parse = self.parse
+        opts = self.options()
         append = recs.append
         done: list[Record | None] = [None] * len(frames) if parsed is None else parsed
         raw = 0
-        skewed: list[Record] = []
         for rec, (data, cut) in zip(done, frames, strict=True):
             if rec is None:
                 try:
@@ -431,9 +437,7 @@ class Ingest:
                 if rec.timestamp == now and rec.fields and "original_timestamp" in rec.fields:
                     skewed.append(rec)
             append(rec)
-        self.stats.raw += raw
-        if skewed:
-            self.clock_skew(skewed)
+        return raw
 
     def _parser_failed(self, data: bytes, now: int, sender: str | None, cut: bool) -> Record:
         """A parser bug must not lose the message: keep it raw, say so."""
