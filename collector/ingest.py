@@ -332,9 +332,13 @@ class Ingest:
         batches = self._batches
         raw = truncated = 0
         skewed: list[Record] = []
+        # Who sent which records, for the rate limiter only: without one,
+        # nothing clears the list (it grew by a tuple per batch, for good).
+        peers = self.peers if self.limiter is not None else None
         while batches and budget > 0:
             frames, sender, nbytes = batches.popleft()
-            self.peers.append((len(recs), sender))
+            if peers is not None:
+                peers.append((len(recs), sender))
             self._backlog -= nbytes
             budget -= len(frames)
             parsed = None
