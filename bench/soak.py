@@ -3,6 +3,7 @@ steady queries and /tail clients; samples RSS, loss and query latency.
 
 Run: .venv/bin/python bench/soak.py [--minutes 10] [--rate N] [--ttl 2m] [--quick]
      [--trace-stalls FILE]  (where the loop stalled: bench/stalltrace)
+     [--trace-memory FILE]  (RSS, C heap, Python objects: bench/stalltrace/memtrace.py)
 The default rate is 50% of a max TCP rate measured first (5 s blast into a
 scratch daemon with the same store settings, persistence included). TTL is small so the store's window fills early and RSS
 flatness afterwards is visible. Persistence (snapshot + write-ahead log,
@@ -281,6 +282,12 @@ def main() -> None:
         help="sample the soaked daemon's loop stack in stalls over 30 ms into FILE "
         "(bench/stalltrace; rewritten every 5 s)",
     )
+    ap.add_argument(
+        "--trace-memory",
+        metavar="FILE",
+        help="write the soaked daemon's RSS, C heap and Python object count every 20 s "
+        "into FILE (bench/stalltrace/memtrace.py)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.minutes, args.ttl, args.interval = 0.5, "10s", 5.0
@@ -293,16 +300,19 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def stall_tracing(path: str | None) -> Iterator[None]:
+def stall_tracing(path: str | None, memory: str | None = None) -> Iterator[None]:
     """The environment that loads bench/stalltrace into a daemon started
-    inside (only that one: the sender and scratch daemons run without)."""
-    if path is None:
+    inside (only that one: the sender and scratch daemons run without):
+    the stall sampler into `path`, the memory sampler into `memory`."""
+    if path is None and memory is None:
         yield
         return
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "STALLTRACE")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "STALLTRACE", "MEMTRACE")}
     here = str(Path(__file__).resolve().parent / "stalltrace")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, saved["PYTHONPATH"]) if p)
-    os.environ["STALLTRACE"] = str(Path(path).resolve())
+    for key, value in (("STALLTRACE", path), ("MEMTRACE", memory)):
+        if value is not None:
+            os.environ[key] = str(Path(value).resolve())
     try:
         yield
     finally:
@@ -328,7 +338,7 @@ def run(args: argparse.Namespace, ttl: float, workdir: Path) -> None:
             f"{top:,.0f} msg/s; soaking at 50%: {rate:,.0f} msg/s"
         )
     d = DaemonProcess(workdir, store)
-    with stall_tracing(args.trace_stalls):
+    with stall_tracing(args.trace_stalls, args.trace_memory):
         d.start()
     try:
         soak(args, ttl, workdir, d, rate)

@@ -111,3 +111,8 @@ def _install(path: str) -> None:
 
 if os.environ.get("STALLTRACE"):
     _install(os.environ["STALLTRACE"])
+if os.environ.get("MEMTRACE"):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import memtrace
+
+    memtrace.install(os.environ["MEMTRACE"])
